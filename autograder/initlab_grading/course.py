@@ -1,0 +1,288 @@
+"""The instructor's loop on the bundled sample submissions, with the real nbgrader.
+
+    python -m initlab_grading.course [--root DIR] [--assignment NAME ...]
+
+For each assignment: ``nbgrader generate_assignment`` (source/ -> release/),
+``nbgrader generate_solution`` (source/ -> solutions/, executed at the ``grade`` budget),
+the sample submissions written to submitted/, ``nbgrader autograde``,
+``nbgrader generate_feedback`` and, for the whole course, ``nbgrader export`` to
+grades.csv. It prints each sample's score per test cell next to what the sample states it
+must score, and exits non-zero when any differ. tasks.py runs it in the course's
+virtual environment (``python3 tasks.py course``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+from nbgrader.api import Gradebook
+
+from initlab_grading.samples import Sample, samples_for
+
+ASSIGNMENTS: tuple[str, ...] = ("gradient_descent",)
+"""The course's assignments in teaching order; each is source/<name>/<name>.ipynb."""
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SUBMISSION_TIME = "2026-01-15 12:00:00.000000 UTC"
+_SOLUTION_MARKERS = re.compile(r"^\s*### (BEGIN|END) SOLUTION\s*$")
+
+
+class CourseError(RuntimeError):
+    """A step of the loop failed; the message says which and why."""
+
+
+def notebook_name(assignment: str) -> str:
+    """Each assignment has one notebook, named after it (its nbgrader notebook id)."""
+    return f"{assignment}.ipynb"
+
+
+def ensure_tools_on_path() -> None:
+    """Put this interpreter's scripts folder first on PATH. nbgrader's gradebook runs the
+    `alembic` command by name, which fails in a virtual environment that is not
+    activated (as when tasks.py or a test calls its python directly)."""
+    scripts = str(Path(sys.executable).parent)
+    if os.environ.get("PATH", "").split(os.pathsep)[0] != scripts:
+        os.environ["PATH"] = os.pathsep.join([scripts, os.environ.get("PATH", "")])
+
+
+def nbgrader(root: Path, *args: str, budget: str | None = None) -> str:
+    """Run one nbgrader command in the course root; return its log, raise on failure."""
+    ensure_tools_on_path()
+    cmd = [str(Path(sys.executable).with_name("nbgrader")), *args]
+    env = dict(os.environ)
+    if budget:
+        env["INITLAB_BUDGET"] = budget
+    proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
+    log = proc.stdout + proc.stderr
+    if proc.returncode != 0:
+        raise CourseError(f"`nbgrader {' '.join(args)}` failed in {root}:\n{log[-4000:]}")
+    return log
+
+
+# --------------------------------------------------------------------------------------
+# Submissions
+
+
+def reference_answers(root: Path, assignment: str) -> dict[str, str]:
+    """The master's answer cells, keyed by grade_id, without the solution markers."""
+    nb = nbformat.read(root / "source" / assignment / notebook_name(assignment), as_version=4)
+    answers = {}
+    for cell in nb.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        if meta.get("solution"):
+            lines = [ln for ln in cell.source.splitlines() if not _SOLUTION_MARKERS.match(ln)]
+            answers[meta["grade_id"]] = "\n".join(lines)
+    return answers
+
+
+def build_submission(root: Path, assignment: str, sample: Sample) -> nbformat.NotebookNode:
+    """The release notebook with the sample's answers written into its answer cells."""
+    nb = nbformat.read(root / "release" / assignment / notebook_name(assignment), as_version=4)
+    if sample.blank:
+        return nb
+    reference = reference_answers(root, assignment)
+    unknown = set(sample.answers) - set(reference)
+    if unknown:
+        raise CourseError(
+            f"Sample {sample.student!r} of {assignment} answers cells {sorted(unknown)}, "
+            f"which are not answer cells; answer cells are {sorted(reference)}."
+        )
+    for cell in nb.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        if meta.get("solution"):
+            grade_id = meta["grade_id"]
+            cell.source = sample.answers.get(grade_id, reference[grade_id]).strip("\n")
+    return nb
+
+
+def write_submissions(root: Path, assignment: str, samples: list[Sample]) -> None:
+    """Put each sample where ``nbgrader collect`` would: submitted/<student>/<assignment>/."""
+    for sample in samples:
+        folder = root / "submitted" / sample.student / assignment
+        if folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+        nbformat.write(
+            build_submission(root, assignment, sample), folder / notebook_name(assignment)
+        )
+        (folder / "timestamp.txt").write_text(SUBMISSION_TIME)
+
+
+# --------------------------------------------------------------------------------------
+# Results
+
+
+@dataclass
+class CellResult:
+    grade_id: str
+    score: float | None  # None: waits for manual grading
+    max_score: float
+    message: str  # the failure's "ename: evalue", or ""
+
+
+@dataclass
+class SampleResult:
+    student: str
+    cells: dict[str, CellResult]
+
+    @property
+    def auto_score(self) -> float:
+        return sum(c.score or 0.0 for c in self.cells.values() if c.score is not None)
+
+    def auto_max(self, test_ids: set[str]) -> float:
+        return sum(c.max_score for c in self.cells.values() if c.grade_id in test_ids)
+
+
+def test_cell_ids(root: Path, assignment: str) -> set[str]:
+    nb = nbformat.read(root / "source" / assignment / notebook_name(assignment), as_version=4)
+    return {
+        c.metadata["nbgrader"]["grade_id"]
+        for c in nb.cells
+        if c.metadata.get("nbgrader", {}).get("grade")
+        and not c.metadata["nbgrader"].get("solution")
+    }
+
+
+def _error_messages(root: Path, assignment: str, student: str) -> dict[str, str]:
+    path = root / "autograded" / student / assignment / notebook_name(assignment)
+    nb = nbformat.read(path, as_version=4)
+    messages = {}
+    for cell in nb.cells:
+        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+        for out in cell.get("outputs", []):
+            if out.output_type == "error":
+                messages[grade_id] = f"{out.ename}: {out.evalue}"
+    return messages
+
+
+def collect_results(root: Path, assignment: str, students: list[str]) -> list[SampleResult]:
+    """Per-cell scores from the gradebook and failure messages from the graded notebooks."""
+    ensure_tools_on_path()
+    results = []
+    with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gb:
+        for student in students:
+            nb_sub = gb.find_submission_notebook(assignment, assignment, student)
+            messages = _error_messages(root, assignment, student)
+            cells = {
+                g.name: CellResult(
+                    g.name,
+                    g.score if not g.needs_manual_grade else None,
+                    g.max_score,
+                    messages.get(g.name, ""),
+                )
+                for g in nb_sub.grades
+            }
+            results.append(SampleResult(student, cells))
+    return results
+
+
+def compare_with_samples(
+    results: list[SampleResult], samples: list[Sample], test_ids: set[str]
+) -> list[str]:
+    """Every way the graded samples differ from what they state; empty when all agree."""
+    problems = []
+    by_student = {s.student: s for s in samples}
+    for res in results:
+        sample = by_student[res.student]
+        for grade_id in sorted(test_ids):
+            cell = res.cells[grade_id]
+            must_lose = sample.blank or grade_id in sample.lost
+            want = 0.0 if must_lose else cell.max_score
+            if cell.score != want:
+                problems.append(
+                    f"{res.student}: {grade_id} scored {cell.score} of {cell.max_score}; "
+                    f"the sample states {want}. Message: {cell.message or '(none)'}"
+                )
+            expected_text = sample.lost.get(grade_id, "")
+            if expected_text and expected_text not in cell.message:
+                problems.append(
+                    f"{res.student}: {grade_id} failed with {cell.message!r}, which does not "
+                    f"contain {expected_text!r}."
+                )
+    return problems
+
+
+def format_table(assignment: str, results: list[SampleResult], test_ids: set[str]) -> str:
+    lines = [f"== {assignment}: autograded points per sample (manual answers wait for grading)"]
+    width = max(len(r.student) for r in results)
+    for res in results:
+        manual = sum(1 for c in res.cells.values() if c.score is None)
+        failed = sorted(g for g in test_ids if res.cells[g].score == 0)
+        lines.append(
+            f"  {res.student:<{width}}  {res.auto_score:5.1f} / {res.auto_max(test_ids):4.1f}"
+            f"  manual pending: {manual}  lost: {', '.join(failed) if failed else '-'}"
+        )
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------
+# The loop
+
+
+def build(root: Path, assignment: str) -> None:
+    """release/ and solutions/ of one assignment, from its master in source/."""
+    print(f"[{assignment}] nbgrader generate_assignment", flush=True)
+    nbgrader(root, "generate_assignment", assignment, "--force")
+    print(f"[{assignment}] nbgrader generate_solution (executes the reference)", flush=True)
+    nbgrader(root, "generate_solution", assignment, "--force", budget="grade")
+
+
+def grade_samples(root: Path, assignment: str) -> list[str]:
+    """Autograde the sample submissions against the release in the course root, write
+    their feedback, print the table; return the mismatches with the samples' statements."""
+    samples = samples_for(assignment)
+    write_submissions(root, assignment, samples)
+    print(f"[{assignment}] nbgrader autograde ({len(samples)} sample submissions)", flush=True)
+    nbgrader(root, "autograde", assignment, "--force")
+    print(f"[{assignment}] nbgrader generate_feedback", flush=True)
+    nbgrader(root, "generate_feedback", assignment, "--force")
+    tests = test_cell_ids(root, assignment)
+    results = collect_results(root, assignment, [s.student for s in samples])
+    print(format_table(assignment, results, tests), flush=True)
+    return compare_with_samples(results, samples, tests)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", type=Path, default=REPO_ROOT, help="course root")
+    parser.add_argument(
+        "--assignment",
+        action="append",
+        choices=ASSIGNMENTS,
+        help="only this assignment (repeatable); default: all",
+    )
+    parser.add_argument(
+        "--build-only",
+        action="store_true",
+        help="only rebuild release/ and solutions/ from source/",
+    )
+    args = parser.parse_args(argv)
+    root = args.root.resolve()
+    problems = []
+    for assignment in args.assignment or ASSIGNMENTS:
+        build(root, assignment)
+        if not args.build_only:
+            problems += grade_samples(root, assignment)
+    if args.build_only:
+        return 0
+    print("[course] nbgrader export -> grades.csv", flush=True)
+    nbgrader(root, "export", "--to", str(root / "grades.csv"))
+    print(f"Feedback HTML: {root / 'feedback'}/<student>/<assignment>/")
+    print(f"Grades CSV:    {root / 'grades.csv'}")
+    if problems:
+        print("\nSamples that did not score what they state:", *problems, sep="\n  ")
+        return 1
+    print("\nEvery sample scored exactly what it states.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""Checking utilities used by the visible tests of every notebook (after CS231n's
+``rel_error`` and ``eval_numerical_gradient``), with tolerances that follow from
+floating-point round-off instead of being tuned by hand.
+
+Every check raises :class:`CheckFailed` with a sentence a student can act on, and returns
+``None`` on success: nbgrader gives partial credit to a test cell whose last value is a
+number, so a check must never return one.
+
+Round-off model used throughout: an operation in floating point with unit round-off
+``u = eps / 2`` returns ``x (1 + d)`` with ``|d| <= u``. A sum of ``n`` terms computed in
+any order is off by at most ``(n - 1) u`` times the sum of the terms' magnitudes (to first
+order), and rounding each input to the working type adds ``u`` relative per input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "CheckFailed",
+    "as_array",
+    "call_answer",
+    "check_close",
+    "check_finite",
+    "check_gradient",
+    "numerical_gradient",
+    "rel_error",
+    "roundoff_bound",
+    "unit_roundoff",
+]
+
+
+class CheckFailed(AssertionError):
+    """A check found a wrong answer; the message says what is wrong and what to look at."""
+
+
+def call_answer(
+    func: Callable[..., Any], *args: Any, what: str, hint: str = "", **kwargs: Any
+) -> Any:
+    """Call a student's function; turn an exception into a :class:`CheckFailed` that
+    says which call failed and adds ``hint`` (the original exception stays chained, so
+    the traceback still shows the failing line)."""
+    try:
+        return func(*args, **kwargs)
+    except NotImplementedError:
+        raise CheckFailed(
+            f"{what} is not implemented yet (it raised NotImplementedError)."
+        ) from None
+    except CheckFailed:
+        raise
+    except Exception as exc:
+        raise CheckFailed(
+            f"{what} raised {type(exc).__name__}: {exc}." + (" " + hint if hint else "")
+        ) from exc
+
+
+def unit_roundoff(dtype: Any = np.float32) -> float:
+    """Unit round-off ``u = eps / 2`` of a floating type (float32 by default, the
+    coarsest type a correct answer may use)."""
+    return float(np.finfo(dtype).eps) / 2.0
+
+
+def roundoff_bound(magnitude: Any, num_ops: int, dtype: Any = np.float32) -> np.ndarray:
+    """Bound on the absolute round-off of a result computed with ``num_ops`` rounded
+    operations (inputs' rounding included) from terms whose magnitudes add up to
+    ``magnitude``: ``num_ops * u * magnitude`` (the first-order bound ``gamma_n``)."""
+    if num_ops < 1:
+        raise ValueError(f"num_ops must be at least 1, got {num_ops}")
+    return num_ops * unit_roundoff(dtype) * np.abs(np.asarray(magnitude, dtype=np.float64))
+
+
+def rel_error(x: Any, y: Any) -> float:
+    """Largest relative error ``|x - y| / max(1e-8, |x| + |y|)`` over all entries."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    return float(np.max(np.abs(x - y) / np.maximum(1e-8, np.abs(x) + np.abs(y))))
+
+
+def as_array(
+    value: Any,
+    what: str,
+    shape: Sequence[int | None] | None = None,
+) -> np.ndarray:
+    """Convert an answer to a float64 array, or fail with a message naming ``what``.
+
+    ``shape`` may contain ``None`` for an axis of any length.
+    """
+    if value is None:
+        raise CheckFailed(f"{what} is None. Did the function forget to `return` its result?")
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise CheckFailed(
+            f"{what} could not be read as an array of numbers ({exc}). "
+            "Return a numpy array (or a list of numbers)."
+        ) from None
+    if shape is not None:
+        ok = arr.ndim == len(shape) and all(
+            want is None or got == want for got, want in zip(arr.shape, shape, strict=True)
+        )
+        if not ok:
+            pretty = "(" + ", ".join("any" if s is None else str(s) for s in shape) + ")"
+            raise CheckFailed(f"{what} has shape {arr.shape}; expected {pretty}.")
+    return arr
+
+
+def check_finite(value: Any, what: str) -> None:
+    """Fail if any entry is nan or infinite."""
+    arr = np.asarray(value, dtype=np.float64)
+    if not np.all(np.isfinite(arr)):
+        bad = np.argwhere(~np.isfinite(arr))[0]
+        raise CheckFailed(
+            f"{what} contains {arr[tuple(bad)]} at index {tuple(int(i) for i in bad)}; "
+            "every entry must be a finite number."
+        )
+
+
+def check_close(
+    got: Any,
+    expected: Any,
+    tolerance: Any,
+    what: str,
+    hint: str = "",
+) -> None:
+    """Fail unless ``|got - expected| <= tolerance`` entrywise.
+
+    ``tolerance`` is an absolute bound (scalar or broadcastable array) that the caller
+    derives from the numerics; the message names the worst entry and adds ``hint``.
+    """
+    got_arr = as_array(got, what, shape=np.shape(expected))
+    want = np.asarray(expected, dtype=np.float64)
+    tol = np.broadcast_to(np.asarray(tolerance, dtype=np.float64), want.shape)
+    err = np.abs(got_arr - want)
+    bad = ~(err <= tol)  # also catches nan
+    if np.any(bad):
+        idx = tuple(int(i) for i in np.argwhere(bad)[0])
+        where = f" at index {idx}" if want.ndim else ""
+        message = (
+            f"{what} is {got_arr[idx]:.10g}{where}; expected {want[idx]:.10g} "
+            f"(allowed difference {tol[idx]:.3g})."
+        )
+        raise CheckFailed(message + (" " + hint if hint else ""))
+
+
+def numerical_gradient(f: Callable[[np.ndarray], Any], x: Any, h: float = 1e-5) -> np.ndarray:
+    """Centred finite-difference gradient of a scalar function ``f`` at ``x``.
+
+    Each partial derivative is ``(f(x + h e_i) - f(x - h e_i)) / (2 h)``. Its truncation
+    error is ``h**2 / 6`` times the third derivative along ``e_i`` (zero for a quadratic),
+    and its round-off error is at most ``delta / h`` where ``delta`` bounds the absolute
+    round-off of one evaluation of ``f``.
+    """
+    x = np.array(x, dtype=np.float64)
+    grad = np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+        old = x[i]
+        x[i] = old + h
+        f_plus = float(f(x.copy()))
+        x[i] = old - h
+        f_minus = float(f(x.copy()))
+        x[i] = old
+        grad[i] = (f_plus - f_minus) / (2.0 * h)
+    return grad
+
+
+def check_gradient(
+    f: Callable[[np.ndarray], Any],
+    grad: Callable[[np.ndarray], Any],
+    x: Any,
+    *,
+    h: float,
+    f_error: float,
+    grad_error: float = 0.0,
+    truncation: float = 0.0,
+    what: str = "the gradient",
+) -> None:
+    """Fail unless ``grad(x)`` matches centred finite differences of ``f``.
+
+    The allowed difference per entry is ``f_error / h + grad_error + truncation``:
+    ``f_error`` bounds the absolute round-off of one evaluation of ``f`` near ``x`` (two
+    evaluations, divided by ``2 h``), ``grad_error`` that of ``grad(x)`` itself, and
+    ``truncation`` bounds ``h**2 / 6`` times the third derivative (zero for a quadratic).
+    """
+    x = np.asarray(x, dtype=np.float64)
+    numeric = numerical_gradient(f, x, h)
+    check_close(
+        grad(x.copy()),
+        numeric,
+        f_error / h + grad_error + truncation,
+        f"{what} at {x.tolist()}",
+        "It disagrees with the finite-difference slope of f there: "
+        "re-derive each partial derivative.",
+    )

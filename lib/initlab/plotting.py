@@ -1,0 +1,75 @@
+"""One plotting helper per view. Each draws on the axes it is given (or a new figure)
+and returns the axes, so a notebook can combine views in subplots."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.axes import Axes
+
+__all__ = ["plot_contours", "plot_distance"]
+
+
+def _axes(ax: Axes | None, figsize: tuple[float, float] = (6.0, 5.0)) -> Axes:
+    if ax is None:
+        _, ax = plt.subplots(figsize=figsize)
+    return ax
+
+
+def plot_contours(
+    f: Callable[[np.ndarray], Any],
+    trajectories: Mapping[str, Any] | None = None,
+    xlim: tuple[float, float] = (0.0, 12.0),
+    ylim: tuple[float, float] = (-2.0, 10.0),
+    optimum: Any = None,
+    num_levels: int = 30,
+    resolution: int = 121,
+    ax: Axes | None = None,
+) -> Axes:
+    """Contour lines of a function of two variables, with optimisation paths on top.
+
+    ``f`` takes one point of shape (2,) and returns a number (it is called point by point,
+    so it need not be vectorised). ``trajectories`` maps a label to an array of shape
+    (num_points, 2); ``optimum`` marks a point with a star.
+    """
+    ax = _axes(ax)
+    xs = np.linspace(*xlim, resolution)
+    ys = np.linspace(*ylim, resolution)
+    values = np.array([[float(f(np.array([x, y]))) for x in xs] for y in ys])
+    contour = ax.contour(xs, ys, values, levels=num_levels, cmap="viridis", linewidths=0.8)
+    ax.figure.colorbar(contour, ax=ax, label="f(x)")
+    for label, path in (trajectories or {}).items():
+        path = np.asarray(path, dtype=float)
+        ax.plot(path[:, 0], path[:, 1], "o-", markersize=3, linewidth=1.2, label=label)
+    if optimum is not None:
+        ax.plot(*np.asarray(optimum, dtype=float), "k*", markersize=12, label="minimum")
+    ax.set_xlim(*xlim)
+    ax.set_ylim(*ylim)
+    ax.set_xlabel("$x_1$")
+    ax.set_ylabel("$x_2$")
+    if trajectories or optimum is not None:
+        ax.legend(fontsize="small", loc="upper left")
+    return ax
+
+
+def plot_distance(
+    trajectories: Mapping[str, Any],
+    optimum: Any,
+    ax: Axes | None = None,
+) -> Axes:
+    """Distance ``||x_t - x*||`` against iteration ``t`` on a logarithmic axis, one line
+    per labelled trajectory (arrays of shape (num_points, dim))."""
+    ax = _axes(ax)
+    target = np.asarray(optimum, dtype=float)
+    for label, path in trajectories.items():
+        path = np.asarray(path, dtype=float)
+        dist = np.linalg.norm(path - target, axis=1)
+        ax.semilogy(np.arange(len(dist)), dist, label=label)
+    ax.set_xlabel("iteration t")
+    ax.set_ylabel(r"$\|x_t - x^*\|$")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize="small")
+    return ax

@@ -1,0 +1,44 @@
+"""nbgrader configuration of the initlab course. The course root is this folder:
+source/, release/, solutions/ and, after grading, submitted/, autograded/, feedback/
+and gradebook.db live beside this file."""
+
+import os
+import sys
+from pathlib import Path
+
+from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor
+from nbgrader.preprocessors import GetGrades
+
+ROOT = Path(__file__).resolve().parent
+AUTOGRADER = ROOT / "autograder"
+
+# Hidden tests import `initlab_grading` (references, checks). It lives in autograder/,
+# which students never receive; kernels started by nbgrader inherit this PYTHONPATH.
+sys.path.insert(0, str(AUTOGRADER))
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(AUTOGRADER), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+)
+from initlab_grading.feedback import HideHiddenTests  # noqa: E402
+
+c = get_config()  # noqa: F821 (provided by nbgrader when it loads this file)
+
+c.CourseDirectory.root = str(ROOT)
+c.CourseDirectory.course_id = "initlab"
+c.CourseDirectory.solution_directory = "solutions"
+
+# Student versions: a stub that says what to do; every nbgrader cell must carry metadata.
+c.ClearSolutions.code_stub = {
+    "python": '# YOUR CODE HERE\nraise NotImplementedError("Replace this line with your answer.")'
+}
+c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
+c.ClearSolutions.enforce_metadata = True
+
+# Output on stderr (a warning, a progress bar) never costs points: only an exception
+# fails a test cell. nbgrader would otherwise score any stderr in a test cell as zero.
+c.IgnorePattern.pattern = r"[\s\S]"
+
+# Per-cell time limit while grading and generating solutions (seconds).
+c.Execute.timeout = 300
+
+# Feedback shows each test's message and points, never hidden test code.
+c.GenerateFeedback.preprocessors = [GetGrades, HideHiddenTests, CSSHTMLHeaderPreprocessor]

@@ -1,0 +1,35 @@
+"""Shared fixtures. The instructor-only package initlab_grading lives in autograder/;
+tests import it from there, as nbgrader's kernels do."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO / "autograder") not in sys.path:
+    sys.path.insert(0, str(REPO / "autograder"))
+
+from initlab_grading import course  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def repo() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def fresh_course(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A course root in a temporary folder with the repository's source/, config and
+    autograder/, and release/ freshly generated there by nbgrader (the repository's
+    own release/ is compared with it, never overwritten)."""
+    root = tmp_path_factory.mktemp("course")
+    shutil.copytree(REPO / "source", root / "source")
+    shutil.copy(REPO / "nbgrader_config.py", root / "nbgrader_config.py")
+    (root / "autograder").symlink_to(REPO / "autograder", target_is_directory=True)
+    for assignment in course.ASSIGNMENTS:
+        course.nbgrader(root, "generate_assignment", assignment, "--force")
+    return root

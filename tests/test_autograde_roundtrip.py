@@ -1,0 +1,69 @@
+"""The autograde round trip with the real nbgrader: every bundled sample submission
+(reference, blank, answers written another way, plausible mistakes) scores exactly the
+points it states, with the message it states, and feedback shows no hidden test."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from initlab_grading import course
+from initlab_grading.feedback import HIDDEN_NOTE
+from initlab_grading.samples import samples_for
+
+
+@pytest.fixture(scope="module")
+def graded(fresh_course):
+    problems = {a: course.grade_samples(fresh_course, a) for a in course.ASSIGNMENTS}
+    return fresh_course, problems
+
+
+@pytest.mark.parametrize("assignment", course.ASSIGNMENTS)
+def test_every_sample_scores_what_it_states(graded, assignment):
+    _, problems = graded
+    assert problems[assignment] == []
+
+
+@pytest.mark.parametrize("assignment", course.ASSIGNMENTS)
+def test_reference_full_and_blank_zero(graded, assignment):
+    root, _ = graded
+    tests = course.test_cell_ids(root, assignment)
+    results = {
+        r.student: r for r in course.collect_results(root, assignment, ["reference", "blank"])
+    }
+    assert results["reference"].auto_score == results["reference"].auto_max(tests) > 0
+    assert all(results["blank"].cells[t].score == 0 for t in tests)
+
+
+@pytest.mark.parametrize("assignment", course.ASSIGNMENTS)
+def test_feedback_shows_messages_not_hidden_tests(graded, assignment):
+    root, _ = graded
+    for sample in samples_for(assignment):
+        html = (root / "feedback" / sample.student / assignment / f"{assignment}.html").read_text()
+        assert "initlab_grading" not in html and "BEGIN HIDDEN TESTS" not in html
+        assert HIDDEN_NOTE.lstrip("# ")[:30] in html
+        for text in sample.lost.values():
+            assert text.replace("'", "&#39;")[:40] in html.replace("&quot;", '"') or not text
+
+
+@pytest.mark.parametrize("assignment", course.ASSIGNMENTS)
+def test_release_stubs_fail_every_test_and_solution_validates(repo, fresh_course, assignment):
+    nb = f"{assignment}.ipynb"
+    log = course.nbgrader(
+        fresh_course, "validate", "--invert", str(fresh_course / "release" / assignment / nb)
+    )
+    assert "Success! The notebook does not pass any tests." in log, log
+    log = course.nbgrader(fresh_course, "validate", str(repo / "solutions" / assignment / nb))
+    assert "Success! Your notebook passes all the tests." in log, log
+
+
+def test_export_writes_every_student(graded):
+    root, _ = graded
+    course.nbgrader(root, "export", "--to", str(root / "grades.csv"))
+    with open(root / "grades.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    students = {s.student for a in course.ASSIGNMENTS for s in samples_for(a)}
+    assert {r["student_id"] for r in rows} >= students
+    reference = [r for r in rows if r["student_id"] == "reference"]
+    assert all(float(r["raw_score"]) > 0 for r in reference)

@@ -1,0 +1,34 @@
+import pytest
+
+from initlab import budget
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    for var in ("INITLAB_BUDGET", "NBGRADER_EXECUTION", "CI"):
+        monkeypatch.delenv(var, raising=False)
+
+
+def test_default_on_a_laptop():
+    assert budget.current() == "default"
+    assert budget.pick(grade=1, default=2, full=3) == 2
+
+
+@pytest.mark.parametrize("var, value", [("NBGRADER_EXECUTION", "autograde"), ("CI", "true")])
+def test_grade_under_nbgrader_and_ci(monkeypatch, var, value):
+    monkeypatch.setenv(var, value)
+    assert budget.current() == "grade"
+    assert budget.pick(grade=1, default=2, full=3) == 1
+
+
+def test_override_wins(monkeypatch):
+    monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")
+    monkeypatch.setenv("INITLAB_BUDGET", " Full ")
+    assert budget.current() == "full"
+    assert "'full'" in budget.describe()
+
+
+def test_unknown_budget_says_what_to_do(monkeypatch):
+    monkeypatch.setenv("INITLAB_BUDGET", "huge")
+    with pytest.raises(budget.BudgetError, match="one of grade, default, full"):
+        budget.current()

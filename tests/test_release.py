@@ -1,0 +1,97 @@
+"""release/ is what nbgrader generates from source/ today, and leaks nothing; solutions/
+carries the source's cells; source/ is stored without outputs; instructor material is
+out of a student's reach."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from initlab_grading import course
+
+ASSIGNMENTS = course.ASSIGNMENTS
+REGION = re.compile(r"### BEGIN (SOLUTION|HIDDEN TESTS)(.*?)### END \1", flags=re.DOTALL)
+
+
+def _nb(path: Path) -> nbformat.NotebookNode:
+    return nbformat.read(path, as_version=4)
+
+
+def _secret_lines(source_nb) -> set[str]:
+    """Lines that only exist inside solutions, hidden tests and model answers."""
+    secret, public = set(), set()
+    for cell in source_nb.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        if cell.cell_type == "markdown" and meta.get("solution"):
+            secret |= {ln.strip() for ln in cell.source.splitlines()}
+            continue
+        hidden = "\n".join(m.group(2) for m in REGION.finditer(cell.source))
+        secret |= {ln.strip() for ln in hidden.splitlines()}
+        public |= {ln.strip() for ln in REGION.sub("", cell.source).splitlines()}
+    return {ln for ln in secret - public if len(ln) > 3}
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_release_is_what_nbgrader_generates_now(repo, fresh_course, assignment):
+    committed = repo / "release" / assignment
+    fresh = fresh_course / "release" / assignment
+    assert sorted(p.name for p in committed.iterdir()) == sorted(p.name for p in fresh.iterdir())
+    for path in fresh.iterdir():
+        assert json.loads(path.read_text()) == json.loads((committed / path.name).read_text()), (
+            f"release/{assignment}/{path.name} is stale: run `python3 tasks.py release` "
+            "and commit release/ and solutions/."
+        )
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_release_leaks_no_solution_or_hidden_test(repo, assignment):
+    source = _nb(repo / "source" / assignment / f"{assignment}.ipynb")
+    release_text = (repo / "release" / assignment / f"{assignment}.ipynb").read_text()
+    release = _nb(repo / "release" / assignment / f"{assignment}.ipynb")
+    released_lines = {ln.strip() for cell in release.cells for ln in cell.source.splitlines()}
+    leaked = _secret_lines(source) & released_lines
+    assert not leaked, f"release/{assignment} contains answer or hidden-test lines: {leaked}"
+    for marker in ("BEGIN SOLUTION", "HIDDEN TESTS", "initlab_grading", "Model answer"):
+        assert marker not in release_text
+    assert [p.name for p in (repo / "release" / assignment).iterdir()] == [f"{assignment}.ipynb"]
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_source_is_stored_without_outputs(repo, assignment):
+    folder = repo / "source" / assignment
+    # nbgrader copies every file of source/<assignment>/ into the release
+    assert [p.name for p in folder.iterdir()] == [f"{assignment}.ipynb"]
+    for cell in _nb(folder / f"{assignment}.ipynb").cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None, cell.id
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_solutions_carry_the_source_cells(repo, assignment):
+    source = _nb(repo / "source" / assignment / f"{assignment}.ipynb")
+    solution = _nb(repo / "solutions" / assignment / f"{assignment}.ipynb")
+    assert [c.source for c in solution.cells] == [c.source for c in source.cells], (
+        f"solutions/{assignment} is stale: run `python3 tasks.py release` and commit it."
+    )
+    assert all(
+        not any(o.output_type == "error" for o in c.get("outputs", [])) for c in solution.cells
+    )
+
+
+def test_student_environment_cannot_import_the_grading_package(repo, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    probe = "import initlab, importlib.util as u; print(u.find_spec('initlab_grading'))"
+    out = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "None"
+    lib_text = "".join(p.read_text() for p in (repo / "lib").rglob("*.py"))
+    assert "initlab_grading" not in lib_text
