@@ -69,3 +69,22 @@ def test_roundoff_bound_uses_float32_by_default():
     assert checks.roundoff_bound(1.0, 1, np.float64) == np.finfo(np.float64).eps / 2
     with pytest.raises(ValueError):
         checks.roundoff_bound(1.0, 0)
+
+
+def test_z_score_is_the_two_sided_normal_quantile():
+    assert checks.z_score(0.05) == pytest.approx(1.959964, abs=1e-6)
+    assert checks.z_score(1e-7) == pytest.approx(5.326724, abs=1e-6)
+    with pytest.raises(ValueError):
+        checks.z_score(0.0)
+
+
+def test_check_moments_accepts_the_right_distribution_and_names_the_std():
+    rng = np.random.default_rng(3)
+    checks.check_moments(rng.normal(0, 0.5, 50_000), 0.0, 0.5, 3.0, "w")
+    checks.check_moments(rng.uniform(-1, 1, 50_000), 0.0, 1 / np.sqrt(3), 1.8, "w")
+    with pytest.raises(checks.CheckFailed, match="standard deviation 0.5.*expected 0.45.*Hint"):
+        checks.check_moments(rng.normal(0, 0.5, 50_000), 0.0, 0.45, 3.0, "w", hint="Hint.")
+    with pytest.raises(checks.CheckFailed, match="mean"):
+        checks.check_moments(rng.normal(0.1, 0.5, 50_000), 0.0, 0.5, 3.0, "w")
+    with pytest.raises(ValueError, match="at least 1000"):
+        checks.check_moments(np.zeros(10), 0.0, 1.0, 3.0, "w")

@@ -26,6 +26,8 @@ __all__ = [
     "check_close",
     "check_finite",
     "check_gradient",
+    "check_moments",
+    "z_score",
     "numerical_gradient",
     "rel_error",
     "roundoff_bound",
@@ -194,3 +196,53 @@ def check_gradient(
         "It disagrees with the finite-difference slope of f there: "
         "re-derive each partial derivative.",
     )
+
+
+def z_score(false_failure: float) -> float:
+    """Two-sided normal quantile: a correct answer's statistic lands farther than
+    ``z_score(p)`` standard errors from its expectation with probability ``p``."""
+    from scipy.stats import norm
+
+    if not 0 < false_failure < 1:
+        raise ValueError(f"false_failure must lie in (0, 1), got {false_failure}")
+    return float(norm.isf(false_failure / 2))
+
+
+def check_moments(
+    sample: Any,
+    mean: float,
+    std: float,
+    kurtosis: float,
+    what: str,
+    false_failure: float = 1e-7,
+    hint: str = "",
+) -> None:
+    """Fail unless the sample's mean and standard deviation agree with a distribution of
+    the given mean, std and kurtosis (3 for a normal, 1.8 for a uniform).
+
+    Under that distribution and for a large sample (the central limit theorem), the sample
+    mean has standard error ``std / sqrt(N)`` and the sample variance
+    ``std**2 * sqrt((kurtosis - 1) / N)``. Each check allows ``z_score(false_failure)``
+    standard errors, so a correct answer fails one of the two with probability at most
+    ``2 * false_failure`` (union bound).
+    """
+    x = np.asarray(sample, dtype=np.float64).ravel()
+    n = x.size
+    if n < 1000:
+        raise ValueError(f"check_moments needs at least 1000 samples for its CLT bound, got {n}")
+    check_finite(x, what)
+    z = z_score(false_failure)
+    se_mean = std / np.sqrt(n)
+    if abs(x.mean() - mean) > z * se_mean:
+        raise CheckFailed(
+            f"The entries of {what} have mean {x.mean():.4g}; expected {mean:.4g} "
+            f"(allowed {z * se_mean:.2g} for {n} samples)." + (" " + hint if hint else "")
+        )
+    var = x.var()
+    se_var = std**2 * np.sqrt((kurtosis - 1) / n)
+    if abs(var - std**2) > z * se_var:
+        raise CheckFailed(
+            f"The entries of {what} have standard deviation {np.sqrt(var):.4g}; expected "
+            f"{std:.4g} (variance allowed within {z * se_var:.2g} of {std**2:.4g} for {n} "
+            "samples)." + (" " + hint if hint else "")
+        )

@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.axes import Axes
 
-__all__ = ["plot_contours", "plot_distance"]
+__all__ = ["plot_contours", "plot_distance", "plot_layer_stats"]
 
 
 def _axes(ax: Axes | None, figsize: tuple[float, float] = (6.0, 5.0)) -> Axes:
@@ -72,4 +72,36 @@ def plot_distance(
     ax.set_ylabel(r"$\|x_t - x^*\|$")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize="small")
+    return ax
+
+
+def plot_layer_stats(
+    stats: Mapping[str, Any],
+    ylabel: str,
+    ax: Axes | None = None,
+    title: str = "",
+) -> Axes:
+    """One statistic per layer (a variance, say) against the layer index on a
+    logarithmic axis, one line per labelled configuration. Zero, inf and nan entries are
+    marked at the edge of the plot instead of silently dropped."""
+    ax = _axes(ax)
+    for label, values in stats.items():
+        values = np.asarray(values, dtype=float)
+        layers = np.arange(1, len(values) + 1)
+        finite = np.isfinite(values) & (values > 0)
+        (line,) = ax.semilogy(layers[finite], values[finite], "o-", markersize=3, label=label)
+        if not finite.all():
+            ax.annotate(
+                f"{label}: {int((~finite).sum())} layers 0, inf or nan",
+                xy=(0.02, 0.02 + 0.05 * (len(ax.texts))),
+                xycoords="axes fraction",
+                fontsize="x-small",
+                color=line.get_color(),
+            )
+    ax.set_xlabel("layer")
+    ax.set_ylabel(ylabel)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize="x-small")
+    if title:
+        ax.set_title(title)
     return ax

@@ -1,0 +1,617 @@
+"""Assignment 4 (initialization): references and the checks its hidden tests run.
+
+Instructor-only. Conventions (stated in the notebook too): a network has widths
+``[n_0, n_1, ..., n_L]``; layer ``l`` (1-based) has weights ``W^(l)`` of shape
+``(n_l, n_(l-1))`` with i.i.d. zero-mean entries of variance ``v_l``; in the linear regime
+``z^(l) = W^(l) z^(l-1)`` with ``z^(0) = x``; ``delta^(l) = dL/dz^(l)``, so
+``delta^(l-1) = W^(l)^T delta^(l)``; the weight gradient is ``delta^(l)_i z^(l-1)_j``.
+Arrays returned by the variance functions hold one entry per layer, layer 1 first.
+
+Tolerances:
+
+- Deterministic formulas are products of at most ``2L + 2`` rounded factors: a float32
+  answer is within ``(2L + 3) u`` relative of the exact value (u: float32 unit round-off).
+- Monte Carlo comparisons use the estimated standard error of a mean of squares and
+  ``z_score(1e-7)`` standard errors per comparison; the number of comparisons in a test cell
+  is at most 10, so a correct answer fails a cell with probability at most 1e-6 (union
+  bound; asymptotic, the central limit theorem with at least 20,000 draws).
+- Initialisers are checked on the distribution they write: mean and variance within
+  ``z_score(1e-7)`` standard errors (``check_moments``), a Kolmogorov-Smirnov test against
+  the exact target distribution at level 1e-7, and for uniform ones every entry within
+  the bound. A test cell splits its false-failure budget of 1e-6 evenly over its
+  comparisons (union bound).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from scipy import stats
+
+from initlab.checks import (
+    CheckFailed,
+    as_array,
+    call_answer,
+    check_moments,
+    unit_roundoff,
+    z_score,
+)
+
+PER_CHECK = 1e-7
+"""False-failure probability of one Monte Carlo comparison (at most 10 per test cell)."""
+CELL_FALSE_FAILURE = 1e-6
+"""Largest probability that a correct answer fails a test cell by sampling error."""
+
+# --------------------------------------------------------------------------------------
+# Variance formulas (references)
+
+
+def var_product(mean_x: float, var_x: float, mean_y: float, var_y: float) -> float:
+    """Var[XY] for independent X and Y."""
+    return var_x * mean_y**2 + var_y * mean_x**2 + var_x * var_y
+
+
+def forward_variances(var_x: float, widths: Any, weight_vars: Any) -> np.ndarray:
+    """Var(z^(l)) = Var(x) prod_{k<=l} n_(k-1) v_k, for l = 1..L."""
+    n = np.asarray(widths, dtype=np.float64)
+    v = np.asarray(weight_vars, dtype=np.float64)
+    return var_x * np.cumprod(n[:-1] * v)
+
+
+def backward_variances(var_grad_out: float, widths: Any, weight_vars: Any) -> np.ndarray:
+    """Var(delta^(l)) = Var(delta^(L)) prod_{k=l+1..L} n_k v_k, for l = 1..L."""
+    n = np.asarray(widths, dtype=np.float64)
+    v = np.asarray(weight_vars, dtype=np.float64)
+    factors = n[1:] * v  # factor k (1-based) = n_k v_k
+    tail = np.cumprod(factors[::-1])[::-1]  # tail[l-1] = prod_{k>=l} n_k v_k
+    return var_grad_out * np.append(tail[1:], 1.0)
+
+
+def weight_grad_variances(
+    var_x: float, var_grad_out: float, widths: Any, weight_vars: Any
+) -> np.ndarray:
+    """Var(dL/dW^(l)_ij) = Var(delta^(l)) Var(z^(l-1)), for l = 1..L."""
+    fwd = np.concatenate([[var_x], forward_variances(var_x, widths, weight_vars)[:-1]])
+    return backward_variances(var_grad_out, widths, weight_vars) * fwd
+
+
+def output_second_moment(n_in: int, var_w: float, mean_x: float, var_x: float) -> float:
+    """E over draws of z^2 for one unit z = sum_j w_j x_j with zero-mean weights."""
+    return n_in * var_w * (var_x + mean_x**2)
+
+
+def skorski_std(n_in: int, n_out: int) -> float:
+    """Skorski's curvature-based scale 1 / (sqrt(n_in) + sqrt(n_out))."""
+    return 1.0 / (math.sqrt(n_in) + math.sqrt(n_out))
+
+
+# --------------------------------------------------------------------------------------
+# Initialisers (references: torch.nn.init's documented semantics)
+
+
+def fans(shape: tuple[int, ...]) -> tuple[int, int]:
+    """(fan_in, fan_out) of a weight of this shape, as torch.nn.init computes them."""
+    if len(shape) < 2:
+        raise ValueError("fans need at least two dimensions")
+    receptive = math.prod(shape[2:])
+    return shape[1] * receptive, shape[0] * receptive
+
+
+GAINS = {
+    "linear": 1.0,
+    "conv1d": 1.0,
+    "conv2d": 1.0,
+    "conv3d": 1.0,
+    "sigmoid": 1.0,
+    "tanh": 5.0 / 3.0,
+    "relu": math.sqrt(2.0),
+    "selu": 0.75,
+}
+
+
+def gain(nonlinearity: str, param: float | None = None) -> float:
+    if nonlinearity == "leaky_relu":
+        a = 0.01 if param is None else param
+        return math.sqrt(2.0 / (1 + a * a))
+    return GAINS[nonlinearity]
+
+
+def target_std(kind: str, shape: tuple[int, ...], **kw: Any) -> float:
+    """Standard deviation that ``kind`` (xavier_normal, xavier_uniform, kaiming_normal,
+    kaiming_uniform) must give a tensor of ``shape``."""
+    fan_in, fan_out = fans(shape)
+    if kind.startswith("xavier"):
+        return kw.get("gain", 1.0) * math.sqrt(2.0 / (fan_in + fan_out))
+    fan = fan_in if kw.get("mode", "fan_in") == "fan_in" else fan_out
+    return gain(kw.get("nonlinearity", "leaky_relu"), kw.get("a", 0)) / math.sqrt(fan)
+
+
+# --------------------------------------------------------------------------------------
+# Checks: variance formulas
+
+
+def _rel_tol(depth: int) -> float:
+    return (2 * depth + 3) * unit_roundoff()
+
+
+def variance_cases(seed: int = 7, num: int = 12) -> list[dict[str, Any]]:
+    """Random widths and variances, depth 1 included, widths unequal."""
+    rng = np.random.default_rng(seed)
+    cases = [
+        {"widths": [5, 3], "weight_vars": [0.4], "var_x": 2.0, "var_grad_out": 0.5},
+        {"widths": [10, 10, 10], "weight_vars": [0.1, 0.1], "var_x": 1.0, "var_grad_out": 1.0},
+    ]
+    for _ in range(num - len(cases)):
+        depth = int(rng.integers(1, 7))
+        cases.append(
+            {
+                "widths": [int(w) for w in rng.integers(1, 60, size=depth + 1)],
+                "weight_vars": [float(v) for v in np.exp(rng.normal(-2.5, 1.0, size=depth))],
+                "var_x": float(np.exp(rng.normal())),
+                "var_grad_out": float(np.exp(rng.normal())),
+            }
+        )
+    return cases
+
+
+def _compare_per_layer(got: Any, want: np.ndarray, what: str, hint: str) -> None:
+    arr = as_array(got, what, shape=want.shape)
+    tol = _rel_tol(len(want)) * np.abs(want)
+    bad = ~(np.abs(arr - want) <= tol)
+    if np.any(bad):
+        layer = int(np.argmax(bad)) + 1
+        raise CheckFailed(
+            f"{what}: layer {layer} is {arr[layer - 1]:.6g}; expected {want[layer - 1]:.6g}. "
+            + hint
+        )
+
+
+def _same(got: np.ndarray, want: np.ndarray) -> bool:
+    return got.shape == want.shape and bool(
+        np.all(np.abs(got - want) <= _rel_tol(len(want)) * np.abs(want))
+    )
+
+
+def check_var_product(student: Callable) -> None:
+    rng = np.random.default_rng(11)
+    for _ in range(20):
+        mx, my = rng.normal(size=2) * 3
+        vx, vy = np.exp(rng.normal(size=2))
+        what = f"var_product({mx:.3g}, {vx:.3g}, {my:.3g}, {vy:.3g})"
+        got = float(as_array(call_answer(student, mx, vx, my, vy, what=what), what, shape=()))
+        want = var_product(mx, vx, my, vy)
+        if abs(got - want) > 8 * unit_roundoff() * (vx * my**2 + vy * mx**2 + vx * vy):
+            hint = ""
+            if abs(got - vx * vy) <= 1e-6 * abs(want):
+                hint = " That is Var[X]Var[Y] alone, which holds only when both means are zero."
+            elif abs(got - (vx * my**2 + vy * mx**2)) <= 1e-6 * abs(want):
+                hint = " The term Var[X]Var[Y] is missing."
+            raise CheckFailed(f"{what} is {got:.6g}; expected {want:.6g}.{hint}")
+
+
+def check_forward_variances(student: Callable) -> None:
+    for case in variance_cases():
+        n, v = case["widths"], case["weight_vars"]
+        what = f"forward_variances({case['var_x']:.3g}, widths={n}, weight_vars=...)"
+        got = call_answer(student, case["var_x"], n, v, what=what)
+        want = forward_variances(case["var_x"], n, v)
+        arr = as_array(got, what, shape=(None,))
+        if arr.shape != want.shape:
+            raise CheckFailed(
+                f"{what} has {arr.size} entries; expected one per layer ({want.size}), "
+                "layer 1 first (do not include the input)."
+            )
+        hint = "Var(z^(l)) = Var(x) * prod over k = 1..l of n_(k-1) * v_k."
+        shifted = case["var_x"] * np.cumprod(np.asarray(n[1:], float) * np.asarray(v))
+        if _same(arr, shifted) and not _same(want, shifted):
+            hint = (
+                "Each layer used its own width n_l; the sum behind z^(l) runs over the "
+                "n_(l-1) inputs of the layer."
+            )
+        _compare_per_layer(arr, want, what, hint)
+
+
+def check_backward_variances(student: Callable) -> None:
+    for case in variance_cases():
+        n, v = case["widths"], case["weight_vars"]
+        what = f"backward_variances({case['var_grad_out']:.3g}, widths={n}, weight_vars=...)"
+        got = call_answer(student, case["var_grad_out"], n, v, what=what)
+        want = backward_variances(case["var_grad_out"], n, v)
+        arr = as_array(got, what, shape=(None,))
+        if arr.shape != want.shape:
+            raise CheckFailed(
+                f"{what} has {arr.size} entries; expected one per layer ({want.size}), layer 1 "
+                "first; the last entry is Var(delta^(L)) itself."
+            )
+        hint = "Var(delta^(l)) = Var(delta^(L)) * prod over k = l+1..L of n_k * v_k."
+        if _same(arr[::-1], want) and not _same(want[::-1], want):
+            hint = "The entries are in reverse order: layer 1 comes first."
+        else:
+            nn_ = np.asarray(n, float)
+            vv = np.asarray(v, float)
+            wrong_width = case["var_grad_out"] * np.append(
+                np.cumprod((nn_[:-1] * vv)[::-1])[::-1][1:], 1.0
+            )
+            if _same(arr, wrong_width) and not _same(want, wrong_width):
+                hint = (
+                    "The backward sum behind delta^(k-1) = W^(k)^T delta^(k) runs over the "
+                    "n_k outputs of W^(k): the factor of layer k is n_k v_k, not n_(k-1) v_k."
+                )
+        _compare_per_layer(arr, want, what, hint)
+
+
+def check_weight_grad_variances(student: Callable) -> None:
+    for case in variance_cases():
+        n, v = case["widths"], case["weight_vars"]
+        what = f"weight_grad_variances(widths={n}, ...)"
+        got = call_answer(student, case["var_x"], case["var_grad_out"], n, v, what=what)
+        want = weight_grad_variances(case["var_x"], case["var_grad_out"], n, v)
+        _compare_per_layer(
+            got,
+            want,
+            what,
+            "Var(dL/dW^(l)) = Var(delta^(l)) * Var(z^(l-1)): the input of layer l is z^(l-1).",
+        )
+
+
+@functools.lru_cache(maxsize=8)
+def _simulation(case_index: int) -> dict[str, np.ndarray]:
+    case = MC_CASES[case_index]
+    return simulate_linear_net(
+        list(case["widths"]),
+        list(case["weight_vars"]),
+        case["var_x"],
+        case["var_grad_out"],
+        num_draws=MC_DRAWS,
+        seed=100 + case_index,
+    )
+
+
+def simulate_linear_net(
+    widths: list[int],
+    weight_vars: list[float],
+    var_x: float,
+    var_grad_out: float,
+    num_draws: int,
+    seed: int,
+) -> dict[str, np.ndarray]:
+    """Monte Carlo over draws of x, the weights and delta^(L) (all Gaussian, zero mean):
+    per layer, the squares of unit 0's z^(l), delta^(l) and dL/dW^(l)_00, one row per draw."""
+    g = torch.Generator().manual_seed(seed)
+    L = len(weight_vars)
+    x = torch.randn(num_draws, widths[0], 1, generator=g, dtype=torch.float64) * var_x**0.5
+    Ws = [
+        torch.randn(num_draws, widths[k + 1], widths[k], generator=g, dtype=torch.float64)
+        * weight_vars[k] ** 0.5
+        for k in range(L)
+    ]
+    zs = [x]
+    for W in Ws:
+        zs.append(W @ zs[-1])
+    deltas = [
+        torch.randn(num_draws, widths[-1], 1, generator=g, dtype=torch.float64) * var_grad_out**0.5
+    ]
+    for W in reversed(Ws[1:]):
+        deltas.insert(0, W.transpose(1, 2) @ deltas[0])
+    z_sq = torch.stack([z[:, 0, 0] ** 2 for z in zs[1:]], dim=1)
+    d_sq = torch.stack([d[:, 0, 0] ** 2 for d in deltas], dim=1)
+    g_sq = torch.stack([(deltas[k][:, 0, 0] * zs[k][:, 0, 0]) ** 2 for k in range(L)], dim=1)
+    return {"forward": z_sq.numpy(), "backward": d_sq.numpy(), "weight_grad": g_sq.numpy()}
+
+
+MC_CASES = (
+    {"widths": [6, 9, 4, 7], "weight_vars": [0.15, 0.3, 0.1], "var_x": 1.5, "var_grad_out": 0.8},
+    {"widths": [12, 5], "weight_vars": [0.2], "var_x": 0.7, "var_grad_out": 2.0},
+)
+MC_DRAWS = 40_000
+
+
+def check_against_monte_carlo(student: Callable, kind: str) -> None:
+    """Compare the student's formula (kind: forward, backward, weight_grad) with a Monte
+    Carlo estimate: each layer's mean of squares within z_score(1e-7) estimated standard
+    errors (at most 7 comparisons: false failure <= 1e-6)."""
+    z = z_score(PER_CHECK)
+    for i, case in enumerate(MC_CASES):
+        sim = _simulation(i)[kind]
+        n, v = case["widths"], case["weight_vars"]
+        if kind == "forward":
+            got = call_answer(student, case["var_x"], n, v, what="forward_variances")
+        elif kind == "backward":
+            got = call_answer(student, case["var_grad_out"], n, v, what="backward_variances")
+        else:
+            got = call_answer(
+                student, case["var_x"], case["var_grad_out"], n, v, what="weight_grad_variances"
+            )
+        arr = as_array(got, f"{kind} variances", shape=(len(v),))
+        est = sim.mean(axis=0)
+        se = sim.std(axis=0, ddof=1) / np.sqrt(sim.shape[0])
+        for layer in range(len(v)):
+            if abs(arr[layer] - est[layer]) > z * se[layer]:
+                raise CheckFailed(
+                    f"For widths {n} and weight variances {v}, your {kind} variance of layer "
+                    f"{layer + 1} is {arr[layer]:.4g}, but simulating {MC_DRAWS} random "
+                    f"networks gives {est[layer]:.4g} +- {se[layer]:.2g} (standard error)."
+                )
+
+
+def check_output_second_moment(student: Callable) -> None:
+    rng = np.random.default_rng(5)
+    for _ in range(10):
+        n_in = int(rng.integers(1, 800))
+        var_w, var_x = np.exp(rng.normal(size=2))
+        mean_x = float(rng.normal() * 2)
+        what = f"output_second_moment({n_in}, {var_w:.3g}, {mean_x:.3g}, {var_x:.3g})"
+        got = float(as_array(call_answer(student, n_in, var_w, mean_x, var_x, what=what), what))
+        want = output_second_moment(n_in, var_w, mean_x, var_x)
+        if abs(got - want) > 8 * unit_roundoff() * want:
+            hint = ""
+            if abs(got - n_in * var_w * var_x) <= 1e-6 * want:
+                hint = (
+                    " That is n Var(w) Var(x), which holds only for zero-mean inputs: a "
+                    "nonzero mean adds n Var(w) E[x]^2."
+                )
+            raise CheckFailed(f"{what} is {got:.6g}; expected {want:.6g}.{hint}")
+
+
+def check_skorski_std(student: Callable) -> None:
+    for n_in, n_out in [(1, 1), (784, 200), (200, 64), (3, 1000), (4096, 4096)]:
+        what = f"skorski_std({n_in}, {n_out})"
+        got = float(as_array(call_answer(student, n_in, n_out, what=what), what))
+        want = skorski_std(n_in, n_out)
+        if abs(got - want) > 6 * unit_roundoff() * want:
+            hint = ""
+            if abs(got - want**2) <= 1e-6 * want**2:
+                hint = " That is the variance; return the standard deviation."
+            elif abs(got - 1 / math.sqrt(n_in + n_out)) <= 1e-6 * want:
+                hint = " That is 1/sqrt(n_in + n_out); the square roots are taken separately."
+            raise CheckFailed(f"{what} is {got:.6g}; expected {want:.6g}.{hint}")
+
+
+# --------------------------------------------------------------------------------------
+# Checks: fans, gains, initialisers
+
+
+def check_fans(student: Callable) -> None:
+    for shape in [(3, 5), (64, 16, 5, 5), (10, 4, 3), (8, 2, 3, 3, 3), (1, 1)]:
+        what = f"fan_in_and_fan_out(torch.empty{shape})"
+        got = call_answer(student, torch.empty(shape), what=what)
+        got = tuple(int(v) for v in as_array(got, what, shape=(2,)))
+        want = fans(shape)
+        if got != want:
+            hint = " fan_in = size(1) * receptive field, fan_out = size(0) * receptive field."
+            if got == want[::-1]:
+                hint = (
+                    " The two are swapped: a weight of shape (out, in, ...) has fan_in from "
+                    "size(1)."
+                )
+            elif len(shape) > 2 and got == (shape[1], shape[0]):
+                hint = (
+                    " The receptive field (the product of the kernel sizes, shape[2:]) is missing."
+                )
+            raise CheckFailed(f"{what} is {got}; expected {want}.{hint}")
+
+
+def check_gain(student: Callable) -> None:
+    cases = [
+        ("linear", None),
+        ("sigmoid", None),
+        ("tanh", None),
+        ("relu", None),
+        ("leaky_relu", 0.2),
+        ("leaky_relu", None),
+        ("conv2d", None),
+        ("selu", None),
+    ]
+    for name, param in cases:
+        what = f"calculate_gain({name!r}, {param})"
+        got = float(as_array(call_answer(student, name, param, what=what), what))
+        want = gain(name, param)
+        if abs(got - want) > 4 * unit_roundoff() * want:
+            hint = ""
+            if name == "leaky_relu" and abs(got - math.sqrt(2)) < 1e-6:
+                hint = " The negative slope a is ignored: the gain is sqrt(2 / (1 + a^2))."
+            if name == "leaky_relu" and param is None and abs(got - gain(name, 0.0)) < 1e-6:
+                hint = " torch's default slope for leaky_relu is 0.01 when param is None."
+            raise CheckFailed(f"{what} is {got:.6g}; expected {want:.6g}.{hint}")
+
+
+_FORBIDDEN_MODULES = ("torch.nn.init", "initlab")
+
+
+def _uses_forbidden(func: Callable, seen: set[int] | None = None) -> str | None:
+    """Name of a torch.nn.init or initlab function the answer refers to, if any: the
+    globals its code names (in nested functions too), and helper functions it calls."""
+    seen = set() if seen is None else seen
+    code = getattr(func, "__code__", None)
+    if code is None or id(code) in seen:
+        return None
+    seen.add(id(code))
+    names: set[str] = set()
+    stack = [code]
+    while stack:
+        c = stack.pop()
+        names.update(c.co_names)
+        stack.extend(k for k in c.co_consts if hasattr(k, "co_names"))
+    if "init" in names and "nn" in names:
+        return "torch.nn.init"
+    glb = getattr(func, "__globals__", {})
+    for name in names:
+        obj = glb.get(name)
+        mod = getattr(obj, "__module__", None) or getattr(obj, "__name__", None) or ""
+        if isinstance(mod, str) and any(
+            mod == m or mod.startswith(m + ".") for m in _FORBIDDEN_MODULES
+        ):
+            return mod if mod == getattr(obj, "__name__", None) else f"{mod}.{obj.__name__}"
+        if callable(obj) and getattr(obj, "__module__", None) == func.__module__:
+            found = _uses_forbidden(obj, seen)
+            if found:
+                return found
+    return None
+
+
+class _CallRecorder:
+    """While active, every public function of torch.nn.init records that it was called."""
+
+    def __init__(self) -> None:
+        self.called: list[str] = []
+        self._saved: dict[str, Callable] = {}
+
+    def __enter__(self) -> _CallRecorder:
+        for name in dir(torch.nn.init):
+            fn = getattr(torch.nn.init, name)
+            if callable(fn) and getattr(fn, "__module__", "") == "torch.nn.init":
+                self._saved[name] = fn
+
+                def wrapper(*a: Any, _name: str = name, _fn: Callable = fn, **k: Any) -> Any:
+                    self.called.append(_name)
+                    return _fn(*a, **k)
+
+                setattr(torch.nn.init, name, wrapper)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for name, fn in self._saved.items():
+            setattr(torch.nn.init, name, fn)
+
+
+INIT_SHAPES = ((256, 1024), (64, 16, 5, 5), (700, 300))
+
+
+def _candidates(kind: str, shape: tuple[int, ...], kw: dict[str, Any]) -> dict[str, float]:
+    """Standard deviations that common mistakes would give, with their names."""
+    fan_in, fan_out = fans(shape)
+    right = target_std(kind, shape, **kw)
+    g = kw.get("gain", 1.0)
+    out: dict[str, float] = {}
+    if kind.startswith("xavier"):
+        out["the variance 2 / (fan_in + fan_out) used as the standard deviation"] = (
+            g * 2.0 / (fan_in + fan_out)
+        )
+        out[
+            "a bound sqrt(3 / fan_in) (variance 1 / fan_in) instead of sqrt(6 / (fan_in + fan_out))"
+            if kind.endswith("uniform")
+            else "fan_in alone instead of the average of fan_in and fan_out"
+        ] = g / math.sqrt(fan_in)
+        out["fan_out alone instead of the average of fan_in and fan_out"] = g / math.sqrt(fan_out)
+        out["2 / fan_in instead of 2 / (fan_in + fan_out)"] = g * math.sqrt(2.0 / fan_in)
+        if len(shape) > 2:
+            out["fans without the receptive field of the kernel"] = g * math.sqrt(
+                2.0 / (shape[0] + shape[1])
+            )
+        if g != 1.0:
+            out["the gain applied twice"] = g * right
+            out["the gain not applied"] = right / g
+    else:
+        mode = kw.get("mode", "fan_in")
+        fan = fan_in if mode == "fan_in" else fan_out
+        other = fan_out if mode == "fan_in" else fan_in
+        gn = gain(kw.get("nonlinearity", "leaky_relu"), kw.get("a", 0))
+        out["the variance used as the standard deviation"] = gn**2 / fan
+        out[f"the other fan ({'fan_out' if mode == 'fan_in' else 'fan_in'}) instead of {mode}"] = (
+            gn / math.sqrt(other)
+        )
+        out["the average fan (fan_in + fan_out) / 2 instead of " + mode] = gn / math.sqrt(
+            (fan_in + fan_out) / 2
+        )
+        out["no gain (the ReLU factor 2 is missing)"] = 1.0 / math.sqrt(fan)
+        out["the gain applied twice"] = gn**2 / math.sqrt(fan)
+        if kw.get("nonlinearity", "leaky_relu") == "leaky_relu" and kw.get("a", 0):
+            out["the leaky slope a ignored (gain sqrt(2))"] = math.sqrt(2.0 / fan)
+        if len(shape) > 2:
+            f0 = shape[1] if mode == "fan_in" else shape[0]
+            out["fans without the receptive field of the kernel"] = gn / math.sqrt(f0)
+    return out
+
+
+def _diagnose_std(observed: float, right: float, candidates: dict[str, float], rel: float) -> str:
+    """Name the mistake whose standard deviation the sample matches, among those that the
+    sample can tell apart from the right one (more than 2 rel away)."""
+    for name, std in candidates.items():
+        if abs(std - right) > 2 * rel * right and abs(observed - std) <= rel * std:
+            return f"It matches {name}."
+    return ""
+
+
+def check_initializer(
+    student: Callable, kind: str, calls: list[dict[str, Any]], shapes=INIT_SHAPES
+) -> None:
+    """Hidden check of one initialiser: in-place semantics, no torch.nn.init, and the
+    distribution it writes, for every keyword set in ``calls`` and every shape."""
+    forbidden = _uses_forbidden(student)
+    if forbidden:
+        raise CheckFailed(
+            f"Your {kind}_ uses {forbidden}. Write the initialiser yourself (with "
+            "tensor.normal_ or tensor.uniform_ under torch.no_grad()); calling a library "
+            "initialiser earns no points here."
+        )
+    # three statistical comparisons per call (mean, variance, KS): split the cell's
+    # false-failure budget of 1e-6 evenly (union bound)
+    per_check = CELL_FALSE_FAILURE / (3 * len(calls) * len(shapes))
+    z = z_score(per_check)
+    for kw in calls:
+        for shape in shapes:
+            torch.manual_seed(1234)
+            tensor = torch.full(shape, float("nan"), dtype=torch.float32, requires_grad=True)
+            ptr = tensor.data_ptr()
+            what = f"{kind}_(torch.empty{shape}{''.join(f', {k}={v!r}' for k, v in kw.items())})"
+            with _CallRecorder() as rec:
+                out = call_answer(student, tensor, what=what, **kw)
+            if rec.called:
+                raise CheckFailed(
+                    f"{what} called torch.nn.init.{rec.called[0]}. Write the initialiser "
+                    "yourself; calling a library initialiser earns no points here."
+                )
+            if out is not tensor or tensor.data_ptr() != ptr:
+                raise CheckFailed(
+                    f"{what} must fill the tensor it is given in place and return that same "
+                    "tensor (like torch.nn.init); it returned a new one. Use "
+                    "tensor.normal_(...) or tensor.uniform_(...) inside torch.no_grad()."
+                )
+            if tuple(tensor.shape) != shape or tensor.dtype != torch.float32:
+                raise CheckFailed(f"{what} changed the tensor's shape or dtype.")
+            sample = tensor.detach().numpy().astype(np.float64).ravel()
+            std = target_std(kind, shape, **kw)
+            uniform = kind.endswith("uniform")
+            bound = math.sqrt(3.0) * std
+            # relative resolution of the sample std: half the variance's relative CI
+            rel = z * math.sqrt(((1.8 if uniform else 3.0) - 1) / sample.size) / 2
+            hint = _diagnose_std(float(sample.std()), std, _candidates(kind, shape, kw), rel)
+            check_moments(
+                sample,
+                0.0,
+                std,
+                1.8 if uniform else 3.0,
+                what,
+                false_failure=per_check,
+                hint=hint,
+            )
+            if uniform:
+                if np.abs(sample).max() > bound * (1 + unit_roundoff()):
+                    raise CheckFailed(
+                        f"{what} wrote {np.abs(sample).max():.4g}, outside the bound "
+                        f"{bound:.4g} of U(-{bound:.4g}, {bound:.4g})."
+                    )
+                dist = stats.uniform(loc=-bound, scale=2 * bound)
+            else:
+                dist = stats.norm(scale=std)
+            # the asymptotic Kolmogorov distribution is accurate for these sample sizes
+            # (>= 25,600) and far cheaper than the exact one
+            p = stats.kstest(sample, dist.cdf, method="asymp").pvalue
+            if p < per_check:
+                # excess kurtosis: 0 for a normal, -1.2 for a uniform; -0.6 lies halfway
+                excess = float(stats.kurtosis(sample))
+                shape_hint = ""
+                if uniform and excess > -0.6:
+                    shape_hint = " They look normal; this initialiser draws from a uniform."
+                elif not uniform and excess < -0.6:
+                    shape_hint = " They look uniform; this initialiser draws from a normal."
+                raise CheckFailed(
+                    f"The values written by {what} do not follow the "
+                    f"{'uniform' if uniform else 'normal'} distribution with standard "
+                    f"deviation {std:.4g} (Kolmogorov-Smirnov p = {p:.2g})." + shape_hint
+                )
