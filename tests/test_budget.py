@@ -32,3 +32,17 @@ def test_unknown_budget_says_what_to_do(monkeypatch):
     monkeypatch.setenv("INITLAB_BUDGET", "huge")
     with pytest.raises(budget.BudgetError, match="one of grade, default, full"):
         budget.current()
+
+
+def test_explorer_draws_the_defaults_statically_when_grading(monkeypatch):
+    from initlab import widgets
+
+    monkeypatch.setenv("INITLAB_BUDGET", "grade")
+    calls = []
+    widgets.explore(
+        lambda depth, kind: calls.append((depth, kind)), depth=([1, 2], 2), kind=(["a", "b"], "a")
+    )
+    assert calls == [(2, "a")]
+    assert not widgets.interactive_available()
+    with pytest.raises(ValueError, match="not among its choices"):
+        widgets.explore(lambda depth: None, depth=([1, 2], 3))

@@ -1,0 +1,167 @@
+"""Sample submissions for assignment 5 (the kurtosis lab)."""
+
+from initlab_grading.samples import Sample
+
+_RECURSION = """
+
+def kurtosis_recursion(kappa0, c0, depth, w, a, kappa_w, sigma2=1.0):
+    A = transition_matrix(w, a, kappa_w, sigma2)
+    rows = [np.array([kappa0, c0, 1.0])]
+    for _ in range(depth):
+        rows.append(A @ rows[-1])
+    return np.array(rows)
+"""
+
+
+def _with_matrix(rows: str) -> str:
+    return (
+        "def transition_matrix(w, a, kappa_w, sigma2=1.0):\n"
+        "    s4 = sigma2**2\n"
+        "    r = 2 * (a**4 + 1) / (w * (a**2 + 1) ** 2)\n"
+        f"    return np.array({rows})\n" + _RECURSION
+    )
+
+
+SAMPLES = [
+    Sample("reference", "the reference answers: full marks on every test cell"),
+    Sample("blank", "the release as handed out: zero on every test cell", blank=True),
+    Sample(
+        "written-another-way",
+        "correct answers written another way: numpy weights converted to torch, an explicit "
+        "loop over powers of A, an estimator with loops over pairs, a ZerO fill with "
+        "fill_diagonal_; must score full marks",
+        answers={
+            "he_transform": """
+def he_transform(x, generator):
+    w = len(x)
+    W = torch.normal(0.0, 1.0, size=(w, w), generator=generator)
+    return torch.mv(W, x.to(W.dtype))
+""",
+            "recursion": """
+def transition_matrix(w, a, kappa_w, sigma2=1.0):
+    A = np.zeros((3, 3))
+    A[0, 0] = 2 * (a**4 + 1) * kappa_w / (w * (a**2 + 1) ** 2)
+    A[0, 1] = 3 * (w - 1) / (w * sigma2 * sigma2)
+    A[0, 2] = 3 * (w - 1) / w
+    A[1, 0] = 2 * (a**4 + 1) * sigma2 * sigma2 / (w * (a**2 + 1) ** 2)
+    A[1, 1] = (w - 1) / w
+    A[1, 2] = -sigma2 * sigma2 / w
+    A[2, 2] = 1.0
+    return A
+
+
+def kurtosis_recursion(kappa0, c0, depth, w, a, kappa_w, sigma2=1.0):
+    k0 = np.array([kappa0, c0, 1.0])
+    A = transition_matrix(w, a, kappa_w, sigma2)
+    return np.stack([np.linalg.matrix_power(A, d) @ k0 for d in range(depth + 1)])
+""",
+            "estimator": """
+def estimate_kappa_c(Y):
+    Y = np.asarray(Y, dtype=np.float32)
+    w = Y.shape[1]
+    var = float(np.mean(Y.astype(np.float64) ** 2))
+    kappa = np.mean([np.mean(Y[:, i].astype(np.float64) ** 4) for i in range(w)]) / var**2
+    pairs = [
+        np.mean(Y[:, i].astype(np.float64) ** 2 * Y[:, j].astype(np.float64) ** 2)
+        for i in range(w) for j in range(w) if i != j
+    ]
+    return kappa, np.mean(pairs) - var**2
+""",
+            "zero_init": """
+def zero_init_(tensor):
+    if tensor.dim() != 2 or tensor.size(0) != tensor.size(1):
+        raise ValueError("square weights only")
+    with torch.no_grad():
+        tensor.zero_().fill_diagonal_(1.0)
+    return tensor
+""",
+        },
+    ),
+    Sample(
+        "he-same-matrix",
+        "he_transform re-seeds and draws the same W on every call",
+        answers={
+            "he_transform": """
+def he_transform(x, generator):
+    W = torch.randn(len(x), len(x), generator=torch.Generator().manual_seed(0))
+    return W @ x
+""",
+        },
+        lost={"test_he_transform": "Draw a new W"},
+    ),
+    Sample(
+        "matrix-transposed",
+        "the 2 x 2 block of A transposed (rows and columns of kappa and c swapped)",
+        answers={
+            "recursion": _with_matrix(
+                "[[r * kappa_w, r * s4, 3 * (w - 1) / w], "
+                "[3 * (w - 1) / (w * s4), (w - 1) / w, -s4 / w], [0.0, 0.0, 1.0]]"
+            )
+        },
+        lost={"test_transition_matrix": "looks transposed", "test_recursion": "layer 1"},
+    ),
+    Sample(
+        "pairs-not-w-minus-1",
+        "the number of pairs taken as w^2 instead of w (w - 1): 3 instead of 3 (w - 1) / w",
+        answers={
+            "recursion": _with_matrix(
+                "[[r * kappa_w, 3 / s4, 3.0], [r * s4, (w - 1) / w, -s4 / w], [0.0, 0.0, 1.0]]"
+            )
+        },
+        lost={
+            "test_transition_matrix": "entry [0, 1]",
+            "test_recursion": "layer 1",
+            "test_growth_rate": "expected",
+        },
+    ),
+    Sample(
+        "recursion-without-input-row",
+        "kurtosis_recursion returns k^(1..depth) without the input row",
+        answers={
+            "recursion": _with_matrix(
+                "[[r * kappa_w, 3 * (w - 1) / (w * s4), 3 * (w - 1) / w], "
+                "[r * s4, (w - 1) / w, -s4 / w], [0.0, 0.0, 1.0]]"
+            ).replace("    return np.array(rows)\n", "    return np.array(rows[1:])\n")
+        },
+        lost={"test_recursion": "expected depth + 1"},
+    ),
+    Sample(
+        "growth-rate-norm",
+        "growth rate taken as the spectral norm of A instead of its largest eigenvalue",
+        answers={
+            "growth": "def growth_rate(w, a, kappa_w):\n"
+            "    return float(np.linalg.norm(transition_matrix(w, a, kappa_w)[:2, :2], 2))"
+        },
+        lost={"test_growth_rate": "expected"},
+    ),
+    Sample(
+        "covariance-without-sigma4",
+        "c estimated as E[y_i^2 y_j^2] without subtracting sigma^4",
+        answers={
+            "estimator": """
+def estimate_kappa_c(Y):
+    Y = np.asarray(Y, dtype=float)
+    sq = Y**2
+    kappa = (sq**2).mean() / sq.mean() ** 2
+    w = Y.shape[1]
+    return kappa, ((sq.sum(axis=1) ** 2 - (sq**2).sum(axis=1)) / (w * (w - 1))).mean()
+""",
+        },
+        lost={"test_estimate_kappa_c": "the covariance subtracts sigma^4"},
+    ),
+    Sample(
+        "var-s2-large-n",
+        "Var[S_n^2] with the large-n limit (kappa - 1) sigma^4 / n",
+        answers={
+            "var_s2": "def var_sample_variance(kappa, sigma2, n):\n"
+            "    return (kappa - 1) * sigma2**2 / n"
+        },
+        lost={"test_var_sample_variance": "large-n limit"},
+    ),
+    Sample(
+        "zero-new-tensor",
+        "zero_init_ returns a new identity instead of filling the weight",
+        answers={"zero_init": "def zero_init_(tensor):\n    return torch.eye(tensor.shape[0])"},
+        lost={"test_zero_init": "in place"},
+    ),
+]
