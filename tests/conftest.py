@@ -21,15 +21,19 @@ def repo() -> Path:
     return REPO
 
 
-@pytest.fixture(scope="session")
-def fresh_course(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A course root in a temporary folder with the repository's source/, config and
-    autograder/, and release/ freshly generated there by nbgrader (the repository's
-    own release/ is compared with it, never overwritten)."""
-    root = tmp_path_factory.mktemp("course")
+def make_course(root: Path, assignments=course.ASSIGNMENTS) -> Path:
+    """A course root with the repository's source/, config and autograder/, and release/
+    freshly generated there by nbgrader (the repository's own release/ is compared with
+    it, never overwritten)."""
     shutil.copytree(REPO / "source", root / "source")
     shutil.copy(REPO / "nbgrader_config.py", root / "nbgrader_config.py")
     (root / "autograder").symlink_to(REPO / "autograder", target_is_directory=True)
-    for assignment in course.ASSIGNMENTS:
+    for assignment in assignments:
         course.nbgrader(root, "generate_assignment", assignment, "--force")
     return root
+
+
+@pytest.fixture(scope="session")
+def fresh_course(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A course root with every assignment released (see make_course)."""
+    return make_course(tmp_path_factory.mktemp("course"))

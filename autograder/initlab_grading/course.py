@@ -4,7 +4,8 @@
 
 For each assignment: ``nbgrader generate_assignment`` (source/ -> release/),
 ``nbgrader generate_solution`` (source/ -> solutions/, executed at the ``grade`` budget),
-the sample submissions written to submitted/, ``nbgrader autograde``,
+the sample submissions written to submitted/, ``nbgrader autograde`` (one process per
+submission, in parallel: initlab_grading.grade),
 ``nbgrader generate_feedback`` and, for the whole course, ``nbgrader export`` to
 grades.csv. It prints each sample's score per test cell next to what the sample states it
 must score, and exits non-zero when any differ. tasks.py runs it in the course's
@@ -240,8 +241,14 @@ def grade_samples(root: Path, assignment: str) -> list[str]:
     their feedback, print the table; return the mismatches with the samples' statements."""
     samples = samples_for(assignment)
     write_submissions(root, assignment, samples)
-    print(f"[{assignment}] nbgrader autograde ({len(samples)} sample submissions)", flush=True)
-    nbgrader(root, "autograde", assignment, "--force")
+    print(f"[{assignment}] autograde {len(samples)} sample submissions in parallel", flush=True)
+    from initlab_grading.grade import grade_class  # grade imports this module
+
+    failed = [
+        r for r in grade_class(root, assignment, progress=lambda _: None) if r.status != "graded"
+    ]
+    if failed:
+        raise CourseError(f"grading failed for {[(r.student, r.detail) for r in failed]}")
     print(f"[{assignment}] nbgrader generate_feedback", flush=True)
     nbgrader(root, "generate_feedback", assignment, "--force")
     tests = test_cell_ids(root, assignment)
