@@ -85,16 +85,36 @@ class Act:
 
 
 ACTS = {
-    "tanh": Act("tanh", np.tanh, lambda z: 1.0 - np.tanh(z) ** 2, torch.tanh,
-                4 / (3 * np.sqrt(3)), 6.0),
-    "sigmoid": Act("sigmoid", _np_sigmoid, lambda z: _np_sigmoid(z) * _np_sigmoid(-z),
-                   torch.sigmoid, 1 / (6 * np.sqrt(3)), 6.0),
-    "softplus": Act("softplus", lambda z: np.logaddexp(0.0, z), _np_sigmoid,
-                    torch.nn.functional.softplus, 0.25, 6.0),
-    "relu": Act("relu", lambda z: np.maximum(z, 0.0), lambda z: (z > 0).astype(float),
-                torch.relu, 0.0, 0.0, kink=True),
+    "tanh": Act(
+        "tanh", np.tanh, lambda z: 1.0 - np.tanh(z) ** 2, torch.tanh, 4 / (3 * np.sqrt(3)), 6.0
+    ),
+    "sigmoid": Act(
+        "sigmoid",
+        _np_sigmoid,
+        lambda z: _np_sigmoid(z) * _np_sigmoid(-z),
+        torch.sigmoid,
+        1 / (6 * np.sqrt(3)),
+        6.0,
+    ),
+    "softplus": Act(
+        "softplus",
+        lambda z: np.logaddexp(0.0, z),
+        _np_sigmoid,
+        torch.nn.functional.softplus,
+        0.25,
+        6.0,
+    ),
+    "relu": Act(
+        "relu",
+        lambda z: np.maximum(z, 0.0),
+        lambda z: (z > 0).astype(float),
+        torch.relu,
+        0.0,
+        0.0,
+        kink=True,
+    ),
     "identity": Act("identity", lambda z: z, np.ones_like, lambda z: z, 0.0, 0.0),
-}  # fmt: skip
+}
 
 
 # --------------------------------------------------------------------------------------
@@ -117,9 +137,37 @@ def sigmoid_prime_ref(x: Any) -> np.ndarray:
 def sigmoid_points(dtype: Any) -> np.ndarray:
     """Points at which the sigmoid is checked, exactly representable in ``dtype``."""
     rng = np.random.default_rng(3)
-    base = [0.0, 1e-8, -1e-8, 0.5, -0.5, 1.0, -1.0, 5.0, -5.0, 17.0, -17.0, 30.0, -30.0,
-            80.0, -80.0, 89.0, -89.0, 100.0, -100.0, 500.0, -500.0, 710.0, -710.0,
-            800.0, -800.0, 1e3, -1e3, 1e4, -1e4]  # fmt: skip
+    base = [
+        0.0,
+        1e-8,
+        -1e-8,
+        0.5,
+        -0.5,
+        1.0,
+        -1.0,
+        5.0,
+        -5.0,
+        17.0,
+        -17.0,
+        30.0,
+        -30.0,
+        80.0,
+        -80.0,
+        89.0,
+        -89.0,
+        100.0,
+        -100.0,
+        500.0,
+        -500.0,
+        710.0,
+        -710.0,
+        800.0,
+        -800.0,
+        1e3,
+        -1e3,
+        1e4,
+        -1e4,
+    ]
     return np.concatenate([base, rng.uniform(-40, 40, 40)]).astype(dtype)
 
 
@@ -372,8 +420,13 @@ def jacobian_cases(num_layers: int, seed: int) -> list[JacCase]:
 
 
 _ONE_KEYS = {
-    "dz_dx": "x", "dz_dW": "W1", "dz_db": "b1", "dy_dx": "x", "dy_dW": "W1", "dy_db": "b1",
-}  # fmt: skip
+    "dz_dx": "x",
+    "dz_dW": "W1",
+    "dz_db": "b1",
+    "dy_dx": "x",
+    "dy_dW": "W1",
+    "dy_db": "b1",
+}
 _TWO_KEYS = {"dy_dx": "x", "dy_dV": "W1", "dy_dc": "b1"}
 _THREE_KEYS = {"dy_dx": "x", "dy_dU": "W1", "dy_dd": "b1"}
 
@@ -393,26 +446,33 @@ def _variants(case: JacCase, key: str) -> list[tuple[str, np.ndarray]]:
     for l in range(L):  # noqa: E741
         # keep the forward values: only phi' of layer l is replaced by 1
         fixed = _with_derivative(case, l, lambda z, a: np.ones_like(z))
-        out.append((
-            f"The factor {names[l]}' (the derivative of layer {l + 1}'s activation, "
-            "counting from the input) is missing from the chain rule.",
-            fixed[key],
-        ))  # fmt: skip
+        out.append(
+            (
+                f"The factor {names[l]}' (the derivative of layer {l + 1}'s activation, "
+                "counting from the input) is missing from the chain rule.",
+                fixed[key],
+            )
+        )
         at_a = _with_derivative(case, l, lambda z, a, act=case.layers[l].act: act.df(a))
-        out.append((
-            f"{names[l]}' is evaluated at the activation {names[l]}(z) instead of at the "
-            "pre-activation z: evaluate the derivative at z = Wx + b of that layer.",
-            at_a[key],
-        ))  # fmt: skip
+        out.append(
+            (
+                f"{names[l]}' is evaluated at the activation {names[l]}(z) instead of at the "
+                "pre-activation z: evaluate the derivative at z = Wx + b of that layer.",
+                at_a[key],
+            )
+        )
     for l in range(1, L):  # noqa: E741 -- the weights the backward chain multiplies by
         if case.layers[l].W.shape[0] == case.layers[l].W.shape[1]:
             alt = _with_derivative(case, 0, None, transpose=l)
-            out.append((
-                "A wrong summation index: the chain rule multiplies by a weight matrix with its "
-                f"indices swapped (layer {l + 1}, counting from the input). In z_i = sum_k "
-                "W[i, k] a_k the sum runs over the second index, so dz_i/da_k = W[i, k].",
-                alt[key],
-            ))  # fmt: skip
+            out.append(
+                (
+                    "A wrong summation index: the chain rule multiplies by a weight matrix with "
+                    "its "
+                    f"indices swapped (layer {l + 1}, counting from the input). In z_i = sum_k "
+                    "W[i, k] a_k the sum runs over the second index, so dz_i/da_k = W[i, k].",
+                    alt[key],
+                )
+            )
     return out
 
 
@@ -459,8 +519,9 @@ def _permutations(shape: tuple[int, ...]) -> list[tuple[int, ...]]:
     return [p for p in itertools.permutations(range(len(shape))) if p != tuple(range(len(shape)))]
 
 
-def _check_jacobian(got: Any, want: np.ndarray, tol: np.ndarray, what: str,
-                    variants: list[tuple[str, np.ndarray]]) -> None:  # fmt: skip
+def _check_jacobian(
+    got: Any, want: np.ndarray, tol: np.ndarray, what: str, variants: list[tuple[str, np.ndarray]]
+) -> None:
     if got is None:
         raise CheckFailed(f"{what} is missing (None). Return every Jacobian in the dict.")
     try:
@@ -484,7 +545,10 @@ def _check_jacobian(got: Any, want: np.ndarray, tol: np.ndarray, what: str,
     if np.all(ok):
         return
     idx = tuple(int(i) for i in np.argwhere(~ok)[0])
-    message = f"{what}{list(idx)} is {arr[idx]:.8g}; expected {want[idx]:.8g} (allowed difference {tol[idx]:.3g})."
+    message = (
+        f"{what}{list(idx)} is {arr[idx]:.8g}; expected {want[idx]:.8g} "
+        f"(allowed difference {tol[idx]:.3g})."
+    )
     for p in _permutations(want.shape):
         if np.all(np.abs(arr - np.transpose(want, p)) <= tol):
             raise CheckFailed(
@@ -501,10 +565,12 @@ def _check_jacobian(got: Any, want: np.ndarray, tol: np.ndarray, what: str,
 
 def _call_jacobians(func: Callable, args: tuple, what: str) -> dict:
     out = call_answer(
-        func, *args, what=what,
+        func,
+        *args,
+        what=what,
         hint="Check that each summation index runs over the layer it belongs to: "
         "with non-square weight matrices a wrong summation index gives a shape error.",
-    )  # fmt: skip
+    )
     if not isinstance(out, dict):
         raise CheckFailed(f"{what} returned {type(out).__name__}; return a dict of Jacobians.")
     return out
@@ -514,7 +580,7 @@ def _args(case: JacCase) -> tuple:
     """Positional arguments in the order of the notebook's signatures."""
     copies = [(la.W.copy(), la.b.copy(), la.act.pair) for la in case.layers]
     if len(copies) == 1:
-        (W, b, act), = copies  # fmt: skip
+        ((W, b, act),) = copies
         return (case.x.copy(), W, b, act)
     if len(copies) == 2:
         (V, c, phi2), (W, b, phi1) = copies
@@ -575,15 +641,24 @@ def mlp_cases(seed: int = 7) -> list[MLPCase]:
     for depth, widths, batch, name in specs:
         act = ACTS[name]
         for _ in range(1000):
-            weights = [rng.normal(size=(widths[i + 1], widths[i])) / np.sqrt(widths[i]) * 1.5
-                       for i in range(depth)]  # fmt: skip
+            weights = [
+                rng.normal(size=(widths[i + 1], widths[i])) / np.sqrt(widths[i]) * 1.5
+                for i in range(depth)
+            ]
             X = rng.normal(size=(widths[0], batch))
             zs = _mlp_forward_ref(weights, X, act)[0][1:]
             if not act.kink or all(np.all(np.abs(z) >= RELU_MARGIN) for z in zs):
                 break
         dL_dY = rng.normal(size=(widths[-1], batch))
-        cases.append(MLPCase(weights, X, dL_dY, act,
-                             f"depth {depth}, widths {widths}, batch size {batch}, {name}"))  # fmt: skip
+        cases.append(
+            MLPCase(
+                weights,
+                X,
+                dL_dY,
+                act,
+                f"depth {depth}, widths {widths}, batch size {batch}, {name}",
+            )
+        )
     return cases
 
 
@@ -661,8 +736,9 @@ def check_forward(mlp_forward: Callable) -> None:
     """Hidden check of the forward pass: Z and A of every layer, against float64 values."""
     for case in mlp_cases():
         what = f"mlp_forward with {case.label}"
-        out = call_answer(mlp_forward, case.X.copy(), [W.copy() for W in case.weights],
-                          case.act.f, what=what)  # fmt: skip
+        out = call_answer(
+            mlp_forward, case.X.copy(), [W.copy() for W in case.weights], case.act.f, what=what
+        )
         if not (isinstance(out, tuple | list) and len(out) == 2):
             raise CheckFailed(f"{what} must return the pair (Z, A).")
         Z, A = out
@@ -702,10 +778,15 @@ def check_backward(mlp_backward: Callable) -> None:
         what = f"mlp_backward with {case.label}"
         Z, A = _mlp_forward_ref(case.weights, case.X, case.act)
         out = call_answer(
-            mlp_backward, [W.copy() for W in case.weights], [None if z is None else z.copy() for z in Z],
-            [a.copy() for a in A], case.dL_dY.copy(), case.act.df, what=what,
+            mlp_backward,
+            [W.copy() for W in case.weights],
+            [None if z is None else z.copy() for z in Z],
+            [a.copy() for a in A],
+            case.dL_dY.copy(),
+            case.act.df,
+            what=what,
             hint="delta^(l) has the shape of z^(l); check which layer's W each step uses.",
-        )  # fmt: skip
+        )
         L = len(case.weights)
         if not isinstance(out, tuple | list) or len(out) != L:
             raise CheckFailed(f"{what} must return a list of {L} gradients, one per weight matrix.")
@@ -718,15 +799,18 @@ def check_backward(mlp_backward: Callable) -> None:
             if arr is not None and arr.shape == shape[::-1] and shape[0] != shape[1]:
                 raise CheckFailed(
                     f"{name} has shape {arr.shape}; expected {shape}, the shape of W^({l + 1}). "
-                    "A transposed gradient: grad W^(l) = delta^(l) a^(l-1)^T, not a^(l-1) delta^(l)^T."
+                    "A transposed gradient: grad W^(l) = delta^(l) a^(l-1)^T, "
+                    "not a^(l-1) delta^(l)^T."
                 )
             arr = as_array(out[l], name, shape=shape)
             bad = ~(np.abs(arr - want[l]) <= tols[l])
             if not np.any(bad):
                 continue
             idx = tuple(int(i) for i in np.argwhere(bad)[0])
-            message = (f"{name}{list(idx)} is {arr[idx]:.8g}; expected {want[l][idx]:.8g} "
-                       f"(allowed difference {tols[l][idx]:.3g}).")  # fmt: skip
+            message = (
+                f"{name}{list(idx)} is {arr[idx]:.8g}; expected {want[l][idx]:.8g} "
+                f"(allowed difference {tols[l][idx]:.3g})."
+            )
             if np.all(np.abs(arr - want[l].T.reshape(shape)) <= tols[l]) and shape[0] == shape[1]:
                 raise CheckFailed(
                     message + " A transposed gradient: grad W^(l) = delta^(l) a^(l-1)^T, "
@@ -738,7 +822,8 @@ def check_backward(mlp_backward: Callable) -> None:
                     raise CheckFailed(message + " " + text)
             raise CheckFailed(
                 message + " Check the recursion delta^(L) = phi'(z^(L)) * dL/dy, "
-                "delta^(l) = phi'(z^(l)) * (W^(l+1)^T delta^(l+1)), grad W^(l) = delta^(l) a^(l-1)^T "
+                "delta^(l) = phi'(z^(l)) * (W^(l+1)^T delta^(l+1)), "
+                "grad W^(l) = delta^(l) a^(l-1)^T "
                 "summed over the batch."
             )
 
@@ -776,8 +861,10 @@ def check_centred_difference(centred_difference: Callable) -> None:
     one_sided = (np.array([_g_test(x + h * e) for e in np.eye(4)]) - _g_test(x)) / h
     backward = (_g_test(x) - np.array([_g_test(x - h * e) for e in np.eye(4)])) / h
     i = int(np.argmax(err / tol))
-    message = (f"centred_difference at h = {h:g} gives {arr[i]:.10g} for entry {i}; the exact "
-               f"derivative is {exact[i]:.10g} and a centred difference is within {tol[i]:.2g} of it.")  # fmt: skip
+    message = (
+        f"centred_difference at h = {h:g} gives {arr[i]:.10g} for entry {i}; the exact "
+        f"derivative is {exact[i]:.10g} and a centred difference is within {tol[i]:.2g} of it."
+    )
     if np.allclose(arr, one_sided, rtol=0, atol=1e-9) or np.allclose(
         arr, backward, rtol=0, atol=1e-9
     ):
@@ -835,8 +922,8 @@ def check_steps(h_float64: Any, h_float32: Any) -> None:
                 hint = " That is sqrt(eps), the best step of a one-sided difference."
             raise CheckFailed(
                 f"{name} = {h:.3g} is far from the bottom of the V: truncation ~ h^2 and "
-                f"round-off ~ eps / h balance near eps^(1/3) = {best:.2g} for {np.dtype(dtype).name}."
-                + hint
+                f"round-off ~ eps / h balance near eps^(1/3) = {best:.2g} for "
+                f"{np.dtype(dtype).name}." + hint
             )
 
 
@@ -859,8 +946,9 @@ def grad_weight_moments(widths, var_w, sp_mean, sp_sq_mean, a_mean, a_sq_mean, g
     first[L] = sp_mean[L - 1] * g_mean
     for l in range(L - 1, 0, -1):  # noqa: E741
         second[l] = sp_sq_mean[l - 1] * widths[l + 1] * var_w[l] * second[l + 1]
-    mean = np.array([first[l] * a_mean[l - 1] for l in range(1, L + 1)])
-    var = np.array([second[l] * a_sq_mean[l - 1] for l in range(1, L + 1)]) - mean**2
+    layers = range(1, L + 1)
+    mean = np.array([first[k] * a_mean[k - 1] for k in layers])
+    var = np.array([second[k] * a_sq_mean[k - 1] for k in layers]) - mean**2
     return mean, var
 
 
@@ -882,17 +970,24 @@ class MomentCase:
         else:
             am, asq = 0.5, 1 / 3
         return dict(
-            widths=list(self.widths), var_w=list(self.var_w), sp_mean=[float(v) for v in p * c],
-            sp_sq_mean=[float(v) for v in p * c * c], a_mean=[float(am)] * L, a_sq_mean=[asq] * L,
-            g_mean=self.g_mean, g_sq_mean=self.g_mean**2 + self.g_std**2,
-        )  # fmt: skip
+            widths=list(self.widths),
+            var_w=list(self.var_w),
+            sp_mean=[float(v) for v in p * c],
+            sp_sq_mean=[float(v) for v in p * c * c],
+            a_mean=[float(am)] * L,
+            a_sq_mean=[asq] * L,
+            g_mean=self.g_mean,
+            g_sq_mean=self.g_mean**2 + self.g_std**2,
+        )
 
 
 MOMENT_CASES = [
-    MomentCase([3, 4, 5, 2], [0.5, 0.4, 0.5], [0.5, 0.5, 0.5], [1.0, 1.0, 1.0], "halfnormal", 0.5, 1.0),
+    MomentCase(
+        [3, 4, 5, 2], [0.5, 0.4, 0.5], [0.5, 0.5, 0.5], [1.0, 1.0, 1.0], "halfnormal", 0.5, 1.0
+    ),
     MomentCase([2, 3, 2], [1.0, 0.25], [0.7, 0.4], [0.25, 0.5], "uniform01", 1.0, 0.5),
     MomentCase([5, 5, 5, 5, 5], [0.4, 0.4, 0.4, 0.4], [0.5] * 4, [1.0] * 4, "halfnormal", 0.0, 1.0),
-]  # fmt: skip
+]
 
 
 def _check_moment_call(func: Callable, case: MomentCase, tol_units: float = 1.0):
@@ -919,8 +1014,10 @@ def check_moments_reference(func: Callable) -> None:
         L = len(case.widths) - 1
         k = (3 * L + 6) * U32
         second = want_var + want_mean**2
-        for name, got, want, tol in (("mean", mean, want_mean, k * np.abs(want_mean)),
-                                     ("variance", var, want_var, k * (second + want_mean**2))):  # fmt: skip
+        for name, got, want, tol in (
+            ("mean", mean, want_mean, k * np.abs(want_mean)),
+            ("variance", var, want_var, k * (second + want_mean**2)),
+        ):
             bad = ~(np.abs(got - want) <= tol)
             if not np.any(bad):
                 continue
@@ -936,8 +1033,10 @@ def _moment_hint(case: MomentCase, name: str, got: np.ndarray) -> str:
     m = case.moments()
     sp_var = [q - p * p for p, q in zip(m["sp_mean"], m["sp_sq_mean"], strict=True)]
     a_var = [q - p * p for p, q in zip(m["a_mean"], m["a_sq_mean"], strict=True)]
-    slips = [dict(m, sp_sq_mean=sp_var),
-             dict(m, sp_sq_mean=sp_var, a_sq_mean=a_var, g_sq_mean=m["g_sq_mean"] - m["g_mean"] ** 2)]  # fmt: skip
+    slips = [
+        dict(m, sp_sq_mean=sp_var),
+        dict(m, sp_sq_mean=sp_var, a_sq_mean=a_var, g_sq_mean=m["g_sq_mean"] - m["g_mean"] ** 2),
+    ]
     for slip in slips:
         sm, sv = grad_weight_moments(**slip)
         if name == "variance" and (
