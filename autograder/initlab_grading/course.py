@@ -28,7 +28,12 @@ from nbgrader.api import Gradebook
 
 from initlab_grading.samples import Sample, samples_for
 
-ASSIGNMENTS: tuple[str, ...] = ("gradient_descent", "initialization", "kurtosis")
+ASSIGNMENTS: tuple[str, ...] = (
+    "gradient_descent",
+    "backprop",
+    "initialization",
+    "kurtosis",
+)
 """The course's assignments in teaching order; each is source/<name>/<name>.ipynb."""
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -1,0 +1,1112 @@
+"""Assignment 2 (backpropagation): reference answers and the checks its hidden tests run.
+
+Instructor-only. Every value is compared with an independent oracle: float64
+``torch.autograd`` for Jacobians and gradients, scipy-free closed forms for the sigmoid,
+exact derivatives for the finite-difference checker, the reference formula and a Monte
+Carlo estimate for the gradient moments.
+
+Index convention (stated in the notebook): ``W`` has shape ``(n_out, n_in)``,
+``z = W x + b`` so ``z_i = sum_k W[i, k] x[k] + b[i]``, and a Jacobian of ``y`` (shape
+``(n_out,)``) with respect to an array of shape ``S`` has shape ``(n_out, *S)`` with entry
+``[i, ...] = dy_i / d(that entry)``, the layout of ``torch.autograd.functional.jacobian``.
+
+Tolerances for Jacobians and gradients (unit round-off ``u`` of float32, the coarsest
+type accepted). Each quantity is carried with a first-order bound on its absolute error
+when a student computes it in float32 (:func:`_forward`, :func:`_backward`):
+
+- inputs rounded to float32: ``u`` relative each;
+- a dot product of length ``n`` plus a bias: ``(n + 3) u`` times the sum of the magnitudes
+  of its terms, plus the propagated error of its inputs through ``|W|``;
+- ``phi(z)``: ``|phi'(z)|`` times the error of ``z`` plus ``4 u |phi(z)|``;
+- ``phi'(z)``: an absolute ``6 u`` (each derivative used is ``1 - tanh^2``, ``s (1 - s)``
+  or ``s``, whose absolute round-off stays below ``6 u`` because the values are at most 1)
+  plus ``max |phi''|`` times the error of ``z``; ReLU's derivative is exact as long as the
+  pre-activation is farther from 0 than its error (every case asserts a margin of 0.1);
+- a product ``delta * a`` or ``phi' * m``: the errors of the factors times the other
+  factor's magnitude, plus ``u`` of the product.
+
+The check allows twice that bound (the factor 2 covers the dropped second-order terms).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from initlab.checks import (
+    CheckFailed,
+    as_array,
+    call_answer,
+    check_finite,
+    unit_roundoff,
+    z_score,
+)
+
+U32 = unit_roundoff(np.float32)
+U64 = unit_roundoff(np.float64)
+RELU_MARGIN = 0.1
+"""Pre-activations of ReLU cases are at least this far from the kink at 0."""
+
+
+# --------------------------------------------------------------------------------------
+# Activations: numpy versions handed to students' functions, torch versions for autograd
+
+
+def _np_sigmoid(z: np.ndarray) -> np.ndarray:
+    e = np.exp(-np.abs(z))
+    return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+@dataclass(frozen=True)
+class Act:
+    name: str
+    f: Callable[[np.ndarray], np.ndarray]
+    df: Callable[[np.ndarray], np.ndarray]
+    torch_f: Callable[[torch.Tensor], torch.Tensor]
+    d2_max: float  # max |phi''|
+    df_err: float  # absolute round-off of phi'(z) in units of u
+    kink: bool = False
+
+    @property
+    def pair(self) -> tuple[Callable, Callable]:
+        return (self.f, self.df)
+
+
+ACTS = {
+    "tanh": Act(
+        "tanh", np.tanh, lambda z: 1.0 - np.tanh(z) ** 2, torch.tanh, 4 / (3 * np.sqrt(3)), 6.0
+    ),
+    "sigmoid": Act(
+        "sigmoid",
+        _np_sigmoid,
+        lambda z: _np_sigmoid(z) * _np_sigmoid(-z),
+        torch.sigmoid,
+        1 / (6 * np.sqrt(3)),
+        6.0,
+    ),
+    "softplus": Act(
+        "softplus",
+        lambda z: np.logaddexp(0.0, z),
+        _np_sigmoid,
+        torch.nn.functional.softplus,
+        0.25,
+        6.0,
+    ),
+    "relu": Act(
+        "relu",
+        lambda z: np.maximum(z, 0.0),
+        lambda z: (z > 0).astype(float),
+        torch.relu,
+        0.0,
+        0.0,
+        kink=True,
+    ),
+    "identity": Act("identity", lambda z: z, np.ones_like, lambda z: z, 0.0, 0.0),
+}
+
+
+# --------------------------------------------------------------------------------------
+# Part 1: the sigmoid and its derivative
+
+
+def sigmoid_ref(x: Any) -> np.ndarray:
+    """sigma(x) in float64 from exp(-|x|), accurate to a few u64 relative down to the
+    subnormal range (torch's float64 sigmoid flushes sigma(-710) to 0; tests/ compare the
+    two where both are normal numbers)."""
+    return _np_sigmoid(np.asarray(x, dtype=np.float64))
+
+
+def sigmoid_prime_ref(x: Any) -> np.ndarray:
+    """sigma'(x) = sigma(x) sigma(-x), relative accuracy a few u64 for every x."""
+    x = np.asarray(x, dtype=np.float64)
+    return sigmoid_ref(x) * sigmoid_ref(-x)
+
+
+def sigmoid_points(dtype: Any) -> np.ndarray:
+    """Points at which the sigmoid is checked, exactly representable in ``dtype``."""
+    rng = np.random.default_rng(3)
+    base = [
+        0.0,
+        1e-8,
+        -1e-8,
+        0.5,
+        -0.5,
+        1.0,
+        -1.0,
+        5.0,
+        -5.0,
+        17.0,
+        -17.0,
+        30.0,
+        -30.0,
+        80.0,
+        -80.0,
+        89.0,
+        -89.0,
+        100.0,
+        -100.0,
+        500.0,
+        -500.0,
+        710.0,
+        -710.0,
+        800.0,
+        -800.0,
+        1e3,
+        -1e3,
+        1e4,
+        -1e4,
+    ]
+    return np.concatenate([base, rng.uniform(-40, 40, 40)]).astype(dtype)
+
+
+def _sigmoid_tolerances(x: np.ndarray, dtype: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Allowed absolute errors of sigma and sigma' at ``x``.
+
+    A stable sigma (exp of -|x|, one addition, one division) is within ``5 u`` relative.
+    sigma' = s (1 - s): the error ``5 u s`` of s becomes an absolute error of 1 - s, so
+    the product is within ``7 u sigma' + 5 u s^2`` (``u`` relative for the product). The
+    float64 oracle adds at most the same again for float64 answers; below the smallest
+    normal number (sigma of -100 in float32) a few spacings of subnormals are allowed.
+    """
+    u = unit_roundoff(dtype)
+    scale = 2.0 if np.dtype(dtype) == np.float64 else 1.0
+    floor = 4 * np.finfo(dtype).smallest_subnormal
+    s = sigmoid_ref(x)
+    sp = sigmoid_prime_ref(x)
+    return scale * 5 * u * s + floor, scale * (7 * u * sp + 5 * u * s * s) + floor
+
+
+def _call_sigmoid(func: Callable, x: np.ndarray, name: str) -> np.ndarray:
+    what = f"{name} on a {x.dtype} array"
+    try:
+        with np.errstate(over="raise", invalid="raise", divide="raise", under="ignore"):
+            out = call_answer(func, x.copy(), what=what)
+    except CheckFailed as exc:
+        if isinstance(exc.__cause__, FloatingPointError):
+            raise CheckFailed(
+                f"{what} overflowed or produced nan ({exc.__cause__}) for inputs up to |x| = "
+                "1e4. exp(-x) overflows for large negative x: compute exp only of -|x| "
+                "(np.where evaluates both of its branches, so it does not avoid the overflow)."
+            ) from None
+        raise
+    return as_array(out, what, shape=x.shape)
+
+
+def check_sigmoid(sigmoid: Callable, sigmoid_prime: Callable) -> None:
+    """Hidden check: sigma and sigma' in float32 and float64 from -1e4 to 1e4."""
+    for dtype in (np.float32, np.float64):
+        x = sigmoid_points(dtype)
+        tol_s, tol_sp = _sigmoid_tolerances(x, dtype)
+        for func, name, want, tol in (
+            (sigmoid, "sigmoid", sigmoid_ref(x), tol_s),
+            (sigmoid_prime, "sigmoid_prime", sigmoid_prime_ref(x), tol_sp),
+        ):
+            got = _call_sigmoid(func, x, name)
+            check_finite(got, f"{name} on a {np.dtype(dtype).name} array")
+            bad = np.flatnonzero(~(np.abs(got - want) <= tol))
+            if bad.size:
+                i = int(bad[0])
+                hint = ""
+                if name == "sigmoid_prime" and abs(got[i] - sigmoid_ref(x[i])) <= tol[i]:
+                    hint = " That is sigma itself; the derivative is sigma (1 - sigma)."
+                elif dtype == np.float64 and abs(got[i] - want[i]) < 1e3 * tol[i]:
+                    hint = (
+                        " The error is float32-sized: compute in the dtype of the input "
+                        "(float64 in, float64 out)."
+                    )
+                elif name == "sigmoid" and x[i] < -30:
+                    hint = (
+                        " For large negative x, 1 - 1/(1 + e^-x)-style formulas lose every "
+                        "digit; use e^x / (1 + e^x) there."
+                    )
+                raise CheckFailed(
+                    f"{name}({x[i]:g}) in {np.dtype(dtype).name} is {got[i]:.8g}; expected "
+                    f"{want[i]:.8g} (allowed difference {tol[i]:.3g}).{hint}"
+                )
+
+
+# --------------------------------------------------------------------------------------
+# Layers, forward error bounds, backward error bounds
+
+
+@dataclass
+class Layer:
+    W: np.ndarray
+    b: np.ndarray | None
+    act: Act
+
+
+@dataclass
+class Forward:
+    a: list[np.ndarray]  # a[0] = x, a[l] = phi(z[l])
+    z: list[np.ndarray | None]  # z[0] = None
+    d: list[np.ndarray | None]  # phi'(z[l])
+    ea: list[np.ndarray]
+    ez: list[np.ndarray | None]
+    ed: list[np.ndarray | None]
+
+
+def _forward(layers: Sequence[Layer], x: np.ndarray) -> Forward:
+    u = U32
+    fw = Forward([x], [None], [None], [u * np.abs(x)], [None], [None])
+    for layer in layers:
+        W, act = layer.W, layer.act
+        b = np.zeros(W.shape[0]) if layer.b is None else layer.b
+        a_prev = fw.a[-1]
+        z = W @ a_prev + b
+        mag = np.abs(W) @ np.abs(a_prev) + np.abs(b)
+        ez = (W.shape[1] + 3) * u * mag + np.abs(W) @ fw.ea[-1]
+        if act.kink:
+            assert np.all(np.abs(z) - ez > RELU_MARGIN / 2), "ReLU case too close to its kink"
+        a = act.f(z)
+        d = act.df(z)
+        fw.z.append(z)
+        fw.a.append(a)
+        fw.d.append(d)
+        fw.ez.append(ez)
+        fw.ea.append(np.abs(d) * ez + 4 * u * np.abs(a))
+        fw.ed.append(act.df_err * u + act.d2_max * ez)
+    return fw
+
+
+@dataclass
+class Backward:
+    """Gradients of g . y with respect to every W, b and x, with error bounds."""
+
+    gW: list[np.ndarray]
+    egW: list[np.ndarray]
+    gb: list[np.ndarray]
+    egb: list[np.ndarray]
+    gx: np.ndarray
+    egx: np.ndarray
+
+
+def _backward(layers: Sequence[Layer], fw: Forward, g: np.ndarray) -> Backward:
+    u = U32
+    L = len(layers)
+    delta = fw.d[L] * g
+    mag = np.abs(g)
+    edelta = fw.ed[L] * mag + 2 * u * np.abs(fw.d[L]) * mag
+    gW, egW, gb, egb = [None] * L, [None] * L, [None] * L, [None] * L
+    for l in range(L, 0, -1):  # noqa: E741
+        a_prev, ea_prev = fw.a[l - 1], fw.ea[l - 1]
+        gW[l - 1] = np.outer(delta, a_prev)
+        egW[l - 1] = (
+            np.outer(edelta, np.abs(a_prev))
+            + np.outer(np.abs(delta), ea_prev)
+            + u * np.outer(np.abs(delta), np.abs(a_prev))
+        )
+        gb[l - 1], egb[l - 1] = delta, edelta
+        W = layers[l - 1].W
+        back = W.T @ delta
+        mag = np.abs(W).T @ np.abs(delta)
+        eback = (W.shape[0] + 3) * u * mag + np.abs(W).T @ edelta
+        if l > 1:
+            d, ed = fw.d[l - 1], fw.ed[l - 1]
+            delta = d * back
+            edelta = np.abs(d) * eback + ed * mag + u * np.abs(d) * mag
+    return Backward(gW, egW, gb, egb, back, eback)
+
+
+def _jacobian_bounds(layers: Sequence[Layer], x: np.ndarray) -> dict[str, np.ndarray]:
+    """Tolerances (twice the first-order error bounds) of every Jacobian of y: keys
+    ``x``, ``W<l>`` and ``b<l>`` (l = 1 for the layer next to the input)."""
+    fw = _forward(layers, x)
+    n_out = layers[-1].W.shape[0]
+    rows: dict[str, list[np.ndarray]] = {}
+    for i in range(n_out):
+        bw = _backward(layers, fw, np.eye(n_out)[i])
+        rows.setdefault("x", []).append(bw.egx)
+        for l in range(len(layers)):  # noqa: E741
+            rows.setdefault(f"W{l + 1}", []).append(bw.egW[l])
+            rows.setdefault(f"b{l + 1}", []).append(bw.egb[l])
+    return {k: 2.0 * np.array(v) for k, v in rows.items()}
+
+
+def _torch_jacobians(layers: Sequence[Layer], x: np.ndarray) -> dict[str, np.ndarray]:
+    """Float64 autograd Jacobians of y with respect to x and every W<l>, b<l>."""
+    names = ["x"]
+    tensors = [torch.as_tensor(x, dtype=torch.float64)]
+    for l, layer in enumerate(layers, start=1):  # noqa: E741
+        names += [f"W{l}", f"b{l}"]
+        b = np.zeros(layer.W.shape[0]) if layer.b is None else layer.b
+        tensors += [torch.as_tensor(layer.W, dtype=torch.float64), torch.as_tensor(b)]
+
+    def net(*args: torch.Tensor) -> torch.Tensor:
+        a = args[0]
+        for l, layer in enumerate(layers):  # noqa: E741
+            a = layer.act.torch_f(args[1 + 2 * l] @ a + args[2 + 2 * l])
+        return a
+
+    jac = torch.autograd.functional.jacobian(net, tuple(tensors))
+    return {n: j.numpy() for n, j in zip(names, jac, strict=True)}
+
+
+# --------------------------------------------------------------------------------------
+# Part 2: Jacobians of 1-, 2- and 3-layer networks
+
+
+@dataclass
+class JacCase:
+    """One call: ``layers`` from the input to the output; ``x`` the input."""
+
+    layers: list[Layer]
+    x: np.ndarray
+    label: str
+
+
+def _random_layers(
+    rng: np.random.Generator, widths: Sequence[int], acts: Sequence[Act], bias: bool = True
+) -> tuple[list[Layer], np.ndarray]:
+    """Layers (input first) and an input; resampled until every ReLU pre-activation is at
+    least RELU_MARGIN from 0."""
+    for _ in range(1000):
+        x = rng.normal(size=widths[0])
+        layers = [
+            Layer(
+                rng.normal(size=(widths[i + 1], widths[i])) / np.sqrt(widths[i]),
+                rng.normal(size=widths[i + 1]) * 0.5 if bias else None,
+                acts[i],
+            )
+            for i in range(len(widths) - 1)
+        ]
+        fw = _forward_values(layers, x)
+        if all(
+            not layer.act.kink or np.all(np.abs(z) >= RELU_MARGIN)
+            for layer, z in zip(layers, fw, strict=True)
+        ):
+            return layers, x
+    raise RuntimeError("no ReLU case clear of the kink")
+
+
+def _forward_values(layers: Sequence[Layer], x: np.ndarray) -> list[np.ndarray]:
+    zs, a = [], x
+    for layer in layers:
+        b = 0.0 if layer.b is None else layer.b
+        z = layer.W @ a + b
+        zs.append(z)
+        a = layer.act.f(z)
+    return zs
+
+
+def jacobian_cases(num_layers: int, seed: int) -> list[JacCase]:
+    """Square widths first (an index slip then gives wrong numbers, which the check can
+    name, instead of a shape error), then random widths, over every activation."""
+    rng = np.random.default_rng(seed)
+    names = ["tanh", "sigmoid", "softplus", "relu"]
+    cases = []
+    for k in range(6):
+        if k < 2:
+            widths = [4] * (num_layers + 1)
+        else:
+            widths = list(rng.integers(2, 6, size=num_layers + 1))
+        acts = [ACTS[names[(k + j) % 4]] for j in range(num_layers)]
+        layers, x = _random_layers(rng, widths, acts)
+        label = ", ".join(f"{a.name}" for a in reversed(acts))
+        cases.append(JacCase(layers, x, f"widths {widths} (input first), activations {label}"))
+    return cases
+
+
+_ONE_KEYS = {
+    "dz_dx": "x",
+    "dz_dW": "W1",
+    "dz_db": "b1",
+    "dy_dx": "x",
+    "dy_dW": "W1",
+    "dy_db": "b1",
+}
+_TWO_KEYS = {"dy_dx": "x", "dy_dV": "W1", "dy_dc": "b1"}
+_THREE_KEYS = {"dy_dx": "x", "dy_dU": "W1", "dy_dd": "b1"}
+
+
+def _reference(case: JacCase, identity: bool = False) -> tuple[dict, dict]:
+    layers = case.layers
+    if identity:
+        layers = [Layer(la.W, la.b, ACTS["identity"]) for la in layers]
+    return _torch_jacobians(layers, case.x), _jacobian_bounds(layers, case.x)
+
+
+def _variants(case: JacCase, key: str) -> list[tuple[str, np.ndarray]]:
+    """Jacobians that common mistakes produce, each with the message that names it."""
+    out = []
+    L = len(case.layers)
+    names = {1: ["phi"], 2: ["phi2", "phi1"], 3: ["phi3", "phi2", "phi1"]}[L]
+    for l in range(L):  # noqa: E741
+        # keep the forward values: only phi' of layer l is replaced by 1
+        fixed = _with_derivative(case, l, lambda z, a: np.ones_like(z))
+        out.append(
+            (
+                f"The factor {names[l]}' (the derivative of layer {l + 1}'s activation, "
+                "counting from the input) is missing from the chain rule.",
+                fixed[key],
+            )
+        )
+        at_a = _with_derivative(case, l, lambda z, a, act=case.layers[l].act: act.df(a))
+        out.append(
+            (
+                f"{names[l]}' is evaluated at the activation {names[l]}(z) instead of at the "
+                "pre-activation z: evaluate the derivative at z = Wx + b of that layer.",
+                at_a[key],
+            )
+        )
+    for l in range(1, L):  # noqa: E741 -- the weights the backward chain multiplies by
+        if case.layers[l].W.shape[0] == case.layers[l].W.shape[1]:
+            alt = _with_derivative(case, 0, None, transpose=l)
+            out.append(
+                (
+                    "A wrong summation index: the chain rule multiplies by a weight matrix with "
+                    "its "
+                    f"indices swapped (layer {l + 1}, counting from the input). In z_i = sum_k "
+                    "W[i, k] a_k the sum runs over the second index, so dz_i/da_k = W[i, k].",
+                    alt[key],
+                )
+            )
+    return out
+
+
+def _key_map(num_layers: int) -> dict[str, str]:
+    return {1: _ONE_KEYS, 2: _TWO_KEYS, 3: _THREE_KEYS}[num_layers]
+
+
+def _with_derivative(
+    case: JacCase, layer_index: int, deriv: Callable | None, transpose: int | None = None
+) -> dict[str, np.ndarray]:
+    """Jacobians (numpy chain rule, forward pass unchanged) with phi' of one layer replaced
+    by ``deriv(z, a)``, or with the backward chain using one layer's W transposed."""
+    layers = case.layers
+    zs, as_ = [], [case.x]
+    for la in layers:
+        z = la.W @ as_[-1] + (0.0 if la.b is None else la.b)
+        zs.append(z)
+        as_.append(la.act.f(z))
+    ds = [la.act.df(z) for la, z in zip(layers, zs, strict=True)]
+    if deriv is not None:
+        ds[layer_index] = deriv(zs[layer_index], as_[layer_index + 1])
+    n_out = layers[-1].W.shape[0]
+    # delta[l] = d y / d z_l, shape (n_out, n_l)
+    delta = np.diag(ds[-1])
+    deltas = [None] * len(layers)
+    deltas[-1] = delta
+    for l in range(len(layers) - 1, 0, -1):  # noqa: E741
+        W = layers[l].W.T if l == transpose else layers[l].W
+        delta = (delta @ W) * ds[l - 1]
+        deltas[l - 1] = delta
+    res = {
+        "dy_dx": deltas[0] @ layers[0].W,
+        "dy_dW1": np.einsum("ij,k->ijk", deltas[0], case.x),
+        "dy_db1": deltas[0],
+    }
+    _ = n_out
+    m = _key_map(len(layers))
+    return {k: res["dy_d" + v] for k, v in m.items() if k.startswith("dy")}
+
+
+def _permutations(shape: tuple[int, ...]) -> list[tuple[int, ...]]:
+    import itertools
+
+    return [p for p in itertools.permutations(range(len(shape))) if p != tuple(range(len(shape)))]
+
+
+def _check_jacobian(
+    got: Any, want: np.ndarray, tol: np.ndarray, what: str, variants: list[tuple[str, np.ndarray]]
+) -> None:
+    if got is None:
+        raise CheckFailed(f"{what} is missing (None). Return every Jacobian in the dict.")
+    try:
+        arr = np.asarray(got, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise CheckFailed(f"{what} could not be read as an array of numbers.") from None
+    if arr.shape != want.shape:
+        hint = (
+            " The first axis indexes the outputs y_i; the others follow the shape of the variable."
+        )
+        for p in _permutations(want.shape):
+            if arr.shape == tuple(want.shape[i] for i in p):
+                hint = (
+                    " The axes are transposed: the first axis indexes the outputs y_i, the "
+                    "others the entries of the variable, in its own shape."
+                )
+                break
+        raise CheckFailed(f"{what} has shape {arr.shape}; expected {want.shape}.{hint}")
+    check_finite(arr, what)
+    ok = np.abs(arr - want) <= tol
+    if np.all(ok):
+        return
+    idx = tuple(int(i) for i in np.argwhere(~ok)[0])
+    message = (
+        f"{what}{list(idx)} is {arr[idx]:.8g}; expected {want[idx]:.8g} "
+        f"(allowed difference {tol[idx]:.3g})."
+    )
+    for p in _permutations(want.shape):
+        if np.all(np.abs(arr - np.transpose(want, p)) <= tol):
+            raise CheckFailed(
+                message + " The Jacobian is transposed: entry [i, j, ...] must be dy_i / d(the "
+                "variable's entry [j, ...]), so the first axis indexes the outputs."
+            )
+    for text, wrong in variants:
+        if wrong.shape == arr.shape and np.all(np.abs(arr - wrong) <= tol):
+            raise CheckFailed(message + " " + text)
+    raise CheckFailed(
+        message + " Re-derive this Jacobian with the chain rule, one factor per layer."
+    )
+
+
+def _call_jacobians(func: Callable, args: tuple, what: str) -> dict:
+    out = call_answer(
+        func,
+        *args,
+        what=what,
+        hint="Check that each summation index runs over the layer it belongs to: "
+        "with non-square weight matrices a wrong summation index gives a shape error.",
+    )
+    if not isinstance(out, dict):
+        raise CheckFailed(f"{what} returned {type(out).__name__}; return a dict of Jacobians.")
+    return out
+
+
+def _args(case: JacCase) -> tuple:
+    """Positional arguments in the order of the notebook's signatures."""
+    copies = [(la.W.copy(), la.b.copy(), la.act.pair) for la in case.layers]
+    if len(copies) == 1:
+        ((W, b, act),) = copies
+        return (case.x.copy(), W, b, act)
+    if len(copies) == 2:
+        (V, c, phi2), (W, b, phi1) = copies
+        return (case.x.copy(), V, c, W, b, phi2, phi1)
+    (U, d, phi3), (V, c, phi2), (W, b, phi1) = copies
+    return (case.x.copy(), U, d, V, c, W, b, phi3, phi2, phi1)
+
+
+_FUNC_NAMES = {1: "one_layer_jacobians", 2: "two_layer_jacobians", 3: "three_layer_jacobians"}
+
+
+def check_jacobians(func: Callable, num_layers: int, seed: int = 0) -> None:
+    """Hidden check of one_layer_jacobians / two_layer_jacobians / three_layer_jacobians
+    against float64 autograd over square and random widths and four activations."""
+    keys = _key_map(num_layers)
+    for case in jacobian_cases(num_layers, 100 * num_layers + seed):
+        what = f"{_FUNC_NAMES[num_layers]} with {case.label}"
+        out = _call_jacobians(func, _args(case), what)
+        want, tol = _reference(case)
+        if num_layers == 1:
+            want_z, tol_z = _reference(case, identity=True)
+        variants_cache: dict[str, list] = {}
+        for key, var in keys.items():
+            if key.startswith("dz"):
+                w, t = want_z[var], tol_z[var]
+                variants: list = []
+            else:
+                w, t = want[var], tol[var]
+                variants = variants_cache.setdefault(key, _variants(case, key))
+            _check_jacobian(out.get(key), w, t, f"{key} from {what}", variants)
+
+
+# --------------------------------------------------------------------------------------
+# Part 3: backpropagation through an L-layer MLP without biases
+
+
+@dataclass
+class MLPCase:
+    weights: list[np.ndarray]
+    X: np.ndarray  # (n_0, batch_size), one example per column
+    dL_dY: np.ndarray  # (n_L, batch_size)
+    act: Act
+    label: str
+
+
+def mlp_cases(seed: int = 7) -> list[MLPCase]:
+    """Depths 1 to 5, widths 1 to 6, batch sizes 1 to 5, four activations; one square
+    case first so that a wrong layer's W gives wrong numbers rather than a shape error."""
+    rng = np.random.default_rng(seed)
+    cases = []
+    specs = [(3, [3, 3, 3, 3], 2, "tanh")]
+    for k in range(8):
+        depth = int(rng.integers(1, 6))
+        widths = [int(w) for w in rng.integers(1, 7, size=depth + 1)]
+        specs.append(
+            (depth, widths, int(rng.integers(1, 6)), ["tanh", "sigmoid", "softplus", "relu"][k % 4])
+        )
+    for depth, widths, batch, name in specs:
+        act = ACTS[name]
+        for _ in range(1000):
+            weights = [
+                rng.normal(size=(widths[i + 1], widths[i])) / np.sqrt(widths[i]) * 1.5
+                for i in range(depth)
+            ]
+            X = rng.normal(size=(widths[0], batch))
+            zs = _mlp_forward_ref(weights, X, act)[0][1:]
+            if not act.kink or all(np.all(np.abs(z) >= RELU_MARGIN) for z in zs):
+                break
+        dL_dY = rng.normal(size=(widths[-1], batch))
+        cases.append(
+            MLPCase(
+                weights,
+                X,
+                dL_dY,
+                act,
+                f"depth {depth}, widths {widths}, batch size {batch}, {name}",
+            )
+        )
+    return cases
+
+
+def _mlp_forward_ref(weights, X, act):
+    Z, A = [None], [X]
+    for W in weights:
+        Z.append(W @ A[-1])
+        A.append(act.f(Z[-1]))
+    return Z, A
+
+
+def _mlp_grads_torch(case: MLPCase) -> list[np.ndarray]:
+    Ws = [torch.tensor(W, dtype=torch.float64, requires_grad=True) for W in case.weights]
+    a = torch.as_tensor(case.X, dtype=torch.float64)
+    for W in Ws:
+        a = case.act.torch_f(W @ a)
+    (a * torch.as_tensor(case.dL_dY)).sum().backward()
+    return [W.grad.numpy() for W in Ws]
+
+
+def _mlp_tolerances(case: MLPCase) -> list[np.ndarray]:
+    """Per-example error bounds summed over the batch, plus the summation over the batch
+    (``B u`` times the sum of the magnitudes), doubled."""
+    layers = [Layer(W, None, case.act) for W in case.weights]
+    B = case.X.shape[1]
+    err = [np.zeros_like(W) for W in case.weights]
+    mag = [np.zeros_like(W) for W in case.weights]
+    for j in range(B):
+        fw = _forward(layers, case.X[:, j])
+        bw = _backward(layers, fw, case.dL_dY[:, j])
+        for l in range(len(layers)):  # noqa: E741
+            err[l] += bw.egW[l]
+            mag[l] += np.abs(bw.gW[l])
+    return [2.0 * (e + (B + 1) * U32 * m) for e, m in zip(err, mag, strict=True)]
+
+
+def _mlp_variant(case: MLPCase, kind: str) -> list[np.ndarray]:
+    Z, A = _mlp_forward_ref(case.weights, case.X, case.act)
+    L = len(case.weights)
+    Ws = case.weights
+
+    def deriv(l):  # noqa: E741
+        if kind == "missing":
+            return np.ones_like(Z[l])
+        if kind == "at_a":
+            return case.act.df(A[l])
+        return case.act.df(Z[l])
+
+    delta = deriv(L) * case.dL_dY
+    grads = [None] * L
+    for l in range(L, 0, -1):  # noqa: E741
+        grads[l - 1] = delta @ A[l - 1].T
+        if l > 1:
+            W_back = Ws[l - 2] if kind == "wrong_layer" else Ws[l - 1]
+            if W_back.shape[0] != delta.shape[0]:
+                return []
+            delta = deriv(l - 1) * (W_back.T @ delta)
+            if delta.shape != Z[l - 1].shape:
+                return []
+    return grads
+
+
+_MLP_MISTAKES = {
+    "missing": "The factor phi'(z^(l)) is missing from the recursion: "
+    "delta^(l) = phi'(z^(l)) * (W^(l+1)^T delta^(l+1)), and delta^(L) = phi'(z^(L)) * dL/dy.",
+    "at_a": "phi' is evaluated at the activation a^(l) = phi(z^(l)) instead of at the "
+    "pre-activation z^(l): use Z[l], not A[l].",
+    "wrong_layer": "delta is propagated through the transpose of the wrong layer's W: "
+    "delta^(l) = phi'(z^(l)) * (W^(l+1)^T delta^(l+1)) uses the weights of the layer above "
+    "(weights[l] in 0-based Python indexing), not W^(l).",
+}
+
+
+def check_forward(mlp_forward: Callable) -> None:
+    """Hidden check of the forward pass: Z and A of every layer, against float64 values."""
+    for case in mlp_cases():
+        what = f"mlp_forward with {case.label}"
+        out = call_answer(
+            mlp_forward, case.X.copy(), [W.copy() for W in case.weights], case.act.f, what=what
+        )
+        if not (isinstance(out, tuple | list) and len(out) == 2):
+            raise CheckFailed(f"{what} must return the pair (Z, A).")
+        Z, A = out
+        L = len(case.weights)
+        if len(Z) != L + 1 or len(A) != L + 1:
+            raise CheckFailed(
+                f"{what} returned {len(Z)} pre-activations and {len(A)} activations; expected "
+                f"{L + 1} of each: Z = [None, z^(1), ..., z^(L)] and A = [X, a^(1), ..., a^(L)]."
+            )
+        layers = [Layer(W, None, case.act) for W in case.weights]
+        Zr, Ar = _mlp_forward_ref(case.weights, case.X, case.act)
+        for l in range(1, L + 1):  # noqa: E741
+            ez = np.zeros_like(Zr[l])
+            ea = np.zeros_like(Ar[l])
+            for j in range(case.X.shape[1]):
+                fw = _forward(layers, case.X[:, j])
+                ez[:, j], ea[:, j] = fw.ez[l], fw.ea[l]
+            for name, got, want, tol in (("Z", Z[l], Zr[l], 2 * ez), ("A", A[l], Ar[l], 2 * ea)):
+                arr = as_array(got, f"{name}[{l}] from {what}", shape=want.shape)
+                bad = ~(np.abs(arr - want) <= tol)
+                if np.any(bad):
+                    hint = ""
+                    if name == "Z" and np.allclose(arr, case.act.f(want), atol=np.max(tol)):
+                        hint = " That is phi(z): Z[l] holds the pre-activation W^(l) a^(l-1)."
+                    raise CheckFailed(
+                        f"{name}[{l}] from {what} differs from the reference by up to "
+                        f"{np.max(np.abs(arr - want)):.3g} (allowed {np.max(tol):.3g}). "
+                        "z^(l) = W^(l) a^(l-1) and a^(l) = phi(z^(l)), one example per column."
+                        + hint
+                    )
+
+
+def check_backward(mlp_backward: Callable) -> None:
+    """Hidden check of the gradients of every W^(l) against float64 autograd, summed
+    over the batch, naming the common mistakes."""
+    for case in mlp_cases():
+        what = f"mlp_backward with {case.label}"
+        Z, A = _mlp_forward_ref(case.weights, case.X, case.act)
+        out = call_answer(
+            mlp_backward,
+            [W.copy() for W in case.weights],
+            [None if z is None else z.copy() for z in Z],
+            [a.copy() for a in A],
+            case.dL_dY.copy(),
+            case.act.df,
+            what=what,
+            hint="delta^(l) has the shape of z^(l); check which layer's W each step uses.",
+        )
+        L = len(case.weights)
+        if not isinstance(out, tuple | list) or len(out) != L:
+            raise CheckFailed(f"{what} must return a list of {L} gradients, one per weight matrix.")
+        want = _mlp_grads_torch(case)
+        tols = _mlp_tolerances(case)
+        for l in range(L):  # noqa: E741
+            name = f"the gradient of W^({l + 1}) from {what}"
+            shape = want[l].shape
+            arr = np.asarray(out[l], dtype=np.float64) if out[l] is not None else None
+            if arr is not None and arr.shape == shape[::-1] and shape[0] != shape[1]:
+                raise CheckFailed(
+                    f"{name} has shape {arr.shape}; expected {shape}, the shape of W^({l + 1}). "
+                    "A transposed gradient: grad W^(l) = delta^(l) a^(l-1)^T, "
+                    "not a^(l-1) delta^(l)^T."
+                )
+            arr = as_array(out[l], name, shape=shape)
+            bad = ~(np.abs(arr - want[l]) <= tols[l])
+            if not np.any(bad):
+                continue
+            idx = tuple(int(i) for i in np.argwhere(bad)[0])
+            message = (
+                f"{name}{list(idx)} is {arr[idx]:.8g}; expected {want[l][idx]:.8g} "
+                f"(allowed difference {tols[l][idx]:.3g})."
+            )
+            if np.all(np.abs(arr - want[l].T.reshape(shape)) <= tols[l]) and shape[0] == shape[1]:
+                raise CheckFailed(
+                    message + " A transposed gradient: grad W^(l) = delta^(l) a^(l-1)^T, "
+                    "not a^(l-1) delta^(l)^T."
+                )
+            for kind, text in _MLP_MISTAKES.items():
+                wrong = _mlp_variant(case, kind)
+                if wrong and np.all(np.abs(arr - wrong[l]) <= tols[l]):
+                    raise CheckFailed(message + " " + text)
+            raise CheckFailed(
+                message + " Check the recursion delta^(L) = phi'(z^(L)) * dL/dy, "
+                "delta^(l) = phi'(z^(l)) * (W^(l+1)^T delta^(l+1)), "
+                "grad W^(l) = delta^(l) a^(l-1)^T "
+                "summed over the batch."
+            )
+
+
+# --------------------------------------------------------------------------------------
+# Part 4: gradient checking
+
+
+def _g_test(x: np.ndarray) -> float:
+    """A test function with known derivatives: g(x) = sum(exp(x_i) + x_i^2 / 2)."""
+    return float(np.sum(np.exp(x) + 0.5 * x * x))
+
+
+def check_centred_difference(centred_difference: Callable) -> None:
+    """Hidden check: the student's difference quotient matches the exact gradient within
+    the centred truncation error plus round-off, which a one-sided quotient misses.
+
+    At x with entries in [-1, 1] and h = 1e-3: g''' = exp(x) <= e, so the centred
+    truncation error is at most h^2 e / 6 = 4.6e-7; g's round-off (float64, n = 4 terms)
+    is below 1e-14 in absolute terms, giving < 1e-11 / h... (2 evaluations / 2h). A
+    one-sided quotient is off by about h g''/2 = h (exp(x) + 1) / 2 >= 6.8e-4, a thousand
+    times more than the allowed difference.
+    """
+    rng = np.random.default_rng(11)
+    x = rng.uniform(-1, 1, size=4)
+    h = 1e-3
+    exact = np.exp(x) + x
+    f_err = 8 * U64 * float(np.sum(np.exp(np.abs(x)) + x * x))
+    tol = h * h * np.e / 6 + 2 * f_err / (2 * h) + 4 * U64 * np.abs(exact)
+    got = call_answer(centred_difference, _g_test, x.copy(), h, what="centred_difference")
+    arr = as_array(got, "centred_difference(f, x, h)", shape=x.shape)
+    err = np.abs(arr - exact)
+    if np.all(err <= tol):
+        return
+    one_sided = (np.array([_g_test(x + h * e) for e in np.eye(4)]) - _g_test(x)) / h
+    backward = (_g_test(x) - np.array([_g_test(x - h * e) for e in np.eye(4)])) / h
+    i = int(np.argmax(err / tol))
+    message = (
+        f"centred_difference at h = {h:g} gives {arr[i]:.10g} for entry {i}; the exact "
+        f"derivative is {exact[i]:.10g} and a centred difference is within {tol[i]:.2g} of it."
+    )
+    if np.allclose(arr, one_sided, rtol=0, atol=1e-9) or np.allclose(
+        arr, backward, rtol=0, atol=1e-9
+    ):
+        raise CheckFailed(
+            message + " That is a one-sided difference (f(x + h) - f(x)) / h, whose error is "
+            "O(h); use (f(x + h e_i) - f(x - h e_i)) / (2 h), whose error is O(h^2)."
+        )
+    if np.allclose(arr, 2 * exact, rtol=1e-4):
+        raise CheckFailed(message + " Divide by 2 h, the distance between x - h and x + h.")
+    raise CheckFailed(message + " Perturb one coordinate at a time, by +h and by -h.")
+
+
+def check_relative_error(relative_error: Callable) -> None:
+    """Hidden check: ||a - b|| / max(||a||, ||b||), and 0 for two zero arrays."""
+    rng = np.random.default_rng(12)
+    cases = [(np.zeros(3), np.zeros(3), 0.0), (np.ones(2), -np.ones(2), 2.0)]
+    for shape in [(5,), (3, 4), (2, 2, 2)]:
+        a = rng.normal(size=shape)
+        b = a + 1e-6 * rng.normal(size=shape)
+        cases.append((a, b, np.linalg.norm(a - b) / max(np.linalg.norm(a), np.linalg.norm(b))))
+    for a, b, want in cases:
+        got = call_answer(relative_error, a.copy(), b.copy(), what="relative_error")
+        got = float(as_array(got, "relative_error(a, b)", shape=()))
+        tol = 4 * (a.size + 3) * U32 * abs(want) + 1e-300
+        if not abs(got - want) <= tol:
+            hint = ""
+            if np.all(a == 0) and np.all(b == 0):
+                hint = " Two zero arrays agree: return 0 (avoid dividing by zero)."
+            raise CheckFailed(
+                f"relative_error for arrays of shape {a.shape} is {got:.6g}; expected {want:.6g}"
+                f" = ||a - b|| / max(||a||, ||b||).{hint}"
+            )
+
+
+def optimal_step(dtype: Any) -> float:
+    """The step that balances truncation (~ h^2) and round-off (~ eps / h): eps^(1/3)
+    for a function whose derivatives are of order one."""
+    return float(np.finfo(dtype).eps) ** (1.0 / 3.0)
+
+
+STEP_FACTOR = 10.0
+"""A chosen h passes within a factor 10 of eps^(1/3): the error bound h^2/6 + eps/h at
+c h* is (c^2 + 2/c) / 3 times its minimum, at most 34 times for c in [1/10, 10]."""
+
+
+def check_steps(h_float64: Any, h_float32: Any) -> None:
+    for h, dtype in ((h_float64, np.float64), (h_float32, np.float32)):
+        name = f"h_{np.dtype(dtype).name}"
+        h = float(as_array(h, name, shape=()))
+        best = optimal_step(dtype)
+        if not best / STEP_FACTOR <= h <= best * STEP_FACTOR:
+            hint = ""
+            eps = float(np.finfo(dtype).eps)
+            if abs(np.log10(h / np.sqrt(eps))) < 0.5:
+                hint = " That is sqrt(eps), the best step of a one-sided difference."
+            raise CheckFailed(
+                f"{name} = {h:.3g} is far from the bottom of the V: truncation ~ h^2 and "
+                f"round-off ~ eps / h balance near eps^(1/3) = {best:.2g} for "
+                f"{np.dtype(dtype).name}." + hint
+            )
+
+
+# --------------------------------------------------------------------------------------
+# Part 5: mean and variance of the weight gradient under independence
+
+
+def grad_weight_moments(widths, var_w, sp_mean, sp_sq_mean, a_mean, a_sq_mean, g_mean, g_sq_mean):
+    """Reference: E and Var of an entry of grad W^(l), l = 1..L (index l - 1).
+
+    delta^(L)_i = s^(L)_i g_i; delta^(l)_i = s^(l)_i sum_k W^(l+1)_{ki} delta^(l+1)_k.
+    With W zero-mean and everything independent, E[delta^(l)] = 0 for l < L and
+    E[(delta^(l))^2] = E[s^(l)^2] n^(l+1) Var[W^(l+1)] E[(delta^(l+1))^2]; the gradient
+    entry is delta^(l)_i a^(l-1)_j.
+    """
+    L = len(widths) - 1
+    second = [0.0] * (L + 1)
+    first = [0.0] * (L + 1)
+    second[L] = sp_sq_mean[L - 1] * g_sq_mean
+    first[L] = sp_mean[L - 1] * g_mean
+    for l in range(L - 1, 0, -1):  # noqa: E741
+        second[l] = sp_sq_mean[l - 1] * widths[l + 1] * var_w[l] * second[l + 1]
+    layers = range(1, L + 1)
+    mean = np.array([first[k] * a_mean[k - 1] for k in layers])
+    var = np.array([second[k] * a_sq_mean[k - 1] for k in layers]) - mean**2
+    return mean, var
+
+
+@dataclass
+class MomentCase:
+    widths: list[int]
+    var_w: list[float]
+    sp_p: list[float]  # sigma' ~ Bernoulli(p) (ReLU's derivative) ...
+    sp_scale: list[float]  # ... times this scale
+    a_kind: str  # "halfnormal" (ReLU-like activations) or "uniform01" (sigmoid-like)
+    g_mean: float
+    g_std: float
+
+    def moments(self) -> dict[str, Any]:
+        p, c = np.array(self.sp_p), np.array(self.sp_scale)
+        L = len(self.widths) - 1
+        if self.a_kind == "halfnormal":
+            am, asq = np.sqrt(2 / np.pi), 1.0
+        else:
+            am, asq = 0.5, 1 / 3
+        return dict(
+            widths=list(self.widths),
+            var_w=list(self.var_w),
+            sp_mean=[float(v) for v in p * c],
+            sp_sq_mean=[float(v) for v in p * c * c],
+            a_mean=[float(am)] * L,
+            a_sq_mean=[asq] * L,
+            g_mean=self.g_mean,
+            g_sq_mean=self.g_mean**2 + self.g_std**2,
+        )
+
+
+MOMENT_CASES = [
+    MomentCase(
+        [3, 4, 5, 2], [0.5, 0.4, 0.5], [0.5, 0.5, 0.5], [1.0, 1.0, 1.0], "halfnormal", 0.5, 1.0
+    ),
+    MomentCase([2, 3, 2], [1.0, 0.25], [0.7, 0.4], [0.25, 0.5], "uniform01", 1.0, 0.5),
+    MomentCase([5, 5, 5, 5, 5], [0.4, 0.4, 0.4, 0.4], [0.5] * 4, [1.0] * 4, "halfnormal", 0.0, 1.0),
+]
+
+
+def _check_moment_call(func: Callable, case: MomentCase, tol_units: float = 1.0):
+    m = case.moments()
+    what = f"grad_weight_moments for widths {case.widths}"
+    out = call_answer(
+        func, **{k: (list(v) if isinstance(v, list) else v) for k, v in m.items()}, what=what
+    )
+    if not (isinstance(out, tuple | list) and len(out) == 2):
+        raise CheckFailed(f"{what} must return the pair (mean, var).")
+    L = len(case.widths) - 1
+    mean = as_array(out[0], f"the mean from {what}", shape=(L,))
+    var = as_array(out[1], f"the variance from {what}", shape=(L,))
+    return m, what, mean, var
+
+
+def check_moments_reference(func: Callable) -> None:
+    """Hidden check against the reference formula. Each value is a product of at most
+    3 L + 3 rounded factors and one subtraction: allowed (3 L + 6) u32 times the sum of
+    the magnitudes."""
+    for case in MOMENT_CASES:
+        m, what, mean, var = _check_moment_call(func, case)
+        want_mean, want_var = grad_weight_moments(**m)
+        L = len(case.widths) - 1
+        k = (3 * L + 6) * U32
+        second = want_var + want_mean**2
+        for name, got, want, tol in (
+            ("mean", mean, want_mean, k * np.abs(want_mean)),
+            ("variance", var, want_var, k * (second + want_mean**2)),
+        ):
+            bad = ~(np.abs(got - want) <= tol)
+            if not np.any(bad):
+                continue
+            l = int(np.argmax(bad))  # noqa: E741
+            hint = _moment_hint(case, name, got)
+            raise CheckFailed(
+                f"The {name} of grad W^({l + 1}) from {what} is {got[l]:.6g}; expected "
+                f"{want[l]:.6g}.{hint}"
+            )
+
+
+def _moment_hint(case: MomentCase, name: str, got: np.ndarray) -> str:
+    m = case.moments()
+    sp_var = [q - p * p for p, q in zip(m["sp_mean"], m["sp_sq_mean"], strict=True)]
+    a_var = [q - p * p for p, q in zip(m["a_mean"], m["a_sq_mean"], strict=True)]
+    slips = [
+        dict(m, sp_sq_mean=sp_var),
+        dict(m, sp_sq_mean=sp_var, a_sq_mean=a_var, g_sq_mean=m["g_sq_mean"] - m["g_mean"] ** 2),
+    ]
+    for slip in slips:
+        sm, sv = grad_weight_moments(**slip)
+        if name == "variance" and (
+            np.allclose(got, sv, rtol=1e-3) or np.allclose(got, sv + sm**2, rtol=1e-3)
+        ):
+            return (
+                " You used Var[sigma'] where E[sigma'^2] belongs: sigma' >= 0 for ReLU, sigmoid "
+                "and tanh, so it does not have zero mean and E[sigma'^2] = Var[sigma'] + "
+                "E[sigma']^2."
+            )
+    return (
+        " E[(delta^(l))^2] = E[sigma'(z^(l))^2] n^(l+1) Var[W^(l+1)] E[(delta^(l+1))^2], "
+        "E[(delta^(L))^2] = E[sigma'(z^(L))^2] E[g^2]; the mean is nonzero only for the last layer."
+    )
+
+
+MC_SAMPLES = 200_000
+MC_FALSE_FAILURE = 1e-6
+"""Total false-failure probability of the Monte Carlo check (union bound over its tests)."""
+
+
+def monte_carlo_moments(case: MomentCase, num_samples: int = MC_SAMPLES, seed: int = 5):
+    """Samples of grad W^(l)[0, 0] for l = 1..L under the independence model: fresh
+    weights, derivatives, activations and upstream gradients for every sample."""
+    rng = np.random.default_rng(seed)
+    L = len(case.widths) - 1
+    n = case.widths
+    N = num_samples
+
+    def s(l):  # noqa: E741 -- sigma'(z^(l)) for every unit of layer l
+        return case.sp_scale[l - 1] * (rng.random((N, n[l])) < case.sp_p[l - 1])
+
+    def a(l):  # noqa: E741
+        if case.a_kind == "halfnormal":
+            return np.abs(rng.standard_normal(N))
+        return rng.random(N)
+
+    delta = s(L) * (case.g_mean + case.g_std * rng.standard_normal((N, n[L])))
+    grads = [None] * L
+    for l in range(L, 0, -1):  # noqa: E741
+        grads[l - 1] = delta[:, 0] * a(l - 1)
+        if l > 1:
+            W = rng.standard_normal((N, n[l], n[l - 1])) * np.sqrt(case.var_w[l - 1])
+            delta = s(l - 1) * np.einsum("nki,nk->ni", W, delta)
+    return np.array(grads)  # (L, N)
+
+
+def check_moments_monte_carlo(func: Callable) -> None:
+    """Hidden check against a Monte Carlo estimate of the independence model.
+
+    For each case and layer the sample mean has estimated standard error ``s / sqrt(N)``
+    and the sample variance ``sqrt((m4 - s^4) / N)`` (m4 the sample fourth central
+    moment). By the central limit theorem a correct answer lands farther than ``z``
+    standard errors away with probability ``2 (1 - Phi(z))``; with ``z =
+    z_score(1e-6 / number of comparisons)`` the check fails a correct answer with
+    probability at most 1e-6 (union bound). The samples are seeded, so the check is
+    also deterministic.
+    """
+    num_tests = sum(2 * (len(c.widths) - 1) for c in MOMENT_CASES)
+    z = z_score(MC_FALSE_FAILURE / num_tests)
+    for case in MOMENT_CASES:
+        m, what, mean, var = _check_moment_call(func, case)
+        samples = monte_carlo_moments(case)
+        N = samples.shape[1]
+        for l in range(samples.shape[0]):  # noqa: E741
+            x = samples[l]
+            mu, v = x.mean(), x.var()
+            m4 = np.mean((x - mu) ** 4)
+            se_mean = np.sqrt(v / N)
+            se_var = np.sqrt(max(m4 - v * v, 0.0) / N)
+            for name, got, est, se in (
+                ("mean", mean[l], mu, se_mean),
+                ("variance", var[l], v, se_var),
+            ):
+                if abs(got - est) > z * se:
+                    raise CheckFailed(
+                        f"The {name} of grad W^({l + 1}) from {what} is {got:.6g}, but "
+                        f"{N} samples of the independence model give {est:.6g} (standard "
+                        f"error {se:.2g}, allowed {z:.1f} standard errors)."
+                        + _moment_hint(case, name, var if name == "variance" else mean)
+                    )

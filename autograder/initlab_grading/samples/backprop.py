@@ -1,0 +1,305 @@
+"""Sample submissions for assignment 2 (backpropagation)."""
+
+from initlab_grading.samples import Sample
+
+_TWO_LAYER_HEAD = """def two_layer_jacobians(x, V, c, W, b, phi2, phi1):
+    z2 = V @ x + c
+    z1 = W @ phi2[0](z2) + b
+"""
+
+_BACKWARD_HEAD = """def mlp_forward(X, weights, phi):
+    Z, A = [None], [X]
+    for W in weights:
+        Z.append(W @ A[-1])
+        A.append(phi(Z[-1]))
+    return Z, A
+
+
+def mlp_backward(weights, Z, A, dL_dY, dphi):
+    L = len(weights)
+    grads = [None] * L
+"""
+
+SAMPLES = [
+    Sample("reference", "the reference answers: full marks on every test cell"),
+    Sample("blank", "the release as handed out: zero on every test cell", blank=True),
+    Sample(
+        "float32-loops",
+        "correct answers written another way: float32 arithmetic, explicit loops over indices, "
+        "sigma' as sigma(x) sigma(-x), a batch loop in backprop; must score full marks",
+        answers={
+            "sigmoid": """
+def sigmoid(x):
+    x = np.asarray(x)
+    out = np.empty_like(x)
+    pos = x >= 0
+    e = np.exp(-x[pos])
+    out[pos] = 1 / (1 + e)
+    e = np.exp(x[~pos])
+    out[~pos] = e / (1 + e)
+    return out
+
+
+def sigmoid_prime(x):
+    return sigmoid(x) * sigmoid(-np.asarray(x))
+""",
+            "one_layer": """
+def one_layer_jacobians(x, W, b, phi):
+    x, W, b = (np.asarray(v, dtype=np.float32) for v in (x, W, b))
+    n_out, n_in = W.shape
+    z = W @ x + b
+    d = np.asarray(phi[1](z), dtype=np.float32)
+    jac = {k: np.zeros(s, dtype=np.float32) for k, s in [
+        ("dz_dx", (n_out, n_in)), ("dz_dW", (n_out, n_out, n_in)), ("dz_db", (n_out, n_out)),
+        ("dy_dx", (n_out, n_in)), ("dy_dW", (n_out, n_out, n_in)), ("dy_db", (n_out, n_out))]}
+    for i in range(n_out):
+        jac["dz_db"][i, i] = 1
+        jac["dy_db"][i, i] = d[i]
+        for k in range(n_in):
+            jac["dz_dx"][i, k] = W[i, k]
+            jac["dy_dx"][i, k] = d[i] * W[i, k]
+            jac["dz_dW"][i, i, k] = x[k]
+            jac["dy_dW"][i, i, k] = d[i] * x[k]
+    return jac
+""",
+            "two_layer": """
+def two_layer_jacobians(x, V, c, W, b, phi2, phi1):
+    x, V, c, W, b = (np.asarray(v, dtype=np.float32) for v in (x, V, c, W, b))
+    z2 = V @ x + c
+    z1 = W @ phi2[0](z2).astype(np.float32) + b
+    d1, d2 = phi1[1](z1).astype(np.float32), phi2[1](z2).astype(np.float32)
+    n_out, n_hid = W.shape
+    dy_dc = np.zeros((n_out, n_hid), dtype=np.float32)
+    for i in range(n_out):
+        for j in range(n_hid):
+            dy_dc[i, j] = d1[i] * W[i, j] * d2[j]
+    return {"dy_dx": dy_dc @ V, "dy_dV": dy_dc[:, :, None] * x[None, None, :], "dy_dc": dy_dc}
+""",
+            "three_layer": """
+def three_layer_jacobians(x, U, d, V, c, W, b, phi3, phi2, phi1):
+    x, U, d, V, c, W, b = (np.asarray(v, dtype=np.float32) for v in (x, U, d, V, c, W, b))
+    z3 = U @ x + d
+    z2 = V @ phi3[0](z3).astype(np.float32) + c
+    z1 = W @ phi2[0](z2).astype(np.float32) + b
+    J = np.diag(phi1[1](z1)).astype(np.float32) @ W
+    J = J @ np.diag(phi2[1](z2)).astype(np.float32) @ V
+    dy_dd = J @ np.diag(phi3[1](z3)).astype(np.float32)
+    return {"dy_dx": dy_dd @ U, "dy_dU": np.einsum("ij,k->ijk", dy_dd, x), "dy_dd": dy_dd}
+""",
+            "mlp": """
+def mlp_forward(X, weights, phi):
+    Z, A = [None], [np.asarray(X, dtype=np.float32)]
+    for W in weights:
+        Z.append(np.asarray(W, dtype=np.float32) @ A[-1])
+        A.append(np.asarray(phi(Z[-1]), dtype=np.float32))
+    return Z, A
+
+
+def mlp_backward(weights, Z, A, dL_dY, dphi):
+    L = len(weights)
+    grads = [np.zeros(np.shape(W), dtype=np.float32) for W in weights]
+    for j in range(np.shape(dL_dY)[1]):
+        delta = np.float32(dphi(Z[L][:, j])) * np.float32(dL_dY[:, j])
+        for l in range(L, 0, -1):
+            grads[l - 1] += np.outer(delta, A[l - 1][:, j]).astype(np.float32)
+            if l > 1:
+                W = np.asarray(weights[l - 1], dtype=np.float32)
+                delta = np.float32(dphi(Z[l - 1][:, j])) * (W.T @ delta)
+    return grads
+""",
+            "gradcheck": """
+def centred_difference(f, x, h):
+    x = np.asarray(x, dtype=float)
+    flat = x.ravel()
+    grad = np.empty_like(flat)
+    for i in range(flat.size):
+        step = np.zeros_like(flat)
+        step[i] = h
+        grad[i] = (f((flat + step).reshape(x.shape)) - f((flat - step).reshape(x.shape))) / (2 * h)
+    return grad.reshape(x.shape)
+
+
+def relative_error(a, b):
+    diff = np.sqrt(np.sum((np.asarray(a) - np.asarray(b)) ** 2))
+    scale = max(np.sqrt(np.sum(np.square(a))), np.sqrt(np.sum(np.square(b))))
+    return diff / scale if scale > 0 else 0.0
+""",
+            "steps": "h_float64 = 1e-5\nh_float32 = 1e-2",
+            "moments": """
+def grad_weight_moments(widths, var_w, sp_mean, sp_sq_mean, a_mean, a_sq_mean, g_mean, g_sq_mean):
+    L = len(widths) - 1
+    mean, var = [], []
+    for l in range(1, L + 1):
+        second = g_sq_mean * np.prod(np.float32(sp_sq_mean[l - 1:]))
+        for k in range(l + 1, L + 1):
+            second *= widths[k] * var_w[k - 1]
+        m = sp_mean[-1] * g_mean * a_mean[-1] if l == L else 0.0
+        mean.append(m)
+        var.append(second * a_sq_mean[l - 1] - m**2)
+    return np.float32(mean), np.float32(var)
+""",
+        },
+    ),
+    Sample(
+        "sigmoid-overflow",
+        "a sigmoid with np.where over both branches, which overflows for large |x|",
+        answers={
+            "sigmoid": """
+def sigmoid(x):
+    return np.where(x >= 0, 1 / (1 + np.exp(-x)), np.exp(x) / (1 + np.exp(x)))
+
+
+def sigmoid_prime(x):
+    s = sigmoid(x)
+    return s * (1 - s)
+""",
+        },
+        lost={"test_sigmoid": "np.where evaluates both"},
+    ),
+    Sample(
+        "transposed-jacobian",
+        "one-layer Jacobians with the input axis first: dy_dx = (phi' W)^T",
+        answers={
+            "one_layer": """
+def one_layer_jacobians(x, W, b, phi):
+    z = W @ x + b
+    n_out = W.shape[0]
+    d = phi[1](z)
+    eye = np.eye(n_out)
+    dz_dW = np.einsum("ij,k->ijk", eye, x)
+    return {"dz_dx": W.T, "dz_dW": dz_dW, "dz_db": eye,
+            "dy_dx": (d[:, None] * W).T, "dy_dW": d[:, None, None] * dz_dW, "dy_db": np.diag(d)}
+""",
+        },
+        lost={"test_one_layer": "dz_dx has shape (3, 2); expected (2, 3): the first axis indexes"},
+    ),
+    Sample(
+        "missing-phi-prime",
+        "two-layer Jacobians without the hidden layer's phi2' factor",
+        answers={
+            "two_layer": _TWO_LAYER_HEAD
+            + """    dy_dc = phi1[1](z1)[:, None] * W
+    return {"dy_dx": dy_dc @ V, "dy_dV": np.einsum("ij,k->ijk", dy_dc, x), "dy_dc": dy_dc}
+""",
+        },
+        lost={"test_two_layer": "is missing from the chain rule"},
+    ),
+    Sample(
+        "wrong-summation-index",
+        "three-layer Jacobians that sum over the first index of V (V^T in place of V)",
+        answers={
+            "three_layer": """
+def three_layer_jacobians(x, U, d, V, c, W, b, phi3, phi2, phi1):
+    z3 = U @ x + d
+    z2 = V @ phi3[0](z3) + c
+    z1 = W @ phi2[0](z2) + b
+    dy_dc = phi1[1](z1)[:, None] * W * phi2[1](z2)[None, :]
+    dy_dd = np.einsum("ij,kj->ik", dy_dc, V) * phi3[1](z3)[None, :]
+    return {"dy_dx": dy_dd @ U, "dy_dU": np.einsum("ij,k->ijk", dy_dd, x), "dy_dd": dy_dd}
+""",
+        },
+        lost={"test_three_layer": "wrong summation index"},
+    ),
+    Sample(
+        "phi-prime-at-activation",
+        "backprop that evaluates phi' at A[l] instead of Z[l]",
+        answers={
+            "mlp": _BACKWARD_HEAD
+            + """    delta = dphi(A[L]) * dL_dY
+    for l in range(L, 0, -1):
+        grads[l - 1] = delta @ A[l - 1].T
+        if l > 1:
+            delta = dphi(A[l - 1]) * (weights[l - 1].T @ delta)
+    return grads
+""",
+        },
+        lost={"test_backward": "instead of at the pre-activation z^(l)"},
+    ),
+    Sample(
+        "wrong-layer-weights",
+        "backprop that propagates delta through W^(l) instead of W^(l+1)",
+        answers={
+            "mlp": _BACKWARD_HEAD
+            + """    delta = dphi(Z[L]) * dL_dY
+    for l in range(L, 0, -1):
+        grads[l - 1] = delta @ A[l - 1].T
+        if l > 1:
+            delta = dphi(Z[l - 1]) * (weights[l - 2].T @ delta)
+    return grads
+""",
+        },
+        lost={"test_backward": "through the transpose of the wrong layer"},
+    ),
+    Sample(
+        "transposed-gradient",
+        "backprop that returns a^(l-1) delta^(l)^T, the transpose of each gradient",
+        answers={
+            "mlp": _BACKWARD_HEAD
+            + """    delta = dphi(Z[L]) * dL_dY
+    for l in range(L, 0, -1):
+        grads[l - 1] = A[l - 1] @ delta.T
+        if l > 1:
+            delta = dphi(Z[l - 1]) * (weights[l - 1].T @ delta)
+    return grads
+""",
+        },
+        lost={"test_backward": "A transposed gradient"},
+    ),
+    Sample(
+        "one-sided-difference",
+        "a forward difference (f(x + h) - f(x)) / h instead of a centred one",
+        answers={
+            "gradcheck": """
+def centred_difference(f, x, h):
+    x = np.array(x, dtype=float)
+    f0 = f(x)
+    grad = np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+        old = x[i]
+        x[i] = old + h
+        grad[i] = (f(x) - f0) / h
+        x[i] = old
+    return grad
+
+
+def relative_error(a, b):
+    scale = max(np.linalg.norm(a), np.linalg.norm(b))
+    return 0.0 if scale == 0 else float(np.linalg.norm(np.subtract(a, b)) / scale)
+""",
+        },
+        lost={"test_gradcheck": "one-sided difference"},
+    ),
+    Sample(
+        "one-sided-step",
+        "steps sqrt(eps), the best step of a one-sided difference",
+        answers={
+            "steps": "h_float64 = np.sqrt(np.finfo(np.float64).eps)\n"
+            "h_float32 = np.sqrt(np.finfo(np.float32).eps)",
+        },
+        lost={"test_steps": "best step of a one-sided difference"},
+    ),
+    Sample(
+        "zero-mean-sigma-prime",
+        "the course material's slip: Var[sigma'] (zero mean assumed) where E[sigma'^2] belongs",
+        answers={
+            "moments": """
+def grad_weight_moments(widths, var_w, sp_mean, sp_sq_mean, a_mean, a_sq_mean, g_mean, g_sq_mean):
+    L = len(widths) - 1
+    sp_var = [q - p * p for p, q in zip(sp_mean, sp_sq_mean)]
+    mean, var = np.zeros(L), np.zeros(L)
+    delta_sq = sp_var[L - 1] * g_sq_mean
+    for l in range(L, 0, -1):
+        if l < L:
+            delta_sq = sp_var[l - 1] * widths[l + 1] * var_w[l] * delta_sq
+        m = sp_mean[L - 1] * g_mean * a_mean[L - 1] if l == L else 0.0
+        mean[l - 1] = m
+        var[l - 1] = delta_sq * a_sq_mean[l - 1] - m * m
+    return mean, var
+""",
+        },
+        lost={
+            "test_moments": "does not have zero mean",
+            "test_moments_monte_carlo": "does not have zero mean",
+        },
+    ),
+]
