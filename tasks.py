@@ -87,7 +87,8 @@ def task_test() -> None:
     # Reference notebooks run at the grade budget, as when they were generated.
     env["INITLAB_BUDGET"] = "grade"
     say("ruff check")
-    run([str(python), "-m", "ruff", "check", "lib", "autograder", "tests", "benchmarks", "tasks.py"], env=env)
+    lint = ["lib", "autograder", "tests", "benchmarks", "tasks.py"]
+    run([str(python), "-m", "ruff", "check", *lint], env=env)
     say("pytest tests/ and nbval over solutions/")
     run(
         [

@@ -45,6 +45,7 @@ from initlab.checks import (
     unit_roundoff,
     z_score,
 )
+from initlab_grading.integrity import uses_library
 
 U32 = unit_roundoff(np.float32)
 U64 = unit_roundoff(np.float64)
@@ -829,6 +830,16 @@ def _g_test(x: np.ndarray) -> float:
     return float(np.sum(np.exp(x) + 0.5 * x * x))
 
 
+def _written_by_student(func: Callable, name: str) -> None:
+    """initlab's own numerical_gradient and rel_error implement what Part 4 grades."""
+    used = uses_library(func, ("initlab",))
+    if used:
+        raise CheckFailed(
+            f"Your {name} uses {used}. Part 4 grades your own implementation: write it with "
+            "numpy; calling initlab's helpers earns no points here."
+        )
+
+
 def check_centred_difference(centred_difference: Callable) -> None:
     """Hidden check: the student's difference quotient matches the exact gradient within
     the centred truncation error plus round-off, which a one-sided quotient misses.
@@ -839,6 +850,7 @@ def check_centred_difference(centred_difference: Callable) -> None:
     one-sided quotient is off by about h g''/2 = h (exp(x) + 1) / 2 >= 6.8e-4, a thousand
     times more than the allowed difference.
     """
+    _written_by_student(centred_difference, "centred_difference")
     rng = np.random.default_rng(11)
     x = rng.uniform(-1, 1, size=4)
     h = 1e-3
@@ -871,6 +883,7 @@ def check_centred_difference(centred_difference: Callable) -> None:
 
 def check_relative_error(relative_error: Callable) -> None:
     """Hidden check: ||a - b|| / max(||a||, ||b||), and 0 for two zero arrays."""
+    _written_by_student(relative_error, "relative_error")
     rng = np.random.default_rng(12)
     cases = [(np.zeros(3), np.zeros(3), 0.0), (np.ones(2), -np.ones(2), 2.0)]
     for shape in [(5,), (3, 4), (2, 2, 2)]:

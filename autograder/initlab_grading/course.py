@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
-from nbgrader.api import Gradebook
+from nbgrader.api import Gradebook, MissingEntry
 
 from initlab_grading.samples import Sample, samples_for
 
@@ -233,8 +233,25 @@ def format_table(assignment: str, results: list[SampleResult], test_ids: set[str
 # The loop
 
 
+def forget_samples(root: Path, assignment: str) -> None:
+    """Remove the bundled samples' earlier submissions of ``assignment`` from the course
+    gradebook: nbgrader refuses to regenerate an assignment whose cells changed while
+    submissions of it exist. Other students' submissions are left alone."""
+    db = root / "gradebook.db"
+    if not db.exists():
+        return
+    ensure_tools_on_path()
+    with Gradebook(f"sqlite:///{db}") as gb:
+        for sample in samples_for(assignment):
+            try:
+                gb.remove_submission(assignment, sample.student)
+            except MissingEntry:
+                pass
+
+
 def build(root: Path, assignment: str) -> None:
     """release/ and solutions/ of one assignment, from its master in source/."""
+    forget_samples(root, assignment)
     print(f"[{assignment}] nbgrader generate_assignment", flush=True)
     nbgrader(root, "generate_assignment", assignment, "--force")
     print(f"[{assignment}] nbgrader generate_solution (executes the reference)", flush=True)

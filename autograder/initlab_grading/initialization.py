@@ -41,6 +41,7 @@ from initlab.checks import (
     unit_roundoff,
     z_score,
 )
+from initlab_grading.integrity import uses_library
 
 PER_CHECK = 1e-7
 """False-failure probability of one Monte Carlo comparison (at most 10 per test cell)."""
@@ -420,40 +421,6 @@ def check_gain(student: Callable) -> None:
             raise CheckFailed(f"{what} is {got:.6g}; expected {want:.6g}.{hint}")
 
 
-_FORBIDDEN_MODULES = ("torch.nn.init", "initlab")
-
-
-def _uses_forbidden(func: Callable, seen: set[int] | None = None) -> str | None:
-    """Name of a torch.nn.init or initlab function the answer refers to, if any: the
-    globals its code names (in nested functions too), and helper functions it calls."""
-    seen = set() if seen is None else seen
-    code = getattr(func, "__code__", None)
-    if code is None or id(code) in seen:
-        return None
-    seen.add(id(code))
-    names: set[str] = set()
-    stack = [code]
-    while stack:
-        c = stack.pop()
-        names.update(c.co_names)
-        stack.extend(k for k in c.co_consts if hasattr(k, "co_names"))
-    if "init" in names and "nn" in names:
-        return "torch.nn.init"
-    glb = getattr(func, "__globals__", {})
-    for name in names:
-        obj = glb.get(name)
-        mod = getattr(obj, "__module__", None) or getattr(obj, "__name__", None) or ""
-        if isinstance(mod, str) and any(
-            mod == m or mod.startswith(m + ".") for m in _FORBIDDEN_MODULES
-        ):
-            return mod if mod == getattr(obj, "__name__", None) else f"{mod}.{obj.__name__}"
-        if callable(obj) and getattr(obj, "__module__", None) == func.__module__:
-            found = _uses_forbidden(obj, seen)
-            if found:
-                return found
-    return None
-
-
 class _CallRecorder:
     """While active, every public function of torch.nn.init records that it was called."""
 
@@ -542,7 +509,7 @@ def check_initializer(
 ) -> None:
     """Hidden check of one initialiser: in-place semantics, no torch.nn.init, and the
     distribution it writes, for every keyword set in ``calls`` and every shape."""
-    forbidden = _uses_forbidden(student)
+    forbidden = uses_library(student, ("torch.nn.init", "initlab"))
     if forbidden:
         raise CheckFailed(
             f"Your {kind}_ uses {forbidden}. Write the initialiser yourself (with "

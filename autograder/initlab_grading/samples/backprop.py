@@ -270,6 +270,24 @@ def relative_error(a, b):
         lost={"test_gradcheck": "one-sided difference"},
     ),
     Sample(
+        "borrowed-checker",
+        "centred_difference and relative_error delegated to initlab's own helpers",
+        answers={
+            "gradcheck": """
+from initlab.checks import numerical_gradient, rel_error
+
+
+def centred_difference(f, x, h):
+    return numerical_gradient(f, x, h)
+
+
+def relative_error(a, b):
+    return rel_error(a, b)
+""",
+        },
+        lost={"test_gradcheck": "calling initlab's helpers earns no points"},
+    ),
+    Sample(
         "one-sided-step",
         "steps sqrt(eps), the best step of a one-sided difference",
         answers={
