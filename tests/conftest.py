@@ -14,6 +14,22 @@ if str(REPO / "autograder") not in sys.path:
     sys.path.insert(0, str(REPO / "autograder"))
 
 from initlab_grading import course  # noqa: E402
+from initlab_grading.samples import samples_for  # noqa: E402
+
+
+def sample_answers(assignment: str, student: str) -> dict:
+    """The namespace a sample's answer cells leave behind, run in order after the imports
+    every notebook makes (numpy as np, math, torch)."""
+    import math
+
+    import numpy as np
+    import torch
+
+    (sample,) = [s for s in samples_for(assignment) if s.student == student]
+    namespace = {"np": np, "math": math, "torch": torch}
+    for source in sample.answers.values():
+        exec(source, namespace)
+    return namespace
 
 
 @pytest.fixture(scope="session")

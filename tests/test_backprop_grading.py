@@ -4,17 +4,9 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import sample_answers
 from initlab.checks import CheckFailed
 from initlab_grading import backprop as grading
-from initlab_grading.samples import samples_for
-
-
-def _answers_of(student):
-    (sample,) = [s for s in samples_for("backprop") if s.student == student]
-    namespace = {"np": np}
-    for source in sample.answers.values():
-        exec(source, namespace)
-    return namespace
 
 
 def test_sigmoid_oracle_agrees_with_torch_where_both_are_normal():
@@ -47,7 +39,7 @@ def test_every_relu_case_keeps_its_margin():
 
 
 def test_float32_answers_pass_every_check():
-    ns = _answers_of("float32-loops")
+    ns = sample_answers("backprop", "float32-loops")
     grading.check_sigmoid(ns["sigmoid"], ns["sigmoid_prime"])
     for n, name in grading._FUNC_NAMES.items():
         grading.check_jacobians(ns[name], n)

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
+from conftest import sample_answers
 from initlab.checks import CheckFailed
 from initlab_grading import gradient_descent as grading
-from initlab_grading.samples import samples_for
 
 
 def test_reference_reproduces_the_seed():
@@ -30,16 +30,8 @@ def test_every_case_keeps_its_stopping_decisions_clear_of_float32_roundoff(case)
     assert np.all(grading.stopping_margins(case.q, path, case.lr, case.tol) > 0)
 
 
-def _answers_of(student):
-    (sample,) = [s for s in samples_for("gradient_descent") if s.student == student]
-    namespace = {"np": np}
-    for source in sample.answers.values():
-        exec(source, namespace)
-    return namespace
-
-
 def test_float32_answers_pass_every_check():
-    ns = _answers_of("float32-vectorised")
+    ns = sample_answers("gradient_descent", "float32-vectorised")
     grading.check_f(ns["f"])
     grading.check_grad(ns["grad_f"])
     grading.check_step_schedule(ns["gradient_descent"])

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
 
+from conftest import sample_answers
 from initlab.checks import CheckFailed, check_moments
 from initlab_grading import initialization as grading
-from initlab_grading.samples import samples_for
 
 KW_CASES = {
     "xavier_normal": [{}, {"gain": 5 / 3}],
@@ -49,16 +48,8 @@ def test_gains_agree_with_torch(name, param):
     assert grading.gain(name, param) == pytest.approx(torch.nn.init.calculate_gain(name, param))
 
 
-def _answers(student: str) -> dict:
-    (sample,) = [s for s in samples_for("initialization") if s.student == student]
-    ns = {"np": np, "math": math, "torch": torch}
-    for source in sample.answers.values():
-        exec(source, ns)
-    return ns
-
-
 def test_answers_written_another_way_pass_every_check():
-    ns = _answers("written-another-way")
+    ns = sample_answers("initialization", "written-another-way")
     grading.check_forward_variances(ns["forward_variances"])
     grading.check_backward_variances(ns["backward_variances"])
     grading.check_weight_grad_variances(ns["weight_grad_variances"])
