@@ -27,7 +27,7 @@ from nbgrader.api import Gradebook
 
 from initlab_grading.samples import Sample, samples_for
 
-ASSIGNMENTS: tuple[str, ...] = ("gradient_descent",)
+ASSIGNMENTS: tuple[str, ...] = ("gradient_descent", "activations")
 """The course's assignments in teaching order; each is source/<name>/<name>.ipynb."""
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

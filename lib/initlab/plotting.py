@@ -73,3 +73,36 @@ def plot_distance(
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize="small")
     return ax
+
+
+def plot_curves(
+    histories: Mapping[str, Mapping[str, Any]],
+    keys: tuple[str, ...] = ("train_loss", "val_loss", "train_acc", "val_acc"),
+    axes: Any = None,
+    title: str = "",
+) -> Any:
+    """Training curves: one panel per key (``train_loss``, ``val_acc``, ...), one line per
+    labelled history (a mapping from key to one value per epoch). Returns the axes."""
+    if axes is None:
+        _, axes = plt.subplots(1, len(keys), figsize=(4.0 * len(keys), 3.2))
+    axes = np.atleast_1d(axes)
+    for ax, key in zip(axes, keys, strict=True):
+        for label, history in histories.items():
+            values = np.asarray(history[key], dtype=float)
+            ax.plot(
+                np.arange(1, len(values) + 1),
+                values,
+                marker="o" if len(values) < 3 else None,
+                markersize=3,
+                label=label,
+            )
+        ax.set_xlabel("epoch")
+        ax.set_title(key.replace("_", " "), fontsize="medium")
+        ax.grid(True, alpha=0.3)
+        if "loss" in key:
+            ax.set_yscale("log")
+    axes[-1].legend(fontsize="x-small")
+    if title:
+        axes[0].figure.suptitle(title)
+    axes[0].figure.tight_layout()
+    return axes
