@@ -256,6 +256,51 @@ def _activation_backward(
     raise ValueError(f"unknown activation {name!r}")
 
 
+def _activation_into(
+    name: str, z: torch.Tensor, beta: torch.Tensor | None, out: torch.Tensor
+) -> None:
+    """:func:`activation_fn` written into ``out`` (a slice of a larger tensor)."""
+    if name == "relu":
+        torch.clamp(z, min=0, out=out)
+    elif name == "sigmoid":
+        torch.sigmoid(z, out=out)
+    elif name == "leaky_relu":
+        torch._C._nn.leaky_relu(z, 0.01, out=out)
+    elif name == "tanh":
+        torch.tanh(z, out=out)
+    elif name == "mish":
+        torch._C._nn.mish(z, out=out)
+    elif name == "swish":
+        torch.mul(beta, z, out=out)
+        torch.sigmoid(out, out=out)
+        out.mul_(z)
+    else:
+        raise ValueError(f"unknown activation {name!r}")
+
+
+def _activation_backward_into(
+    name: str,
+    grad: torch.Tensor,
+    z: torch.Tensor,
+    a: torch.Tensor,
+    beta: torch.Tensor | None,
+    out: torch.Tensor,
+) -> None:
+    """:func:`_activation_backward` written into ``out``."""
+    if name == "relu":
+        _ATEN.threshold_backward.grad_input(grad, z, 0.0, grad_input=out)
+    elif name == "sigmoid":
+        _ATEN.sigmoid_backward.grad_input(grad, a, grad_input=out)
+    elif name == "leaky_relu":
+        _ATEN.leaky_relu_backward.grad_input(grad, z, 0.01, False, grad_input=out)
+    elif name == "tanh":
+        _ATEN.tanh_backward.grad_input(grad, a, grad_input=out)
+    elif name == "swish":
+        _ATEN.silu_backward.grad_input(grad, beta * z, grad_input=out)
+    else:  # mish has no out= variant
+        out.copy_(_activation_backward(name, grad, z, a, beta))
+
+
 class _Stack:
     """The stacked networks (configs sorted by activation) and one SGD step for all.
 
@@ -295,17 +340,25 @@ class _Stack:
         return self.betas[layer][sl, None, None] if name == "swish" else None
 
     def activate(self, z: torch.Tensor, layer: int) -> torch.Tensor:
-        parts = [activation_fn(n, z[sl], self._beta(layer, n, sl)) for n, sl in self.groups]
-        return parts[0] if len(parts) == 1 else torch.cat(parts)
+        if len(self.groups) == 1:
+            name, sl = self.groups[0]
+            return activation_fn(name, z, self._beta(layer, name, sl))
+        out = torch.empty_like(z)  # each group writes its slice in place: no torch.cat
+        for name, sl in self.groups:
+            _activation_into(name, z[sl], self._beta(layer, name, sl), out[sl])
+        return out
 
     def activate_backward(
         self, grad: torch.Tensor, z: torch.Tensor, a: torch.Tensor, layer: int
     ) -> torch.Tensor:
-        parts = [
-            _activation_backward(n, grad[sl], z[sl], a[sl], self._beta(layer, n, sl))
-            for n, sl in self.groups
-        ]
-        return parts[0] if len(parts) == 1 else torch.cat(parts)
+        if len(self.groups) == 1:
+            name, sl = self.groups[0]
+            return _activation_backward(name, grad, z, a, self._beta(layer, name, sl))
+        out = torch.empty_like(z)
+        for name, sl in self.groups:
+            beta = self._beta(layer, name, sl)
+            _activation_backward_into(name, grad[sl], z[sl], a[sl], beta, out[sl])
+        return out
 
     def forward(self, X: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Pre-activations and activations of every layer. X is (C, N, in), or (N, in)
