@@ -31,6 +31,7 @@ from initlab_grading.samples import Sample, samples_for
 ASSIGNMENTS: tuple[str, ...] = (
     "gradient_descent",
     "backprop",
+    "activations",
     "initialization",
     "kurtosis",
 )

@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.axes import Axes
 
-__all__ = ["plot_contours", "plot_distance", "plot_layer_stats"]
+__all__ = ["plot_contours", "plot_curves", "plot_distance", "plot_layer_stats"]
 
 
 def _axes(ax: Axes | None, figsize: tuple[float, float] = (6.0, 5.0)) -> Axes:
@@ -105,3 +105,36 @@ def plot_layer_stats(
     if title:
         ax.set_title(title)
     return ax
+
+
+def plot_curves(
+    histories: Mapping[str, Mapping[str, Any]],
+    keys: tuple[str, ...] = ("train_loss", "val_loss", "train_acc", "val_acc"),
+    axes: Any = None,
+    title: str = "",
+) -> Any:
+    """Training curves: one panel per key (``train_loss``, ``val_acc``, ...), one line per
+    labelled history (a mapping from key to one value per epoch). Returns the axes."""
+    if axes is None:
+        _, axes = plt.subplots(1, len(keys), figsize=(4.0 * len(keys), 3.2))
+    axes = np.atleast_1d(axes)
+    for ax, key in zip(axes, keys, strict=True):
+        for label, history in histories.items():
+            values = np.asarray(history[key], dtype=float)
+            ax.plot(
+                np.arange(1, len(values) + 1),
+                values,
+                marker="o" if len(values) < 3 else None,
+                markersize=3,
+                label=label,
+            )
+        ax.set_xlabel("epoch")
+        ax.set_title(key.replace("_", " "), fontsize="medium")
+        ax.grid(True, alpha=0.3)
+        if "loss" in key:
+            ax.set_yscale("log")
+    axes[-1].legend(fontsize="x-small")
+    if title:
+        axes[0].figure.suptitle(title)
+    axes[0].figure.tight_layout()
+    return axes

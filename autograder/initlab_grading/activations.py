@@ -1,0 +1,315 @@
+"""Assignment 3 (activation functions): references and the checks its hidden tests run.
+
+Instructor-only. Every check compares a student's answer with an independent oracle
+under a tolerance derived from round-off:
+
+- Part 1 (a ReLU net for x^2): the exact sup error of the student's own piecewise-linear
+  net, found at its breakpoints, the interval's ends and the tangent points of each
+  linear piece (see :func:`sup_error`), evaluated in float64 from the parameters as
+  given. Allowed: 0.04 plus the float32 round-off bound of evaluating the net (the
+  seed's construction has error exactly 0.04, and its parameters 0.2, 0.6, ... are not
+  float32 numbers).
+- Part 3 (activations and derivatives): torch.autograd in float64 on the same inputs is
+  the oracle. Tolerance per entry ``N u (|f| + s(x))`` with ``u`` the unit round-off of
+  the dtype the student computed in, ``s(x)`` a bound on the magnitudes of the
+  intermediate terms of a stable formula (1 for sigmoid and tanh and their slopes,
+  ``1 + |beta x|`` for swish, ``1 + |x|`` for mish, ``|x|`` for relu) and ``N = 32``:
+  each formula has at most 8 elementary operations, each within 2 ulp (exp, log1p and
+  tanh in libm), and each step's relative condition number is at most 2 once the
+  magnitudes are bounded by ``s(x)``.
+- Part 4 (the split): exact index sets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from initlab.checks import CheckFailed, as_array, call_answer, check_finite, unit_roundoff
+
+# --------------------------------------------------------------------------------------
+# Part 1: a ReLU net for x^2 on [0, 1]
+
+TARGET_SUP = 0.04
+SEED_W1 = np.array([0.2, 0.6, 0.8])
+SEED_B1 = np.array([0.0, -0.12, -0.48])
+SEED_W2 = np.array([1.0, 1.0, 1.0])
+SEED_B2 = 0.0
+
+
+def relu_net(x: np.ndarray, W1, b1, W2, b2) -> np.ndarray:
+    """g(x) = sum_i W2_i relu(W1_i x + b1_i) + b2 in float64."""
+    x = np.asarray(x, dtype=np.float64)[:, None]
+    return np.maximum(x * W1 + b1, 0.0) @ W2 + b2
+
+
+def sup_error(W1, b1, W2, b2) -> tuple[float, float]:
+    """(sup over [0, 1] of |g(x) - x^2|, where it is attained).
+
+    g is linear between its breakpoints -b1_i / W1_i, so on each piece x^2 - g is convex
+    (its maximum lies at the piece's ends) and g - x^2 is concave (its maximum lies at
+    the piece's end or where 2x equals the piece's slope). Checking the breakpoints, 0,
+    1, those tangent points and a dense grid therefore finds the exact sup."""
+    W1, b1, W2 = (np.asarray(a, dtype=np.float64) for a in (W1, b1, W2))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kinks = -b1 / W1
+    kinks = kinks[np.isfinite(kinks) & (kinks > 0) & (kinks < 1)]
+    ends = np.unique(np.concatenate([[0.0, 1.0], kinks]))
+    values = relu_net(ends, W1, b1, W2, b2)
+    slopes = np.diff(values) / np.diff(ends)
+    tangents = np.clip(slopes / 2, ends[:-1], ends[1:])
+    xs = np.concatenate([ends, tangents, np.linspace(0.0, 1.0, 100_001)])
+    err = np.abs(relu_net(xs, W1, b1, W2, b2) - xs**2)
+    worst = int(np.argmax(err))
+    return float(err[worst]), float(xs[worst])
+
+
+def net_roundoff(W1, b1, W2, b2) -> float:
+    """Float32 round-off bound of evaluating the net and x^2 on [0, 1] (and of rounding
+    its parameters to float32): ``(d' + 8) u32`` times the largest sum of the terms'
+    magnitudes, ``sum |W2_i| (|W1_i| + |b1_i|) + |b2| + 1``."""
+    W1, b1, W2 = (np.abs(np.asarray(a, dtype=np.float64)) for a in (W1, b1, W2))
+    magnitude = float(W2 @ (W1 + b1) + abs(float(b2)) + 1.0)
+    return (len(W1) + 8) * unit_roundoff(np.float32) * magnitude
+
+
+def check_relu_net(W1: Any, b1: Any, W2: Any, b2: Any) -> None:
+    """Hidden check: one hidden layer of ReLUs whose sup error on [0, 1] is <= 0.04."""
+    w1 = as_array(W1, "W1").ravel()
+    n = len(w1)
+    bias = as_array(b1, "b1").ravel()
+    w2 = as_array(W2, "W2").ravel()
+    c = as_array(b2, "b2")
+    if c.size != 1:
+        raise CheckFailed(f"b2 has {c.size} entries; the output is one number, so b2 is one.")
+    if len(bias) != n or len(w2) != n:
+        raise CheckFailed(
+            f"W1 has {n} entries, b1 {len(bias)} and W2 {len(w2)}: each of the d' hidden "
+            "units has one weight in W1, one bias in b1 and one output weight in W2."
+        )
+    for arr, what in ((w1, "W1"), (bias, "b1"), (w2, "W2"), (c, "b2")):
+        check_finite(arr, what)
+    err, where = sup_error(w1, bias, w2, float(c.ravel()[0]))
+    allowed = TARGET_SUP + net_roundoff(w1, bias, w2, float(c.ravel()[0]))
+    if err <= allowed:
+        return
+    hint = ""
+    flipped, _ = sup_error(w1, -bias, w2, float(c.ravel()[0]))
+    if flipped <= TARGET_SUP + net_roundoff(w1, -bias, w2, float(c.ravel()[0])):
+        hint = (
+            " With the signs of b1 flipped the net would pass: a unit with slope a whose "
+            "kink sits at x = beta is relu(a (x - beta)) = relu(a x - a beta), so its bias "
+            "is -a * beta."
+        )
+    raise CheckFailed(
+        f"The net's largest error on [0, 1] is {err:.6f}, at x = {where:.4f}; it must be "
+        f"at most 0.04 everywhere (checked at every breakpoint of your net)." + hint
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Part 3: activation functions and their derivatives
+
+
+def _swish(x: torch.Tensor, beta: float) -> torch.Tensor:
+    return x * torch.sigmoid(beta * x)
+
+
+REFERENCES: dict[str, Callable[..., torch.Tensor]] = {
+    "relu": F.relu,
+    "sigmoid": torch.sigmoid,
+    "tanh": torch.tanh,
+    "swish": _swish,
+    "mish": F.mish,
+}
+"""The oracle functions (torch's own), differentiated by autograd in float64."""
+
+SCALE: dict[str, Callable[[np.ndarray, float], np.ndarray]] = {
+    "relu": lambda x, beta: np.abs(x),
+    "sigmoid": lambda x, beta: np.ones_like(x),
+    "tanh": lambda x, beta: np.ones_like(x),
+    "swish": lambda x, beta: 1.0 + np.abs(beta * x),
+    "mish": lambda x, beta: 1.0 + np.abs(x),
+}
+N_OPS = 32
+BETAS = (1.0, 0.5, 2.0)
+
+MODERATE = np.concatenate([np.linspace(-10, 10, 401), [-1e-3, 1e-3, 0.25, -0.75]])
+LARGE = np.array(
+    [-1000.0, -300.0, -100.0, -90.0, -50.0, -20.0, 20.0, 50.0, 90.0, 100.0, 300.0, 1000.0]
+)
+
+
+def reference(name: str, x: np.ndarray, beta: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """(f(x), f'(x)) from torch and autograd in float64."""
+    t = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    args = (beta,) if name == "swish" else ()
+    y = REFERENCES[name](t, *args)
+    (g,) = torch.autograd.grad(y.sum(), t)
+    return y.detach().numpy(), g.numpy()
+
+
+_MISTAKES: dict[str, tuple[tuple[str, Callable[..., np.ndarray]], ...]] = {
+    "sigmoid": (
+        (
+            "That is sigma(x) itself; the slope is sigma(x) * (1 - sigma(x)).",
+            lambda x, b: 1 / (1 + np.exp(-x)),
+        ),
+    ),
+    "tanh": (
+        (
+            "That is 1 - tanh(x); the slope is 1 - tanh(x)**2.",
+            lambda x, b: 1 - np.tanh(x),
+        ),
+    ),
+    "swish": (
+        (
+            "The factor beta is missing from the second term: "
+            "d/dx [x sigma(beta x)] = sigma(beta x) + beta x sigma(beta x)(1 - sigma(beta x)).",
+            lambda x, b: (s := 1 / (1 + np.exp(-b * x))) + x * s * (1 - s),
+        ),
+    ),
+    "mish": (
+        (
+            "Only the first term is there: by the product rule mish'(x) = tanh(softplus(x)) "
+            "+ x (1 - tanh(softplus(x))**2) sigma(x).",
+            lambda x, b: np.tanh(np.log1p(np.exp(x))),
+        ),
+    ),
+}
+
+
+def _call(func: Callable, x: torch.Tensor, name: str, beta: float | None, what: str) -> np.ndarray:
+    args = (x, beta) if name == "swish" else (x,)
+    label = f"{what}(x{', beta=' + str(beta) if name == 'swish' else ''}) for {x.dtype} x"
+    with torch.no_grad():
+        out = call_answer(
+            func,
+            *args,
+            what=label,
+            hint="Write the formula with torch operations on the tensor x; do not call "
+            "autograd (no .backward() or torch.autograd.grad) inside.",
+        )
+    if not isinstance(out, torch.Tensor):
+        raise CheckFailed(f"{label} returned {type(out).__name__}; return a torch tensor.")
+    if out.shape != x.shape:
+        raise CheckFailed(f"{label} has shape {tuple(out.shape)}; expected {tuple(x.shape)}.")
+    if out.dtype != x.dtype:
+        raise CheckFailed(
+            f"{label} returned {out.dtype}; keep the input's dtype (a float32 input gives "
+            "a float32 output)."
+        )
+    return out.double().numpy()
+
+
+def _compare(
+    name: str, got: np.ndarray, want: np.ndarray, xs: np.ndarray, beta: float, dtype, what: str
+) -> None:
+    label = f"{what}{'' if name != 'swish' else f' (beta={beta})'} in {dtype}"
+    if not np.all(np.isfinite(got)):
+        i = int(np.argmax(~np.isfinite(got)))
+        raise CheckFailed(
+            f"{label} is {got[i]} at x = {xs[i]:g}; it must be finite for every x. An "
+            "exponential overflows (exp(89) is inf in float32, exp(710) in float64): "
+            "rewrite the formula so that every exp has a non-positive argument, or use "
+            "torch.sigmoid / torch.nn.functional.softplus, which are stable."
+        )
+    tol = N_OPS * unit_roundoff(dtype) * (np.abs(want) + SCALE[name](xs, beta))
+    bad = ~(np.abs(got - want) <= tol)
+    if name == "relu" and what.endswith("_grad"):
+        bad &= xs != 0  # the slope at the kink may be 0 or 1
+    if not np.any(bad):
+        return
+    i = int(np.argmax(bad))
+    hint = ""
+    if what.endswith("_grad"):
+        for message, wrong in _MISTAKES.get(name, ()):
+            with np.errstate(all="ignore"):
+                w = wrong(xs, beta)
+            if np.all(np.abs(got - w) <= tol + 1e-12):
+                hint = " " + message
+                break
+    raise CheckFailed(
+        f"{label} is {got[i]:.10g} at x = {xs[i]:g}; expected {want[i]:.10g} (autograd; "
+        f"allowed difference {tol[i]:.3g})." + hint
+    )
+
+
+def _check(
+    funcs: dict[str, tuple[Callable, Callable]], xs_all: np.ndarray, derivative: bool
+) -> None:
+    for name, (f, df) in funcs.items():
+        for beta in BETAS if name == "swish" else (1.0,):
+            for dtype in (np.float64, np.float32):
+                tdtype = torch.float64 if dtype is np.float64 else torch.float32
+                x = torch.tensor(xs_all, dtype=tdtype)
+                xs = x.double().numpy()  # the values the student's function received
+                want_f, want_df = reference(name, xs, beta)
+                func, want, what = (
+                    (df, want_df, f"{name}_grad") if derivative else (f, want_f, name)
+                )
+                got = _call(func, x.clone(), name, beta, what)
+                _compare(name, got, want, xs, beta, dtype, what)
+
+
+def check_functions(funcs: dict[str, tuple[Callable, Callable]]) -> None:
+    """Hidden check: each activation on -10..10 in float64 and float32."""
+    _check(funcs, MODERATE, derivative=False)
+
+
+def check_derivatives(funcs: dict[str, tuple[Callable, Callable]]) -> None:
+    """Hidden check: each derivative on -10..10 in float64 and float32."""
+    _check(funcs, MODERATE, derivative=True)
+
+
+def check_large_inputs(funcs: dict[str, tuple[Callable, Callable]]) -> None:
+    """Hidden check: functions and derivatives at |x| from 20 to 1000: finite and right."""
+    _check(funcs, LARGE, derivative=False)
+    _check(funcs, LARGE, derivative=True)
+
+
+# --------------------------------------------------------------------------------------
+# Part 4: the split
+
+NUM_USED, VAL_FRACTION = 12_000, 0.2
+TRAIN_IDX = np.arange(9_600)
+VAL_IDX = np.arange(9_600, 12_000)
+
+
+def _indices(value: Any, what: str) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        value = value.cpu().numpy()
+    arr = np.asarray(value)
+    if arr.dtype == bool:
+        raise CheckFailed(f"{what} is a boolean mask; give the indices (e.g. np.arange(...)).")
+    arr = as_array(arr, what).ravel()
+    if not np.all(arr == np.round(arr)):
+        raise CheckFailed(f"{what} holds non-integers; give integer indices into the 60,000.")
+    return arr.astype(np.int64)
+
+
+def check_split(train_idx: Any, val_idx: Any) -> None:
+    """Hidden check: exactly the first 9,600 for training and the next 2,400 for
+    validation (the last 20 % of the first 12,000 training images), each index once."""
+    tr, va = _indices(train_idx, "train_idx"), _indices(val_idx, "val_idx")
+    for arr, want, what in ((tr, TRAIN_IDX, "train_idx"), (va, VAL_IDX, "val_idx")):
+        if len(np.unique(arr)) != len(arr):
+            raise CheckFailed(f"{what} repeats some indices; each image belongs to it once.")
+        if arr.size and arr.max() >= NUM_USED:
+            raise CheckFailed(
+                f"{what} contains index {int(arr.max())}: only the first 12,000 training "
+                "images are used, indices 0 to 11,999."
+            )
+        if len(arr) != len(want):
+            raise CheckFailed(f"{what} has {len(arr)} indices; expected {len(want)}.")
+    if set(tr.tolist()) & set(va.tolist()):
+        raise CheckFailed("train_idx and val_idx share images; they must be disjoint.")
+    if not np.array_equal(np.sort(va), VAL_IDX):
+        raise CheckFailed(
+            "val_idx is not the last 20 % of the first 12,000 images (indices 9,600 to "
+            "11,999): the validation images are the last ones, not a random sample."
+        )

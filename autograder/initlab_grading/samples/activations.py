@@ -1,0 +1,210 @@
+"""Sample submissions for assignment 3 (activation functions)."""
+
+from initlab_grading.samples import Sample
+
+_REFERENCE_ACTIVATIONS = """
+def relu(x):
+    return torch.clamp(x, min=0)
+
+
+def relu_grad(x):
+    return (x > 0).to(x.dtype)
+
+
+def sigmoid(x):
+    return torch.sigmoid(x)
+
+
+def sigmoid_grad(x):
+    s = torch.sigmoid(x)
+    return s * (1 - s)
+
+
+def tanh(x):
+    return torch.tanh(x)
+
+
+def tanh_grad(x):
+    return 1 - torch.tanh(x) ** 2
+
+
+def swish(x, beta=1.0):
+    return x * torch.sigmoid(beta * x)
+
+
+def swish_grad(x, beta=1.0):
+    s = torch.sigmoid(beta * x)
+    return s + beta * x * s * (1 - s)
+
+
+def mish(x):
+    return x * torch.tanh(torch.nn.functional.softplus(x))
+
+
+def mish_grad(x):
+    t = torch.tanh(torch.nn.functional.softplus(x))
+    return t + x * (1 - t**2) * torch.sigmoid(x)
+"""
+
+
+def _replace(name: str, body: str) -> str:
+    """The reference activations with one function replaced."""
+    head = f"def {name}("
+    start = _REFERENCE_ACTIVATIONS.index(head)
+    end = _REFERENCE_ACTIVATIONS.find("\n\n\ndef ", start)
+    end = len(_REFERENCE_ACTIVATIONS) if end < 0 else end
+    return _REFERENCE_ACTIVATIONS[:start] + body.strip("\n") + _REFERENCE_ACTIVATIONS[end:]
+
+
+SAMPLES = [
+    Sample("reference", "the reference answers: full marks on every test cell"),
+    Sample("blank", "the release as handed out: zero on every test cell", blank=True),
+    Sample(
+        "another-way",
+        "correct answers written another way: a five-knot interpolating ReLU net, activations "
+        "from hand-written stable exponentials (tanh through the sigmoid), the split by "
+        "slicing; must score full marks",
+        answers={
+            "relu_net": """
+knots = np.linspace(0, 1, 5)[:-1]              # hinges at 0, 1/4, 1/2, 3/4
+slopes = knots + (knots + 0.25)                # slope of x^2's chord on each piece
+W1 = np.ones(4, dtype=np.float32)
+b1 = (-knots).astype(np.float32)
+W2 = np.diff(np.concatenate([[0.0], slopes])).astype(np.float32)
+b2 = np.float32(0)
+""",
+            "activation_functions": """
+def _sig(x):
+    e = torch.exp(-torch.abs(x))               # never overflows
+    return torch.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def relu(x):
+    return torch.where(x > 0, x, torch.zeros_like(x))
+
+
+def relu_grad(x):
+    return torch.heaviside(x, torch.ones_like(x))   # slope 1 at the kink
+
+
+def sigmoid(x):
+    return _sig(x)
+
+
+def sigmoid_grad(x):
+    return _sig(x) * _sig(-x)
+
+
+def tanh(x):
+    return 2 * _sig(2 * x) - 1
+
+
+def tanh_grad(x):
+    return 4 * _sig(2 * x) * _sig(-2 * x)
+
+
+def swish(x, beta=1.0):
+    return x * _sig(beta * x)
+
+
+def swish_grad(x, beta=1.0):
+    s = _sig(beta * x)
+    return s * (1 + beta * x * _sig(-beta * x))
+
+
+def _softplus(x):
+    return torch.clamp(x, min=0) + torch.log1p(torch.exp(-torch.abs(x)))
+
+
+def mish(x):
+    return x * torch.tanh(_softplus(x))
+
+
+def mish_grad(x):
+    t = torch.tanh(_softplus(x))
+    return t + x * (1 - t * t) * _sig(x)
+""",
+            "split": """
+first = np.arange(12_000)
+train_idx, val_idx = first[:9_600], first[9_600:]
+""",
+        },
+    ),
+    Sample(
+        "relu-net-too-coarse",
+        "a ReLU net interpolating x^2 at 0, 1/2, 1: exact at the ends, error 1/16 in between",
+        answers={
+            "relu_net": "W1 = np.array([1.0, 1.0])\nb1 = np.array([0.0, -0.5])\n"
+            "W2 = np.array([0.5, 1.0])\nb2 = 0.0",
+        },
+        lost={"test_relu_net": "largest error on [0, 1] is 0.062500"},
+    ),
+    Sample(
+        "relu-net-bias-sign",
+        "the seed's slopes and kinks with biases +a*beta instead of -a*beta",
+        answers={
+            "relu_net": "W1 = np.array([0.2, 0.6, 0.8])\nb1 = np.array([0.0, 0.12, 0.48])\n"
+            "W2 = np.array([1.0, 1.0, 1.0])\nb2 = 0.0",
+        },
+        lost={"test_relu_net": "g(0.0) is 0.6"},
+    ),
+    Sample(
+        "tanh-grad-unsquared",
+        "tanh's slope written 1 - tanh(x) instead of 1 - tanh(x)**2",
+        answers={
+            "activation_functions": _replace(
+                "tanh_grad", "def tanh_grad(x):\n    return 1 - torch.tanh(x)"
+            )
+        },
+        lost={
+            "test_derivatives": "slope is 1 - tanh(x)**2",
+            "test_large_inputs": "slope is 1 - tanh(x)**2",
+        },
+    ),
+    Sample(
+        "swish-grad-overflow",
+        "swish's slope in the course material's form with exp(-beta x): inf / inf = nan for "
+        "large negative x",
+        answers={
+            "activation_functions": _replace(
+                "swish_grad",
+                """def swish_grad(x, beta=1.0):
+    e = torch.exp(-beta * x)
+    return (1 + e + x * beta * e) / (1 + e) ** 2""",
+            )
+        },
+        lost={"test_large_inputs": "it must be finite for every x"},
+    ),
+    Sample(
+        "autograd-inside",
+        "mish's slope taken from autograd instead of written by hand",
+        answers={
+            "activation_functions": _replace(
+                "mish_grad",
+                """def mish_grad(x):
+    x = x.detach().clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(mish(x).sum(), x)
+    return g""",
+            )
+        },
+        lost={
+            "test_derivatives": "do not call autograd",
+            "test_large_inputs": "do not call autograd",
+        },
+    ),
+    Sample(
+        "split-shuffled",
+        "a random 80/20 split of the first 12,000 images instead of the last 20 % as validation",
+        answers={
+            "split": "perm = np.random.default_rng(0).permutation(12_000)\n"
+            "train_idx, val_idx = perm[:9_600], perm[9_600:]",
+        },
+        lost={"test_split": "not a random sample"},
+    ),
+    Sample(
+        "split-end-of-training-set",
+        "validation taken from the end of all 60,000 training images",
+        answers={"split": "train_idx = np.arange(9_600)\nval_idx = np.arange(57_600, 60_000)"},
+        lost={"test_split": "only the first 12,000 training images are used"},
+    ),
+]

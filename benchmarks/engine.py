@@ -1,0 +1,200 @@
+"""Benchmark of the batched training engine (initlab.engine), measured in one run.
+
+    python benchmarks/engine.py [--epochs 1] [--device cpu|cuda]
+
+Prints:
+
+1. the engine's achieved FLOP/s while training the 48 networks of the learning-rate
+   search (6 activations x 8 rates, 784-200-64-10, batch 64) against the same sequence of
+   batched matrix products (3 forward, 2 input-gradient, 3 weight-gradient per step) on
+   tensors of the same shapes, with nothing else (goal: at least 70 %);
+2. the same 48 networks trained together against one at a time, with the engine and with
+   the usual nn.Sequential + torch.optim.SGD loop (goal: at least 3x);
+3. one stack with mixed activations against one stack per activation;
+4. the wall time of the notebook's training at the ``default`` budget and of the full
+   protocol (1,000 epochs per network), extrapolated from the measured throughput.
+
+Data: the real MNIST training images when they are in the data directory, else random
+images of the same shape (the cost does not depend on the pixel values).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+import numpy as np
+import torch
+
+from initlab import engine
+
+SIZES = (784, 200, 64, 10)
+BATCH = 64
+N_TRAIN, N_FULL = 9_600, 12_000
+LRS = np.logspace(-3, 0, 8)
+
+
+def flops_per_example() -> int:
+    """Multiply-adds x 2 per example per network: forward (all layers), weight
+    gradients (all layers), input gradients (all layers but the first)."""
+    pairs = list(zip(SIZES[:-1], SIZES[1:], strict=True))
+    forward = sum(i * o for i, o in pairs)
+    input_grad = sum(i * o for i, o in pairs[1:])
+    return 2 * (2 * forward + input_grad)
+
+
+def data(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    try:
+        from initlab import data as initlab_data
+
+        root = initlab_data.data_dir()
+        if all((root / "MNIST" / "raw" / f).exists() for f in initlab_data.MNIST_SHA256):
+            ds = initlab_data.mnist(train=True)
+            return ds.data[:n].reshape(n, -1).float() / 255, ds.targets[:n]
+    except Exception:  # noqa: BLE001 - fall back to random images
+        pass
+    g = torch.Generator().manual_seed(0)
+    return torch.rand(n, 784, generator=g), torch.randint(0, 10, (n,), generator=g)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def plain_bmm_seconds(C: int, steps: int, device: torch.device) -> float:
+    """The engine's matrix products alone, on random tensors of the same shapes."""
+    g = torch.Generator().manual_seed(0)
+    pairs = zip(SIZES[:-1], SIZES[1:], strict=True)
+    W = [torch.rand(C, i, o, generator=g).to(device) for i, o in pairs]
+    A = [torch.rand(C, BATCH, n, generator=g).to(device) for n in SIZES]
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        for k in range(3):  # forward
+            torch.bmm(A[k], W[k])
+        for k in (2, 1):  # input gradients
+            torch.bmm(A[k + 1], W[k].transpose(1, 2))
+        for k in range(3):  # weight gradients
+            torch.bmm(A[k].transpose(1, 2), A[k + 1])
+    sync(device)
+    return time.perf_counter() - start
+
+
+def train_seconds(configs, X, y, epochs: int, device, **kwargs) -> float:
+    sync(device)
+    start = time.perf_counter()
+    engine.train(
+        configs,
+        (X, y),
+        num_epochs=epochs,
+        batch_size=BATCH,
+        device=device,
+        cache=False,
+        progress=False,
+        **kwargs,
+    )
+    sync(device)
+    return time.perf_counter() - start
+
+
+def torch_loop_seconds(configs, X, y, epochs: int, device) -> float:
+    """The usual way: one ``nn.Sequential`` per configuration, ``torch.optim.SGD``,
+    autograd, the same batch size and number of steps; networks trained one after
+    another."""
+    acts = {
+        "relu": torch.nn.ReLU,
+        "sigmoid": torch.nn.Sigmoid,
+        "leaky_relu": torch.nn.LeakyReLU,
+        "tanh": torch.nn.Tanh,
+        "mish": torch.nn.Mish,
+        "swish": torch.nn.SiLU,
+    }
+    sync(device)
+    start = time.perf_counter()
+    for config in configs:
+        g = torch.Generator().manual_seed(config.seed)
+        torch.manual_seed(config.seed)
+        layers = []
+        for k, (i, o) in enumerate(zip(SIZES[:-1], SIZES[1:], strict=True)):
+            layers.append(torch.nn.Linear(i, o))
+            if k < len(SIZES) - 2:
+                layers.append(acts[config.activation]())
+        net = torch.nn.Sequential(*layers).to(device)
+        opt = torch.optim.SGD(net.parameters(), lr=config.lr)
+        for _ in range(epochs):
+            perm = torch.randperm(len(X), generator=g).to(device)
+            for s in range(0, len(X), BATCH):
+                idx = perm[s : s + BATCH]
+                loss = torch.nn.functional.cross_entropy(net(X[idx]), y[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+    sync(device)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=1, help="epochs per measurement")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
+    args = parser.parse_args()
+    device = engine.pick_device(args.device)
+    X, y = data(N_TRAIN)
+    X, y = X.to(device), y.to(device)
+    configs = [engine.Config(a, float(lr), 0) for a in engine.ACTIVATIONS for lr in LRS]
+    C = len(configs)
+    steps = args.epochs * -(-N_TRAIN // BATCH)
+    flop = flops_per_example() * N_TRAIN * args.epochs * C
+
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}"
+    )
+    print(
+        f"workload: {C} networks 784-200-64-10, batch {BATCH}, {N_TRAIN} images, "
+        f"{args.epochs} epoch(s) = {steps} steps, {flop / 1e9:.1f} GFLOP"
+    )
+
+    t_engine = train_seconds(configs, X, y, args.epochs, device)
+    t_plain = plain_bmm_seconds(C, steps, device)
+    print("\n1. achieved FLOP/s")
+    print(f"   engine (mixed activations): {t_engine:7.2f} s  {flop / t_engine / 1e9:7.1f} GFLOP/s")
+    print(f"   plain batched matmuls:      {t_plain:7.2f} s  {flop / t_plain / 1e9:7.1f} GFLOP/s")
+    print(f"   engine / plain: {t_plain / t_engine:.0%} (goal >= 70 %)")
+
+    t_alone = 0.0
+    for config in configs:
+        t_alone += train_seconds([config], X, y, args.epochs, device)
+    t_loop = torch_loop_seconds(configs, X, y, args.epochs, device)
+    print("\n2. batched against one network at a time (same 48 configurations)")
+    print(f"   batched engine:                    {t_engine:7.2f} s")
+    print(
+        f"   the engine, one network per call:  {t_alone:7.2f} s -> batched "
+        f"{t_alone / t_engine:.1f}x faster"
+    )
+    print(
+        f"   nn.Sequential + optim.SGD per net: {t_loop:7.2f} s -> batched "
+        f"{t_loop / t_engine:.1f}x faster (goal >= 3x)"
+    )
+
+    t_split = train_seconds(configs, X, y, args.epochs, device, split_activations=True)
+    print("\n3. mixed activations")
+    print(f"   one stack, activations applied per contiguous slice: {t_engine:7.2f} s")
+    print(f"   one stack per activation (6 stacks of 8):            {t_split:7.2f} s")
+
+    per_net_epoch = min(t_engine, t_split) / (C * args.epochs)  # seconds per network-epoch
+    # network-epochs of the notebook: Part 5 (6 nets), Part 6 (48), Part 7 (6 x seeds on
+    # 12,000 images), Part 8 (1 on 12,000)
+    default = 6 * 10 + 48 * 5 + (18 * 5 + 5) * N_FULL / N_TRAIN
+    full = (6 + 48) * 1000 + (30 + 1) * 1000 * N_FULL / N_TRAIN
+    print("\n4. wall time of the notebook's training (extrapolated from the fastest of 1 and 3)")
+    print(f"   {per_net_epoch:.3f} s per network and epoch of 9,600 images")
+    print(f"   default budget: {default:.0f} network-epochs -> {default * per_net_epoch:.0f} s")
+    print(f"   full protocol:  {full:.0f} network-epochs -> {full * per_net_epoch / 3600:.1f} h")
+
+
+if __name__ == "__main__":
+    main()
