@@ -18,7 +18,14 @@ sys.path.insert(0, str(AUTOGRADER))
 os.environ["PYTHONPATH"] = os.pathsep.join(
     [str(AUTOGRADER), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
 )
-from initlab_grading.feedback import HideHiddenTests  # noqa: E402
+from nbgrader.preprocessors import (  # noqa: E402
+    CheckCellMetadata,
+    ClearOutput,
+    DeduplicateIds,
+    OverwriteKernelspec,
+)
+
+from initlab_grading.preprocessors import HideHiddenTests, RestoreDeletedCells  # noqa: E402
 
 c = get_config()  # noqa: F821 (provided by nbgrader when it loads this file)
 
@@ -32,6 +39,19 @@ c.ClearSolutions.code_stub = {
 }
 c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 c.ClearSolutions.enforce_metadata = True
+
+# A test cell a student deleted comes back from the gradebook and runs: deleting the
+# tests of a wrong answer gains nothing (nbgrader's default is not to restore them, and
+# its restoring code fails when a test cell follows an ordinary cell; RestoreDeletedCells
+# mends that).
+c.Autograde.sanitize_preprocessors = [
+    ClearOutput,
+    DeduplicateIds,
+    OverwriteKernelspec,
+    RestoreDeletedCells,
+    CheckCellMetadata,
+]
+c.OverwriteCells.add_missing_cells = True
 
 # Output on stderr (a warning, a progress bar) never costs points: only an exception
 # fails a test cell. nbgrader would otherwise score any stderr in a test cell as zero.

@@ -9,7 +9,7 @@ import csv
 import pytest
 
 from initlab_grading import course
-from initlab_grading.feedback import HIDDEN_NOTE
+from initlab_grading.preprocessors import HIDDEN_NOTE
 from initlab_grading.samples import samples_for
 
 

@@ -93,6 +93,9 @@ def reference_answers(root: Path, assignment: str) -> dict[str, str]:
 def build_submission(root: Path, assignment: str, sample: Sample) -> nbformat.NotebookNode:
     """The release notebook with the sample's answers written into its answer cells."""
     nb = nbformat.read(root / "release" / assignment / notebook_name(assignment), as_version=4)
+    nb.cells = [
+        c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") not in sample.deleted
+    ]
     if sample.blank:
         return nb
     reference = reference_answers(root, assignment)

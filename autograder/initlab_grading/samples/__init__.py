@@ -19,7 +19,8 @@ class Sample:
 
     ``answers`` maps an answer cell's ``grade_id`` to the source that replaces the
     reference answer; ``lost`` maps each test cell that must score zero to a piece of
-    the message its failure must show. ``blank`` submits the release untouched.
+    the message its failure must show. ``blank`` submits the release untouched;
+    ``deleted`` removes cells from the submitted notebook.
     """
 
     student: str
@@ -27,6 +28,8 @@ class Sample:
     answers: dict[str, str] = field(default_factory=dict)
     lost: dict[str, str] = field(default_factory=dict)
     blank: bool = False
+    deleted: tuple[str, ...] = ()
+    """grade_ids of cells the student deleted from the notebook before submitting."""
 
 
 def samples_for(assignment: str) -> list[Sample]:

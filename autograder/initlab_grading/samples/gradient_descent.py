@@ -101,6 +101,28 @@ def grad_f(x):
         },
     ),
     Sample(
+        "deleted-failing-tests",
+        "the lr / t schedule with the two test cells that catch it deleted: nbgrader puts "
+        "them back, so it loses exactly what schedule-one-over-t loses",
+        answers={
+            "optimizer": _REFERENCE_GD_HEAD
+            + """    for t in range(1, max_steps + 1):
+        x = x - lr / t * np.asarray(grad(x))
+        trajectory.append(x.copy())
+        new_value = func(x)
+        if value - new_value < tol:
+            break
+        value = new_value
+    return np.array(trajectory)
+""",
+        },
+        deleted=("test_step_schedule", "test_trajectories"),
+        lost={
+            "test_step_schedule": "The steps follow lr / t",
+            "test_trajectories": "point 2 of the trajectory",
+        },
+    ),
+    Sample(
         "stop-drops-last-step",
         "the stopping rule tested before the step is kept, so the last point is dropped",
         answers={
