@@ -1,0 +1,140 @@
+"""Benchmark of the kurtosis lab's batched simulation of random deep networks
+(initlab.simulation), measured in one run.
+
+    python benchmarks/kurtosis.py [--nets 400] [--images 5000] [--full]
+
+Workload: the lab's Figure 2 setting, width 10, depth 100, He weights, a Gaussian first
+layer from 784 MNIST pixels. A "pass" is one network carrying one input through one layer.
+Prints:
+
+1. passes per second of the batched simulation against the same networks computed one at
+   a time (each network over all inputs, one matrix product per layer; goal: >= 10x);
+2. the batched simulation against the bare matrix products it is made of (the same
+   ``torch.mm`` and ``torch.bmm`` calls on the same shapes, with no ReLU and no
+   statistics; goal: >= 50 % of their speed);
+3. the wall time of the full Figure 2 for one initialization (10,000 networks, 60,000
+   images): extrapolated from (1), and measured with ``--full``.
+
+Data: the real MNIST training images when they are in the data directory, else random
+images of the same shape (the cost does not depend on the pixel values).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
+
+from initlab.simulation import layer_output_variances, layer_output_variances_one_by_one
+
+WIDTH, DEPTH, PIXELS = 10, 100, 784
+FULL_NETS, FULL_IMAGES = 10_000, 60_000
+
+
+def he(n: int) -> torch.Tensor:
+    return torch.randn(n, WIDTH, WIDTH) * math.sqrt(2 / WIDTH)
+
+
+def images(n: int) -> torch.Tensor:
+    try:
+        from initlab import data as initlab_data
+
+        root = initlab_data.data_dir()
+        if all((root / "MNIST" / "raw" / f).exists() for f in initlab_data.MNIST_SHA256):
+            return initlab_data.mnist(train=True).data[:n].reshape(n, -1).float() / 255
+    except Exception:  # noqa: BLE001 - fall back to random images
+        pass
+    return torch.rand(n, PIXELS, generator=torch.Generator().manual_seed(0))
+
+
+def timed(fn, repeats: int = 1) -> float:
+    """Best of ``repeats`` wall times of ``fn()`` after one warm-up call."""
+    fn()
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def bare_chunk(X_t: torch.Tensor, n: int, block: int) -> None:
+    W = torch.randn(DEPTH, n, WIDTH, WIDTH)
+    first = torch.randn(n * WIDTH, PIXELS)
+    H = torch.empty(n, WIDTH, block)
+    spare = torch.empty_like(H)
+    for b in range(0, X_t.shape[1], block):
+        cols = X_t[:, b : b + block]
+        if cols.shape[1] != H.shape[2]:
+            H = H[:, :, : cols.shape[1]].contiguous()
+            spare = spare[:, :, : cols.shape[1]].contiguous()
+        torch.mm(first, cols, out=H.view(n * WIDTH, -1))
+        for layer in range(DEPTH):
+            torch.bmm(W[layer], H, out=spare)
+            H, spare = spare, H
+
+
+def bare_products(X: torch.Tensor, nets: int, net_chunk: int = 50, block: int = 1024) -> None:
+    """The matrix products of :func:`layer_output_variances` (same shapes, same threads:
+    chunks of networks on torch's thread count of threads, one torch thread each), alone."""
+    X_t = X.T.contiguous()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(threads) as pool:
+            sizes = [min(net_chunk, nets - s) for s in range(0, nets, net_chunk)]
+            list(pool.map(lambda n: bare_chunk(X_t, n, block), sizes))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--nets", type=int, default=400, help="networks in the batched runs")
+    parser.add_argument("--loop-nets", type=int, default=20, help="networks in the plain loop")
+    parser.add_argument("--images", type=int, default=5_000)
+    parser.add_argument("--full", action="store_true", help="also run the full Figure 2 once")
+    args = parser.parse_args()
+
+    threads = torch.get_num_threads()
+    print(f"torch {torch.__version__} on {platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} CPUs, {threads} torch threads")
+    X = images(args.images)
+    print(f"width {WIDTH}, depth {DEPTH}, {len(X)} images, He weights, float32\n")
+
+    torch.manual_seed(0)
+    t_batched = timed(lambda: layer_output_variances(X, he, depth=DEPTH, num_nets=args.nets), 2)
+    t_loop = timed(
+        lambda: layer_output_variances_one_by_one(X, he, depth=DEPTH, num_nets=args.loop_nets)
+    )
+    t_bare = timed(lambda: bare_products(X, args.nets), 2)
+
+    def rate(nets: int, seconds: float) -> float:
+        return nets * len(X) * DEPTH / seconds
+
+    batched, loop, bare = rate(args.nets, t_batched), rate(args.loop_nets, t_loop), rate(
+        args.nets, t_bare
+    )
+    print(f"1. batched      {batched:10.3g} passes/s ({args.nets} networks in {t_batched:.2f} s)")
+    print(f"   one by one   {loop:10.3g} passes/s ({args.loop_nets} networks in {t_loop:.2f} s)")
+    print(f"   speed-up     {batched / loop:10.1f}x   (goal >= 10x)")
+    print(f"2. bare matrix products {bare:.3g} passes/s; "
+          f"the simulation runs at {batched / bare:.0%} of them (goal >= 50 %)")
+    full_passes = FULL_NETS * FULL_IMAGES * DEPTH
+    print(f"3. full Figure 2, one initialization ({FULL_NETS} networks x {FULL_IMAGES} images): "
+          f"extrapolated {full_passes / batched / 60:.1f} min (goal < 10 min)")
+    if args.full:
+        X_full = images(FULL_IMAGES)
+        torch.manual_seed(0)
+        start = time.perf_counter()
+        layer_output_variances(X_full, he, depth=DEPTH, num_nets=FULL_NETS)
+        print(f"   measured     {(time.perf_counter() - start) / 60:.1f} min")
+
+
+if __name__ == "__main__":
+    main()
