@@ -102,8 +102,10 @@ def main() -> None:
     args = parser.parse_args()
 
     threads = torch.get_num_threads()
-    print(f"torch {torch.__version__} on {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPUs, {threads} torch threads")
+    print(
+        f"torch {torch.__version__} on {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs, {threads} torch threads"
+    )
     X = images(args.images)
     print(f"width {WIDTH}, depth {DEPTH}, {len(X)} images, He weights, float32\n")
 
@@ -117,17 +119,23 @@ def main() -> None:
     def rate(nets: int, seconds: float) -> float:
         return nets * len(X) * DEPTH / seconds
 
-    batched, loop, bare = rate(args.nets, t_batched), rate(args.loop_nets, t_loop), rate(
-        args.nets, t_bare
+    batched, loop, bare = (
+        rate(args.nets, t_batched),
+        rate(args.loop_nets, t_loop),
+        rate(args.nets, t_bare),
     )
     print(f"1. batched      {batched:10.3g} passes/s ({args.nets} networks in {t_batched:.2f} s)")
     print(f"   one by one   {loop:10.3g} passes/s ({args.loop_nets} networks in {t_loop:.2f} s)")
     print(f"   speed-up     {batched / loop:10.1f}x   (goal >= 10x)")
-    print(f"2. bare matrix products {bare:.3g} passes/s; "
-          f"the simulation runs at {batched / bare:.0%} of them (goal >= 50 %)")
+    print(
+        f"2. bare matrix products {bare:.3g} passes/s; "
+        f"the simulation runs at {batched / bare:.0%} of them (goal >= 50 %)"
+    )
     full_passes = FULL_NETS * FULL_IMAGES * DEPTH
-    print(f"3. full Figure 2, one initialization ({FULL_NETS} networks x {FULL_IMAGES} images): "
-          f"extrapolated {full_passes / batched / 60:.1f} min (goal < 10 min)")
+    print(
+        f"3. full Figure 2, one initialization ({FULL_NETS} networks x {FULL_IMAGES} images): "
+        f"extrapolated {full_passes / batched / 60:.1f} min (goal < 10 min)"
+    )
     if args.full:
         X_full = images(FULL_IMAGES)
         torch.manual_seed(0)

@@ -55,9 +55,9 @@ def exact_with_bound(X, num_nets, depth, dtype, seed):
             y, e = H[:, 0], E[:, 0]
             spread = 2 * e.max()
             exact[layer, i] = y.var()
-            bound[layer, i] = (
-                2 * (y - y.mean()).abs().sum() * spread + N * spread**2
-            ) / (N - 1) + gamma(N + 4) * (y**2).sum() / (N - 1)
+            bound[layer, i] = (2 * (y - y.mean()).abs().sum() * spread + N * spread**2) / (
+                N - 1
+            ) + gamma(N + 4) * (y**2).sum() / (N - 1)
     return exact, bound
 
 
@@ -69,7 +69,9 @@ def test_batched_equals_exact_within_roundoff(dtype):
     depth, num_nets = 12, 7
     exact, bound = exact_with_bound(X, num_nets, depth, dtype, seed=3)
     torch.manual_seed(3)
-    got = layer_output_variances(X, he, depth=depth, num_nets=num_nets, image_block=128, dtype=dtype)
+    got = layer_output_variances(
+        X, he, depth=depth, num_nets=num_nets, image_block=128, dtype=dtype
+    )
     assert got.shape == (depth, num_nets)
     assert ((got - exact).abs() <= bound).all(), float(((got - exact).abs() / bound).max())
     torch.manual_seed(3)
