@@ -18,8 +18,9 @@ What this assumes:
   Before grading, each worker is asked whether it sees the folder and can import the kit;
   grading does not start otherwise.
 - One gradebook all workers can write. With several machines that is a database server:
-  set ``c.CourseDirectory.db_url = "postgresql://user@dbhost/initlab"`` in the course's
-  nbgrader_config.py (workers need ``psycopg2-binary``). sqlite allows one writer at a time
+  set ``c.CourseDirectory.db_url = "postgresql+psycopg2://user@dbhost/initlab"`` in the
+  course's nbgrader_config.py (workers need ``psycopg2-binary``; name the driver: SQLAlchemy
+  2.1 reads a bare ``postgresql://`` as psycopg 3). sqlite allows one writer at a time
   through a file lock that network filesystems do not provide reliably, so a sqlite
   gradebook is refused when any worker runs on another host; with every worker on this
   host it works, and a writer that finds the file locked ("database is locked") is retried
@@ -51,11 +52,19 @@ def _make_probe() -> Callable[[str], dict]:
     this one so that cloudpickle sends it to the workers by value: it runs even where
     ``initlab_grading`` cannot be imported, which is one of the things it checks."""
 
-    def probe(root: str) -> dict:
+    def probe(root: str, db_url: str) -> dict:
         import importlib.util
         import os
         import socket
         import sys
+
+        try:  # the database driver this worker's SQLAlchemy picks for db_url
+            from sqlalchemy.engine import make_url
+
+            make_url(db_url).get_dialect().import_dbapi()
+            driver = ""
+        except Exception as err:
+            driver = f"{type(err).__name__}: {err}"
 
         spec = importlib.util.find_spec("initlab_grading")
         scripts = os.path.dirname(sys.executable)
@@ -65,7 +74,7 @@ def _make_probe() -> Callable[[str], dict]:
             "submitted": os.path.isdir(os.path.join(root, "submitted")),
             "kit": bool(spec and spec.origin),
             "nbgrader": os.path.exists(os.path.join(scripts, "nbgrader")),
-            "psycopg2": importlib.util.find_spec("psycopg2") is not None,
+            "driver": driver,
         }
 
     return probe
@@ -97,16 +106,20 @@ def worker_problems(probes: dict[str, dict], root: Path, db_url: str, local_host
             problems.append(
                 f"{where} has no nbgrader next to its Python: install initlab[instructor]"
             )
-        if db_url.startswith("postgresql") and not p["psycopg2"]:
-            problems.append(f"{where} cannot import psycopg2: pip install psycopg2-binary")
+        if p["driver"]:
+            problems.append(
+                f"{where} cannot load the database driver for {db_url.split(':', 1)[0]} "
+                f"({p['driver']}): write the URL as postgresql+psycopg2://... and "
+                "pip install psycopg2-binary"
+            )
     remote = sorted({p["host"] for p in probes.values() if p["host"] != local_host})
     if db_url.startswith("sqlite") and remote:
         problems.append(
             f"the gradebook is the sqlite file {db_url.removeprefix('sqlite:///')}, and workers "
             f"run on other machines ({', '.join(remote)}): sqlite takes one writer at a time "
             "through file locks that network filesystems do not honour reliably. Set "
-            'c.CourseDirectory.db_url = "postgresql://USER@DBHOST/DBNAME" in nbgrader_config.py '
-            "(nbgrader creates the tables on first use)"
+            'c.CourseDirectory.db_url = "postgresql+psycopg2://USER@DBHOST/DBNAME" in '
+            "nbgrader_config.py (nbgrader creates the tables on first use)"
         )
     return problems
 
@@ -140,7 +153,7 @@ def grade_on_dask(
             "`dask scheduler` and give its address as --scheduler tcp://HOST:8786"
         ) from err
     with client:
-        probes = client.run(_make_probe(), str(root))
+        probes = client.run(_make_probe(), str(root), db_url)
         problems = worker_problems(probes, root, db_url, socket.gethostname())
         if problems:
             raise ClusterError("cannot grade on this cluster:\n  " + "\n  ".join(problems))
@@ -167,7 +180,7 @@ def grade_on_dask(
             for s in students
         }
         results = []
-        for done, future in enumerate(as_completed(futures), start=1):
+        for done, future in enumerate(as_completed(futures, loop=client.loop), start=1):
             try:
                 res = future.result()
             except Exception as err:  # a worker died more often than Dask allows, ...
