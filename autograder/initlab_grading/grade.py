@@ -2,6 +2,7 @@
 
     python -m initlab_grading.grade ASSIGNMENT [--root DIR] [--workers N]
         [--timeout SECONDS] [--retries N] [--report FILE]
+        [--engine local|dask --scheduler tcp://HOST:PORT]
 
 Each submission in submitted/<student>/<assignment>/ is graded by its own
 ``nbgrader autograde ASSIGNMENT --student STUDENT --force`` process, up to ``--workers``
@@ -11,7 +12,8 @@ control (the gradebook was locked by another writer, a kernel did not start) is 
 up to ``--retries`` times; a failure caused by the submission itself (for example a
 notebook that is not valid JSON) is reported and not retried. One line per finished
 submission shows progress; a summary and a JSON report come at the end. Grades land in
-the gradebook exactly as with ``nbgrader autograde``.
+the gradebook exactly as with ``nbgrader autograde``. ``--engine dask`` runs the same
+per-submission grading as tasks on a Dask cluster instead (initlab_grading.distributed).
 """
 
 from __future__ import annotations
@@ -37,6 +39,13 @@ INFRASTRUCTURE_FAILURES = (
     "Timeout waiting for kernel_info reply",
     "Address already in use",
     "No space left on device",
+    # PostgreSQL gradebook (CourseDirectory.db_url): two graders adding the same student or
+    # submission at once (the second insert is refused; its retry finds the row), lock
+    # ordering, a server restarting.
+    "duplicate key value violates unique constraint",
+    "deadlock detected",
+    "could not serialize access",
+    "server closed the connection unexpectedly",
 )
 
 
@@ -135,14 +144,23 @@ def grade_class(
     timeout: float = 900.0,
     retries: int = 2,
     progress=print,
+    engine: str = "local",
+    scheduler: str | None = None,
 ) -> list[GradingResult]:
-    """Grade every submission of ``assignment`` with ``workers`` parallel processes."""
+    """Grade every submission of ``assignment`` with ``workers`` parallel processes, or
+    with ``engine="dask"`` as tasks on the Dask cluster at ``scheduler``."""
     students = submissions(root, assignment)
     if not students:
         raise SystemExit(
             f"No submissions of {assignment!r} under {root / 'submitted'}: run "
             f"`nbgrader collect {assignment}` first."
         )
+    if engine == "dask":
+        from initlab_grading.distributed import grade_on_dask
+
+        return grade_on_dask(root, assignment, students, scheduler, timeout, retries, progress)
+    if engine != "local":
+        raise ValueError(f"engine must be 'local' or 'dask', not {engine!r}")
     workers = workers or os.cpu_count() or 1
     results: list[GradingResult] = []
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -150,12 +168,15 @@ def grade_class(
         for done, job in enumerate(as_completed(jobs), start=1):
             res = job.result()
             results.append(res)
-            extra = f" after {res.attempts} attempts" if res.attempts > 1 else ""
-            progress(
-                f"[{done}/{len(students)}] {res.student}: {res.status} in "
-                f"{res.seconds:.1f} s{extra}" + (f" ({res.detail})" if res.detail else "")
-            )
+            progress(progress_line(done, len(students), res))
     return sorted(results, key=lambda r: r.student)
+
+
+def progress_line(done: int, total: int, res: GradingResult) -> str:
+    extra = f" after {res.attempts} attempts" if res.attempts > 1 else ""
+    return f"[{done}/{total}] {res.student}: {res.status} in {res.seconds:.1f} s{extra}" + (
+        f" ({res.detail})" if res.detail else ""
+    )
 
 
 def summary(results: list[GradingResult], wall: float) -> str:
@@ -172,7 +193,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("assignment")
     parser.add_argument("--root", type=Path, default=REPO_ROOT, help="course root")
-    parser.add_argument("--workers", type=int, default=None, help="parallel processes")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="parallel processes (local engine; a Dask worker runs --nthreads at once)",
+    )
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per submission")
     parser.add_argument("--retries", type=int, default=2, help="retries of infrastructure failures")
     parser.add_argument(
@@ -181,10 +207,40 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="JSON report (default: autograded/<assignment>-report.json)",
     )
+    parser.add_argument(
+        "--engine",
+        choices=["local", "dask"],
+        default="local",
+        help="local: processes on this machine; dask: tasks on a Dask cluster",
+    )
+    parser.add_argument(
+        "--scheduler",
+        default=os.environ.get("DASK_SCHEDULER_ADDRESS"),
+        help="the Dask scheduler, tcp://HOST:PORT (default: $DASK_SCHEDULER_ADDRESS)",
+    )
     args = parser.parse_args(argv)
+    if args.engine == "dask" and not args.scheduler:
+        parser.error("--engine dask needs --scheduler tcp://HOST:PORT (see `dask scheduler`)")
     root = args.root.resolve()
+    errors: tuple[type[Exception], ...] = ()
+    if args.engine == "dask":
+        from initlab_grading.distributed import ClusterError
+
+        errors = (ClusterError,)
     start = time.monotonic()
-    results = grade_class(root, args.assignment, args.workers, args.timeout, args.retries)
+    try:
+        results = grade_class(
+            root,
+            args.assignment,
+            args.workers,
+            args.timeout,
+            args.retries,
+            engine=args.engine,
+            scheduler=args.scheduler,
+        )
+    except errors as err:  # the cluster cannot grade this course
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     wall = time.monotonic() - start
     print(summary(results, wall))
     report = args.report or root / "autograded" / f"{args.assignment}-report.json"
