@@ -214,8 +214,9 @@ def test_the_engine_starts_from_the_configs_scheme_and_generator():
             np.testing.assert_array_equal(result.params[f"W{k}"], W.numpy())
             np.testing.assert_array_equal(result.params[f"b{k}"], b.numpy())
     with pytest.raises(ValueError, match="unknown init scheme 'xavir'.*init_fn"):
-        engine.train([Config("relu", 0.1, init="xavir")], _deep_data(8), num_epochs=0,
-                     layer_sizes=sizes)
+        engine.train(
+            [Config("relu", 0.1, init="xavir")], _deep_data(8), num_epochs=0, layer_sizes=sizes
+        )
 
 
 def _my_init(config, layer_sizes, generator):
@@ -247,8 +248,17 @@ def test_custom_init_and_adam_batched_equal_training_alone(optimizer):
     counts that end inside an epoch, and both optimizers."""
     sizes = (20, 12, 12, 12, 10)
     train, val, test = _deep_data(100), _deep_data(50, seed=1), _deep_data(40, seed=2)
-    kwargs = dict(num_steps=9, log_every=4, batch_size=32, layer_sizes=sizes, init_fn=_my_init,
-                  optimizer=optimizer, test_data=test, cache=False, progress=False)
+    kwargs = dict(
+        num_steps=9,
+        log_every=4,
+        batch_size=32,
+        layer_sizes=sizes,
+        init_fn=_my_init,
+        optimizer=optimizer,
+        test_data=test,
+        cache=False,
+        progress=False,
+    )
     mixed = engine.train(MY_CONFIGS[::-1], train, val, **kwargs)[::-1]
     for config, together in zip(MY_CONFIGS, mixed, strict=True):
         (alone,) = engine.train([config], train, val, **kwargs)
@@ -258,8 +268,9 @@ def test_custom_init_and_adam_batched_equal_training_alone(optimizer):
         for key in alone.params:
             np.testing.assert_array_equal(together.params[key], alone.params[key])
         assert together.test == alone.test and set(alone.test) == {"loss", "acc"}
-    start = engine.train(MY_CONFIGS[:1], train, num_epochs=0, layer_sizes=sizes,
-                         init_fn=_my_init, cache=False)[0]
+    start = engine.train(
+        MY_CONFIGS[:1], train, num_epochs=0, layer_sizes=sizes, init_fn=_my_init, cache=False
+    )[0]
     want = _my_init(MY_CONFIGS[0], sizes, torch.Generator().manual_seed(MY_CONFIGS[0].seed))
     for k, (W, b) in enumerate(want, 1):
         np.testing.assert_array_equal(start.params[f"W{k}"], W.float().numpy())
@@ -280,10 +291,20 @@ def test_adam_equals_torch_optim_adam(sizes, activation):
     X, y = _deep_data(24, dim=sizes[0])
     lr = 0.05
     config = Config(activation, lr, seed=4, init="kaiming")
-    start = engine.train([config], (X, y), num_epochs=0, layer_sizes=sizes, cache=False,
-                         dtype=torch.float64)[0]
-    (ours,) = engine.train([config], (X, y), num_steps=5, batch_size=len(X), layer_sizes=sizes,
-                           optimizer="adam", cache=False, progress=False, dtype=torch.float64)
+    start = engine.train(
+        [config], (X, y), num_epochs=0, layer_sizes=sizes, cache=False, dtype=torch.float64
+    )[0]
+    (ours,) = engine.train(
+        [config],
+        (X, y),
+        num_steps=5,
+        batch_size=len(X),
+        layer_sizes=sizes,
+        optimizer="adam",
+        cache=False,
+        progress=False,
+        dtype=torch.float64,
+    )
     layers = []
     for k in range(1, len(sizes)):
         linear = torch.nn.Linear(sizes[k - 1], sizes[k], dtype=torch.float64)
@@ -298,10 +319,16 @@ def test_adam_equals_torch_optim_adam(sizes, activation):
         torch.nn.functional.cross_entropy(net(X.double()), y).backward()
         opt.step()
     for k, linear in enumerate(net[::2], 1):
-        np.testing.assert_allclose(ours.params[f"W{k}"], linear.weight.detach().numpy(),
-                                   rtol=0, atol=1e-12, err_msg=f"W{k}")
-        np.testing.assert_allclose(ours.params[f"b{k}"], linear.bias.detach().numpy(),
-                                   rtol=0, atol=1e-12, err_msg=f"b{k}")
+        np.testing.assert_allclose(
+            ours.params[f"W{k}"],
+            linear.weight.detach().numpy(),
+            rtol=0,
+            atol=1e-12,
+            err_msg=f"W{k}",
+        )
+        np.testing.assert_allclose(
+            ours.params[f"b{k}"], linear.bias.detach().numpy(), rtol=0, atol=1e-12, err_msg=f"b{k}"
+        )
         moved = np.abs(ours.params[f"W{k}"] - start.params[f"W{k}"]).max()
         assert moved > 0.01, "Adam did not move the weights"
 
@@ -333,8 +360,15 @@ def test_deep_narrow_and_depth_zero_nets_train_with_adam():
     for depth in (0, 5, 30):  # 784 -> 10 directly, and constant width 10
         sizes = [784] + [10] * depth + [10]
         (result,) = engine.train(
-            [Config("relu", 3e-3, 0, init="kaiming")], (X, y), num_steps=300, batch_size=32,
-            layer_sizes=sizes, optimizer="adam", test_data=(X, y), cache=False, progress=False,
+            [Config("relu", 3e-3, 0, init="kaiming")],
+            (X, y),
+            num_steps=300,
+            batch_size=32,
+            layer_sizes=sizes,
+            optimizer="adam",
+            test_data=(X, y),
+            cache=False,
+            progress=False,
         )
         assert len([k for k in result.params if k.startswith("W")]) == depth + 1
         assert np.isfinite(result.history["train_loss"]).all()
@@ -344,8 +378,9 @@ def test_deep_narrow_and_depth_zero_nets_train_with_adam():
 
 def test_a_changed_init_function_retrains(tmp_path):
     train = _deep_data(40)
-    kwargs = dict(num_epochs=1, batch_size=20, layer_sizes=(20, 10), cache_dir=tmp_path,
-                  progress=False)
+    kwargs = dict(
+        num_epochs=1, batch_size=20, layer_sizes=(20, 10), cache_dir=tmp_path, progress=False
+    )
     configs = [Config("tanh", 0.1, 0, init="mine"), Config("relu", 0.1, 1, init="mine")]
     scale = {"value": 0.1}
 
@@ -366,11 +401,23 @@ def test_bad_init_fn_and_settings_say_what_is_expected():
     train = _deep_data(8)
     config = Config("relu", 0.1, init="mine")
     with pytest.raises(ValueError, match=r"layer 1 .* W must have shape \(10, 20\)"):
-        engine.train([config], train, num_epochs=0, layer_sizes=(20, 10), cache=False,
-                     init_fn=lambda c, s, g: [(torch.zeros(20, 10), torch.zeros(10))])
+        engine.train(
+            [config],
+            train,
+            num_epochs=0,
+            layer_sizes=(20, 10),
+            cache=False,
+            init_fn=lambda c, s, g: [(torch.zeros(20, 10), torch.zeros(10))],
+        )
     with pytest.raises(ValueError, match="returned 1 layers .* has 2"):
-        engine.train([config], train, num_epochs=0, layer_sizes=(20, 5, 10), cache=False,
-                     init_fn=lambda c, s, g: [(torch.zeros(10, 20), torch.zeros(10))])
+        engine.train(
+            [config],
+            train,
+            num_epochs=0,
+            layer_sizes=(20, 5, 10),
+            cache=False,
+            init_fn=lambda c, s, g: [(torch.zeros(10, 20), torch.zeros(10))],
+        )
     with pytest.raises(ValueError, match="exactly one of num_epochs"):
         engine.train([config], train, num_epochs=1, num_steps=1, layer_sizes=(20, 10))
     with pytest.raises(ValueError, match="unknown optimizer 'rmsprop'"):
