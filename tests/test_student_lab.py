@@ -293,6 +293,21 @@ class Lab:
         assert shown_text.rstrip() == text.rstrip(), f"pasting into cell {index} changed the text"
 
 
+class Clock:
+    """Wall time of each step, printed (pytest -s) for the CI-time budget."""
+
+    def __init__(self, name: str) -> None:
+        self.name, self.laps, self.last = name, [], time.monotonic()
+
+    def lap(self, step: str) -> None:
+        now = time.monotonic()
+        self.laps.append(f"{step} {now - self.last:.1f} s")
+        self.last = now
+
+    def report(self) -> None:
+        print(f"\n{self.name}: " + ", ".join(self.laps))
+
+
 def error_message(output: str) -> str | None:
     """The "Name: message" end of a traceback shown in an output, or None if no error."""
     if "Traceback (most recent call last)" not in output:
@@ -336,8 +351,10 @@ def test_student_runs_validates_and_passes_visible_tests(
     first_answer = next(i for i, c in enumerate(expected) if c["answer"])
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     student = Lab(page, lab, assignment, artifacts)
+    clock = Clock(assignment)
     try:
         student.open()
+        clock.lap("open")
         assert len(student.cells()) == len(expected)
         student.screenshot("01-opened")
 
@@ -361,6 +378,8 @@ def test_student_runs_validates_and_passes_visible_tests(
         ran = [i for i, c in enumerate(seen) if c["code"] and re.search(r"\[\d+\]", c["prompt"])]
         assert ran == [i for i in range(stop + 1) if expected[i]["type"] == "code"]
 
+        clock.lap("run all to the first exercise")
+
         # 2. each visible test run by itself before answering: what does it say?
         found = messages.setdefault(assignment, [])
         for i, cell in enumerate(expected):
@@ -370,10 +389,13 @@ def test_student_runs_validates_and_passes_visible_tests(
                 assert message, f"test cell {cell['grade_id']} passed without an answer"
                 found.append((cell["grade_id"], message))
 
+        clock.lap("each visible test alone")
+
         # 3. the reference answers pasted in, then Restart Kernel and Run All Cells
         for i, cell in enumerate(expected):
             if cell["answer"] or cell["written"]:
                 student.paste(i, answers[cell["grade_id"]])
+        clock.lap("paste answers")
         student.menu("Kernel", "Restart Kernel and Run All Cells")
         page.locator(".jp-Dialog .jp-mod-accept").click()
         page.wait_for_timeout(500)
@@ -392,6 +414,8 @@ def test_student_runs_validates_and_passes_visible_tests(
             if cell["prints_passed"]:
                 assert PASSED in seen[i]["output"], (cell["grade_id"], seen[i]["output"])
 
+        clock.lap("restart and run all")
+
         # 4. Validate (saves the notebook, then runs nbgrader validate on the server)
         page.locator(".jp-NotebookPanel-toolbar .validate-button").click()
         dialog = page.locator(".jp-Dialog", has_text="Validation Results")
@@ -401,7 +425,9 @@ def test_student_runs_validates_and_passes_visible_tests(
         assert dialog.locator(".validation-success").count() == 1, body
         assert "Success! Your notebook passes all the tests." in body
         dialog.locator(".jp-mod-accept").click()
+        clock.lap("validate")
     finally:
+        clock.report()
         page.close()
         _shut_down_kernels(lab)
 
