@@ -36,6 +36,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from conftest import make_course
 from initlab_grading import course
 
 REPO = Path(__file__).resolve().parents[1]
@@ -134,6 +135,7 @@ def lab(tmp_path_factory, artifacts):
     for assignment in course.ASSIGNMENTS:
         shutil.copytree(REPO / "release" / assignment, home / assignment)
     exchange = tmp_path_factory.mktemp("exchange")
+    exchange.chmod(0o777)  # as docs/jupyterhub.md prepares the shared volume
     env = student_jupyter_config(tmp_path_factory.mktemp("jupyter-config"), exchange)
     settings = tmp_path_factory.mktemp("lab-settings")
     tracker = settings / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings"
@@ -177,7 +179,7 @@ def lab(tmp_path_factory, artifacts):
             except OSError:
                 assert time.monotonic() < deadline, f"JupyterLab did not start; see {log}"
                 time.sleep(0.3)
-        yield {"base": base, "token": token, "home": home, "env": env, "log": log}
+        yield {"base": base, "token": token, "home": home, "exchange": exchange, "log": log}
     finally:
         proc.terminate()
         try:
@@ -320,9 +322,15 @@ def error_message(output: str) -> str | None:
 # The tests
 
 
-def test_student_lab_shows_validate_and_assignment_list_only(browser, lab, artifacts):
+def test_student_lab_shows_validate_and_assignment_list_only(browser, lab, artifacts, tmp_path):
     """The student's tools are there (Validate in the notebook toolbar, the assignment
-    list in the Nbgrader menu), the instructor's are not (formgrader, Create Assignment)."""
+    list in the Nbgrader menu, listing what the instructor released into the exchange),
+    the instructor's are not (formgrader, course list, Create Assignment)."""
+    released = course.ASSIGNMENTS[0]
+    instructor = make_course(tmp_path / "course", [released])
+    course.nbgrader(
+        instructor, "release_assignment", released, f"--Exchange.root={lab['exchange']}"
+    )
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     try:
         student = Lab(page, lab, course.ASSIGNMENTS[0], artifacts)
@@ -336,9 +344,19 @@ def test_student_lab_shows_validate_and_assignment_list_only(browser, lab, artif
         assert page.get_by_text("Create Assignment").count() == 0
         student.menu("Nbgrader", "Assignment List")
         page.wait_for_selector("#nbgrader-assignment-list", timeout=30_000)
-        page.get_by_text("Released assignments").first.wait_for(timeout=30_000)
-        student.screenshot("assignment-list")
+        # the home already holds the release, so nbgrader lists it as downloaded (it
+        # must also be in the exchange for that); Submit sends it through the exchange
+        row = page.locator("#fetched_assignments_list .list_item", has_text=released).first
+        row.wait_for(timeout=30_000)
+        assert "initlab" in row.inner_text()
+        row.get_by_role("button", name="Submit").click()
+        submitted = page.locator("#submitted_assignments_list .list_item", has_text=released)
+        submitted.first.wait_for(timeout=60_000)
+        inbound = lab["exchange"] / "initlab" / "inbound"
+        assert [p.name for p in inbound.iterdir() if f"+{released}+" in p.name], "no submission"
     finally:
+        student.screenshot("assignment-list")
+        (artifacts / "assignment-list.html").write_text(page.content())
         page.close()
 
 
