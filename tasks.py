@@ -147,7 +147,7 @@ def task_student(args: list[str]) -> None:
         run([*pip, "--force-reinstall", "--no-deps", str(wheel)])
         run([*pip, f"{wheel}[student]"])
     jupyter = python.with_name("jupyter")
-    say(f"done. JupyterLab on the released notebooks: {jupyter} lab {ROOT / 'release'}")
+    say(f"done. JupyterLab on the released notebooks: cd {ROOT / 'release'} && {jupyter} lab")
 
 
 TASKS = {"course": task_course, "test": task_test, "release": task_release}
