@@ -14,8 +14,10 @@ grading package. For every released notebook the test does what a student does:
    visible test cell prints *Visible tests passed.*;
 4. presses nbgrader's **Validate** button: *Success! Your notebook passes all the tests.*
 
-Screenshots and the collected messages go to ``$INITLAB_ARTIFACTS`` (default
-``build/student-lab``). Chromium is Debian's ``/usr/bin/chromium`` (``$INITLAB_CHROMIUM``),
+``INITLAB_REVIEW_MESSAGES=1`` adds a pass (about a minute per notebook) that types each
+sample mistake of initlab_grading.samples into the answered notebook and collects what the
+visible tests say (``student-mistake-messages.md``). Screenshots and the collected messages
+go to ``$INITLAB_ARTIFACTS`` (default ``build/student-lab``). Chromium is Debian's ``/usr/bin/chromium`` (``$INITLAB_CHROMIUM``),
 never a browser downloaded by Playwright.
 """
 
@@ -38,6 +40,7 @@ import pytest
 
 from conftest import make_course
 from initlab_grading import course
+from initlab_grading.samples import samples_for
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy" / "jupyterhub"
@@ -58,7 +61,7 @@ CHROMIUM_ARGS = [
 STUB_MESSAGE = "NotImplementedError: Replace this line with your answer."
 PASSED = "Visible tests passed."
 # A traceback's last line: "SomeError: message" (the message may run over several lines).
-ERROR_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Failed|Exception)): (.*)", re.M | re.S)
+ERROR_LINE = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Failed|Exception): ", re.M)
 
 pytestmark = pytest.mark.browser
 
@@ -111,6 +114,10 @@ def chromium() -> Path:
 @pytest.fixture(scope="module")
 def artifacts() -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    if REVIEW:
+        (ARTIFACTS / "student-mistake-messages.md").write_text(
+            "# What the visible tests say about the sample mistakes\n\n"
+        )
     print(f"\nstudent-lab artifacts (screenshots, messages): {ARTIFACTS}")
     return ARTIFACTS
 
@@ -314,8 +321,8 @@ def error_message(output: str) -> str | None:
     """The "Name: message" end of a traceback shown in an output, or None if no error."""
     if "Traceback (most recent call last)" not in output:
         return None
-    matches = list(ERROR_LINE.finditer(output))
-    return " ".join(f"{matches[-1].group(1)}: {matches[-1].group(2)}".split()) if matches else ""
+    starts = [m.start() for m in ERROR_LINE.finditer(output)]
+    return " ".join(output[starts[-1] :].split()) if starts else ""
 
 
 # --------------------------------------------------------------------------------------
@@ -448,6 +455,66 @@ def test_student_runs_validates_and_passes_visible_tests(
         clock.report()
         page.close()
         _shut_down_kernels(lab)
+
+
+REVIEW = os.environ.get("INITLAB_REVIEW_MESSAGES") == "1"
+
+
+@pytest.mark.skipif(
+    not REVIEW,
+    reason="about a minute per notebook; INITLAB_REVIEW_MESSAGES=1 collects these messages",
+)
+@pytest.mark.parametrize("assignment", course.ASSIGNMENTS)
+def test_visible_test_messages_for_plausible_mistakes(browser, lab, artifacts, assignment):
+    """For review: what the visible tests say about each sample mistake (the samples of
+    initlab_grading.samples), typed into the answered notebook in JupyterLab. The answer
+    cell and the test cells below it run; the reference answer is put back after."""
+    expected = _cells(assignment)
+    answers = course.reference_answers(REPO, assignment)
+    cell_of = {c["grade_id"]: i for i, c in enumerate(expected)}
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    student = Lab(page, lab, assignment, artifacts)
+    lines = [f"## {assignment}", ""]
+    try:
+        student.open()
+        for i, cell in enumerate(expected):
+            if cell["answer"]:
+                student.paste(i, answers[cell["grade_id"]])
+        student.menu("Kernel", "Restart Kernel and Run All Cells")
+        page.locator(".jp-Dialog .jp-mod-accept").click()
+        page.wait_for_timeout(500)
+        student.wait_idle(300)
+        mistakes = [s for s in samples_for(assignment) if s.lost and not s.blank and s.answers]
+        for sample in mistakes:
+            code = [g for g in sample.answers if expected[cell_of[g]]["answer"]]
+            if not code:
+                continue
+            lines.append(f"- **{sample.student}** ({sample.description})")
+            for grade_id in code:
+                start = cell_of[grade_id]
+                student.paste(start, sample.answers[grade_id].strip("\n"))
+                student.run_cell(start)
+                said = error_message(student.cells()[start]["output"])
+                if said:
+                    lines.append(f"  - answer cell `{grade_id}` itself fails: {said}")
+                end = next(
+                    (j for j in range(start + 1, len(expected)) if expected[j]["answer"]),
+                    len(expected),
+                )
+                for j in range(start + 1, end):
+                    if expected[j]["test"]:
+                        student.run_cell(j)
+                        said = error_message(student.cells()[j]["output"])
+                        verdict = said or "visible tests pass (hidden tests decide)"
+                        lines.append(f"  - `{expected[j]['grade_id']}`: {verdict}")
+            for grade_id in code:
+                student.paste(cell_of[grade_id], answers[grade_id])
+                student.run_cell(cell_of[grade_id])
+    finally:
+        page.close()
+        _shut_down_kernels(lab)
+        with open(artifacts / "student-mistake-messages.md", "a") as out:
+            out.write("\n".join(lines) + "\n\n")
 
 
 def _shut_down_kernels(lab: dict) -> None:
