@@ -75,19 +75,27 @@ def probe(python: Path, cwd: Path) -> dict:
 
 
 def assert_holds_nothing_of_the_instructor(env_dir: Path) -> None:
-    """No file in the environment equals a file of autograder/, solutions/ or source/,
-    or carries a solution, hidden-test or grading-package marker."""
+    """No file in the environment equals a file of autograder/, solutions/ or source/;
+    no path file or file of initlab's own install carries a solution,
+    hidden-test or grading-package marker (third-party packages may: nbgrader's own code
+    handles and ships notebooks with "### BEGIN SOLUTION"; METADATA is the README)."""
     secret = {
         _digest(p): p
         for top in INSTRUCTOR_ONLY
         for p in (REPO / top).rglob("*")
         if p.is_file() and "__pycache__" not in p.parts and p.stat().st_size > 0
     }
+    (record,) = env_dir.glob("lib/python*/site-packages/initlab-*.dist-info/RECORD")
+    own = {
+        (record.parents[1] / line.split(",")[0]).resolve()
+        for line in record.read_text().splitlines()
+        if line
+    }
     for path in env_dir.rglob("*"):
         if not path.is_file() or path.is_symlink():
             continue
         assert _digest(path) not in secret, f"{path} is a copy of {secret[_digest(path)]}"
-        if path.suffix in (".py", ".ipynb", ".pth", ".json", ".txt"):
+        if path.suffix == ".pth" or path.resolve() in own and path.name != "METADATA":
             text = path.read_text(errors="replace")
             found = [m for m in SECRET_MARKERS if m in text]
             assert not found, f"{path} contains {found}"
