@@ -4,8 +4,12 @@
     python3 tasks.py course    the instructor's loop on the bundled sample submissions
     python3 tasks.py test      ruff, the pytest suite, and nbval over solutions/
     python3 tasks.py release   rebuild release/ and solutions/ from source/ (commit them)
+    python3 tasks.py student [--venv DIR]
+                               a student's environment in DIR (default .venv-student):
+                               initlab from a wheel, JupyterLab 4, nbgrader's validate
+                               and assignment list; nothing from autograder/ or solutions/
 
-Each task creates the virtual environment .venv (or the folder named by INITLAB_VENV)
+The first three tasks create the virtual environment .venv (or the folder named by INITLAB_VENV)
 on first use, and reinstalls the kit into it whenever pyproject.toml changes.
 """
 
@@ -15,6 +19,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import tempfile
 import venv
 from pathlib import Path
 
@@ -32,13 +37,17 @@ def venv_python() -> Path:
     return VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
 
 
-def ensure_venv() -> Path:
-    """Create the virtual environment if needed and install the kit with its dev extras."""
+def check_python() -> None:
     if sys.version_info < MIN_PYTHON:
         sys.exit(
             f"initlab needs Python {'.'.join(map(str, MIN_PYTHON))} or newer; this is "
             f"{sys.version.split()[0]}. Run the task with a newer python3."
         )
+
+
+def ensure_venv() -> Path:
+    """Create the virtual environment if needed and install the kit with its dev extras."""
+    check_python()
     python = venv_python()
     if not python.exists():
         say(f"creating the virtual environment {VENV}")
@@ -107,13 +116,51 @@ def task_test() -> None:
     )
 
 
+def build_wheel(dest: Path, python: Path | str = sys.executable, isolated: bool = True) -> Path:
+    """A wheel of initlab from this checkout: lib/initlab only (the package list in
+    pyproject.toml), so an environment installed from it holds no file of autograder/,
+    solutions/ or source/ and no path into this repository."""
+    cmd = [str(python), "-m", "pip", "--disable-pip-version-check", "-q", "wheel", "--no-deps"]
+    if not isolated:
+        cmd.append("--no-build-isolation")
+    run([*cmd, "--wheel-dir", str(dest), str(ROOT)])
+    (wheel,) = Path(dest).glob("initlab-*.whl")
+    return wheel
+
+
+def task_student(args: list[str]) -> None:
+    """Create or update a student's environment: a venv with initlab[student] installed
+    from a wheel of this checkout, never as an editable install pointing into it."""
+    if not (args == [] or len(args) == 2 and args[0] == "--venv"):
+        sys.exit("usage: python3 tasks.py student [--venv DIR]")
+    check_python()
+    target = Path(args[1] if args else ROOT / ".venv-student").expanduser().resolve()
+    python = target / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+    if not python.exists():
+        say(f"creating the student environment {target}")
+        venv.EnvBuilder(with_pip=True).create(target)
+    with tempfile.TemporaryDirectory() as tmp:
+        wheel = build_wheel(Path(tmp), python)
+        say(f"installing {wheel.name}[student] (torch makes the first time take a few minutes)")
+        pip = [str(python), "-m", "pip", "--disable-pip-version-check", "-q", "install"]
+        # the same version number from a newer checkout must replace the installed one
+        run([*pip, "--force-reinstall", "--no-deps", str(wheel)])
+        run([*pip, f"{wheel}[student]"])
+    jupyter = python.with_name("jupyter")
+    say(f"done. JupyterLab on the released notebooks: cd {ROOT / 'release'} && {jupyter} lab")
+
+
 TASKS = {"course": task_course, "test": task_test, "release": task_release}
 
 
 def main() -> None:
-    if len(sys.argv) != 2 or sys.argv[1] not in TASKS:
-        sys.exit(f"usage: python3 tasks.py {{{'|'.join(TASKS)}}}\n\n{__doc__}")
-    TASKS[sys.argv[1]]()
+    name, args = (sys.argv[1], sys.argv[2:]) if len(sys.argv) > 1 else ("", [])
+    if name == "student":
+        task_student(args)
+    elif name in TASKS and not args:
+        TASKS[name]()
+    else:
+        sys.exit(f"usage: python3 tasks.py {{{'|'.join(TASKS)}|student}}\n\n{__doc__}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,529 @@
+"""The student's side in a real JupyterLab, driven in headless Chromium by Playwright.
+
+JupyterLab runs on loopback over a copy of release/ (what a student fetches), with the
+student configuration of deploy/jupyterhub/ (nbgrader's instructor tools switched off,
+the exchange on a folder), the grade budget, and a kernel that cannot import the
+grading package. For every released notebook the test does what a student does:
+
+1. *Run → Run All Cells*: everything before the first exercise runs, and the first code
+   answer cell stops the run with ``NotImplementedError: Replace this line with your answer.``
+2. runs each visible test cell by itself before answering, as a student trying things
+   does, and collects the message it shows (``student-messages.md`` for review);
+3. pastes the reference answers into the answer cells (select all, insert text, as a
+   paste does), *Kernel → Restart Kernel and Run All Cells*: no cell fails and every
+   visible test cell prints *Visible tests passed.*;
+4. presses nbgrader's **Validate** button: *Success! Your notebook passes all the tests.*
+
+``INITLAB_REVIEW_MESSAGES=1`` adds a pass (about a minute per notebook) that types each
+sample mistake of initlab_grading.samples into the answered notebook and collects what the
+visible tests say (``student-mistake-messages.md``). Screenshots and the collected messages
+go to ``$INITLAB_ARTIFACTS`` (default ``build/student-lab``). Chromium is Debian's ``/usr/bin/chromium`` (``$INITLAB_CHROMIUM``),
+never a browser downloaded by Playwright.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from conftest import make_course
+from initlab_grading import course
+from initlab_grading.samples import samples_for
+
+REPO = Path(__file__).resolve().parents[1]
+DEPLOY = REPO / "deploy" / "jupyterhub"
+CHROMIUM = Path(os.environ.get("INITLAB_CHROMIUM", "/usr/bin/chromium"))
+ARTIFACTS = Path(os.environ.get("INITLAB_ARTIFACTS", REPO / "build" / "student-lab"))
+# No network here: without the background-networking switches Chromium keeps trying
+# to reach Google's services and floods the log with refused connections.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+STUB_MESSAGE = "NotImplementedError: Replace this line with your answer."
+PASSED = "Visible tests passed."
+# A traceback's last line: "SomeError: message" (the message may run over several lines).
+ERROR_LINE = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Failed|Exception): ", re.M)
+
+pytestmark = pytest.mark.browser
+
+
+# --------------------------------------------------------------------------------------
+# What the notebooks hold (read from the files, so the browser's view can be compared)
+
+
+def _cells(assignment: str) -> list[dict]:
+    nb = nbformat.read(REPO / "release" / assignment / f"{assignment}.ipynb", as_version=4)
+    out = []
+    for cell in nb.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        out.append(
+            {
+                "type": cell.cell_type,
+                "grade_id": meta.get("grade_id"),
+                "answer": bool(meta.get("solution")) and cell.cell_type == "code",
+                "written": bool(meta.get("solution")) and cell.cell_type == "markdown",
+                "test": bool(meta.get("grade")) and not meta.get("solution"),
+                "prints_passed": cell.cell_type == "code" and PASSED in cell.source,
+            }
+        )
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# Fixtures: Chromium, a student's JupyterLab, a browser
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Path:
+    """Debian's Chromium; installed with apt-get when missing and allowed (root)."""
+    if not CHROMIUM.exists() and os.geteuid() == 0 and shutil.which("apt-get"):
+        for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", "chromium"]):
+            subprocess.run(cmd, capture_output=True, check=False)
+    assert CHROMIUM.exists(), (
+        f"No Chromium at {CHROMIUM}. Install Debian's package (`apt-get install -y chromium`) "
+        "or point INITLAB_CHROMIUM at a Chromium binary."
+    )
+    return CHROMIUM
+
+
+@pytest.fixture(scope="module")
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    if REVIEW:
+        (ARTIFACTS / "student-mistake-messages.md").write_text(
+            "# What the visible tests say about the sample mistakes\n\n"
+        )
+    print(f"\nstudent-lab artifacts (screenshots, messages): {ARTIFACTS}")
+    return ARTIFACTS
+
+
+def student_jupyter_config(config_dir: Path, exchange: Path) -> dict[str, str]:
+    """A Jupyter configuration folder set up as the single-user image's is (see
+    deploy/jupyterhub/Dockerfile): the student nbgrader config, nbgrader's instructor
+    server extensions off, its instructor lab plugins disabled and locked. The image puts
+    these files in its prefix; here they go into the user configuration folder, which
+    takes precedence over the prefix's. Returns the environment that selects it."""
+    (config_dir / "labconfig").mkdir(parents=True, exist_ok=True)
+    shutil.copy(DEPLOY / "nbgrader_config.py", config_dir / "nbgrader_config.py")
+    shutil.copy(DEPLOY / "jupyter_server_config.json", config_dir / "jupyter_server_config.json")
+    shutil.copy(DEPLOY / "page_config.json", config_dir / "labconfig" / "page_config.json")
+    return dict(os.environ, JUPYTER_CONFIG_DIR=str(config_dir), NBGRADER_EXCHANGE=str(exchange))
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory, artifacts):
+    """JupyterLab on 127.0.0.1 over a student's home holding the released notebooks."""
+    home = tmp_path_factory.mktemp("student-home")
+    for assignment in course.ASSIGNMENTS:
+        shutil.copytree(REPO / "release" / assignment, home / assignment)
+    exchange = tmp_path_factory.mktemp("exchange")
+    exchange.chmod(0o777)  # as docs/jupyterhub.md prepares the shared volume
+    env = student_jupyter_config(tmp_path_factory.mktemp("jupyter-config"), exchange)
+    settings = tmp_path_factory.mktemp("lab-settings")
+    tracker = settings / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings"
+    tracker.parent.mkdir(parents=True)
+    # every cell in the DOM, so the test reads all outputs (a student scrolls instead)
+    tracker.write_text(json.dumps({"windowingMode": "none"}))
+    env.update(
+        # the kernel sees the student library only, never autograder/
+        PYTHONPATH=str(REPO / "lib"),
+        INITLAB_BUDGET="grade",
+        OMP_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+        JUPYTERLAB_SETTINGS_DIR=str(settings),
+        JUPYTERLAB_WORKSPACES_DIR=str(tmp_path_factory.mktemp("workspaces")),
+    )
+    port, token = _free_port(), secrets.token_hex(16)
+    cmd = [
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--no-browser",
+        "--ip=127.0.0.1",
+        f"--port={port}",
+        f"--ServerApp.token={token}",
+        f"--ServerApp.root_dir={home}",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+    ]
+    if os.geteuid() == 0:
+        cmd.append("--allow-root")
+    log = artifacts / "jupyterlab.log"
+    with open(log, "w") as log_file:
+        proc = subprocess.Popen(cmd, cwd=home, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, f"JupyterLab exited; see {log}:\n{log.read_text()[-3000:]}"
+            try:
+                urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, f"JupyterLab did not start; see {log}"
+                time.sleep(0.3)
+        yield {"base": base, "token": token, "home": home, "exchange": exchange, "log": log}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def browser(chromium):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install initlab[dev]")
+    with sync_api.sync_playwright() as pw:
+        chromium_browser = pw.chromium.launch(
+            executable_path=str(chromium), args=CHROMIUM_ARGS, headless=True
+        )
+        yield chromium_browser
+        chromium_browser.close()
+
+
+@pytest.fixture(scope="module")
+def messages(artifacts):
+    """Every message a visible test showed, written for review when the module ends."""
+    collected: dict[str, list[tuple[str, str]]] = {}
+    yield collected
+    lines = [
+        "# What the visible tests say to a student who runs them before answering",
+        "",
+        "Collected by tests/test_student_lab.py in JupyterLab: each test cell run by itself",
+        "after *Run All Cells* stopped at the first exercise.",
+    ]
+    for assignment, found in collected.items():
+        lines += ["", f"## {assignment}", ""]
+        lines += [f"- `{grade_id}`: {message}" for grade_id, message in found]
+    (artifacts / "student-messages.md").write_text("\n".join(lines) + "\n")
+
+
+# --------------------------------------------------------------------------------------
+# Driving JupyterLab as a student does
+
+
+class Lab:
+    """One notebook open in JupyterLab, in one browser page."""
+
+    def __init__(self, page, lab: dict, assignment: str, artifacts: Path) -> None:
+        self.page, self.lab, self.assignment = page, lab, assignment
+        self.shots = artifacts / assignment
+        self.shots.mkdir(exist_ok=True)
+        for old in self.shots.glob("*.png"):
+            old.unlink()
+
+    def open(self) -> None:
+        path = f"{self.assignment}/{self.assignment}.ipynb"
+        self.page.goto(f"{self.lab['base']}/lab/tree/{path}?reset&token={self.lab['token']}")
+        self.page.wait_for_selector(".jp-NotebookPanel .jp-Notebook .jp-Cell", timeout=90_000)
+        self.wait_idle(90)
+
+    def screenshot(self, name: str) -> None:
+        self.page.screenshot(path=str(self.shots / f"{name}.png"))
+
+    def menu(self, menu: str, item: str) -> None:
+        self.page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(f"^{menu}$")).click()
+        self.page.locator(".lm-Menu-itemLabel", has_text=re.compile(f"^{re.escape(item)}")).click()
+
+    def wait_idle(self, timeout_s: float) -> None:
+        """Until no cell is queued or running and the kernel says Idle."""
+        self.page.wait_for_function(
+            """() => {
+                const nb = document.querySelector('.jp-NotebookPanel .jp-Notebook');
+                if (!nb) return false;
+                const prompts = [...nb.querySelectorAll('.jp-InputPrompt')];
+                if (prompts.some(p => p.textContent.includes('*'))) return false;
+                const items = [...document.querySelectorAll('.jp-StatusBar-Item')];
+                return items.some(i => /\\|\\s*Idle/.test(i.textContent));
+            }""",
+            timeout=timeout_s * 1000,
+            polling=250,
+        )
+
+    def cells(self) -> list[dict]:
+        """Each cell's kind, prompt and output text, read from the page."""
+        return self.page.evaluate(
+            """() => [...document.querySelectorAll('.jp-NotebookPanel .jp-Notebook .jp-Cell')]
+                .map(c => ({
+                    code: c.classList.contains('jp-CodeCell'),
+                    prompt: (c.querySelector('.jp-InputPrompt') || {}).textContent || '',
+                    output: [...c.querySelectorAll('.jp-OutputArea-output')]
+                        .map(o => o.innerText).join('\\n'),
+                }))"""
+        )
+
+    def cell(self, index: int):
+        return self.page.locator(".jp-NotebookPanel .jp-Notebook .jp-Cell").nth(index)
+
+    def run_cell(self, index: int, timeout_s: float = 120) -> None:
+        """Select a cell, Ctrl+Enter (run it and stay), wait for the kernel."""
+        self.cell(index).locator(".jp-InputPrompt").click()
+        self.page.keyboard.press("Control+Enter")
+        self.wait_idle(timeout_s)
+
+    def paste(self, index: int, text: str) -> None:
+        """Replace a cell's text as a paste does: into the editor (Enter opens a rendered
+        markdown cell's), select all, insert the text."""
+        self.cell(index).locator(".jp-InputPrompt").click()
+        self.page.keyboard.press("Enter")
+        self.cell(index).locator(".cm-content").click()
+        self.page.keyboard.press("Control+a")
+        self.page.keyboard.insert_text(text)
+        self.page.keyboard.press("Escape")
+        shown = self.cell(index).locator(".cm-line").all_text_contents()
+        # CodeMirror shows an empty line as a zero-width placeholder
+        shown_text = "\n".join(line.replace("\u200b", "") for line in shown)
+        assert shown_text.rstrip() == text.rstrip(), f"pasting into cell {index} changed the text"
+
+
+class Clock:
+    """Wall time of each step, printed (pytest -s) for the CI-time budget."""
+
+    def __init__(self, name: str) -> None:
+        self.name, self.laps, self.last = name, [], time.monotonic()
+
+    def lap(self, step: str) -> None:
+        now = time.monotonic()
+        self.laps.append(f"{step} {now - self.last:.1f} s")
+        self.last = now
+
+    def report(self) -> None:
+        print(f"\n{self.name}: " + ", ".join(self.laps))
+
+
+def error_message(output: str) -> str | None:
+    """The "Name: message" end of a traceback shown in an output, or None if no error."""
+    if "Traceback (most recent call last)" not in output:
+        return None
+    starts = [m.start() for m in ERROR_LINE.finditer(output)]
+    return " ".join(output[starts[-1] :].split()) if starts else ""
+
+
+# --------------------------------------------------------------------------------------
+# The tests
+
+
+def test_student_lab_shows_validate_and_assignment_list_only(browser, lab, artifacts, tmp_path):
+    """The student's tools are there (Validate in the notebook toolbar, the assignment
+    list in the Nbgrader menu, listing what the instructor released into the exchange),
+    the instructor's are not (formgrader, course list, Create Assignment)."""
+    released = course.ASSIGNMENTS[0]
+    instructor = make_course(tmp_path / "course", [released])
+    course.nbgrader(
+        instructor, "release_assignment", released, f"--Exchange.root={lab['exchange']}"
+    )
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    try:
+        student = Lab(page, lab, course.ASSIGNMENTS[0], artifacts)
+        student.open()
+        assert page.locator(".jp-NotebookPanel-toolbar .validate-button").count() == 1
+        page.locator(".lm-MenuBar-itemLabel", has_text=re.compile("^Nbgrader$")).click()
+        items = page.locator(".lm-Menu-itemLabel").all_inner_texts()
+        page.keyboard.press("Escape")
+        assert "Assignment List" in items, items
+        assert not [i for i in items if "Formgrader" in i or "Course" in i], items
+        assert page.get_by_text("Create Assignment").count() == 0
+        student.menu("Nbgrader", "Assignment List")
+        page.wait_for_selector("#nbgrader-assignment-list", timeout=30_000)
+        # the home already holds the release, so nbgrader lists it as downloaded (it
+        # must also be in the exchange for that); Submit sends it through the exchange
+        row = page.locator("#fetched_assignments_list .list_item", has_text=released).first
+        row.wait_for(timeout=30_000)
+        assert "initlab" in row.inner_text()
+        row.get_by_role("button", name="Submit").click()
+        submitted = page.locator("#submitted_assignments_list .list_item", has_text=released)
+        submitted.first.wait_for(timeout=60_000)
+        inbound = lab["exchange"] / "initlab" / "inbound"
+        assert [p.name for p in inbound.iterdir() if f"+{released}+" in p.name], "no submission"
+    finally:
+        student.screenshot("assignment-list")
+        (artifacts / "assignment-list.html").write_text(page.content())
+        page.close()
+
+
+@pytest.mark.parametrize("assignment", course.ASSIGNMENTS)
+def test_student_runs_validates_and_passes_visible_tests(
+    browser, lab, artifacts, messages, assignment
+):
+    expected = _cells(assignment)
+    answers = course.reference_answers(REPO, assignment)
+    first_answer = next(i for i, c in enumerate(expected) if c["answer"])
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    student = Lab(page, lab, assignment, artifacts)
+    clock = Clock(assignment)
+    try:
+        student.open()
+        clock.lap("open")
+        assert len(student.cells()) == len(expected)
+        student.screenshot("01-opened")
+
+        # 1. Run All: runs up to the first exercise, which says what to do
+        student.menu("Run", "Run All Cells")
+        student.wait_idle(300)
+        seen = student.cells()
+        errors = {i: error_message(c["output"]) for i, c in enumerate(seen)}
+        errors = {i: m for i, m in errors.items() if m is not None}
+        student.cell(min(errors, default=first_answer)).scroll_into_view_if_needed()
+        student.screenshot("02-run-all-stops-at-first-exercise")
+        # A stub at the top of the cell raises there; one inside a function body raises
+        # in the first test cell that calls it.
+        assert len(errors) == 1, f"Run All Cells should stop at one error: {errors}"
+        ((stop, message),) = errors.items()
+        next_answer = next(
+            (i for i, c in enumerate(expected) if c["answer"] and i > first_answer), len(expected)
+        )
+        assert stop == first_answer or first_answer < stop < next_answer and expected[stop]["test"]
+        assert message == STUB_MESSAGE
+        ran = [i for i, c in enumerate(seen) if c["code"] and re.search(r"\[\d+\]", c["prompt"])]
+        assert ran == [i for i in range(stop + 1) if expected[i]["type"] == "code"]
+
+        clock.lap("run all to the first exercise")
+
+        # 2. each visible test run by itself before answering: what does it say?
+        found = messages.setdefault(assignment, [])
+        for i, cell in enumerate(expected):
+            if cell["test"]:
+                student.run_cell(i)
+                message = error_message(student.cells()[i]["output"])
+                assert message, f"test cell {cell['grade_id']} passed without an answer"
+                found.append((cell["grade_id"], message))
+
+        clock.lap("each visible test alone")
+
+        # 3. the reference answers pasted in, then Restart Kernel and Run All Cells
+        for i, cell in enumerate(expected):
+            if cell["answer"] or cell["written"]:
+                student.paste(i, answers[cell["grade_id"]])
+        clock.lap("paste answers")
+        student.menu("Kernel", "Restart Kernel and Run All Cells")
+        page.locator(".jp-Dialog .jp-mod-accept").click()
+        page.wait_for_timeout(500)
+        student.wait_idle(300)
+        seen = student.cells()
+        failed = {
+            expected[i]["grade_id"] or i: error_message(c["output"])
+            for i, c in enumerate(seen)
+            if error_message(c["output"]) is not None
+        }
+        student.screenshot("03-answered-run-all")
+        assert not failed, f"with the reference answers these cells fail: {failed}"
+        for i, cell in enumerate(expected):
+            if cell["type"] == "code":
+                assert re.search(r"\[\d+\]", seen[i]["prompt"]), f"cell {i} did not run"
+            if cell["prints_passed"]:
+                assert PASSED in seen[i]["output"], (cell["grade_id"], seen[i]["output"])
+
+        clock.lap("restart and run all")
+
+        # 4. Validate (saves the notebook, then runs nbgrader validate on the server)
+        page.locator(".jp-NotebookPanel-toolbar .validate-button").click()
+        dialog = page.locator(".jp-Dialog", has_text="Validation Results")
+        dialog.wait_for(timeout=300_000)
+        student.screenshot("04-validate")
+        body = dialog.inner_text()
+        assert dialog.locator(".validation-success").count() == 1, body
+        assert "Success! Your notebook passes all the tests." in body
+        dialog.locator(".jp-mod-accept").click()
+        clock.lap("validate")
+    finally:
+        clock.report()
+        page.close()
+        _shut_down_kernels(lab)
+
+
+REVIEW = os.environ.get("INITLAB_REVIEW_MESSAGES") == "1"
+
+
+@pytest.mark.skipif(
+    not REVIEW,
+    reason="about a minute per notebook; INITLAB_REVIEW_MESSAGES=1 collects these messages",
+)
+@pytest.mark.parametrize("assignment", course.ASSIGNMENTS)
+def test_visible_test_messages_for_plausible_mistakes(browser, lab, artifacts, assignment):
+    """For review: what the visible tests say about each sample mistake (the samples of
+    initlab_grading.samples), typed into the answered notebook in JupyterLab. The answer
+    cell and the test cells below it run; the reference answer is put back after."""
+    expected = _cells(assignment)
+    answers = course.reference_answers(REPO, assignment)
+    cell_of = {c["grade_id"]: i for i, c in enumerate(expected)}
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    student = Lab(page, lab, assignment, artifacts)
+    lines = [f"## {assignment}", ""]
+    try:
+        student.open()
+        for i, cell in enumerate(expected):
+            if cell["answer"]:
+                student.paste(i, answers[cell["grade_id"]])
+        student.menu("Kernel", "Restart Kernel and Run All Cells")
+        page.locator(".jp-Dialog .jp-mod-accept").click()
+        page.wait_for_timeout(500)
+        student.wait_idle(300)
+        mistakes = [s for s in samples_for(assignment) if s.lost and not s.blank and s.answers]
+        for sample in mistakes:
+            code = [g for g in sample.answers if expected[cell_of[g]]["answer"]]
+            if not code:
+                continue
+            lines.append(f"- **{sample.student}** ({sample.description})")
+            for grade_id in code:
+                start = cell_of[grade_id]
+                student.paste(start, sample.answers[grade_id].strip("\n"))
+                student.run_cell(start)
+                said = error_message(student.cells()[start]["output"])
+                if said:
+                    lines.append(f"  - answer cell `{grade_id}` itself fails: {said}")
+                end = next(
+                    (j for j in range(start + 1, len(expected)) if expected[j]["answer"]),
+                    len(expected),
+                )
+                for j in range(start + 1, end):
+                    if expected[j]["test"]:
+                        student.run_cell(j)
+                        said = error_message(student.cells()[j]["output"])
+                        verdict = said or "visible tests pass (hidden tests decide)"
+                        lines.append(f"  - `{expected[j]['grade_id']}`: {verdict}")
+            for grade_id in code:
+                student.paste(cell_of[grade_id], answers[grade_id])
+                student.run_cell(cell_of[grade_id])
+    finally:
+        page.close()
+        _shut_down_kernels(lab)
+        with open(artifacts / "student-mistake-messages.md", "a") as out:
+            out.write("\n".join(lines) + "\n\n")
+
+
+def _shut_down_kernels(lab: dict) -> None:
+    """Free the kernel's memory and CPU before the next notebook."""
+    base, token = lab["base"], lab["token"]
+    with urllib.request.urlopen(f"{base}/api/sessions?token={token}") as response:
+        sessions = json.load(response)
+    for session in sessions:
+        request = urllib.request.Request(
+            f"{base}/api/sessions/{session['id']}?token={token}", method="DELETE"
+        )
+        urllib.request.urlopen(request).close()
