@@ -157,6 +157,9 @@ def lab(tmp_path_factory, artifacts):
         MKL_NUM_THREADS="1",
         JUPYTERLAB_SETTINGS_DIR=str(settings),
         JUPYTERLAB_WORKSPACES_DIR=str(tmp_path_factory.mktemp("workspaces")),
+        # the student's own data folder: nbgrader keeps its record of submissions there
+        # (Exchange.cache), which must not carry over from another run
+        JUPYTER_DATA_DIR=str(tmp_path_factory.mktemp("jupyter-data")),
     )
     port, token = _free_port(), secrets.token_hex(16)
     cmd = [
@@ -361,6 +364,7 @@ def test_student_lab_shows_validate_and_assignment_list_only(browser, lab, artif
         submitted.first.wait_for(timeout=60_000)
         inbound = lab["exchange"] / "initlab" / "inbound"
         assert [p.name for p in inbound.iterdir() if f"+{released}+" in p.name], "no submission"
+        assert submitted.count() == 1, "the list shows submissions this student never made"
     finally:
         student.screenshot("assignment-list")
         (artifacts / "assignment-list.html").write_text(page.content())
