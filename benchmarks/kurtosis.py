@@ -112,7 +112,8 @@ def main() -> None:
     torch.manual_seed(0)
     t_batched = timed(lambda: layer_output_variances(X, he, depth=DEPTH, num_nets=args.nets), 2)
     t_loop = timed(
-        lambda: layer_output_variances_one_by_one(X, he, depth=DEPTH, num_nets=args.loop_nets)
+        lambda: layer_output_variances_one_by_one(X, he, depth=DEPTH, num_nets=args.loop_nets),
+        2,
     )
     t_bare = timed(lambda: bare_products(X, args.nets), 2)
 
