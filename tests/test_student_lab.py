@@ -17,8 +17,8 @@ grading package. For every released notebook the test does what a student does:
 ``INITLAB_REVIEW_MESSAGES=1`` adds a pass (about a minute per notebook) that types each
 sample mistake of initlab_grading.samples into the answered notebook and collects what the
 visible tests say (``student-mistake-messages.md``). Screenshots and the collected messages
-go to ``$INITLAB_ARTIFACTS`` (default ``build/student-lab``). Chromium is Debian's ``/usr/bin/chromium`` (``$INITLAB_CHROMIUM``),
-never a browser downloaded by Playwright.
+go to ``$INITLAB_ARTIFACTS`` (default ``build/student-lab``). Chromium is Debian's
+``/usr/bin/chromium`` (``$INITLAB_CHROMIUM``), never a browser downloaded by Playwright.
 """
 
 from __future__ import annotations
