@@ -237,6 +237,8 @@ class GuardedExecute(Execute):
             cell.outputs = [
                 o for o in cell.get("outputs", []) if not (o.output_type == "stream" and not o.text)
             ]
+            if any(o.output_type == "stream" and o.name == "stderr" for o in cell.outputs):
+                self._note(f"{gid}: wrote to stderr (a warning or progress bar): not scored")
             errors = [o for o in cell.outputs if o.output_type == "error"]
             if errors and errors[-1].ename == "GradingIntegrityError":
                 self._note(f"{gid}: scored 0, {errors[-1].evalue.split(': ', 1)[-1]}")

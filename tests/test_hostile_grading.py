@@ -1,0 +1,113 @@
+"""Hostile and broken submissions graded among normal ones by initlab_grading.grade, in
+one class run (2 workers): each scores zero on what it broke and full marks elsewhere,
+the normal submissions score what they score alone, the gradebook keeps every row, and the
+report has a line saying what happened (initlab_grading.samples.hostile)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from conftest import make_course
+from initlab_grading import course, grade
+from initlab_grading.samples import hostile, samples_for
+
+ASSIGNMENT = hostile.ASSIGNMENT
+NORMAL = ("reference", "gradient-sign")
+ISOLATE = os.geteuid() == 0
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    base = tmp_path_factory.getbasetemp()
+    root = make_course(tmp_path_factory.mktemp("hostile-course"), [ASSIGNMENT])
+    # A course root on a shared server is reachable by every user; so is this one (pytest
+    # makes its folders private), so that only grade.py's isolation protects it.
+    for folder in [root, *root.parents]:
+        if folder == base.parent.parent:
+            break
+        folder.chmod(folder.stat().st_mode | 0o755)
+    normal = [s for s in samples_for(ASSIGNMENT) if s.student in NORMAL]
+    course.write_submissions(root, ASSIGNMENT, normal)
+    hostile.write(root, hostile.SAMPLES)
+    report = root / "report.json"
+    args = [ASSIGNMENT, "--root", str(root), "--workers", "2", "--timeout", "300"]
+    args += ["--cell-timeout", "20", "--memory-limit", "1.5", "--report", str(report)]
+    code = grade.main(args + (["--isolate"] if ISOLATE else []))
+    rows = {r["student"]: r for r in json.loads(report.read_text())}
+    return root, code, rows
+
+
+def _scores(root: Path, students: list[str]) -> dict[str, dict[str, float]]:
+    results = course.collect_results(root, ASSIGNMENT, students)
+    tests = course.test_cell_ids(root, ASSIGNMENT)
+    return {r.student: {g: r.cells[g].score for g in tests} for r in results}
+
+
+def test_normal_submissions_score_what_they_score_alone(graded):
+    root, code, rows = graded
+    assert code == 1  # two hostile submissions cannot be graded
+    problems = course.compare_with_samples(
+        course.collect_results(root, ASSIGNMENT, list(NORMAL)),
+        [s for s in samples_for(ASSIGNMENT) if s.student in NORMAL],
+        course.test_cell_ids(root, ASSIGNMENT),
+    )
+    assert problems == []
+    assert all(rows[s]["status"] == "graded" and rows[s]["notes"] == [] for s in NORMAL)
+
+
+@pytest.mark.parametrize("sample", hostile.SAMPLES, ids=lambda s: s.student)
+def test_hostile_submission_loses_what_it_broke_and_is_reported(graded, sample):
+    root, _, rows = graded
+    row = rows[sample.student]
+    assert any(sample.note in note for note in row["notes"]) or not sample.note, row
+    if not sample.graded:
+        assert row["status"] == "failed" and row["attempts"] == 0
+        return
+    assert row["status"] == "graded", row
+    scores = _scores(root, [sample.student])[sample.student]
+    maxima = {
+        g: c.max_score
+        for g, c in course.collect_results(root, ASSIGNMENT, ["reference"])[0].cells.items()
+    }
+    want = {g: 0.0 if g in sample.lost else maxima[g] for g in scores}
+    assert scores == want, row["notes"]
+
+
+def test_gradebook_keeps_every_row(graded):
+    root, _, rows = graded
+    db = sqlite3.connect(root / "gradebook.db")
+    students = {r[0] for r in db.execute("SELECT id FROM student")}
+    submitted = {
+        r[0]
+        for r in db.execute(
+            "SELECT student.id FROM submitted_assignment JOIN student "
+            "ON submitted_assignment.student_id = student.id"
+        )
+    }
+    graded_ones = {s.student for s in hostile.SAMPLES if s.graded} | set(NORMAL)
+    assert submitted == graded_ones
+    assert graded_ones <= students
+    assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+@pytest.mark.skipif(not ISOLATE, reason="--isolate runs kernels as another user: needs root")
+def test_isolated_kernel_cannot_read_or_write_other_files(graded):
+    root, _, _ = graded
+    nb = (root / "autograded" / "snoop" / ASSIGNMENT / hostile.NOTEBOOK).read_text()
+    line = next(ln for ln in json.loads(nb)["cells"] if "SNOOPED" in str(ln.get("outputs")))
+    text = str(line["outputs"])
+    assert "PermissionError" in text and "written" not in text and "': 1" not in text, text
+    assert (
+        "pwned"
+        not in (root / "submitted" / "reference" / ASSIGNMENT / hostile.NOTEBOOK).read_text()
+    )
+    assert not (root / "autograded" / "reference" / ASSIGNMENT / "pwned.txt").exists()
+    for name in grade.PRIVATE_PATHS:
+        assert (root / name).stat().st_mode & 0o077 == 0, name
+    # and the student's own folder came back to the course's owner
+    assert (root / "autograded" / "snoop").stat().st_uid == root.stat().st_uid
