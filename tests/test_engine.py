@@ -154,3 +154,271 @@ def test_bad_input_says_what_is_expected():
         engine.train(CONFIGS[:1], (torch.zeros(3, 5), torch.zeros(3)), num_epochs=1)
     with pytest.raises(ValueError, match="unknown activation 'gelu'"):
         Config("gelu", 0.1)
+
+
+# --------------------------------------------------------------------------------------
+# Initialization schemes, custom initial weights, Adam, step-count training
+
+
+def _deep_data(n, dim=20, seed=0):
+    X, y = _data(n, dim=dim, seed=seed)
+    return X - 0.5, y
+
+
+# The std of each scheme, checked on one 400 x 300 layer (N = 120,000 weights). The sample
+# variance s^2 of N i.i.d. draws has Var[s^2 / sigma^2] = (kappa - 1) / N (kappa = 3 for the
+# normal schemes, 1.8 for the uniform default), and the sample mean has std sigma / sqrt(N).
+# With N this large both are normal to within a few per cent of a standard error, so a
+# bound of z = 5.5 standard errors fails a correct scheme with probability below
+# 2 * P(Z > 5.5) = 3.8e-8 per check, and below 1e-6 for the 12 checks together.
+Z_BOUND = 5.5
+FAN_IN, FAN_OUT = 400, 300
+WANT_STD = {
+    "default": 1 / np.sqrt(3 * FAN_IN),
+    "small": 0.3 / np.sqrt(FAN_IN),
+    "large": 3.0 / np.sqrt(FAN_IN),
+    "xavier": np.sqrt(2 / (FAN_IN + FAN_OUT)),
+    "kaiming": np.sqrt(2 / FAN_IN),
+    "skorski": 1 / (np.sqrt(FAN_IN) + np.sqrt(FAN_OUT)),
+}
+
+
+@pytest.mark.parametrize("scheme", engine.INITS)
+def test_each_init_scheme_has_its_std(scheme):
+    W, b = engine.init_layer(scheme, FAN_IN, FAN_OUT, torch.Generator().manual_seed(11))
+    assert W.shape == (FAN_OUT, FAN_IN) and b.shape == (FAN_OUT,)
+    w = W.double().flatten().numpy()
+    n, sigma = w.size, WANT_STD[scheme]
+    kappa = 1.8 if scheme == "default" else 3.0
+    ratio = w.var() / sigma**2
+    assert abs(ratio - 1) <= Z_BOUND * np.sqrt((kappa - 1) / n), f"{scheme}: var ratio {ratio}"
+    assert abs(w.mean()) <= Z_BOUND * sigma / np.sqrt(n), f"{scheme}: mean {w.mean()}"
+    if scheme == "default":
+        bound = 1 / np.sqrt(FAN_IN)
+        assert np.abs(w).max() <= bound and np.abs(b.numpy()).max() <= bound
+    else:
+        assert not b.any(), f"{scheme}: biases must start at zero"
+
+
+def test_the_engine_starts_from_the_configs_scheme_and_generator():
+    """Untrained results (0 epochs) are the scheme's draws from Generator(seed)."""
+    sizes = (20, 16, 10)
+    configs = [Config("relu", 0.1, seed, init=init) for init in engine.INITS for seed in (0, 3)]
+    results = engine.train(
+        configs, _deep_data(16), num_epochs=0, layer_sizes=sizes, cache=False, progress=False
+    )
+    for config, result in zip(configs, results, strict=True):
+        g = torch.Generator().manual_seed(config.seed)
+        for k, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True), 1):
+            W, b = engine.init_layer(config.init, fan_in, fan_out, g)
+            np.testing.assert_array_equal(result.params[f"W{k}"], W.numpy())
+            np.testing.assert_array_equal(result.params[f"b{k}"], b.numpy())
+    with pytest.raises(ValueError, match="unknown init scheme 'xavir'.*init_fn"):
+        engine.train(
+            [Config("relu", 0.1, init="xavir")], _deep_data(8), num_epochs=0, layer_sizes=sizes
+        )
+
+
+def _my_init(config, layer_sizes, generator):
+    """A caller's scheme: orthogonal square layers, a scaled Gaussian elsewhere, and the
+    built-in schemes for their names; biases 0.1."""
+    params = []
+    for fan_in, fan_out in zip(layer_sizes[:-1], layer_sizes[1:], strict=True):
+        if config.init in engine.INITS:
+            params.append(engine.init_layer(config.init, fan_in, fan_out, generator))
+            continue
+        A = torch.randn(fan_out, fan_in, generator=generator, dtype=torch.float64)
+        W = torch.linalg.qr(A)[0] if fan_in == fan_out else A * 0.5 / np.sqrt(fan_in)
+        params.append((W, torch.full((fan_out,), 0.1)))
+    return params
+
+
+MY_CONFIGS = [
+    Config(act, lr, seed, init=init)
+    for act in ("relu", "tanh", "swish")
+    for lr in (0.01, 0.05)
+    for seed in (0, 7)
+    for init in ("orthogonal", "kaiming")
+]
+
+
+@pytest.mark.parametrize("optimizer", engine.OPTIMIZERS)
+def test_custom_init_and_adam_batched_equal_training_alone(optimizer):
+    """As above, with initial weights from a caller's init_fn, a deep narrow net, step
+    counts that end inside an epoch, and both optimizers."""
+    sizes = (20, 12, 12, 12, 10)
+    train, val, test = _deep_data(100), _deep_data(50, seed=1), _deep_data(40, seed=2)
+    kwargs = dict(
+        num_steps=9,
+        log_every=4,
+        batch_size=32,
+        layer_sizes=sizes,
+        init_fn=_my_init,
+        optimizer=optimizer,
+        test_data=test,
+        cache=False,
+        progress=False,
+    )
+    mixed = engine.train(MY_CONFIGS[::-1], train, val, **kwargs)[::-1]
+    for config, together in zip(MY_CONFIGS, mixed, strict=True):
+        (alone,) = engine.train([config], train, val, **kwargs)
+        np.testing.assert_array_equal(together.history["step"], [4, 8, 9])
+        for key in engine.HISTORY_KEYS:
+            np.testing.assert_array_equal(together.history[key], alone.history[key])
+        for key in alone.params:
+            np.testing.assert_array_equal(together.params[key], alone.params[key])
+        assert together.test == alone.test and set(alone.test) == {"loss", "acc"}
+    start = engine.train(
+        MY_CONFIGS[:1], train, num_epochs=0, layer_sizes=sizes, init_fn=_my_init, cache=False
+    )[0]
+    want = _my_init(MY_CONFIGS[0], sizes, torch.Generator().manual_seed(MY_CONFIGS[0].seed))
+    for k, (W, b) in enumerate(want, 1):
+        np.testing.assert_array_equal(start.params[f"W{k}"], W.float().numpy())
+        np.testing.assert_array_equal(start.params[f"b{k}"], b.numpy())
+
+
+@pytest.mark.parametrize("sizes", [(20, 10), (20, 16, 10), (20, 10, 10, 10, 10)])
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_adam_equals_torch_optim_adam(sizes, activation):
+    """Five full-batch Adam steps against torch.optim.Adam (betas 0.9/0.999, eps 1e-8) on
+    the same nn.Sequential in float64, from the same initial weights. The two differ in
+    the order of round-off only (summation order of the batch, lerp against mul-add, fused
+    against separate multiply-divide): about 1e-16 relative per operation, a few hundred
+    operations per step, and Adam's step is at most about lr = 0.05 per entry, so after
+    five steps the parameters agree to ~1e-14; 1e-12 leaves a wide margin, while any
+    mistake in the update (a missing bias correction changes the first step by ~lr) is
+    many orders larger."""
+    X, y = _deep_data(24, dim=sizes[0])
+    lr = 0.05
+    config = Config(activation, lr, seed=4, init="kaiming")
+    start = engine.train(
+        [config], (X, y), num_epochs=0, layer_sizes=sizes, cache=False, dtype=torch.float64
+    )[0]
+    (ours,) = engine.train(
+        [config],
+        (X, y),
+        num_steps=5,
+        batch_size=len(X),
+        layer_sizes=sizes,
+        optimizer="adam",
+        cache=False,
+        progress=False,
+        dtype=torch.float64,
+    )
+    layers = []
+    for k in range(1, len(sizes)):
+        linear = torch.nn.Linear(sizes[k - 1], sizes[k], dtype=torch.float64)
+        with torch.no_grad():
+            linear.weight.copy_(torch.as_tensor(start.params[f"W{k}"]))
+            linear.bias.copy_(torch.as_tensor(start.params[f"b{k}"]))
+        layers += [linear, torch.nn.ReLU() if activation == "relu" else torch.nn.Tanh()]
+    net = torch.nn.Sequential(*layers[:-1])
+    opt = torch.optim.Adam(net.parameters(), lr=lr, betas=(0.9, 0.999), eps=1e-8)
+    for _ in range(5):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(X.double()), y).backward()
+        opt.step()
+    for k, linear in enumerate(net[::2], 1):
+        np.testing.assert_allclose(
+            ours.params[f"W{k}"],
+            linear.weight.detach().numpy(),
+            rtol=0,
+            atol=1e-12,
+            err_msg=f"W{k}",
+        )
+        np.testing.assert_allclose(
+            ours.params[f"b{k}"], linear.bias.detach().numpy(), rtol=0, atol=1e-12, err_msg=f"b{k}"
+        )
+        moved = np.abs(ours.params[f"W{k}"] - start.params[f"W{k}"]).max()
+        assert moved > 0.01, "Adam did not move the weights"
+
+
+def test_step_count_training_continues_across_epochs():
+    """k epochs are k * ceil(N / batch) steps; step training goes on into the next pass
+    with a fresh permutation; the test set is evaluated once at the end."""
+    train, test = _deep_data(50), _deep_data(30, seed=3)
+    config = Config("relu", 0.05, seed=1, init="xavier")
+    kwargs = dict(batch_size=16, layer_sizes=(20, 10, 10), cache=False, progress=False)
+    (epochs,) = engine.train([config], train, num_epochs=2, **kwargs)
+    (steps,) = engine.train([config], train, num_steps=8, log_every=4, test_data=test, **kwargs)
+    np.testing.assert_array_equal(epochs.history["step"], [4, 8])
+    np.testing.assert_array_equal(steps.history["step"], [4, 8])
+    for key in ("train_loss", "train_acc"):
+        np.testing.assert_array_equal(epochs.history[key], steps.history[key])
+    for key in epochs.params:
+        np.testing.assert_array_equal(epochs.params[key], steps.params[key])
+    assert steps.test == pytest.approx(engine.evaluate(steps, *test), abs=1e-6)
+    (more,) = engine.train([config], train, num_steps=9, **kwargs)
+    assert more.history["step"].tolist() == [9]
+    assert not np.array_equal(more.params["W1"], steps.params["W1"])
+
+
+def test_deep_narrow_and_depth_zero_nets_train_with_adam():
+    X, y = _data(512, dim=784)
+    for k in range(10):
+        X[y == k, 10 * k : 10 * k + 10] += 2.0
+    for depth in (0, 5, 30):  # 784 -> 10 directly, and constant width 10
+        sizes = [784] + [10] * depth + [10]
+        (result,) = engine.train(
+            [Config("relu", 3e-3, 0, init="kaiming")],
+            (X, y),
+            num_steps=300 if depth < 30 else 20,
+            batch_size=32,
+            layer_sizes=sizes,
+            optimizer="adam",
+            test_data=(X, y),
+            cache=False,
+            progress=False,
+        )
+        assert len([k for k in result.params if k.startswith("W")]) == depth + 1
+        assert np.isfinite(result.history["train_loss"]).all()
+        if depth < 30:  # deeper He-initialized width-10 nets may not train: the kurtosis lab
+            assert result.test["acc"] > 0.9, f"depth {depth}: accuracy {result.test['acc']}"
+
+
+def test_a_changed_init_function_retrains(tmp_path):
+    train = _deep_data(40)
+    kwargs = dict(
+        num_epochs=1, batch_size=20, layer_sizes=(20, 10), cache_dir=tmp_path, progress=False
+    )
+    configs = [Config("tanh", 0.1, 0, init="mine"), Config("relu", 0.1, 1, init="mine")]
+    scale = {"value": 0.1}
+
+    def init_fn(config, layer_sizes, generator):
+        W = torch.randn(layer_sizes[1], layer_sizes[0], generator=generator) * scale["value"]
+        return [(W, torch.zeros(layer_sizes[1]))]
+
+    assert not any(r.cached for r in engine.train(configs, train, init_fn=init_fn, **kwargs))
+    assert all(r.cached for r in engine.train(configs, train, init_fn=init_fn, **kwargs))
+    scale["value"] = 0.2  # the same configurations, other initial weights: retrain
+    changed = engine.train(configs, train, init_fn=init_fn, **kwargs)
+    assert not any(r.cached for r in changed)
+    scale["value"] = 0.1
+    assert all(r.cached for r in engine.train(configs, train, init_fn=init_fn, **kwargs))
+
+
+def test_bad_init_fn_and_settings_say_what_is_expected():
+    train = _deep_data(8)
+    config = Config("relu", 0.1, init="mine")
+    with pytest.raises(ValueError, match=r"layer 1 .* W must have shape \(10, 20\)"):
+        engine.train(
+            [config],
+            train,
+            num_epochs=0,
+            layer_sizes=(20, 10),
+            cache=False,
+            init_fn=lambda c, s, g: [(torch.zeros(20, 10), torch.zeros(10))],
+        )
+    with pytest.raises(ValueError, match="returned 1 layers .* has 2"):
+        engine.train(
+            [config],
+            train,
+            num_epochs=0,
+            layer_sizes=(20, 5, 10),
+            cache=False,
+            init_fn=lambda c, s, g: [(torch.zeros(10, 20), torch.zeros(10))],
+        )
+    with pytest.raises(ValueError, match="exactly one of num_epochs"):
+        engine.train([config], train, num_epochs=1, num_steps=1, layer_sizes=(20, 10))
+    with pytest.raises(ValueError, match="unknown optimizer 'rmsprop'"):
+        engine.train([config], train, num_steps=1, layer_sizes=(20, 10), optimizer="rmsprop")

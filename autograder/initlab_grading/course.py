@@ -74,6 +74,31 @@ def nbgrader(root: Path, *args: str, budget: str | None = None) -> str:
     return log
 
 
+def gradebook_url(root: Path) -> str:
+    """The gradebook nbgrader uses for this course: ``CourseDirectory.db_url`` from the
+    course's nbgrader_config.py (a PostgreSQL URL when several graders write at once),
+    else nbgrader's default, the sqlite file gradebook.db in the course root."""
+    from nbgrader.coursedir import CourseDirectory
+    from traitlets.config.loader import PyFileConfigLoader
+
+    config_file = root / "nbgrader_config.py"
+    if not config_file.exists():
+        return CourseDirectory(root=str(root)).db_url
+    saved_path, saved_env = list(sys.path), os.environ.get("PYTHONPATH")
+    try:  # the config file edits sys.path and PYTHONPATH for nbgrader's kernels
+        config = PyFileConfigLoader(config_file.name, path=str(root)).load_config()
+    finally:
+        sys.path[:] = saved_path
+        if saved_env is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = saved_env
+    coursedir = CourseDirectory(config=config)
+    if not coursedir.root:
+        coursedir.root = str(root)
+    return coursedir.db_url
+
+
 # --------------------------------------------------------------------------------------
 # Submissions
 
@@ -177,7 +202,7 @@ def collect_results(root: Path, assignment: str, students: list[str]) -> list[Sa
     """Per-cell scores from the gradebook and failure messages from the graded notebooks."""
     ensure_tools_on_path()
     results = []
-    with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gb:
+    with Gradebook(gradebook_url(root)) as gb:
         for student in students:
             nb_sub = gb.find_submission_notebook(assignment, assignment, student)
             messages = _error_messages(root, assignment, student)
@@ -241,11 +266,11 @@ def forget_samples(root: Path, assignment: str) -> None:
     """Remove the bundled samples' earlier submissions of ``assignment`` from the course
     gradebook: nbgrader refuses to regenerate an assignment whose cells changed while
     submissions of it exist. Other students' submissions are left alone."""
-    db = root / "gradebook.db"
-    if not db.exists():
+    url = gradebook_url(root)
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
         return
     ensure_tools_on_path()
-    with Gradebook(f"sqlite:///{db}") as gb:
+    with Gradebook(url) as gb:
         for sample in samples_for(assignment):
             try:
                 gb.remove_submission(assignment, sample.student)

@@ -3,6 +3,7 @@
     python -m initlab_grading.grade ASSIGNMENT [--root DIR] [--workers N]
         [--timeout SECONDS] [--retries N] [--report FILE]
         [--memory-limit GIB] [--cell-timeout SECONDS] [--isolate]
+        [--engine local|dask --scheduler tcp://HOST:PORT]
 
 Each submission in submitted/<student>/<assignment>/ is graded by its own
 ``nbgrader autograde ASSIGNMENT --student STUDENT --force`` process, up to ``--workers``
@@ -12,15 +13,17 @@ control (the gradebook was locked by another writer, a kernel did not start) is 
 up to ``--retries`` times; a failure caused by the submission itself (for example a
 notebook that is not valid JSON) is reported and not retried. One line per finished
 submission shows progress; a summary and a JSON report come at the end. Grades land in
-the gradebook exactly as with ``nbgrader autograde``.
+the gradebook exactly as with ``nbgrader autograde``. ``--engine dask`` runs the same
+per-submission grading as tasks on a Dask cluster instead (initlab_grading.distributed).
 
-Broken and hostile submissions (README, "Hostile and broken submissions"): each kernel
+Broken and hostile submissions (README, "Hostile submissions"): each kernel
 runs under a memory limit (``--memory-limit``, default 6 GiB) through the launcher
-initlab_grading.sandbox, and with ``--isolate`` (as root) as an unprivileged user that cannot
-read the gradebook or other students' files. Before grading, each submission is compared
-with the release (not JSON, renamed, cells deleted, duplicated, edited, turned into
-markdown, metadata stripped); while grading, GuardedExecute reports tampering, a dying
-kernel, time-outs and huge output. Every finding is a line in the report (``notes``).
+initlab_grading.sandbox, and with ``--isolate`` (as root, local engine) as an unprivileged
+user that cannot read the gradebook or other students' files. Before grading, each
+submission is compared with the release (not JSON, renamed, cells deleted, duplicated,
+edited, turned into markdown, metadata stripped); while grading, GuardedExecute reports
+tampering, a dying kernel, time-outs and huge output. Every finding is a line in the
+report (``notes``).
 """
 
 from __future__ import annotations
@@ -62,6 +65,13 @@ INFRASTRUCTURE_FAILURES = (
     "Timeout waiting for kernel_info reply",
     "Address already in use",
     "No space left on device",
+    # PostgreSQL gradebook (CourseDirectory.db_url): two graders adding the same student or
+    # submission at once (the second insert is refused; its retry finds the row), lock
+    # ordering, a server restarting.
+    "duplicate key value violates unique constraint",
+    "deadlock detected",
+    "could not serialize access",
+    "server closed the connection unexpectedly",
 )
 # Log fragments meaning nbgrader ran with the wrong configuration: never a student's fault.
 CONFIG_FAILURES = ("Exception while loading config file",)
@@ -318,18 +328,42 @@ def grade_class(
     memory_limit: float | None = DEFAULT_MEMORY_LIMIT_GIB,
     cell_timeout: float | None = None,
     isolate: bool = False,
+    engine: str = "local",
+    scheduler: str | None = None,
 ) -> list[GradingResult]:
-    """Grade every submission of ``assignment`` with ``workers`` parallel processes.
+    """Grade every submission of ``assignment`` with ``workers`` parallel processes, or
+    with ``engine="dask"`` as tasks on the Dask cluster at ``scheduler``.
 
     ``memory_limit``: GiB of private writable memory per kernel (None: unlimited).
     ``cell_timeout``: seconds per cell (default: Execute.timeout of nbgrader_config.py).
-    ``isolate``: run each kernel as its own unprivileged user (needs root) after making the
-    course's private paths readable by their owner only."""
+    ``isolate``: run each kernel as its own unprivileged user (needs root; local engine
+    only) after making the course's private paths readable by their owner only."""
     students = submissions(root, assignment)
     if not students:
         raise SystemExit(
             f"No submissions of {assignment!r} under {root / 'submitted'}: run "
             f"`nbgrader collect {assignment}` first."
+        )
+    if engine not in ("local", "dask"):
+        raise ValueError(f"engine must be 'local' or 'dask', not {engine!r}")
+    if isolate and engine != "local":
+        raise SystemExit(
+            "--isolate works with the local engine only: it needs root on the machine that "
+            "runs the kernels. Leave out --isolate or grade with --engine local."
+        )
+    if engine == "dask":
+        from initlab_grading.distributed import grade_on_dask
+
+        return grade_on_dask(
+            root,
+            assignment,
+            students,
+            scheduler,
+            timeout,
+            retries,
+            progress,
+            memory_limit=memory_limit,
+            cell_timeout=cell_timeout,
         )
     if isolate:
         if os.geteuid() != 0:
@@ -355,12 +389,15 @@ def grade_class(
         for done, job in enumerate(as_completed(jobs), start=1):
             res = job.result()
             results.append(res)
-            extra = f" after {res.attempts} attempts" if res.attempts > 1 else ""
-            progress(
-                f"[{done}/{len(students)}] {res.student}: {res.status} in "
-                f"{res.seconds:.1f} s{extra}" + (f" ({res.detail})" if res.detail else "")
-            )
+            progress(progress_line(done, len(students), res))
     return sorted(results, key=lambda r: r.student)
+
+
+def progress_line(done: int, total: int, res: GradingResult) -> str:
+    extra = f" after {res.attempts} attempts" if res.attempts > 1 else ""
+    return f"[{done}/{total}] {res.student}: {res.status} in {res.seconds:.1f} s{extra}" + (
+        f" ({res.detail})" if res.detail else ""
+    )
 
 
 def summary(results: list[GradingResult], wall: float) -> str:
@@ -382,7 +419,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("assignment")
     parser.add_argument("--root", type=Path, default=REPO_ROOT, help="course root")
-    parser.add_argument("--workers", type=int, default=None, help="parallel processes")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="parallel processes (local engine; a Dask worker runs --nthreads at once)",
+    )
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per submission")
     parser.add_argument("--retries", type=int, default=2, help="retries of infrastructure failures")
     parser.add_argument(
@@ -406,21 +448,45 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--isolate",
         action="store_true",
-        help="run each kernel as its own unprivileged user (needs root); see README",
+        help="run each kernel as its own unprivileged user (needs root; local engine); see README",
+    )
+    parser.add_argument(
+        "--engine",
+        choices=["local", "dask"],
+        default="local",
+        help="local: processes on this machine; dask: tasks on a Dask cluster",
+    )
+    parser.add_argument(
+        "--scheduler",
+        default=os.environ.get("DASK_SCHEDULER_ADDRESS"),
+        help="the Dask scheduler, tcp://HOST:PORT (default: $DASK_SCHEDULER_ADDRESS)",
     )
     args = parser.parse_args(argv)
+    if args.engine == "dask" and not args.scheduler:
+        parser.error("--engine dask needs --scheduler tcp://HOST:PORT (see `dask scheduler`)")
     root = args.root.resolve()
+    errors: tuple[type[Exception], ...] = ()
+    if args.engine == "dask":
+        from initlab_grading.distributed import ClusterError
+
+        errors = (ClusterError,)
     start = time.monotonic()
-    results = grade_class(
-        root,
-        args.assignment,
-        args.workers,
-        args.timeout,
-        args.retries,
-        memory_limit=args.memory_limit or None,
-        cell_timeout=args.cell_timeout,
-        isolate=args.isolate,
-    )
+    try:
+        results = grade_class(
+            root,
+            args.assignment,
+            args.workers,
+            args.timeout,
+            args.retries,
+            memory_limit=args.memory_limit or None,
+            cell_timeout=args.cell_timeout,
+            isolate=args.isolate,
+            engine=args.engine,
+            scheduler=args.scheduler,
+        )
+    except errors as err:  # the cluster cannot grade this course
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     wall = time.monotonic() - start
     print(summary(results, wall))
     report = args.report or root / "autograded" / f"{args.assignment}-report.json"

@@ -1,27 +1,31 @@
-"""Train many small MLP classifiers at once: activations x learning rates x seeds as one
-batched computation.
+"""Train many small MLP classifiers at once: activations x learning rates x seeds x
+initializations as one batched computation.
 
 Every configuration has its own weights, stacked along a leading axis, so one
-``torch.baddbmm`` per layer runs the forward pass of all of them, and autograd runs all
-backward passes in one go (the loss is the sum of the configurations' losses, and each
-configuration's parameters enter only its own loss). Configurations are sorted by
-activation, so each activation is applied to one contiguous slice of the stack.
+``torch.baddbmm`` per layer runs the forward pass of all of them; the backward pass is
+written out by hand for the whole stack. Configurations are sorted by activation, so
+each activation is applied to one contiguous slice of the stack.
 
 Each configuration owns a ``torch.Generator`` seeded with its ``seed``: it draws the
-initial weights (torch's ``nn.Linear`` default, uniform on +-1/sqrt(fan_in)) and then one
-permutation of the training set per epoch. A configuration therefore trains exactly as it
-would alone, whatever else is in the batch (``tests/test_engine.py`` compares), and
-configurations that share a seed start from the same weights and see the same batches,
-so they differ only in what they are meant to differ in.
+initial weights (the configuration's ``init`` scheme, see :func:`init_layer`, or the
+caller's ``init_fn``) and then one permutation of the training set per pass over it. A
+configuration therefore trains exactly as it would alone, whatever else is in the batch
+(``tests/test_engine.py`` compares), and configurations that share a seed see the same
+batches, so they differ only in what they are meant to differ in.
+
+Training is mini-batch SGD or Adam (``optimizer="adam"``: torch.optim.Adam's update with
+betas 0.9 and 0.999, eps 1e-8, no weight decay) on the cross-entropy, for a number of
+epochs or of gradient steps; a test set, when given, is evaluated once at the end.
 
 Results are cached on disk under ``<data_dir>/runs/``, one file per configuration, keyed
-by the configuration, the training settings, a hash of the data and a hash of this
-file's source: re-running a notebook loads them; changing the code retrains.
+by the configuration, the training settings, a hash of the data, a hash of the initial
+parameters (so a changed ``init_fn`` retrains) and a hash of this file's source:
+re-running a notebook loads them; changing the code retrains.
 
 Example::
 
-    configs = [Config(act, lr, seed) for act in ("relu", "tanh") for lr in (0.01, 0.1)
-               for seed in (0, 1)]
+    configs = [Config(act, lr, seed, init=init) for act in ("relu", "tanh")
+               for lr in (0.01, 0.1) for seed in (0, 1) for init in ("default", "kaiming")]
     results = train(configs, (X_train, y_train), (X_val, y_val), num_epochs=5)
     results[0].history["val_acc"]  # one value per epoch
 """
@@ -35,7 +39,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -49,11 +53,17 @@ from initlab.data import data_dir
 
 __all__ = [
     "ACTIVATIONS",
+    "ADAM_BETAS",
+    "ADAM_EPS",
+    "INITS",
+    "OPTIMIZERS",
     "Config",
     "Result",
     "activation_fn",
     "code_version",
     "evaluate",
+    "init_layer",
+    "init_std",
     "pick_device",
     "train",
 ]
@@ -61,19 +71,36 @@ __all__ = [
 ACTIVATIONS: tuple[str, ...] = ("relu", "sigmoid", "leaky_relu", "tanh", "mish", "swish")
 """Activation names the engine knows (LeakyReLU with torch's slope 0.01)."""
 
-HISTORY_KEYS: tuple[str, ...] = ("train_loss", "train_acc", "val_loss", "val_acc")
+INITS: tuple[str, ...] = ("default", "small", "large", "xavier", "kaiming", "skorski")
+"""Built-in initialization schemes (see :func:`init_layer`)."""
+
+OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
+
+ADAM_BETAS: tuple[float, float] = (0.9, 0.999)
+ADAM_EPS: float = 1e-8
+
+HISTORY_KEYS: tuple[str, ...] = ("train_loss", "train_acc", "val_loss", "val_acc", "step")
+
+InitFn = Callable[["Config", Sequence[int], torch.Generator], Sequence[tuple[Any, Any]]]
+"""``init_fn(config, layer_sizes, generator) -> [(W, b), ...]``: one pair per layer, W of
+shape (out, in), b of shape (out,)."""
 
 
 @dataclass(frozen=True)
 class Config:
-    """One network to train: activation, learning rate, seed. ``beta`` is swish's
-    initial beta; ``learn_beta`` makes it a trainable parameter per layer."""
+    """One network to train: activation, learning rate, seed, initialization. ``beta`` is
+    swish's initial beta; ``learn_beta`` makes it a trainable parameter per layer.
+
+    ``init`` names a built-in scheme (:data:`INITS`, default torch's ``nn.Linear``
+    initialization) or, when ``train`` gets an ``init_fn``, any label that function
+    understands."""
 
     activation: str
     lr: float
     seed: int = 0
     beta: float = 1.0
     learn_beta: bool = False
+    init: str = "default"
 
     def __post_init__(self) -> None:
         if self.activation not in ACTIVATIONS:
@@ -82,20 +109,26 @@ class Config:
             )
         if self.learn_beta and self.activation != "swish":
             raise ValueError("learn_beta only applies to the swish activation")
+        if not isinstance(self.init, str) or not self.init:
+            raise ValueError(f"init must be a non-empty name, got {self.init!r}")
 
     def label(self) -> str:
         extra = ", learned beta" if self.learn_beta else ""
-        return f"{self.activation}, lr={self.lr:.4g}, seed={self.seed}{extra}"
+        init = f", init={self.init}" if self.init != "default" else ""
+        return f"{self.activation}, lr={self.lr:.4g}, seed={self.seed}{init}{extra}"
 
 
 @dataclass
 class Result:
     """What training one configuration produced.
 
-    ``history`` maps ``train_loss``, ``train_acc`` (means over the epoch's mini-batches,
-    taken before each update), ``val_loss`` and ``val_acc`` (the whole validation set
-    after the epoch; nan without one) to arrays with one entry per epoch. ``params``
-    holds the final weights ``W1, b1, W2, b2, ...`` and swish's ``beta`` per hidden layer.
+    ``history`` maps ``train_loss``, ``train_acc`` (means over the mini-batches of each
+    period, taken before each update), ``val_loss`` and ``val_acc`` (the whole validation
+    set at the end of the period; nan without one) and ``step`` (gradient steps done) to
+    arrays with one entry per period: an epoch, or ``log_every`` steps when training for
+    ``num_steps``. ``params`` holds the final weights ``W1, b1, W2, b2, ...`` and swish's
+    ``beta`` per hidden layer. ``test`` holds ``loss`` and ``acc`` on the test set after
+    training (empty without one).
     """
 
     config: Config
@@ -103,6 +136,7 @@ class Result:
     params: dict[str, np.ndarray]
     seconds: float = 0.0
     cached: bool = field(default=False, compare=False)
+    test: dict[str, float] = field(default_factory=dict)
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
@@ -145,8 +179,15 @@ class Progress:
     and it is off under the ``grade`` budget (grading, CI), so executed notebooks have
     the same output whether or not results came from the cache."""
 
-    def __init__(self, total: int, label: str, enabled: bool, stream: TextIO | None = None) -> None:
-        self.total, self.label, self.enabled = total, label, enabled
+    def __init__(
+        self,
+        total: int,
+        label: str,
+        enabled: bool,
+        stream: TextIO | None = None,
+        unit: str = "epochs",
+    ) -> None:
+        self.total, self.label, self.enabled, self.unit = total, label, enabled, unit
         self.stream = stream or sys.stdout
         self.start = self.last = time.perf_counter()
         self.interval = 0.5
@@ -161,7 +202,7 @@ class Progress:
         eta = elapsed / frac - elapsed if frac > 0 else float("nan")
         bar = "#" * int(30 * frac)
         self.stream.write(
-            f"\r{self.label} [{bar:<30}] {done}/{self.total} epochs, "
+            f"\r{self.label} [{bar:<30}] {done}/{self.total} {self.unit}, "
             f"{elapsed:.0f} s elapsed, ~{eta:.0f} s left "
         )
         if done >= self.total:
@@ -182,9 +223,17 @@ def _tensor_digest(*tensors: torch.Tensor) -> str:
     return digest.hexdigest()
 
 
-def _cache_key(config: Config, settings: dict[str, Any], data_hash: str, version: str) -> str:
+def _cache_key(
+    config: Config, settings: dict[str, Any], data_hash: str, version: str, init_hash: str
+) -> str:
     blob = json.dumps(
-        {"config": asdict(config), "settings": settings, "data": data_hash, "code": version},
+        {
+            "config": asdict(config),
+            "settings": settings,
+            "data": data_hash,
+            "code": version,
+            "init": init_hash,
+        },
         sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
@@ -196,15 +245,17 @@ def _load(path: Path, config: Config) -> Result | None:
             history = {k: npz[f"history/{k}"] for k in HISTORY_KEYS}
             params = {k[len("params/") :]: npz[k] for k in npz.files if k.startswith("params/")}
             seconds = float(npz["seconds"])
+            test = {k[len("test/") :]: float(npz[k]) for k in npz.files if k.startswith("test/")}
     except (OSError, KeyError, ValueError):
         return None
-    return Result(config, history, params, seconds, cached=True)
+    return Result(config, history, params, seconds, cached=True, test=test)
 
 
 def _save(path: Path, result: Result) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {f"history/{k}": v for k, v in result.history.items()}
     arrays.update({f"params/{k}": v for k, v in result.params.items()})
+    arrays.update({f"test/{k}": np.float64(v) for k, v in result.test.items()})
     buffer = io.BytesIO()
     np.savez(buffer, seconds=np.float64(result.seconds), **arrays)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
@@ -216,19 +267,102 @@ def _save(path: Path, result: Result) -> None:
 # Training
 
 
-def _init_params(
-    configs: Sequence[Config], layer_sizes: Sequence[int], generators: list[torch.Generator]
-) -> list[torch.Tensor]:
-    """Per layer, stacked W (C, out, in) and b (C, out), drawn config by config on the
-    CPU from each config's generator (so CPU and GPU runs start identically)."""
-    params = []
-    for fan_in, fan_out in zip(layer_sizes[:-1], layer_sizes[1:], strict=True):
+def init_std(scheme: str, fan_in: int, fan_out: int) -> float:
+    """Standard deviation of the normal weights of a built-in scheme other than
+    ``default`` (:func:`init_layer` says where each comes from)."""
+    if scheme == "small":
+        return 0.3 / math.sqrt(fan_in)
+    if scheme == "large":
+        return 3.0 / math.sqrt(fan_in)
+    if scheme == "xavier":
+        return math.sqrt(2.0 / (fan_in + fan_out))
+    if scheme == "kaiming":
+        return math.sqrt(2.0 / fan_in)
+    if scheme == "skorski":
+        return 1.0 / (math.sqrt(fan_in) + math.sqrt(fan_out))
+    raise ValueError(
+        f"unknown init scheme {scheme!r}; built-in schemes with a std are "
+        f"{', '.join(INITS[1:])} ('default' is uniform)"
+    )
+
+
+def init_layer(
+    scheme: str, fan_in: int, fan_out: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Initial ``(W, b)`` of one layer, W of shape (fan_out, fan_in), drawn on the CPU from
+    ``generator`` in float32.
+
+    - ``default``: torch's ``nn.Linear``: W and b uniform on +-1/sqrt(fan_in) (variance
+      1/(3 fan_in)), W drawn first.
+    - ``small`` and ``large``: normal with std 0.3/sqrt(fan_in) and 3/sqrt(fan_in), the
+      "too small" and "too large" scales of the initialization notebook's variance study:
+      each layer multiplies the forward second moment by fan_in Var(W) times the
+      activation's factor, 0.09 and 9 before the activation (0.045 and 4.5 with ReLU), so
+      signals vanish or explode within a few layers, while the scales stay close enough
+      to 1/sqrt(fan_in) for a shallow net to train.
+    - ``xavier``: normal with Var = 2/(fan_in + fan_out) (``torch.nn.init.xavier_normal_``,
+      gain 1).
+    - ``kaiming``: normal with Var = 2/fan_in (``torch.nn.init.kaiming_normal_`` defaults:
+      mode fan_in, gain sqrt(2) for ReLU).
+    - ``skorski``: normal with std 1/(sqrt(fan_in) + sqrt(fan_out)) (Skorski's spectral
+      scale).
+
+    Every scheme but ``default`` sets the biases to zero.
+    """
+    if scheme == "default":
         bound = 1.0 / math.sqrt(fan_in)
-        W = torch.stack(
-            [(torch.rand(fan_out, fan_in, generator=g) * 2 - 1) * bound for g in generators]
+        W = (torch.rand(fan_out, fan_in, generator=generator) * 2 - 1) * bound
+        b = (torch.rand(fan_out, generator=generator) * 2 - 1) * bound
+        return W, b
+    std = init_std(scheme, fan_in, fan_out)
+    return torch.randn(fan_out, fan_in, generator=generator) * std, torch.zeros(fan_out)
+
+
+def _builtin_init(
+    config: Config, layer_sizes: Sequence[int], generator: torch.Generator
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    if config.init not in INITS:
+        raise ValueError(
+            f"unknown init scheme {config.init!r} in {config.label()}; the built-in schemes "
+            f"are {', '.join(INITS)}. For another scheme pass init_fn=... to train()."
         )
-        b = torch.stack([(torch.rand(fan_out, generator=g) * 2 - 1) * bound for g in generators])
-        params += [W, b]
+    return [
+        init_layer(config.init, fan_in, fan_out, generator)
+        for fan_in, fan_out in zip(layer_sizes[:-1], layer_sizes[1:], strict=True)
+    ]
+
+
+def _initial_params(
+    config: Config,
+    layer_sizes: Sequence[int],
+    generator: torch.Generator,
+    init_fn: InitFn | None,
+    dtype: torch.dtype,
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """One config's initial (W, b) per layer on the CPU in ``dtype``, checked."""
+    if init_fn is None:
+        raw = _builtin_init(config, layer_sizes, generator)
+    else:
+        raw = list(init_fn(config, layer_sizes, generator))
+    num_layers = len(layer_sizes) - 1
+    if len(raw) != num_layers:
+        raise ValueError(
+            f"init_fn returned {len(raw)} layers for {config.label()}; layer_sizes "
+            f"{list(layer_sizes)} has {num_layers}: return one (W, b) pair per layer"
+        )
+    params = []
+    for k, (pair, fan_in, fan_out) in enumerate(
+        zip(raw, layer_sizes[:-1], layer_sizes[1:], strict=True), start=1
+    ):
+        W, b = (torch.as_tensor(t).detach().to("cpu", dtype).clone() for t in pair)
+        if tuple(W.shape) != (fan_out, fan_in) or tuple(b.shape) != (fan_out,):
+            raise ValueError(
+                f"layer {k} of {config.label()}: W must have shape ({fan_out}, {fan_in}) and "
+                f"b shape ({fan_out},), got {tuple(W.shape)} and {tuple(b.shape)}"
+            )
+        if not (torch.isfinite(W).all() and torch.isfinite(b).all()):
+            raise ValueError(f"layer {k} of {config.label()}: initial W or b is not finite")
+        params.append((W, b))
     return params
 
 
@@ -302,26 +436,39 @@ def _activation_backward_into(
 
 
 class _Stack:
-    """The stacked networks (configs sorted by activation) and one SGD step for all.
+    """The stacked networks (configs sorted by activation) and one SGD or Adam step for
+    all.
 
     Weights are stored transposed, ``Wt`` of shape (C, in, out), so that a layer is
-    ``baddbmm(b, A, Wt)``. The backward pass is written out: the output gradient is
-    scaled by each configuration's ``lr / batch`` first, so every weight update is one
-    fused in-place ``Wt.baddbmm_(A^T, G, alpha=-1)`` (one pass over the weights)."""
+    ``baddbmm(b, A, Wt)``. The backward pass is written out. With SGD the output gradient
+    is scaled by each configuration's ``lr / batch`` first, so every weight update is one
+    fused in-place ``Wt.baddbmm_(A^T, G, alpha=-1)`` (one pass over the weights). With
+    Adam the gradients are formed and :meth:`_adam` updates each parameter."""
 
     def __init__(
         self,
         configs: Sequence[Config],
-        layer_sizes: Sequence[int],
+        inits: Sequence[Sequence[tuple[torch.Tensor, torch.Tensor]]],
         device: torch.device,
         dtype: torch.dtype,
+        optimizer: str = "sgd",
     ) -> None:
         self.configs = list(configs)
-        self.num_layers = len(layer_sizes) - 1
-        self.generators = [torch.Generator().manual_seed(c.seed) for c in configs]
-        init = _init_params(configs, layer_sizes, self.generators)
-        self.Wt = [W.transpose(1, 2).contiguous().to(device, dtype) for W in init[0::2]]
-        self.b = [b.to(device, dtype) for b in init[1::2]]
+        self.num_layers = len(inits[0])
+        self.Wt = [
+            torch.stack([p[layer][0] for p in inits]).transpose(1, 2).contiguous().to(device, dtype)
+            for layer in range(self.num_layers)
+        ]
+        self.b = [
+            torch.stack([p[layer][1] for p in inits]).to(device, dtype)
+            for layer in range(self.num_layers)
+        ]
+        self.optimizer = optimizer
+        if optimizer == "adam":
+            params = self.Wt + self.b
+            self.adam_m = [torch.zeros_like(t) for t in params]
+            self.adam_v = [torch.zeros_like(t) for t in params]
+            self.adam_t = 0
         self.betas = [
             torch.tensor([c.beta for c in configs], device=device, dtype=dtype)
             for _ in range(self.num_layers - 1)
@@ -385,14 +532,18 @@ class _Stack:
         return losses.view(C, N).mean(1), correct
 
     def step(self, X: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One SGD step of every config on its own batch (X: (C, B, in), y: (C, B));
+        """One optimizer step of every config on its own batch (X: (C, B, in), y: (C, B));
         returns the batch's mean loss (C,) and number correct (C,) before the step."""
         zs, acts = self.forward(X)
         logits = zs[-1]
         loss, correct = self._loss(logits, y)
-        # d(mean cross-entropy)/d logits = (softmax - onehot) / B, times lr per config
+        # d(mean cross-entropy)/d logits = (softmax - onehot) / B (times lr for SGD)
         G = torch.softmax(logits, dim=-1)
         G.scatter_add_(-1, y[..., None], torch.full_like(y[..., None], -1, dtype=G.dtype))
+        if self.optimizer == "adam":
+            G.div_(X.shape[1])
+            self._adam_step(zs, acts, G)
+            return loss, correct
         G.mul_((self.lr / X.shape[1])[:, None, None])
         for layer in reversed(range(self.num_layers)):
             if layer > 0:
@@ -406,6 +557,40 @@ class _Stack:
                     self._update_beta(grad_a, z, a, layer - 1)
                 G = G_next
         return loss, correct
+
+    def _adam_step(self, zs: list[torch.Tensor], acts: list[torch.Tensor], G: torch.Tensor) -> None:
+        """Backward pass to all gradients first (the input gradients need the old
+        weights), then one Adam update of every parameter."""
+        grads_W: list[torch.Tensor] = [G] * self.num_layers
+        grads_b: list[torch.Tensor] = [G] * self.num_layers
+        for layer in reversed(range(self.num_layers)):
+            grads_W[layer] = torch.bmm(acts[layer].transpose(1, 2), G)
+            grads_b[layer] = G.sum(1)
+            if layer > 0:
+                grad_a = torch.bmm(G, self.Wt[layer].transpose(1, 2))
+                G = self.activate_backward(grad_a, zs[layer - 1], acts[layer], layer - 1)
+        self.adam_t += 1
+        self._adam(self.Wt + self.b, grads_W + grads_b)
+
+    def _adam(self, params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
+        """torch.optim.Adam's update (no weight decay, no amsgrad), written with
+        elementwise operations whose result does not depend on the stack size (no fused
+        multiply-adds, whose vectorised and scalar paths round differently):
+
+            m <- beta1 m + (1 - beta1) g,   v <- beta2 v + (1 - beta2) g^2,
+            p <- p - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps).
+        """
+        beta1, beta2 = ADAM_BETAS
+        t = self.adam_t
+        step_size = (self.lr.double() / (1 - beta1**t)).to(self.lr.dtype)
+        root2 = math.sqrt(1 - beta2**t)
+        for p, g, m, v in zip(params, grads, self.adam_m, self.adam_v, strict=True):
+            m.mul_(beta1).add_(g * (1 - beta1))
+            v.mul_(beta2).add_(g * g * (1 - beta2))
+            denom = (v.sqrt() / root2).add_(ADAM_EPS)
+            update = m / denom
+            update.mul_(step_size.view(-1, *([1] * (p.dim() - 1))))
+            p.sub_(update)
 
     def _update_beta(
         self, grad_a: torch.Tensor, z: torch.Tensor, a: torch.Tensor, layer: int
@@ -441,52 +626,85 @@ class _Stack:
             out["beta"] = np.array([float(b[i]) for b in self.betas])
         return out
 
-    def load(self, i: int, params: dict[str, np.ndarray]) -> None:
-        for layer in range(self.num_layers):
-            self.Wt[layer][i] = torch.as_tensor(params[f"W{layer + 1}"]).T
-            self.b[layer][i] = torch.as_tensor(params[f"b{layer + 1}"])
-        if "beta" in params:
-            for layer, beta in enumerate(self.betas):
-                beta[i] = float(params["beta"][layer])
-
 
 @torch.no_grad()
 def _train_stack(
     configs: Sequence[Config],
+    inits: Sequence[Sequence[tuple[torch.Tensor, torch.Tensor]]],
+    generators: Sequence[torch.Generator],
     X: torch.Tensor,
     y: torch.Tensor,
     val: tuple[torch.Tensor, torch.Tensor] | None,
-    num_epochs: int,
+    test: tuple[torch.Tensor, torch.Tensor] | None,
+    schedule: Sequence[int],
     batch_size: int,
-    layer_sizes: Sequence[int],
     dtype: torch.dtype,
+    optimizer: str,
     progress: Progress,
     done_before: int,
+    per_step: bool,
 ) -> list[Result]:
+    """Train one stack for ``schedule``: a history entry after each period of that many
+    steps. Each config's batches come from its generator: a fresh permutation of the
+    training set whenever the last one is used up (the last batch of a pass may be
+    smaller), so an epoch is ceil(N / batch_size) steps."""
     start = time.perf_counter()
-    stack = _Stack(configs, layer_sizes, X.device, dtype)
+    stack = _Stack(configs, inits, X.device, dtype, optimizer)
     C, n = len(configs), len(X)
-    hist = {k: np.full((C, num_epochs), np.nan) for k in HISTORY_KEYS}
-    for epoch in range(num_epochs):
-        perms = torch.stack([torch.randperm(n, generator=g) for g in stack.generators])
-        perms = perms.to(X.device)
+    hist = {k: np.full((C, len(schedule)), np.nan) for k in HISTORY_KEYS}
+    perms, pos, steps = None, n, 0
+    for period, num_steps in enumerate(schedule):
         sum_loss = torch.zeros(C, dtype=torch.float64, device=X.device)
         sum_correct = torch.zeros(C, dtype=torch.float64, device=X.device)
-        for s in range(0, n, batch_size):
-            idx = perms[:, s : s + batch_size]
+        seen = 0
+        for _ in range(num_steps):
+            if pos >= n:
+                perms = torch.stack([torch.randperm(n, generator=g) for g in generators])
+                perms, pos = perms.to(X.device), 0
+            assert perms is not None
+            idx = perms[:, pos : pos + batch_size]
+            pos += batch_size
             loss, correct = stack.step(X[idx], y[idx])
             sum_loss += loss.detach().double() * idx.shape[1]
             sum_correct += correct.double()
-        hist["train_loss"][:, epoch] = (sum_loss / n).cpu().numpy()
-        hist["train_acc"][:, epoch] = (sum_correct / n).cpu().numpy()
+            seen += idx.shape[1]
+            steps += 1
+            if per_step:
+                progress.update(done_before + steps)
+        hist["train_loss"][:, period] = (sum_loss / max(seen, 1)).cpu().numpy()
+        hist["train_acc"][:, period] = (sum_correct / max(seen, 1)).cpu().numpy()
+        hist["step"][:, period] = steps
         if val is not None:
-            hist["val_loss"][:, epoch], hist["val_acc"][:, epoch] = stack.evaluate(*val)
-        progress.update(done_before + epoch + 1)
+            hist["val_loss"][:, period], hist["val_acc"][:, period] = stack.evaluate(*val)
+        if not per_step:
+            progress.update(done_before + period + 1)
+    tests: list[dict[str, float]] = [{} for _ in configs]
+    if test is not None:
+        test_loss, test_acc = stack.evaluate(*test)
+        tests = [
+            {"loss": float(lo), "acc": float(ac)}
+            for lo, ac in zip(test_loss, test_acc, strict=True)
+        ]
     seconds = (time.perf_counter() - start) / C
     return [
-        Result(c, {k: v[i].copy() for k, v in hist.items()}, stack.export(i), seconds)
-        for i, c in enumerate(configs)
+        Result(c, {k: v[i].copy() for k, v in hist.items()}, stack.export(i), seconds, test=t)
+        for i, (c, t) in enumerate(zip(configs, tests, strict=True))
     ]
+
+
+def _as_data(
+    data: tuple[Any, Any] | None, dtype: torch.dtype, dev: torch.device, name: str, dim: int
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    if data is None:
+        return None
+    X = torch.as_tensor(data[0], dtype=dtype).to(dev)
+    y = torch.as_tensor(data[1], dtype=torch.long).to(dev)
+    if X.dim() != 2 or X.shape[1] != dim or y.dim() != 1 or len(y) != len(X) or len(X) == 0:
+        raise ValueError(
+            f"{name} must be X of shape (N, {dim}) and y of shape (N,) with N >= 1; "
+            f"got {tuple(X.shape)} and {tuple(y.shape)}"
+        )
+    return X, y
 
 
 def train(
@@ -494,9 +712,14 @@ def train(
     train_data: tuple[Any, Any],
     val_data: tuple[Any, Any] | None = None,
     *,
-    num_epochs: int,
+    num_epochs: int | None = None,
+    num_steps: int | None = None,
+    log_every: int | None = None,
     batch_size: int = 64,
     layer_sizes: Sequence[int] = (784, 200, 64, 10),
+    optimizer: str = "sgd",
+    init_fn: InitFn | None = None,
+    test_data: tuple[Any, Any] | None = None,
     device: str | torch.device | None = None,
     dtype: torch.dtype = torch.float32,
     cache: bool = True,
@@ -505,41 +728,79 @@ def train(
     max_batch: int | None = None,
     split_activations: bool = False,
 ) -> list[Result]:
-    """Train every configuration with plain mini-batch SGD on cross-entropy; return one
-    :class:`Result` per configuration, in the given order.
+    """Train every configuration with mini-batch SGD (``optimizer="sgd"``) or Adam
+    (``"adam"``, torch.optim.Adam's update, betas 0.9/0.999, eps 1e-8, no weight decay)
+    on cross-entropy; return one :class:`Result` per configuration, in the given order.
 
-    ``train_data`` and ``val_data`` are ``(X, y)`` with X of shape (N, layer_sizes[0])
-    (float) and y of shape (N,) (integer labels). Configurations not in the cache train
-    together in one batched computation (at most ``max_batch`` per stack, all by
-    default; one stack per activation with ``split_activations``). ``progress``
-    defaults to a bar on stdout except under the ``grade`` budget.
+    ``train_data``, ``val_data`` and ``test_data`` are ``(X, y)`` with X of shape
+    (N, layer_sizes[0]) (float) and y of shape (N,) (integer labels). Train for
+    ``num_epochs`` passes over the data (a history entry per epoch) or for exactly
+    ``num_steps`` gradient steps (a history entry every ``log_every`` steps, default
+    once at the end). ``layer_sizes`` may have any depth, ``[784, 10]`` being a linear
+    classifier. The test set is evaluated once, after training (``Result.test``).
+
+    Initial weights come from each configuration's ``init`` scheme (:func:`init_layer`)
+    or from ``init_fn(config, layer_sizes, generator)``, which returns one ``(W, b)``
+    per layer (W of shape (out, in)) and should draw any randomness from ``generator``
+    (the configuration's own, seeded with its seed) so that runs are reproducible. The
+    initial parameters are hashed into the cache key, so a changed ``init_fn`` retrains.
+
+    Configurations not in the cache train together in one batched computation (at most
+    ``max_batch`` per stack, all by default; one stack per activation with
+    ``split_activations``). ``progress`` defaults to a bar on stdout except under the
+    ``grade`` budget.
     """
+    if (num_epochs is None) == (num_steps is None):
+        raise ValueError("give exactly one of num_epochs (passes over the data) and num_steps")
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optimizer!r}; use one of {', '.join(OPTIMIZERS)}")
+    if optimizer == "adam" and any(c.learn_beta for c in configs):
+        raise ValueError("learn_beta is only implemented for optimizer='sgd'")
+    if len(layer_sizes) < 2 or any(int(k) < 1 for k in layer_sizes):
+        raise ValueError(f"layer_sizes must be at least [inputs, classes], got {layer_sizes}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     dev = pick_device(device)
-    X = torch.as_tensor(train_data[0], dtype=dtype).to(dev)
-    y = torch.as_tensor(train_data[1], dtype=torch.long).to(dev)
-    val = None
-    if val_data is not None:
-        val = (
-            torch.as_tensor(val_data[0], dtype=dtype).to(dev),
-            torch.as_tensor(val_data[1], dtype=torch.long).to(dev),
+    train_pair = _as_data(train_data, dtype, dev, "train_data", layer_sizes[0])
+    assert train_pair is not None
+    X, y = train_pair
+    val = _as_data(val_data, dtype, dev, "val_data", layer_sizes[0])
+    test = _as_data(test_data, dtype, dev, "test_data", layer_sizes[0])
+    if num_epochs is not None:
+        if num_epochs < 0:
+            raise ValueError(f"num_epochs must be >= 0, got {num_epochs}")
+        schedule = [math.ceil(len(X) / batch_size)] * num_epochs
+    else:
+        assert num_steps is not None
+        every = log_every or max(num_steps, 1)
+        if num_steps < 0 or every < 1:
+            raise ValueError(f"need num_steps >= 0 and log_every >= 1, got {num_steps}, {every}")
+        schedule = [every] * (num_steps // every) + (
+            [num_steps % every] if num_steps % every else []
         )
-    if X.dim() != 2 or X.shape[1] != layer_sizes[0] or len(y) != len(X):
-        raise ValueError(
-            f"train_data must be X of shape (N, {layer_sizes[0]}) and y of shape (N,); "
-            f"got {tuple(X.shape)} and {tuple(y.shape)}"
-        )
-    settings = {
-        "num_epochs": num_epochs,
+    settings: dict[str, Any] = {
+        "schedule": schedule,
         "batch_size": batch_size,
-        "layer_sizes": list(layer_sizes),
+        "layer_sizes": [int(k) for k in layer_sizes],
+        "optimizer": optimizer,
         "dtype": str(dtype),
         "device": dev.type,
         "torch": torch.__version__,
     }
-    data_hash = _tensor_digest(X, y, *(val or ()))
+    if optimizer == "adam":
+        settings["adam"] = {"betas": list(ADAM_BETAS), "eps": ADAM_EPS}
+    data_hash = _tensor_digest(X, y, *(val or ()), *(test or ()))
     folder = Path(cache_dir) if cache_dir is not None else data_dir() / "runs"
     version = code_version()
-    paths = [folder / f"{_cache_key(c, settings, data_hash, version)}.npz" for c in configs]
+    generators = [torch.Generator().manual_seed(c.seed) for c in configs]
+    inits = [
+        _initial_params(c, layer_sizes, g, init_fn, dtype)
+        for c, g in zip(configs, generators, strict=True)
+    ]
+    paths = [
+        folder / f"{_cache_key(c, settings, data_hash, version, _tensor_digest(*sum(p, ())))}.npz"
+        for c, p in zip(configs, inits, strict=True)
+    ]
     results: list[Result | None] = [None] * len(configs)
     if cache:
         results = [p.exists() and _load(p, c) or None for p, c in zip(paths, configs, strict=True)]
@@ -554,21 +815,30 @@ def train(
             groups = [[i for i in todo if configs[i].activation == a] for a in ACTIVATIONS]
         chunks = [g[s : s + step] for g in groups for s in range(0, len(g), step)]
         enabled = budget.current() != "grade" if progress is None else progress
+        per_step = num_steps is not None
+        unit_total = sum(schedule) if per_step else len(schedule)
         bar = Progress(
-            num_epochs * len(chunks), f"training {len(todo)} networks on {dev.type}", enabled
+            unit_total * len(chunks),
+            f"training {len(todo)} networks on {dev.type}",
+            enabled,
+            unit="steps" if per_step else "epochs",
         )
         for k, chunk in enumerate(chunks):
             trained = _train_stack(
                 [configs[i] for i in chunk],
+                [inits[i] for i in chunk],
+                [generators[i] for i in chunk],
                 X,
                 y,
                 val,
-                num_epochs,
+                test,
+                schedule,
                 batch_size,
-                layer_sizes,
                 dtype,
+                optimizer,
                 bar,
-                k * num_epochs,
+                k * unit_total,
+                per_step,
             )
             for i, result in zip(chunk, trained, strict=True):
                 results[i] = result
@@ -580,12 +850,18 @@ def train(
 def evaluate(result: Result, X: Any, y: Any, device: str | torch.device | None = None) -> dict:
     """Loss and accuracy of a trained configuration's final weights on (X, y)."""
     dev = pick_device(device)
-    layer_sizes = [result.params["W1"].shape[1]]
-    while f"W{len(layer_sizes)}" in result.params:
-        layer_sizes.append(result.params[f"W{len(layer_sizes)}"].shape[0])
+    num_layers = 0
+    while f"W{num_layers + 1}" in result.params:
+        num_layers += 1
+    params = [
+        (torch.as_tensor(result.params[f"W{k}"]), torch.as_tensor(result.params[f"b{k}"]))
+        for k in range(1, num_layers + 1)
+    ]
     with torch.no_grad():
-        stack = _Stack([result.config], layer_sizes, dev, torch.float32)
-        stack.load(0, result.params)
+        stack = _Stack([result.config], [params], dev, torch.float32)
+        if "beta" in result.params:
+            for layer, beta in enumerate(stack.betas):
+                beta[0] = float(result.params["beta"][layer])
         Xt = torch.as_tensor(X, dtype=torch.float32).to(dev)
         yt = torch.as_tensor(y, dtype=torch.long).to(dev)
         loss, acc = stack.evaluate(Xt, yt)

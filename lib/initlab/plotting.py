@@ -10,7 +10,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.axes import Axes
 
-__all__ = ["plot_contours", "plot_curves", "plot_distance", "plot_layer_stats"]
+__all__ = [
+    "plot_contours",
+    "plot_curves",
+    "plot_distance",
+    "plot_layer_stats",
+    "plot_mean_range",
+]
 
 
 def _axes(ax: Axes | None, figsize: tuple[float, float] = (6.0, 5.0)) -> Axes:
@@ -114,19 +120,33 @@ def plot_curves(
     title: str = "",
 ) -> Any:
     """Training curves: one panel per key (``train_loss``, ``val_acc``, ...), one line per
-    labelled history (a mapping from key to one value per epoch). Returns the axes."""
+    labelled history (a mapping from key to one value per epoch). A history whose values
+    turn inf or nan (a diverged network) is named in a note on the panel from the first
+    such epoch on, instead of silently ending its line. Returns the axes."""
     if axes is None:
         _, axes = plt.subplots(1, len(keys), figsize=(4.0 * len(keys), 3.2))
     axes = np.atleast_1d(axes)
     for ax, key in zip(axes, keys, strict=True):
+        notes = []
         for label, history in histories.items():
             values = np.asarray(history[key], dtype=float)
-            ax.plot(
+            (line,) = ax.plot(
                 np.arange(1, len(values) + 1),
                 values,
                 marker="o" if len(values) < 3 else None,
                 markersize=3,
                 label=label,
+            )
+            bad = np.flatnonzero(~np.isfinite(values))
+            if len(bad):
+                notes.append((f"{label}: inf/nan from epoch {bad[0] + 1}", line.get_color()))
+        for k, (text, color) in enumerate(notes):
+            ax.annotate(
+                text,
+                xy=(0.02, 0.02 + 0.06 * k),
+                xycoords="axes fraction",
+                fontsize="x-small",
+                color=color,
             )
         ax.set_xlabel("epoch")
         ax.set_title(key.replace("_", " "), fontsize="medium")
@@ -138,3 +158,32 @@ def plot_curves(
         axes[0].figure.suptitle(title)
     axes[0].figure.tight_layout()
     return axes
+
+
+def plot_mean_range(
+    x: Any,
+    values: Mapping[str, Any],
+    xlabel: str,
+    ylabel: str,
+    ax: Axes | None = None,
+    title: str = "",
+) -> Axes:
+    """Repeated measurements against one variable: per label an array of shape
+    (len(x), repeats), drawn as the mean over the repeats with bars from the minimum to
+    the maximum (slightly offset per label so that the bars stay apart)."""
+    ax = _axes(ax, figsize=(6.5, 4.0))
+    x = np.asarray(x, dtype=float)
+    spread = (x.max() - x.min()) if len(x) > 1 else 1.0
+    offsets = np.linspace(-0.01, 0.01, len(values)) * spread if len(values) > 1 else [0.0]
+    for offset, (label, runs) in zip(offsets, values.items(), strict=True):
+        runs = np.asarray(runs, dtype=float).reshape(len(x), -1)
+        mean = runs.mean(axis=1)
+        yerr = np.stack([mean - runs.min(axis=1), runs.max(axis=1) - mean])
+        ax.errorbar(x + offset, mean, yerr=yerr, marker="o", markersize=3, capsize=3, label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    if title:
+        ax.set_title(title)
+    return ax

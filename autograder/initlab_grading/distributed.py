@@ -1,0 +1,206 @@
+"""Grade a class on a Dask distributed cluster (a scheduler and workers on several machines).
+
+    dask scheduler --port 8786                                   # one machine
+    PYTHONPATH=/courses/initlab/autograder dask worker tcp://HOST:8786 --nthreads 4  # each
+    PYTHONPATH=autograder python -m initlab_grading.grade ASSIGNMENT \\
+        --engine dask --scheduler tcp://HOST:8786
+
+Each submission is one Dask task that runs ``initlab_grading.grade.grade_one``, the function
+the local engine runs: one ``nbgrader autograde ASSIGNMENT --student STUDENT --force``
+process, with the same time limit and the same retries of infrastructure failures. A worker
+runs as many submissions at once as it has threads (``dask worker --nthreads``).
+
+What this assumes:
+
+- Shared course folder. Every worker sees the course root at the same absolute path as the
+  machine that submits the grading (an NFS or similar mount): nbgrader reads
+  submitted/<student>/ and the course's nbgrader_config.py there and writes autograded/.
+  Before grading, each worker is asked whether it sees the folder and can import the kit;
+  grading does not start otherwise.
+- One gradebook all workers can write. With several machines that is a database server:
+  set ``c.CourseDirectory.db_url = "postgresql+psycopg2://user@dbhost/initlab"`` in the
+  course's nbgrader_config.py (workers need ``psycopg2-binary``; name the driver: SQLAlchemy
+  2.1 reads a bare ``postgresql://`` as psycopg 3). sqlite allows one writer at a time
+  through a file lock that network filesystems do not provide reliably, so a sqlite
+  gradebook is refused when any worker runs on another host; with every worker on this
+  host it works, and a writer that finds the file locked ("database is locked") is retried
+  as an infrastructure failure.
+- What a worker machine needs installed: the same Python environment as the instructor
+  (``pip install "initlab[instructor]"``: nbgrader, the kit's dependencies, dask/distributed,
+  psycopg2), the ``python3`` Jupyter kernel, the MNIST files where an assignment uses them
+  (``$INITLAB_DATA``), and ``PYTHONPATH=<course root>/autograder`` when the worker starts,
+  so that tasks can import ``initlab_grading``.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from initlab_grading.course import gradebook_url
+from initlab_grading.grade import (
+    DEFAULT_MEMORY_LIMIT_GIB,
+    GradingResult,
+    grade_one,
+    progress_line,
+)
+
+
+class ClusterError(RuntimeError):
+    """The cluster cannot grade this course; the message says why and what to do."""
+
+
+def _make_probe() -> Callable[[str], dict]:
+    """A function that reports what one worker sees of the course. It is defined inside
+    this one so that cloudpickle sends it to the workers by value: it runs even where
+    ``initlab_grading`` cannot be imported, which is one of the things it checks."""
+
+    def probe(root: str, db_url: str) -> dict:
+        import importlib.util
+        import os
+        import socket
+        import sys
+
+        try:  # the database driver this worker's SQLAlchemy picks for db_url
+            from sqlalchemy.engine import make_url
+
+            make_url(db_url).get_dialect().import_dbapi()
+            driver = ""
+        except Exception as err:
+            driver = f"{type(err).__name__}: {err}"
+
+        spec = importlib.util.find_spec("initlab_grading")
+        scripts = os.path.dirname(sys.executable)
+        return {
+            "host": socket.gethostname(),
+            "course": os.path.isfile(os.path.join(root, "nbgrader_config.py")),
+            "submitted": os.path.isdir(os.path.join(root, "submitted")),
+            "kit": bool(spec and spec.origin),
+            "nbgrader": os.path.exists(os.path.join(scripts, "nbgrader")),
+            "driver": driver,
+        }
+
+    return probe
+
+
+def worker_problems(probes: dict[str, dict], root: Path, db_url: str, local_host: str) -> list[str]:
+    """Every reason the workers (``address -> probe result``) cannot grade this course."""
+    problems = []
+    if not probes:
+        problems.append(
+            "the scheduler has no workers: start at least one with "
+            "`dask worker tcp://SCHEDULER:8786` on a machine that mounts the course folder"
+        )
+    for address, p in sorted(probes.items()):
+        where = f"worker {address} on {p['host']}"
+        if not p["course"]:
+            problems.append(
+                f"{where} does not see {root / 'nbgrader_config.py'}: mount the shared course "
+                f"folder at {root} on that machine"
+            )
+        elif not p["submitted"]:
+            problems.append(f"{where} sees {root} but not its submitted/ folder")
+        if not p["kit"]:
+            problems.append(
+                f"{where} cannot import initlab_grading: start it with "
+                f"PYTHONPATH={root / 'autograder'}"
+            )
+        if not p["nbgrader"]:
+            problems.append(
+                f"{where} has no nbgrader next to its Python: install initlab[instructor]"
+            )
+        if p["driver"]:
+            problems.append(
+                f"{where} cannot load the database driver for {db_url.split(':', 1)[0]} "
+                f"({p['driver']}): write the URL as postgresql+psycopg2://... and "
+                "pip install psycopg2-binary"
+            )
+    remote = sorted({p["host"] for p in probes.values() if p["host"] != local_host})
+    if db_url.startswith("sqlite") and remote:
+        problems.append(
+            f"the gradebook is the sqlite file {db_url.removeprefix('sqlite:///')}, and workers "
+            f"run on other machines ({', '.join(remote)}): sqlite takes one writer at a time "
+            "through file locks that network filesystems do not honour reliably. Set "
+            'c.CourseDirectory.db_url = "postgresql+psycopg2://USER@DBHOST/DBNAME" in '
+            "nbgrader_config.py (nbgrader creates the tables on first use)"
+        )
+    return problems
+
+
+def grade_on_dask(
+    root: Path,
+    assignment: str,
+    students: list[str],
+    scheduler: str,
+    timeout: float = 900.0,
+    retries: int = 2,
+    progress: Callable[[str], object] = print,
+    memory_limit: float | None = DEFAULT_MEMORY_LIMIT_GIB,
+    cell_timeout: float | None = None,
+) -> list[GradingResult]:
+    """Grade ``students``' submissions of ``assignment`` as tasks on the Dask cluster at
+    ``scheduler`` (``tcp://host:port``); results as ``grade.grade_class`` returns them.
+    ``memory_limit`` (GiB per kernel) and ``cell_timeout`` as in ``grade.grade_one``."""
+    try:
+        from distributed import Client, as_completed
+    except ImportError as err:
+        raise ClusterError(
+            "the Dask engine needs dask and distributed: pip install 'initlab[instructor]'"
+        ) from err
+
+    if not scheduler:
+        raise ClusterError("the Dask engine needs the scheduler's address, tcp://HOST:PORT")
+    db_url = gradebook_url(root)
+    try:
+        client = Client(scheduler, timeout=30, set_as_default=False)
+    except OSError as err:
+        raise ClusterError(
+            f"no Dask scheduler answers at {scheduler} ({err}): start one with "
+            "`dask scheduler` and give its address as --scheduler tcp://HOST:8786"
+        ) from err
+    with client:
+        probes = client.run(_make_probe(), str(root), db_url)
+        problems = worker_problems(probes, root, db_url, socket.gethostname())
+        if problems:
+            raise ClusterError("cannot grade on this cluster:\n  " + "\n  ".join(problems))
+        threads = sum(w["nthreads"] for w in client.scheduler_info()["workers"].values())
+        if db_url.startswith("sqlite"):
+            progress(
+                f"warning: the gradebook is sqlite ({db_url}); its writers queue on one file "
+                "lock. For more than a few concurrent graders set CourseDirectory.db_url to "
+                "PostgreSQL."
+            )
+        progress(f"{len(students)} submissions on {len(probes)} Dask workers ({threads} threads)")
+        start = time.monotonic()
+        futures = {
+            client.submit(
+                grade_one,
+                root,
+                assignment,
+                s,
+                timeout,
+                retries,
+                memory_limit,
+                cell_timeout,
+                pure=False,
+                key=f"grade-{assignment}-{s}-{time.time_ns()}",
+            ): s
+            for s in students
+        }
+        results = []
+        for done, future in enumerate(as_completed(futures, loop=client.loop), start=1):
+            try:
+                res = future.result()
+            except Exception as err:  # a worker died more often than Dask allows, ...
+                res = GradingResult(
+                    futures[future],
+                    "failed",
+                    time.monotonic() - start,
+                    1,
+                    f"infrastructure: the Dask task failed ({type(err).__name__}: {err})"[:500],
+                )
+            results.append(res)
+            progress(progress_line(done, len(students), res))
+    return sorted(results, key=lambda r: r.student)
