@@ -23,7 +23,6 @@ from nbgrader.preprocessors import (  # noqa: E402
     AssignLatePenalties,
     CheckCellMetadata,
     ClearOutput,
-    DeduplicateIds,
     IgnorePattern,
     LimitOutput,
     OverwriteKernelspec,
@@ -31,6 +30,7 @@ from nbgrader.preprocessors import (  # noqa: E402
 )
 
 from initlab_grading.preprocessors import (  # noqa: E402
+    DropDuplicateIds,
     GuardedExecute,
     HideHiddenTests,
     RestoreDeletedCells,
@@ -55,7 +55,7 @@ c.ClearSolutions.enforce_metadata = True
 # mends that).
 c.Autograde.sanitize_preprocessors = [
     ClearOutput,
-    DeduplicateIds,
+    DropDuplicateIds,
     OverwriteKernelspec,
     RestoreDeletedCells,
     CheckCellMetadata,

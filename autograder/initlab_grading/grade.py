@@ -2,7 +2,7 @@
 
     python -m initlab_grading.grade ASSIGNMENT [--root DIR] [--workers N]
         [--timeout SECONDS] [--retries N] [--report FILE]
-        [--memory-limit GIB] [--cell-timeout SECONDS] [--isolate]
+        [--memory-limit GIB] [--cell-timeout SECONDS] [--isolate] [--kernel-python PATH]
         [--engine local|dask --scheduler tcp://HOST:PORT]
 
 Each submission in submitted/<student>/<assignment>/ is graded by its own
@@ -175,29 +175,29 @@ def inspect_submission(root: Path, assignment: str, student: str) -> tuple[str, 
             continue
         if len(copies) > 1:
             notes.append(
-                f"{gid} appears {len(copies)} times: the first is graded, the copies ran as "
+                f"{gid} appears {len(copies)} times: the last is graded, the others ran as "
                 "ordinary cells"
             )
-        if copies[0].cell_type != cell.cell_type:
+        if copies[-1].cell_type != cell.cell_type:
             notes.append(
-                f"{gid} was turned into {copies[0].cell_type}: graded as the release's "
+                f"{gid} was turned into {copies[-1].cell_type}: graded as the release's "
                 f"{cell.cell_type} cell"
             )
-        elif test and copies[0].source.strip() != cell.source.strip():
+        elif test and copies[-1].source.strip() != cell.source.strip():
             notes.append(f"test cell {gid} was edited: graded with the instructor's version")
     return "", notes
 
 
-def _kernelspec(memory: int | None, uid: int | None) -> Path:
-    """A folder for JUPYTER_PATH with a python3 kernelspec that starts the kernel through
-    initlab_grading.sandbox."""
+def _kernelspec(memory: int | None, uid: int | None, python: str | None = None) -> Path:
+    """A folder for JUPYTER_PATH with a python3 kernelspec that starts the kernel (with
+    ``python``, default this interpreter) through initlab_grading.sandbox."""
     folder = Path(tempfile.mkdtemp(prefix="initlab-kernelspec-"))
     spec = folder / "kernels" / "python3"
     spec.mkdir(parents=True)
     argv = [sys.executable, "-m", "initlab_grading.sandbox"]
     argv += ["--memory", str(memory)] if memory else []
     argv += ["--uid", str(uid)] if uid is not None else []
-    argv += ["--", sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    argv += ["--", python or sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
     spec.joinpath("kernel.json").write_text(
         json.dumps({"argv": argv, "display_name": "Python 3 (grading)", "language": "python"})
     )
@@ -217,9 +217,11 @@ def grade_one(
     memory_limit: float | None = DEFAULT_MEMORY_LIMIT_GIB,
     cell_timeout: float | None = None,
     uid: int | None = None,
+    kernel_python: str | None = None,
 ) -> GradingResult:
     """Autograde one submission in its own nbgrader process. ``memory_limit`` (GiB) and
-    ``uid`` apply to its kernel only; ``cell_timeout`` overrides Execute.timeout."""
+    ``uid`` apply to its kernel only; ``cell_timeout`` overrides Execute.timeout;
+    ``kernel_python`` is the interpreter the kernel runs (default: this one)."""
     ensure_tools_on_path()
     start = time.monotonic()
     fatal, notes = inspect_submission(root, assignment, student)
@@ -235,7 +237,7 @@ def grade_one(
     if cell_timeout:
         cmd.append(f"--Execute.timeout={int(cell_timeout)}")
     memory = int(memory_limit * 2**30) if memory_limit else None
-    spec = _kernelspec(memory, uid)
+    spec = _kernelspec(memory, uid, kernel_python)
     env = {
         **os.environ,
         "JUPYTER_PATH": os.pathsep.join(
@@ -300,6 +302,39 @@ def _reclaim(folder: Path) -> None:
         folder.chmod(0o700)
 
 
+def check_isolation(root: Path, python: str | None = None) -> str:
+    """Start ``python`` the way an isolated kernel starts (initlab_grading.sandbox, as the
+    first sandbox user) and import what a kernel needs. Returns "" when that works, else
+    what is wrong and how to fix it."""
+    python = python or sys.executable
+    work = Path(tempfile.mkdtemp(prefix="initlab-isolation-check-"))
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            [
+                str(root / "autograder"),
+                *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep)),
+            ]
+        ),
+    }
+    cmd = [sys.executable, "-m", "initlab_grading.sandbox", "--uid", str(SANDBOX_UID_BASE)]
+    cmd += ["--", python, "-c", "import ipykernel, numpy, initlab, initlab_grading"]
+    try:
+        proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if proc.returncode == 0:
+        return ""
+    why = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+    return (
+        f"--isolate: a kernel running as user id {SANDBOX_UID_BASE} cannot start ({why}). "
+        f"Everything a kernel loads must be readable by other users: the interpreter "
+        f"{python} with its standard library and site-packages, and {root / 'autograder'}. "
+        "An interpreter under /root (pyenv, conda) is not. Install the grading environment "
+        "in a folder others can read, or name such an interpreter with --kernel-python."
+    )
+
+
 def make_private(root: Path) -> list[str]:
     """chmod go-rwx on the course's private paths (PRIVATE_PATHS and gradebook journals);
     returns the paths changed."""
@@ -328,6 +363,7 @@ def grade_class(
     memory_limit: float | None = DEFAULT_MEMORY_LIMIT_GIB,
     cell_timeout: float | None = None,
     isolate: bool = False,
+    kernel_python: str | None = None,
     engine: str = "local",
     scheduler: str | None = None,
 ) -> list[GradingResult]:
@@ -337,7 +373,8 @@ def grade_class(
     ``memory_limit``: GiB of private writable memory per kernel (None: unlimited).
     ``cell_timeout``: seconds per cell (default: Execute.timeout of nbgrader_config.py).
     ``isolate``: run each kernel as its own unprivileged user (needs root; local engine
-    only) after making the course's private paths readable by their owner only."""
+    only) after making the course's private paths readable by their owner only.
+    ``kernel_python``: the interpreter kernels run (default: this one)."""
     students = submissions(root, assignment)
     if not students:
         raise SystemExit(
@@ -371,6 +408,9 @@ def grade_class(
                 "--isolate runs each kernel as an unprivileged user, which needs root; "
                 "run grading as root or leave out --isolate."
             )
+        problem = check_isolation(root, kernel_python)
+        if problem:
+            raise SystemExit(problem)
         make_private(root)
     uids = itertools.count(SANDBOX_UID_BASE)
     lock = threading.Lock()
@@ -379,7 +419,15 @@ def grade_class(
         with lock:
             uid = next(uids) if isolate else None
         return grade_one(
-            root, assignment, student, timeout, retries, memory_limit, cell_timeout, uid
+            root,
+            assignment,
+            student,
+            timeout,
+            retries,
+            memory_limit,
+            cell_timeout,
+            uid,
+            kernel_python,
         )
 
     workers = workers or os.cpu_count() or 1
@@ -451,6 +499,12 @@ def main(argv: list[str] | None = None) -> int:
         help="run each kernel as its own unprivileged user (needs root; local engine); see README",
     )
     parser.add_argument(
+        "--kernel-python",
+        default=None,
+        help="the Python that runs kernels (default: this one); with --isolate it must be "
+        "readable by other users",
+    )
+    parser.add_argument(
         "--engine",
         choices=["local", "dask"],
         default="local",
@@ -481,6 +535,7 @@ def main(argv: list[str] | None = None) -> int:
             memory_limit=args.memory_limit or None,
             cell_timeout=args.cell_timeout,
             isolate=args.isolate,
+            kernel_python=args.kernel_python,
             engine=args.engine,
             scheduler=args.scheduler,
         )

@@ -17,6 +17,11 @@ which the submitted notebook contains:
   test that stopped early without showing an error (error display switched off, results
   rewritten by an IPython hook) gains nothing.
 
+It also watches, through a Python audit hook (which Python code cannot remove), which
+files of the course root outside the submission's own folder and autograder/ the notebook
+opens or removes; ``files`` reports them after the last cell, with whether the kernel's
+user may actually read or write them (refused when grading with --isolate).
+
 This is detection in the student's interpreter, not a sandbox: code written against this
 module (reading its secret, replacing ``finished``) can still defeat it. See README,
 "What grading isolates".
@@ -125,6 +130,62 @@ def _shell_methods(shell: Any) -> dict[str, tuple]:
     }
 
 
+def _write_access(mode: Any, flags: Any) -> bool:
+    if isinstance(mode, str):
+        return any(c in mode for c in "wax+")
+    if isinstance(flags, int):
+        return bool(flags & (os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC))
+    return False
+
+
+def _watch_files() -> None:
+    """Record opens and removals of the course's files outside this submission's folder
+    (the kernel runs in autograded/<student>/<assignment>/) and autograder/."""
+    own = os.getcwd()
+    root = os.path.dirname(os.path.dirname(os.path.dirname(own)))
+    allowed = (own, os.path.join(root, "autograder"))
+    touched: dict[str, set[str]] = {}
+    _state["touched"] = touched
+    _state["root"] = root
+
+    def hook(event: str, args: tuple) -> None:
+        if event == "open":
+            path, write = args[0], _write_access(args[1], args[2])
+        elif event in ("os.remove", "os.rename", "os.rmdir", "os.truncate"):
+            path, write = args[0], True
+        else:
+            return
+        if isinstance(path, int):
+            return
+        try:
+            full = os.path.abspath(os.fsdecode(path))
+        except (TypeError, ValueError):
+            return
+        if not full.startswith(root + os.sep):
+            return
+        if any(full == a or full.startswith(a + os.sep) for a in allowed):
+            return
+        touched.setdefault(full, set()).add("write" if write else "read")
+
+    sys.addaudithook(hook)
+
+
+def files(nonce: str) -> None:
+    """After the last cell: print the marker for "files" and, as JSON, each course file
+    the notebook opened outside its folder, how, and whether the kernel's user may."""
+    import json
+
+    found = {}
+    for path, how in sorted(_state.get("touched", {}).items()):
+        write = "write" in how
+        if os.path.exists(path):
+            may = os.access(path, os.W_OK if write else os.R_OK)
+        else:
+            may = write and os.access(os.path.dirname(path), os.W_OK)
+        found[os.path.relpath(path, _state["root"])] = ["/".join(sorted(how)), may]
+    print(marker(nonce, "files") + json.dumps(found))
+
+
 def snapshot(nonce: str) -> None:
     """Record what the tests rely on; called once, before the notebook's first cell."""
     import math  # noqa: F401
@@ -144,6 +205,7 @@ def snapshot(nonce: str) -> None:
     _state["shell_methods"] = _shell_methods(shell)
     _state["hooks"] = _hooks(shell)
     _state["sys_hooks"] = (sys.excepthook, sys.displayhook)
+    _watch_files()
 
 
 def _package_dir(package: str) -> str | None:

@@ -14,7 +14,7 @@ from nbclient.exceptions import DeadKernelError
 from nbconvert.exporters.exporter import ResourcesDict
 from nbformat import v4 as nbformat_v4
 from nbformat.notebooknode import NotebookNode
-from nbgrader.preprocessors import ClearHiddenTests, Execute, OverwriteCells
+from nbgrader.preprocessors import ClearHiddenTests, DeduplicateIds, Execute, OverwriteCells
 from traitlets import Integer
 
 HIDDEN_NOTE = "# (Hidden tests ran here. Their code is not shown; their messages are below.)"
@@ -31,6 +31,22 @@ class HideHiddenTests(ClearHiddenTests):
             for output in cell.get("outputs", []):
                 if output.output_type == "error":
                     output.traceback = [f"{output.ename}: {output.evalue}"]
+        return cell, resources
+
+
+class DropDuplicateIds(DeduplicateIds):
+    """nbgrader's DeduplicateIds, which keeps the last cell of each grade id, without the
+    failure it causes: it leaves an empty ``nbgrader`` dict on the other copies, which
+    nbgrader 0.9.6 then reads as metadata of schema version 0 and refuses the whole
+    submission ("use an old version"). Here the copies lose the key and run as ordinary
+    cells."""
+
+    def preprocess_cell(
+        self, cell: NotebookNode, resources: ResourcesDict, cell_index: int
+    ) -> tuple[NotebookNode, ResourcesDict]:
+        cell, resources = super().preprocess_cell(cell, resources, cell_index)
+        if cell.metadata.get("nbgrader", None) == {}:
+            del cell.metadata["nbgrader"]
         return cell, resources
 
 
@@ -205,6 +221,11 @@ class GuardedExecute(Execute):
             f'__import__("initlab_grading.guard", fromlist=["_"]).snapshot({nonce!r})'
         )
         nb.cells.insert(0, snapshot)
+        nb.cells.append(
+            nbformat_v4.new_code_cell(
+                f'__import__("initlab_grading.guard", fromlist=["_"]).files({nonce!r})'
+            )
+        )
         self._dead_in = ""
         self._output_sizes: dict[int, int] = {}
         self._truncated: set[int] = set()
@@ -213,7 +234,8 @@ class GuardedExecute(Execute):
             nb, resources = super().preprocess(nb, resources, km)
         finally:
             self.nb = nb
-        first = nb.cells.pop(0)
+        first, last = nb.cells.pop(0), nb.cells.pop()
+        self._files_note(last, marker(nonce, "files"))
         if any(o.output_type == "error" for o in first.get("outputs", [])):
             err = [o for o in first.outputs if o.output_type == "error"][0]
             self._note(f"the grading guard could not start ({err.ename}: {err.evalue})")
@@ -237,9 +259,10 @@ class GuardedExecute(Execute):
             cell.outputs = [
                 o for o in cell.get("outputs", []) if not (o.output_type == "stream" and not o.text)
             ]
-            if any(o.output_type == "stream" and o.name == "stderr" for o in cell.outputs):
-                self._note(f"{gid}: wrote to stderr (a warning or progress bar): not scored")
             errors = [o for o in cell.outputs if o.output_type == "error"]
+            stderr = any(o.output_type == "stream" and o.name == "stderr" for o in cell.outputs)
+            if stderr and not errors:
+                self._note(f"{gid}: wrote to stderr (a warning or progress bar): not scored")
             if errors and errors[-1].ename == "GradingIntegrityError":
                 self._note(f"{gid}: scored 0, {errors[-1].evalue.split(': ', 1)[-1]}")
             elif not errors and not seen:
@@ -252,6 +275,30 @@ class GuardedExecute(Execute):
         for note in self._notes:
             self.log.warning("%s %s", REPORT_TAG, note)
         return nb, resources
+
+    def _files_note(self, cell: NotebookNode, want: str) -> None:
+        """A report line from guard.files' output: course files opened outside the
+        submission's folder, and whether the system refused."""
+        import json
+
+        text = "".join(o.text for o in cell.get("outputs", []) if o.output_type == "stream")
+        line = next((ln for ln in text.splitlines() if ln.startswith(want)), None)
+        if line is None:
+            return
+        found = json.loads(line[len(want) :])
+        if not found:
+            return
+        parts = [
+            f"{path} ({how}, {'NOT refused' if may else 'refused'})"
+            for path, (how, may) in list(found.items())[:6]
+        ]
+        more = f" and {len(found) - 6} more" if len(found) > 6 else ""
+        fix = (
+            "; grade with --isolate so that the system refuses"
+            if any(may for _, may in found.values())
+            else ""
+        )
+        self._note("opened course files outside its own folder: " + ", ".join(parts) + more + fix)
 
     def _note(self, text: str) -> None:
         if text not in self._notes:
