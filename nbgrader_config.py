@@ -76,8 +76,10 @@ c.Autograde.autograde_preprocessors = [
 ]
 
 # Output on stderr (a warning, a progress bar) never costs points: only an exception
-# fails a test cell. nbgrader would otherwise score any stderr in a test cell as zero.
+# fails a test cell. nbgrader would otherwise score any stderr in a test cell as zero
+# (its IgnorePattern is in the default list but disabled, so it must be enabled here).
 c.IgnorePattern.pattern = r"[\s\S]"
+c.IgnorePattern.enabled = True  # nbconvert preprocessors are off unless enabled
 
 # Per-cell time limit while grading and generating solutions (seconds).
 c.Execute.timeout = 300

@@ -286,7 +286,7 @@ def grad_f(x):
         "another student's files",
         _answers(stable_step="largest_stable_step = 2.0 / 3.0\n" + _SNOOP),
         (),
-        "opened course files outside its own folder: gradebook.db (read/write, ",
+        "gradebook.db (read/write, ",
     ),
 ]
 
