@@ -156,3 +156,32 @@ def test_isolated_kernel_cannot_read_or_write_other_files(graded):
             assert (root / name).stat().st_mode & 0o077 == 0, name
     # and the student's own folder came back to the course's owner
     assert (root / "autograded" / SNOOP).stat().st_uid == root.stat().st_uid
+
+
+_GUARD_SCRIPT = """
+from initlab_grading import guard
+guard.snapshot("nonce")
+import torch, torch.func, torch.autograd.functional
+x = torch.randn(3)
+torch.func.jacrev(torch.sin)(x), torch.autograd.functional.jacobian(torch.sin, x)
+print("CLEAN", guard.problems())
+torch.allclose = lambda *a, **k: True
+print("PATCHED", guard.problems())
+"""
+
+
+def test_guard_accepts_torch_internals_and_flags_a_replacement(tmp_path):
+    """torch's modules hold functions of frozen standard modules (abc.abstractmethod, whose
+    code says "<frozen abc>"): not a replacement. A lambda in torch's namespace is."""
+    work = tmp_path / "autograded" / "student" / ASSIGNMENT
+    work.mkdir(parents=True)
+    out = subprocess.run(
+        [sys.executable, "-c", _GUARD_SCRIPT],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    ).stdout
+    assert "CLEAN []" in out, out
+    assert "torch.allclose was replaced by notebook code" in out, out

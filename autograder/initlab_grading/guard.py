@@ -217,11 +217,13 @@ def _package_dir(package: str) -> str | None:
 def _misplaced(value: Any, home: str = "", method: str = "") -> bool:
     """A Python function compiled from a notebook cell (or from no file at all), where the
     module should hold a function of some installed file (dataclasses compile their
-    dunder methods from "<string>")."""
+    dunder methods from "<string>"; frozen standard modules report "<frozen NAME>")."""
     if not isinstance(value, types.FunctionType):
         return False
     where = value.__code__.co_filename
     if where == "<string>" and method.startswith("__"):
+        return False
+    if where.startswith("<frozen "):  # the standard library's frozen modules (abc, os, ...)
         return False
     return "ipykernel_" in where or not os.path.isfile(where)
 
