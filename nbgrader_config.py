@@ -18,14 +18,23 @@ sys.path.insert(0, str(AUTOGRADER))
 os.environ["PYTHONPATH"] = os.pathsep.join(
     [str(AUTOGRADER), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
 )
+from nbconvert.preprocessors import ClearMetadataPreprocessor  # noqa: E402
 from nbgrader.preprocessors import (  # noqa: E402
+    AssignLatePenalties,
     CheckCellMetadata,
     ClearOutput,
-    DeduplicateIds,
+    IgnorePattern,
+    LimitOutput,
     OverwriteKernelspec,
+    SaveAutoGrades,
 )
 
-from initlab_grading.preprocessors import HideHiddenTests, RestoreDeletedCells  # noqa: E402
+from initlab_grading.preprocessors import (  # noqa: E402
+    DropDuplicateIds,
+    GuardedExecute,
+    HideHiddenTests,
+    RestoreDeletedCells,
+)
 
 c = get_config()  # noqa: F821 (provided by nbgrader when it loads this file)
 
@@ -46,16 +55,31 @@ c.ClearSolutions.enforce_metadata = True
 # mends that).
 c.Autograde.sanitize_preprocessors = [
     ClearOutput,
-    DeduplicateIds,
+    DropDuplicateIds,
     OverwriteKernelspec,
     RestoreDeletedCells,
     CheckCellMetadata,
 ]
 c.OverwriteCells.add_missing_cells = True
 
+# Executing: a submission that replaces what the tests rely on (numpy.allclose, builtins,
+# IPython's error display) gains nothing, a kernel that dies keeps the scores of the cells
+# that ran before, huge output is cut (initlab_grading.preprocessors.GuardedExecute).
+c.Autograde.autograde_preprocessors = [
+    GuardedExecute,
+    IgnorePattern,
+    ClearMetadataPreprocessor,
+    LimitOutput,
+    SaveAutoGrades,
+    AssignLatePenalties,
+    CheckCellMetadata,
+]
+
 # Output on stderr (a warning, a progress bar) never costs points: only an exception
-# fails a test cell. nbgrader would otherwise score any stderr in a test cell as zero.
+# fails a test cell. nbgrader would otherwise score any stderr in a test cell as zero
+# (its IgnorePattern is in the default list but disabled, so it must be enabled here).
 c.IgnorePattern.pattern = r"[\s\S]"
+c.IgnorePattern.enabled = True  # nbconvert preprocessors are off unless enabled
 
 # Per-cell time limit while grading and generating solutions (seconds).
 c.Execute.timeout = 300

@@ -41,7 +41,9 @@ def test_main_reports_progress_failures_and_writes_a_report(small_class, capsys)
     assert code == 1  # broken-json cannot be graded
     rows = {r["student"]: r for r in json.loads(report.read_text())}
     assert rows["reference"]["status"] == "graded"
-    assert rows["broken-json"]["status"] == "failed" and rows["broken-json"]["attempts"] == 1
+    # rejected when the submission is inspected, before nbgrader runs: never retried
+    assert rows["broken-json"]["status"] == "failed" and rows["broken-json"]["attempts"] == 0
+    assert "is not a valid notebook" in rows["broken-json"]["detail"]
     assert "broken-json: failed" in out and "reference: graded" in out
     assert "2 submissions in" in out and "1 failed, 1 graded" in out
     tests = course.test_cell_ids(small_class, ASSIGNMENT)

@@ -40,7 +40,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from initlab_grading.course import gradebook_url
-from initlab_grading.grade import GradingResult, grade_one, progress_line
+from initlab_grading.grade import (
+    DEFAULT_MEMORY_LIMIT_GIB,
+    GradingResult,
+    grade_one,
+    progress_line,
+)
 
 
 class ClusterError(RuntimeError):
@@ -132,9 +137,12 @@ def grade_on_dask(
     timeout: float = 900.0,
     retries: int = 2,
     progress: Callable[[str], object] = print,
+    memory_limit: float | None = DEFAULT_MEMORY_LIMIT_GIB,
+    cell_timeout: float | None = None,
 ) -> list[GradingResult]:
     """Grade ``students``' submissions of ``assignment`` as tasks on the Dask cluster at
-    ``scheduler`` (``tcp://host:port``); results as ``grade.grade_class`` returns them."""
+    ``scheduler`` (``tcp://host:port``); results as ``grade.grade_class`` returns them.
+    ``memory_limit`` (GiB per kernel) and ``cell_timeout`` as in ``grade.grade_one``."""
     try:
         from distributed import Client, as_completed
     except ImportError as err:
@@ -174,6 +182,8 @@ def grade_on_dask(
                 s,
                 timeout,
                 retries,
+                memory_limit,
+                cell_timeout,
                 pure=False,
                 key=f"grade-{assignment}-{s}-{time.time_ns()}",
             ): s

@@ -2,6 +2,7 @@
 
     python -m initlab_grading.grade ASSIGNMENT [--root DIR] [--workers N]
         [--timeout SECONDS] [--retries N] [--report FILE]
+        [--memory-limit GIB] [--cell-timeout SECONDS] [--isolate] [--kernel-python PATH]
         [--engine local|dask --scheduler tcp://HOST:PORT]
 
 Each submission in submitted/<student>/<assignment>/ is graded by its own
@@ -14,22 +15,47 @@ notebook that is not valid JSON) is reported and not retried. One line per finis
 submission shows progress; a summary and a JSON report come at the end. Grades land in
 the gradebook exactly as with ``nbgrader autograde``. ``--engine dask`` runs the same
 per-submission grading as tasks on a Dask cluster instead (initlab_grading.distributed).
+
+Broken and hostile submissions (README, "Hostile submissions"): each kernel
+runs under a memory limit (``--memory-limit``, default 6 GiB) through the launcher
+initlab_grading.sandbox, and with ``--isolate`` (as root, local engine) as an unprivileged
+user that cannot read the gradebook or other students' files. Before grading, each
+submission is compared with the release (not JSON, renamed, cells deleted, duplicated,
+edited, turned into markdown, metadata stripped); while grading, GuardedExecute reports
+tampering, a dying kernel, time-outs and huge output. Every finding is a line in the
+report (``notes``).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from initlab_grading.course import REPO_ROOT, ensure_tools_on_path
+import nbformat
+
+from initlab_grading.course import REPO_ROOT, ensure_tools_on_path, notebook_name
+from initlab_grading.preprocessors import REPORT_TAG
+
+DEFAULT_MEMORY_LIMIT_GIB = 6.0
+"""Per-kernel limit on private writable memory (RLIMIT_DATA). Importing torch (CUDA build)
+with numpy, matplotlib and torchvision uses 0.9 GB of it (VmData, measured); the rest is
+room for the notebooks' data and networks."""
+SANDBOX_UID_BASE = 61000
+"""Kernels run with --isolate get user ids from here on, one per submission of a run."""
+PRIVATE_PATHS = ("gradebook.db", "source", "solutions", "submitted", "autograded", "feedback")
+"""What --isolate makes readable by the course's owner only."""
 
 # Log fragments of failures that another attempt can fix: they come from the grading
 # machinery (the shared gradebook, kernel start-up), never from what a student wrote.
@@ -47,6 +73,8 @@ INFRASTRUCTURE_FAILURES = (
     "could not serialize access",
     "server closed the connection unexpectedly",
 )
+# Log fragments meaning nbgrader ran with the wrong configuration: never a student's fault.
+CONFIG_FAILURES = ("Exception while loading config file",)
 
 
 @dataclass
@@ -56,6 +84,8 @@ class GradingResult:
     seconds: float
     attempts: int
     detail: str = ""
+    notes: list[str] = field(default_factory=list)
+    """What happened to this submission beyond its scores, one report line each."""
 
 
 def submissions(root: Path, assignment: str) -> list[str]:
@@ -95,11 +125,108 @@ def _kill_tree(proc: subprocess.Popen) -> None:
     proc.communicate()
 
 
+def inspect_submission(root: Path, assignment: str, student: str) -> tuple[str, list[str]]:
+    """Compare a submission with the release before grading it. Returns (why it cannot be
+    graded, or ""; report lines about what nbgrader will repair)."""
+    folder = root / "submitted" / student / assignment
+    name = notebook_name(assignment)
+    path = folder / name
+    if not path.is_file():
+        others = sorted(p.name for p in folder.glob("*.ipynb"))
+        found = f" (it has {', '.join(others)})" if others else " (it has no notebook)"
+        return (
+            f"not graded: the submission has no {name}{found}; nbgrader grades only that "
+            f"name, so the gradebook has no submission and exports show 0. Rename the "
+            f"notebook to {name} and grade this student again.",
+            [],
+        )
+    try:
+        json.loads(path.read_text(encoding="utf-8"))
+        nb = nbformat.read(path, as_version=4)
+    except (ValueError, UnicodeDecodeError) as err:
+        return (
+            f"not graded: {name} is not a valid notebook ({str(err)[:120]}); the gradebook "
+            "has no submission and exports show 0. Nothing else was affected.",
+            [],
+        )
+    except Exception as err:  # nbformat's validation errors have no common base
+        return f"not graded: {name} cannot be read as a notebook ({str(err)[:120]})", []
+    release_path = root / "release" / assignment / name
+    if not release_path.is_file():
+        return "", []
+    release = nbformat.read(release_path, as_version=4)
+    notes = []
+    unmarked = sum(1 for c in nb.cells if "nbgrader" not in c.metadata)
+    if unmarked == len(nb.cells) and nb.cells:
+        notes.append(
+            "nbgrader metadata stripped from every cell: answers cannot be matched to their "
+            "cells; the test cells were restored from the release and ran before the answers"
+        )
+        return "", notes
+    for cell in release.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        gid = meta.get("grade_id")
+        if not gid or not (meta.get("grade") or meta.get("solution")):
+            continue
+        test = meta.get("grade") and not meta.get("solution")
+        copies = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == gid]
+        if not copies:
+            notes.append(f"{gid} was deleted (or its metadata stripped): restored and graded")
+            continue
+        if len(copies) > 1:
+            notes.append(
+                f"{gid} appears {len(copies)} times: the last is graded, the others ran as "
+                "ordinary cells"
+            )
+        if copies[-1].cell_type != cell.cell_type:
+            notes.append(
+                f"{gid} was turned into {copies[-1].cell_type}: graded as the release's "
+                f"{cell.cell_type} cell"
+            )
+        elif test and copies[-1].source.strip() != cell.source.strip():
+            notes.append(f"test cell {gid} was edited: graded with the instructor's version")
+    return "", notes
+
+
+def _kernelspec(memory: int | None, uid: int | None, python: str | None = None) -> Path:
+    """A folder for JUPYTER_PATH with a python3 kernelspec that starts the kernel (with
+    ``python``, default this interpreter) through initlab_grading.sandbox."""
+    folder = Path(tempfile.mkdtemp(prefix="initlab-kernelspec-"))
+    spec = folder / "kernels" / "python3"
+    spec.mkdir(parents=True)
+    argv = [sys.executable, "-m", "initlab_grading.sandbox"]
+    argv += ["--memory", str(memory)] if memory else []
+    argv += ["--uid", str(uid)] if uid is not None else []
+    argv += ["--", python or sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    spec.joinpath("kernel.json").write_text(
+        json.dumps({"argv": argv, "display_name": "Python 3 (grading)", "language": "python"})
+    )
+    return folder
+
+
+def _report_lines(log: str) -> list[str]:
+    return [ln.split(REPORT_TAG, 1)[1].strip() for ln in log.splitlines() if REPORT_TAG in ln]
+
+
 def grade_one(
-    root: Path, assignment: str, student: str, timeout: float, retries: int
+    root: Path,
+    assignment: str,
+    student: str,
+    timeout: float,
+    retries: int,
+    memory_limit: float | None = DEFAULT_MEMORY_LIMIT_GIB,
+    cell_timeout: float | None = None,
+    uid: int | None = None,
+    kernel_python: str | None = None,
 ) -> GradingResult:
-    """Autograde one submission in its own nbgrader process."""
+    """Autograde one submission in its own nbgrader process. ``memory_limit`` (GiB) and
+    ``uid`` apply to its kernel only; ``cell_timeout`` overrides Execute.timeout;
+    ``kernel_python`` is the interpreter the kernel runs (default: this one)."""
     ensure_tools_on_path()
+    start = time.monotonic()
+    fatal, notes = inspect_submission(root, assignment, student)
+    if fatal:
+        return GradingResult(student, "failed", time.monotonic() - start, 0, fatal, [fatal])
     cmd = [
         str(Path(sys.executable).with_name("nbgrader")),
         "autograde",
@@ -107,34 +234,123 @@ def grade_one(
         f"--student={student}",
         "--force",
     ]
-    start = time.monotonic()
+    if cell_timeout:
+        cmd.append(f"--Execute.timeout={int(cell_timeout)}")
+    memory = int(memory_limit * 2**30) if memory_limit else None
+    spec = _kernelspec(memory, uid, kernel_python)
+    env = {
+        **os.environ,
+        "JUPYTER_PATH": os.pathsep.join(
+            [str(spec), *filter(None, os.environ.get("JUPYTER_PATH", "").split(os.pathsep))]
+        ),
+    }
     attempts = 0
-    while True:
-        attempts += 1
-        proc = subprocess.Popen(
-            cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        try:
-            log, _ = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            _kill_tree(proc)  # nbgrader and the kernel it started
-            return GradingResult(
-                student,
-                "timed out",
-                time.monotonic() - start,
-                attempts,
-                f"stopped after {timeout:g} s",
+    try:
+        while True:
+            attempts += 1
+            proc = subprocess.Popen(
+                cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
             )
-        failed = proc.returncode != 0 or "There was an error processing" in log
-        if not failed:
-            return GradingResult(student, "graded", time.monotonic() - start, attempts)
-        cause = _infrastructure(log)
-        if cause and attempts <= retries:
-            time.sleep(min(2.0 * attempts, 10.0))
-            continue
-        lines = [ln for ln in log.splitlines() if "ERROR" in ln or "Error" in ln]
-        detail = (f"infrastructure: {cause}; " if cause else "") + " | ".join(lines[-3:])
-        return GradingResult(student, "failed", time.monotonic() - start, attempts, detail[:500])
+            try:
+                log, _ = proc.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                _kill_tree(proc)  # nbgrader and the kernel it started
+                detail = f"stopped after {timeout:g} s"
+                return GradingResult(
+                    student,
+                    "timed out",
+                    time.monotonic() - start,
+                    attempts,
+                    detail,
+                    [*notes, f"{detail} (whole-submission limit): not graded"],
+                )
+            notes_run = [*notes, *_report_lines(log)]
+            config = next((f for f in CONFIG_FAILURES if f in log), "")
+            failed = proc.returncode != 0 or "There was an error processing" in log or config
+            if not failed:
+                return GradingResult(
+                    student, "graded", time.monotonic() - start, attempts, "", notes_run
+                )
+            cause = _infrastructure(log)
+            if cause and attempts <= retries:
+                time.sleep(min(2.0 * attempts, 10.0))
+                continue
+            lines = [ln for ln in log.splitlines() if "ERROR" in ln or "Error" in ln]
+            detail = (
+                (f"infrastructure: {cause}; " if cause else "")
+                + (f"configuration: {config}; " if config else "")
+                + " | ".join(lines[-3:])
+            )
+            return GradingResult(
+                student, "failed", time.monotonic() - start, attempts, detail[:500], notes_run
+            )
+    finally:
+        shutil.rmtree(spec, ignore_errors=True)
+        if uid is not None:
+            _reclaim(root / "autograded" / student)
+
+
+def _reclaim(folder: Path) -> None:
+    """Give a graded student's folder back to the course's owner, private again."""
+    owner = folder.parent.stat()
+    for path in [folder, *folder.rglob("*")]:
+        try:
+            os.lchown(path, owner.st_uid, owner.st_gid)
+        except OSError:
+            pass
+    if folder.exists():
+        folder.chmod(0o700)
+
+
+def check_isolation(root: Path, python: str | None = None) -> str:
+    """Start ``python`` the way an isolated kernel starts (initlab_grading.sandbox, as the
+    first sandbox user) and import what a kernel needs. Returns "" when that works, else
+    what is wrong and how to fix it."""
+    python = python or sys.executable
+    work = Path(tempfile.mkdtemp(prefix="initlab-isolation-check-"))
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            [
+                str(root / "autograder"),
+                *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep)),
+            ]
+        ),
+    }
+    cmd = [sys.executable, "-m", "initlab_grading.sandbox", "--uid", str(SANDBOX_UID_BASE)]
+    cmd += ["--", python, "-c", "import ipykernel, numpy, initlab, initlab_grading"]
+    try:
+        proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if proc.returncode == 0:
+        return ""
+    why = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+    return (
+        f"--isolate: a kernel running as user id {SANDBOX_UID_BASE} cannot start ({why}). "
+        f"Everything a kernel loads must be readable by other users: the interpreter "
+        f"{python} with its standard library and site-packages, and {root / 'autograder'}. "
+        "An interpreter under /root (pyenv, conda) is not. Install the grading environment "
+        "in a folder others can read, or name such an interpreter with --kernel-python."
+    )
+
+
+def make_private(root: Path) -> list[str]:
+    """chmod go-rwx on the course's private paths (PRIVATE_PATHS and gradebook journals);
+    returns the paths changed."""
+    changed = []
+    for name in (*PRIVATE_PATHS, "gradebook.db-journal", "gradebook.db-wal"):
+        path = root / name
+        if path.exists():
+            mode = path.stat().st_mode & 0o777
+            if mode & 0o077:
+                path.chmod(mode & 0o700)
+                changed.append(name)
+    (root / "autograded").mkdir(exist_ok=True, mode=0o700)
+    for folder in (root / "autograded").iterdir():
+        if folder.is_dir():
+            folder.chmod(0o700)
+    return changed
 
 
 def grade_class(
@@ -144,27 +360,80 @@ def grade_class(
     timeout: float = 900.0,
     retries: int = 2,
     progress=print,
+    memory_limit: float | None = DEFAULT_MEMORY_LIMIT_GIB,
+    cell_timeout: float | None = None,
+    isolate: bool = False,
+    kernel_python: str | None = None,
     engine: str = "local",
     scheduler: str | None = None,
 ) -> list[GradingResult]:
     """Grade every submission of ``assignment`` with ``workers`` parallel processes, or
-    with ``engine="dask"`` as tasks on the Dask cluster at ``scheduler``."""
+    with ``engine="dask"`` as tasks on the Dask cluster at ``scheduler``.
+
+    ``memory_limit``: GiB of private writable memory per kernel (None: unlimited).
+    ``cell_timeout``: seconds per cell (default: Execute.timeout of nbgrader_config.py).
+    ``isolate``: run each kernel as its own unprivileged user (needs root; local engine
+    only) after making the course's private paths readable by their owner only.
+    ``kernel_python``: the interpreter kernels run (default: this one)."""
     students = submissions(root, assignment)
     if not students:
         raise SystemExit(
             f"No submissions of {assignment!r} under {root / 'submitted'}: run "
             f"`nbgrader collect {assignment}` first."
         )
+    if engine not in ("local", "dask"):
+        raise ValueError(f"engine must be 'local' or 'dask', not {engine!r}")
+    if isolate and engine != "local":
+        raise SystemExit(
+            "--isolate works with the local engine only: it needs root on the machine that "
+            "runs the kernels. Leave out --isolate or grade with --engine local."
+        )
     if engine == "dask":
         from initlab_grading.distributed import grade_on_dask
 
-        return grade_on_dask(root, assignment, students, scheduler, timeout, retries, progress)
-    if engine != "local":
-        raise ValueError(f"engine must be 'local' or 'dask', not {engine!r}")
+        return grade_on_dask(
+            root,
+            assignment,
+            students,
+            scheduler,
+            timeout,
+            retries,
+            progress,
+            memory_limit=memory_limit,
+            cell_timeout=cell_timeout,
+        )
+    if isolate:
+        if os.geteuid() != 0:
+            raise SystemExit(
+                "--isolate runs each kernel as an unprivileged user, which needs root; "
+                "run grading as root or leave out --isolate."
+            )
+        problem = check_isolation(root, kernel_python)
+        if problem:
+            raise SystemExit(problem)
+        make_private(root)
+    uids = itertools.count(SANDBOX_UID_BASE)
+    lock = threading.Lock()
+
+    def one(student: str) -> GradingResult:
+        with lock:
+            uid = next(uids) if isolate else None
+        return grade_one(
+            root,
+            assignment,
+            student,
+            timeout,
+            retries,
+            memory_limit,
+            cell_timeout,
+            uid,
+            kernel_python,
+        )
+
     workers = workers or os.cpu_count() or 1
     results: list[GradingResult] = []
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        jobs = [pool.submit(grade_one, root, assignment, s, timeout, retries) for s in students]
+        jobs = [pool.submit(one, s) for s in students]
         for done, job in enumerate(as_completed(jobs), start=1):
             res = job.result()
             results.append(res)
@@ -186,6 +455,11 @@ def summary(results: list[GradingResult], wall: float) -> str:
     parts = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
     lines = [f"{len(results)} submissions in {wall:.1f} s ({parts})"]
     lines += [f"  {r.student}: {r.status} ({r.detail})" for r in results if r.status != "graded"]
+    noted = [r for r in results if r.notes]
+    if noted:
+        lines.append("What happened beyond the scores:")
+        for r in noted:
+            lines += [f"  {r.student}: {note}" for note in r.notes if note != r.detail]
     return "\n".join(lines)
 
 
@@ -206,6 +480,29 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         default=None,
         help="JSON report (default: autograded/<assignment>-report.json)",
+    )
+    parser.add_argument(
+        "--memory-limit",
+        type=float,
+        default=DEFAULT_MEMORY_LIMIT_GIB,
+        help="GiB of private writable memory per kernel, 0 for none (default %(default)s)",
+    )
+    parser.add_argument(
+        "--cell-timeout",
+        type=float,
+        default=None,
+        help="seconds per cell (default: Execute.timeout in nbgrader_config.py)",
+    )
+    parser.add_argument(
+        "--isolate",
+        action="store_true",
+        help="run each kernel as its own unprivileged user (needs root; local engine); see README",
+    )
+    parser.add_argument(
+        "--kernel-python",
+        default=None,
+        help="the Python that runs kernels (default: this one); with --isolate it must be "
+        "readable by other users",
     )
     parser.add_argument(
         "--engine",
@@ -235,6 +532,10 @@ def main(argv: list[str] | None = None) -> int:
             args.workers,
             args.timeout,
             args.retries,
+            memory_limit=args.memory_limit or None,
+            cell_timeout=args.cell_timeout,
+            isolate=args.isolate,
+            kernel_python=args.kernel_python,
             engine=args.engine,
             scheduler=args.scheduler,
         )

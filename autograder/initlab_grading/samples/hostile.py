@@ -1,0 +1,301 @@
+"""Hostile and broken submissions of assignment 1 (gradient descent).
+
+Each starts from the reference answers and makes one hostile change: a broken or renamed
+notebook, test cells deleted, duplicated, edited or turned into markdown, nbgrader
+metadata stripped, an endless loop, a memory bomb, a dying kernel, 100 MB of output,
+warnings from correct code, replaced library functions or error display, reading and
+writing other people's files. Where the change comes with a wrong answer, the wrong answer
+is what the change tries to hide. Each states the test cells that must score zero (all
+others score full marks), a piece of the grading report's line about it, and whether the
+submission can be graded at all. tests/test_hostile_grading.py grades them with
+initlab_grading.grade, among normal submissions.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+
+from initlab_grading import course
+from initlab_grading.samples import Sample
+
+ASSIGNMENT = "gradient_descent"
+NOTEBOOK = course.notebook_name(ASSIGNMENT)
+AFTER_MINIMUM = (
+    "test_minimum",
+    "test_optimizer_visible",
+    "test_step_schedule",
+    "test_stopping_rule",
+    "test_trajectories",
+    "test_stable_step",
+)
+ALL_TESTS = ("test_f_and_grad_visible", "test_f_and_grad_hidden", "test_hand_iterates")
+ALL_TESTS += AFTER_MINIMUM
+WRONG_STEP = "largest_stable_step = 1.0"
+HAND_ITERATES = "hand_iterates = np.array([[6.0, 6.0], [9.0, 3.0], [8.0, 4.0], [8.0, 4.0]])"
+
+
+@dataclass(frozen=True)
+class HostileSample:
+    """``files(root)`` returns the submission folder's files (name -> text)."""
+
+    student: str
+    description: str
+    files: Callable[[Path], dict[str, str]]
+    lost: tuple[str, ...]
+    """Test cells that must score zero; every other test cell scores full marks."""
+    note: str
+    """A piece of the report's line about this submission."""
+    graded: bool = True
+    """False: nbgrader cannot grade it (no gradebook submission)."""
+
+
+def _nb(root: Path, answers: dict[str, str] | None = None) -> nbformat.NotebookNode:
+    return course.build_submission(root, ASSIGNMENT, Sample("x", "", answers=answers or {}))
+
+
+def _cell(nb: nbformat.NotebookNode, grade_id: str) -> nbformat.NotebookNode:
+    return next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id)
+
+
+def _one(nb: nbformat.NotebookNode, name: str = NOTEBOOK) -> dict[str, str]:
+    return {name: nbformat.writes(nb)}
+
+
+def _without(root: Path) -> dict[str, str]:
+    nb = _nb(root, {"stable_step": WRONG_STEP})
+    nb.cells.remove(_cell(nb, "test_stable_step"))
+    return _one(nb)
+
+
+def _duplicated(root: Path) -> dict[str, str]:
+    nb = _nb(root, {"stable_step": WRONG_STEP})
+    test = _cell(nb, "test_stable_step")
+    first = copy.deepcopy(test)
+    first.source = "pass"
+    first.id = "stable-step-copy"
+    nb.cells.insert(nb.cells.index(test), first)
+    return _one(nb)
+
+
+def _edited(root: Path) -> dict[str, str]:
+    nb = _nb(root, {"stable_step": WRONG_STEP})
+    _cell(nb, "test_stable_step").source = 'print("Visible tests passed.")'
+    return _one(nb)
+
+
+def _markdown(root: Path) -> dict[str, str]:
+    nb = _nb(root, {"stable_step": WRONG_STEP})
+    test = _cell(nb, "test_stable_step")
+    nb.cells[nb.cells.index(test)] = nbformat.v4.new_markdown_cell(
+        test.source, metadata=test.metadata, id=test.id
+    )
+    return _one(nb)
+
+
+def _stripped(root: Path) -> dict[str, str]:
+    nb = _nb(root)
+    for cell in nb.cells:
+        cell.metadata.pop("nbgrader", None)
+    return _one(nb)
+
+
+def _answers(**answers: str) -> Callable[[Path], dict[str, str]]:
+    return lambda root: _one(_nb(root, answers))
+
+
+# A file reader and writer: what it manages to do ends up in the autograded notebook, and
+# the test checks that none of it reached anyone else's files.
+_SNOOP = """
+import pathlib
+course = pathlib.Path.cwd().parents[2]
+snooped = {}
+for target in ["gradebook.db", "source/gradient_descent/gradient_descent.ipynb",
+               "submitted/reference/gradient_descent/gradient_descent.ipynb",
+               "autograded/reference/gradient_descent/gradient_descent.ipynb"]:
+    try:
+        snooped[target] = len((course / target).read_bytes())
+    except OSError as err:
+        snooped[target] = type(err).__name__
+for target in ["gradebook.db", "submitted/reference/gradient_descent/gradient_descent.ipynb",
+               "autograded/reference/gradient_descent/pwned.txt"]:
+    try:
+        with open(course / target, "a") as fh:
+            fh.write("pwned")
+        snooped["write " + target] = "written"
+    except OSError as err:
+        snooped["write " + target] = type(err).__name__
+print("SNOOPED", snooped)
+"""
+
+SAMPLES = [
+    HostileSample(
+        "not-json",
+        "a notebook file that is not JSON",
+        lambda root: {NOTEBOOK: '{"cells": [ this is not json'},
+        ALL_TESTS,
+        "is not a valid notebook",
+        graded=False,
+    ),
+    HostileSample(
+        "renamed",
+        "the reference answers saved under another name",
+        lambda root: _one(_nb(root), "gradient_descent-final.ipynb"),
+        ALL_TESTS,
+        "has no gradient_descent.ipynb (it has gradient_descent-final.ipynb)",
+        graded=False,
+    ),
+    HostileSample(
+        "test-deleted",
+        "a wrong step size and its test cell deleted",
+        _without,
+        ("test_stable_step",),
+        "test_stable_step was deleted",
+    ),
+    HostileSample(
+        "test-duplicated",
+        "a wrong step size; its test cell duplicated, the first copy emptied",
+        _duplicated,
+        ("test_stable_step",),
+        "test_stable_step appears 2 times",
+    ),
+    HostileSample(
+        "test-edited",
+        "a wrong step size; its test cell replaced by a print",
+        _edited,
+        ("test_stable_step",),
+        "test cell test_stable_step was edited",
+    ),
+    HostileSample(
+        "test-markdown",
+        "a wrong step size; its test cell turned into markdown",
+        _markdown,
+        ("test_stable_step",),
+        "test_stable_step was turned into markdown",
+    ),
+    HostileSample(
+        "metadata-stripped",
+        "the reference answers with every cell's nbgrader metadata removed",
+        _stripped,
+        ALL_TESTS,
+        "nbgrader metadata stripped from every cell",
+    ),
+    HostileSample(
+        "endless-loop",
+        "an answer cell that never finishes",
+        _answers(stable_step="while True:\n    pass"),
+        ("test_stable_step",),
+        "stable_step: stopped by the per-cell time limit",
+    ),
+    HostileSample(
+        "memory-bomb",
+        "an answer cell that allocates until memory runs out",
+        _answers(hand_iterates="hog = [np.ones(2**24) for _ in range(10**6)]\n" + HAND_ITERATES),
+        ("test_hand_iterates",),
+        "hand_iterates: MemoryError",
+    ),
+    HostileSample(
+        "kernel-exit",
+        "os._exit in an answer cell: the kernel dies",
+        _answers(minimum="import os\nos._exit(1)"),
+        AFTER_MINIMUM,
+        "kernel died in minimum",
+    ),
+    HostileSample(
+        "segfault",
+        "a segfault in an answer cell: the kernel dies",
+        _answers(stable_step="import ctypes\nctypes.string_at(0)"),
+        ("test_stable_step",),
+        "kernel died in stable_step",
+    ),
+    HostileSample(
+        "huge-output",
+        "correct answers that print 100 MB",
+        _answers(
+            hand_iterates='for _ in range(100):\n    print("x" * 1_000_000)\n' + HAND_ITERATES
+        ),
+        (),
+        "hand_iterates: output truncated",
+    ),
+    HostileSample(
+        "warnings",
+        "correct answers whose gradient warns and draws a progress bar on stderr",
+        _answers(
+            f_and_grad="""
+import sys
+import warnings
+
+
+def f(x):
+    x1, x2 = x
+    return (x1 - 6) ** 2 + x2**2 - x1 * x2
+
+
+def grad_f(x):
+    warnings.warn("grad_f: a warning from correct code", stacklevel=1)
+    sys.stderr.write("\\r[#####     ] 50%\\r[##########] 100%\\n")
+    x1, x2 = x
+    return np.array([2 * (x1 - 6) - x2, 2 * x2 - x1])
+"""
+        ),
+        (),
+        "test_f_and_grad_visible: wrote to stderr",
+    ),
+    HostileSample(
+        "patched-numpy",
+        "a wrong step size with numpy.allclose and builtins.abs replaced",
+        _answers(
+            stable_step=WRONG_STEP + "\nimport builtins\n"
+            "np.allclose = lambda *a, **k: True\nbuiltins.abs = lambda x: 0.0"
+        ),
+        ("test_stable_step",),
+        "numpy.allclose was replaced",
+    ),
+    HostileSample(
+        "patched-torch-and-checks",
+        "a wrong step size with torch.allclose, a check helper and the hidden check replaced",
+        _answers(
+            stable_step=WRONG_STEP + "\nimport torch\nfrom initlab import checks as c\n"
+            "import initlab_grading.gradient_descent as g\n"
+            "torch.allclose = lambda *a, **k: True\n"
+            "c.check_finite = lambda *a, **k: None\n"
+            "g.check_largest_stable_step = lambda value: None"
+        ),
+        ("test_stable_step",),
+        "initlab_grading.gradient_descent.check_largest_stable_step was replaced",
+    ),
+    HostileSample(
+        "silenced-errors",
+        "a wrong step size; IPython's error display switched off and failures erased",
+        _answers(
+            stable_step=WRONG_STEP + "\nip = get_ipython()\n"
+            "ip._showtraceback = lambda *a, **k: None\n"
+            "ip.showtraceback = lambda *a, **k: None\n"
+            "ip.events.register('post_run_cell', lambda r: setattr(r, 'error_in_exec', None))"
+        ),
+        ("test_stable_step",),
+        "test_stable_step: scored 0",
+    ),
+    HostileSample(
+        "snoop",
+        "correct answers plus code that reads and writes the gradebook, the master and "
+        "another student's files",
+        _answers(stable_step="largest_stable_step = 2.0 / 3.0\n" + _SNOOP),
+        (),
+        "gradebook.db (read/write, ",
+    ),
+]
+
+
+def write(root: Path, samples: list[HostileSample]) -> None:
+    """Put each sample where ``nbgrader collect`` would."""
+    for sample in samples:
+        folder = root / "submitted" / sample.student / ASSIGNMENT
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, text in sample.files(root).items():
+            (folder / name).write_text(text)
+        (folder / "timestamp.txt").write_text(course.SUBMISSION_TIME)

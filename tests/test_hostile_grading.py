@@ -1,0 +1,187 @@
+"""Hostile and broken submissions graded beside a normal one by initlab_grading.grade, in
+one class run (2 workers): each scores zero on what it broke and full marks elsewhere,
+the normal submission scores what it scores alone, the gradebook keeps every row, and the
+report has a line saying what happened (initlab_grading.samples.hostile).
+
+As root the run uses --isolate (with an interpreter other users can run, see
+_kernel_python); otherwise it grades without it, and the isolation test and the file
+snooper, which would really damage other files, are skipped with the reason."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import site
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import make_course
+from initlab_grading import course, grade
+from initlab_grading.samples import hostile, samples_for
+
+ASSIGNMENT = hostile.ASSIGNMENT
+NORMAL = ("reference",)
+SNOOP = "snoop"
+
+
+def _kernel_python(root: Path, folder: Path) -> tuple[str | None, str]:
+    """An interpreter that an isolated kernel (another user id) can run: this one, or a
+    virtual environment made from the system's Python of the same version that sees this
+    environment's packages (where this one lives under /root, as with pyenv). Returns
+    (interpreter or None for this one, "") or (None, why isolation cannot be tested)."""
+    if os.geteuid() != 0:
+        return None, "--isolate runs kernels as another user: needs root"
+    problem = grade.check_isolation(root)
+    if not problem:
+        return None, ""
+    system = shutil.which(
+        f"python{sys.version_info.major}.{sys.version_info.minor}", path="/usr/bin"
+    )
+    if system is None:
+        return None, problem
+    folder.chmod(0o755)
+    venv = folder / "kernel-python"
+    subprocess.run([system, "-m", "venv", "--without-pip", str(venv)], check=True)
+    (found,) = venv.glob("lib/python*/site-packages")
+    found.joinpath("grading-env.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    python = str(venv / "bin" / "python")
+    problem = grade.check_isolation(root, python)
+    return (python, "") if not problem else (None, problem)
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    base = tmp_path_factory.getbasetemp()
+    root = make_course(tmp_path_factory.mktemp("hostile-course"), [ASSIGNMENT])
+    # A course root on a shared server is reachable by every user; so is this one (pytest
+    # makes its folders private), so that only grade.py's isolation protects it.
+    for folder in [root, *root.parents]:
+        if folder == base.parent.parent:
+            break
+        folder.chmod(folder.stat().st_mode | 0o755)
+    normal = [s for s in samples_for(ASSIGNMENT) if s.student in NORMAL]
+    course.write_submissions(root, ASSIGNMENT, normal)
+    python, no_isolation = _kernel_python(root, tmp_path_factory.mktemp("kernel"))
+    # Without isolation the file snooper would really write into the gradebook and another
+    # student's submission: it is only graded where the system can refuse.
+    hostile.write(root, [s for s in hostile.SAMPLES if SNOOP != s.student or not no_isolation])
+    report = root / "report.json"
+    args = [ASSIGNMENT, "--root", str(root), "--workers", "2", "--timeout", "300"]
+    args += ["--cell-timeout", "10", "--memory-limit", "1.5", "--report", str(report)]
+    if not no_isolation:
+        args += ["--isolate"] + (["--kernel-python", python] if python else [])
+    code = grade.main(args)
+    rows = {r["student"]: r for r in json.loads(report.read_text())}
+    return root, code, rows, no_isolation
+
+
+def _scores(root: Path, students: list[str]) -> dict[str, dict[str, float]]:
+    results = course.collect_results(root, ASSIGNMENT, students)
+    tests = course.test_cell_ids(root, ASSIGNMENT)
+    return {r.student: {g: r.cells[g].score for g in tests} for r in results}
+
+
+def test_normal_submissions_score_what_they_score_alone(graded):
+    root, code, rows, _ = graded
+    assert code == 1  # two hostile submissions cannot be graded
+    problems = course.compare_with_samples(
+        course.collect_results(root, ASSIGNMENT, list(NORMAL)),
+        [s for s in samples_for(ASSIGNMENT) if s.student in NORMAL],
+        course.test_cell_ids(root, ASSIGNMENT),
+    )
+    assert problems == []
+    assert all(rows[s]["status"] == "graded" and rows[s]["notes"] == [] for s in NORMAL)
+
+
+@pytest.mark.parametrize("sample", hostile.SAMPLES, ids=lambda s: s.student)
+def test_hostile_submission_loses_what_it_broke_and_is_reported(graded, sample):
+    root, _, rows, no_isolation = graded
+    if sample.student == SNOOP and no_isolation:
+        pytest.skip(f"the file snooper is graded only with --isolate: {no_isolation}")
+    row = rows[sample.student]
+    assert any(sample.note in note for note in row["notes"]), row
+    if not sample.graded:
+        assert row["status"] == "failed" and row["attempts"] == 0
+        return
+    assert row["status"] == "graded", row
+    scores = _scores(root, [sample.student])[sample.student]
+    maxima = {
+        g: c.max_score
+        for g, c in course.collect_results(root, ASSIGNMENT, ["reference"])[0].cells.items()
+    }
+    want = {g: 0.0 if g in sample.lost else maxima[g] for g in scores}
+    assert scores == want, row["notes"]
+
+
+def test_gradebook_keeps_every_row(graded):
+    root, _, rows, _ = graded
+    db = sqlite3.connect(root / "gradebook.db")
+    students = {r[0] for r in db.execute("SELECT id FROM student")}
+    submitted = {
+        r[0]
+        for r in db.execute(
+            "SELECT student.id FROM submitted_assignment JOIN student "
+            "ON submitted_assignment.student_id = student.id"
+        )
+    }
+    graded_ones = {s.student for s in hostile.SAMPLES if s.graded and s.student in rows}
+    graded_ones |= set(NORMAL)
+    assert submitted == graded_ones
+    assert graded_ones <= students
+    assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def test_isolated_kernel_cannot_read_or_write_other_files(graded):
+    root, _, rows, no_isolation = graded
+    if no_isolation:
+        pytest.skip(f"graded without --isolate: {no_isolation}")
+    nb = (root / "autograded" / SNOOP / ASSIGNMENT / hostile.NOTEBOOK).read_text()
+    line = next(ln for ln in json.loads(nb)["cells"] if "SNOOPED" in str(ln.get("outputs")))
+    text = str(line["outputs"])
+    assert "PermissionError" in text and "written" not in text and "': 1" not in text, text
+    (line,) = [n for n in rows[SNOOP]["notes"] if "outside its own folder" in n]
+    assert "refused" in line and "NOT refused" not in line, line
+    assert (
+        "pwned"
+        not in (root / "submitted" / "reference" / ASSIGNMENT / hostile.NOTEBOOK).read_text()
+    )
+    assert not (root / "autograded" / "reference" / ASSIGNMENT / "pwned.txt").exists()
+    for name in grade.PRIVATE_PATHS:
+        if (root / name).exists():
+            assert (root / name).stat().st_mode & 0o077 == 0, name
+    # and the student's own folder came back to the course's owner
+    assert (root / "autograded" / SNOOP).stat().st_uid == root.stat().st_uid
+
+
+_GUARD_SCRIPT = """
+from initlab_grading import guard
+guard.snapshot("nonce")
+import torch, torch.func, torch.autograd.functional
+x = torch.randn(3)
+torch.func.jacrev(torch.sin)(x), torch.autograd.functional.jacobian(torch.sin, x)
+print("CLEAN", guard.problems())
+torch.allclose = lambda *a, **k: True
+print("PATCHED", guard.problems())
+"""
+
+
+def test_guard_accepts_torch_internals_and_flags_a_replacement(tmp_path):
+    """torch's modules hold functions of frozen standard modules (abc.abstractmethod, whose
+    code says "<frozen abc>"): not a replacement. A lambda in torch's namespace is."""
+    work = tmp_path / "autograded" / "student" / ASSIGNMENT
+    work.mkdir(parents=True)
+    out = subprocess.run(
+        [sys.executable, "-c", _GUARD_SCRIPT],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    ).stdout
+    assert "CLEAN []" in out, out
+    assert "torch.allclose was replaced by notebook code" in out, out
