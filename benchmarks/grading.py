@@ -8,13 +8,15 @@ cycling through its sample submissions, at the ``grade`` budget. Then, on the sa
 submissions:
 
 1. plain sequential ``nbgrader autograde ASSIGNMENT`` (one process grades the class);
-2. the kit's parallel grading (``initlab_grading.grade``, one process per submission,
-   ``--workers`` at a time);
-3. executing each submission's notebook alone with nbclient (no nbgrader), which is the
-   floor any grader pays.
+2. the kit's parallel grading (``initlab_grading.grade``: ``--workers`` long-lived
+   grading workers, each grading one submission after another);
+3. executing each submission's notebook alone with nbclient (no nbgrader), one after
+   another, which is the floor any grader pays.
 
 It prints seconds per submission for each, the speed-up of 2 over 1, and the kit's
-overhead per submission: (2)'s per-submission process time minus (3)'s.
+overhead per submission: the worker time (2) spends per submission (its wall time times
+the number of workers, divided by the class size; start-up of the workers included) minus
+(3)'s time per submission.
 """
 
 from __future__ import annotations
@@ -95,7 +97,7 @@ def main() -> None:
         )
         parallel = time.perf_counter() - start
         failed = [r.student for r in results if r.status != "graded"]
-        per_process = statistics.mean(r.seconds for r in results)
+        per_submission = statistics.mean(r.seconds for r in results)
 
         execution = [execute_alone(root, args.assignment, s) for s in students]
         floor = statistics.mean(execution)
@@ -113,9 +115,11 @@ def main() -> None:
         f"speed-up of the kit over sequential: {sequential / parallel:.2f}x "
         f"with {args.workers} workers"
     )
+    worker_time = parallel * args.workers / n
     print(
-        f"kit overhead per submission over execution alone: {per_process - floor:+.2f} s "
-        f"({per_process:.2f} s per grading process)"
+        f"kit overhead per submission over execution alone: {worker_time - floor:+.2f} s "
+        f"({worker_time:.2f} s of worker time per submission; each submission took "
+        f"{per_submission:.2f} s from start to grade with {args.workers} at once)"
     )
 
 

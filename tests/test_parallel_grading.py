@@ -99,3 +99,48 @@ def _cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
     except OSError:
         return ""
+
+
+def test_workers_are_replaced_after_a_runaway_or_a_killed_worker(small_class):
+    """The local engine grades in long-lived workers. One worker grades, in this order, a
+    submission that kills the worker (its kernel's parent: retried once, then reported), an
+    answer that never returns (stopped at the time limit with its worker and kernel), and
+    the reference, which a fresh worker grades in full. Nothing of them is left running."""
+    killer = Sample(
+        "a-kills-grader",
+        "",
+        answers={"f_and_grad": "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)"},
+    )
+    loop = Sample("b-infinite-loop", "", answers={"f_and_grad": "while True:\n    pass"})
+    (ref,) = [s for s in samples_for(ASSIGNMENT) if s.student == "reference"]
+    c_ref = Sample("c-reference", "", answers=ref.answers)
+    class_root = make_course(small_class.parent / "worker-class", [ASSIGNMENT])
+    course.write_submissions(class_root, ASSIGNMENT, [killer, loop, c_ref])
+    results = {
+        r.student: r
+        for r in grade.grade_class(
+            class_root, ASSIGNMENT, workers=1, timeout=20, retries=1, progress=lambda _: None
+        )
+    }
+    assert results["a-kills-grader"].status == "failed"
+    assert results["a-kills-grader"].attempts == 2
+    assert grade.WORKER_STOPPED in results["a-kills-grader"].detail
+    assert results["b-infinite-loop"].status == "timed out"
+    assert results["c-reference"].status == "graded", results["c-reference"].detail
+    tests = course.test_cell_ids(class_root, ASSIGNMENT)
+    (graded,) = course.collect_results(class_root, ASSIGNMENT, ["c-reference"])
+    assert graded.auto_score == graded.auto_max(tests)
+    time.sleep(1.5)  # a kernel whose worker died exits within a second (ipykernel's poller)
+    left = [
+        pid
+        for pid in map(int, (p.name for p in Path("/proc").glob("[0-9]*")))
+        if str(class_root) in _cwd(pid) and _alive(pid)
+    ]
+    assert left == [], [_cmdline(pid) for pid in left]
+
+
+def _cwd(pid: int) -> str:
+    try:
+        return str(Path(f"/proc/{pid}/cwd").resolve())
+    except OSError:
+        return ""

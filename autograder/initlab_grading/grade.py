@@ -5,16 +5,20 @@
         [--memory-limit GIB] [--cell-timeout SECONDS] [--isolate] [--kernel-python PATH]
         [--engine local|dask --scheduler tcp://HOST:PORT]
 
-Each submission in submitted/<student>/<assignment>/ is graded by its own
-``nbgrader autograde ASSIGNMENT --student STUDENT --force`` process, up to ``--workers``
-at a time (default: the number of CPU cores). A submission that runs past ``--timeout``
-seconds is stopped and reported. A run that fails for a reason outside the student's
-control (the gradebook was locked by another writer, a kernel did not start) is retried
-up to ``--retries`` times; a failure caused by the submission itself (for example a
-notebook that is not valid JSON) is reported and not retried. One line per finished
-submission shows progress; a summary and a JSON report come at the end. Grades land in
-the gradebook exactly as with ``nbgrader autograde``. ``--engine dask`` runs the same
-per-submission grading as tasks on a Dask cluster instead (initlab_grading.distributed).
+``--workers`` grading workers (default: the number of CPU cores; initlab_grading.worker)
+each load nbgrader and the course configuration once and then grade one submission of
+submitted/<student>/<assignment>/ after another, in the process, with nbgrader's own
+``Autograde`` (what ``nbgrader autograde ASSIGNMENT --student STUDENT --force`` runs), each
+submission in a kernel of its own. A submission that runs past ``--timeout`` seconds is
+stopped with its worker and kernel, and a fresh worker grades the next one. A run that
+fails for a reason outside the student's control (the gradebook was locked by another
+writer, a kernel did not start, the worker died) is retried up to ``--retries`` times; a
+failure caused by the submission itself (for example a notebook that is not valid JSON)
+is reported and not retried. One line per finished submission shows progress; a summary
+and a JSON report come at the end. Grades land in the gradebook exactly as with
+``nbgrader autograde``. ``--engine dask`` grades each submission as a task on a Dask
+cluster instead, in an ``nbgrader autograde --student`` process of its own
+(initlab_grading.distributed).
 
 Broken and hostile submissions (README, "Hostile submissions"): each kernel
 runs under a memory limit (``--memory-limit``, default 6 GiB) through the launcher
@@ -32,6 +36,7 @@ import argparse
 import itertools
 import json
 import os
+import queue
 import shutil
 import signal
 import subprocess
@@ -39,6 +44,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -57,6 +63,10 @@ SANDBOX_UID_BASE = 61000
 PRIVATE_PATHS = ("gradebook.db", "source", "solutions", "submitted", "autograded", "feedback")
 """What --isolate makes readable by the course's owner only."""
 
+WORKER_STOPPED = "grading worker stopped"
+"""How a report names a grading worker that did not start or died (retried: a fresh one
+grades the submission again)."""
+
 # Log fragments of failures that another attempt can fix: they come from the grading
 # machinery (the shared gradebook, kernel start-up), never from what a student wrote.
 INFRASTRUCTURE_FAILURES = (
@@ -65,6 +75,7 @@ INFRASTRUCTURE_FAILURES = (
     "Timeout waiting for kernel_info reply",
     "Address already in use",
     "No space left on device",
+    WORKER_STOPPED,
     # PostgreSQL gradebook (CourseDirectory.db_url): two graders adding the same student or
     # submission at once (the second insert is refused; its retry finds the row), lock
     # ordering, a server restarting.
@@ -116,12 +127,29 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def _kill_tree(proc: subprocess.Popen) -> None:
-    for pid in [*descendants(proc.pid), proc.pid]:
+def _kill_pids(pids: list[int]) -> None:
+    for pid in pids:
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def _kill_strays(folder: Path) -> None:
+    """Kill every process working in ``folder`` (a submission's autograded/ folder, where
+    its kernel runs): the kernel of a grading worker that died is no longer below it."""
+    folder = folder.resolve()
+    for cwd in Path("/proc").glob("[0-9]*/cwd"):
+        try:
+            where = Path(os.readlink(cwd))
+        except OSError:
+            continue
+        if where == folder or folder in where.parents:
+            _kill_pids([int(cwd.parent.name)])
+
+
+def _kill_tree(proc: subprocess.Popen) -> None:
+    _kill_pids([*descendants(proc.pid), proc.pid])
     proc.communicate()
 
 
@@ -189,11 +217,21 @@ def inspect_submission(root: Path, assignment: str, student: str) -> tuple[str, 
 
 
 def _kernelspec(memory: int | None, uid: int | None, python: str | None = None) -> Path:
-    """A folder for JUPYTER_PATH with a python3 kernelspec that starts the kernel (with
-    ``python``, default this interpreter) through initlab_grading.sandbox."""
+    """A new folder for JUPYTER_PATH with the grading kernelspec (``_write_kernelspec``)."""
     folder = Path(tempfile.mkdtemp(prefix="initlab-kernelspec-"))
+    _write_kernelspec(folder, memory, uid, python)
+    return folder
+
+
+def _write_kernelspec(
+    folder: Path, memory: int | None, uid: int | None, python: str | None = None
+) -> None:
+    """Write into ``folder`` (a JUPYTER_PATH entry) a python3 kernelspec that starts the
+    kernel (with ``python``, default this interpreter) through initlab_grading.sandbox.
+    Jupyter reads kernel.json each time it starts a kernel, so rewriting it changes the
+    next kernel only."""
     spec = folder / "kernels" / "python3"
-    spec.mkdir(parents=True)
+    spec.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, "-m", "initlab_grading.sandbox"]
     argv += ["--memory", str(memory)] if memory else []
     argv += ["--uid", str(uid)] if uid is not None else []
@@ -201,60 +239,42 @@ def _kernelspec(memory: int | None, uid: int | None, python: str | None = None) 
     spec.joinpath("kernel.json").write_text(
         json.dumps({"argv": argv, "display_name": "Python 3 (grading)", "language": "python"})
     )
-    return folder
+
+
+def _jupyter_path(spec: Path) -> str:
+    """JUPYTER_PATH with ``spec`` first, so that its python3 kernelspec is the one used."""
+    return os.pathsep.join(
+        [str(spec), *filter(None, os.environ.get("JUPYTER_PATH", "").split(os.pathsep))]
+    )
 
 
 def _report_lines(log: str) -> list[str]:
     return [ln.split(REPORT_TAG, 1)[1].strip() for ln in log.splitlines() if REPORT_TAG in ln]
 
 
-def grade_one(
+def _grade_attempts(
     root: Path,
     assignment: str,
     student: str,
     timeout: float,
     retries: int,
-    memory_limit: float | None = DEFAULT_MEMORY_LIMIT_GIB,
-    cell_timeout: float | None = None,
-    uid: int | None = None,
-    kernel_python: str | None = None,
+    uid: int | None,
+    run: Callable[[], tuple[str, bool] | None],
 ) -> GradingResult:
-    """Autograde one submission in its own nbgrader process. ``memory_limit`` (GiB) and
-    ``uid`` apply to its kernel only; ``cell_timeout`` overrides Execute.timeout;
-    ``kernel_python`` is the interpreter the kernel runs (default: this one)."""
-    ensure_tools_on_path()
+    """What grading one submission means, whichever process runs nbgrader: inspect the
+    submission, then call ``run`` (one nbgrader run: its log and whether it succeeded, or
+    None when it ran past ``timeout``) until it succeeds, fails for a reason of the
+    submission's, or has failed ``retries + 1`` times for a reason of the machinery's."""
     start = time.monotonic()
     fatal, notes = inspect_submission(root, assignment, student)
     if fatal:
         return GradingResult(student, "failed", time.monotonic() - start, 0, fatal, [fatal])
-    cmd = [
-        str(Path(sys.executable).with_name("nbgrader")),
-        "autograde",
-        assignment,
-        f"--student={student}",
-        "--force",
-    ]
-    if cell_timeout:
-        cmd.append(f"--Execute.timeout={int(cell_timeout)}")
-    memory = int(memory_limit * 2**30) if memory_limit else None
-    spec = _kernelspec(memory, uid, kernel_python)
-    env = {
-        **os.environ,
-        "JUPYTER_PATH": os.pathsep.join(
-            [str(spec), *filter(None, os.environ.get("JUPYTER_PATH", "").split(os.pathsep))]
-        ),
-    }
     attempts = 0
     try:
         while True:
             attempts += 1
-            proc = subprocess.Popen(
-                cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-            )
-            try:
-                log, _ = proc.communicate(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                _kill_tree(proc)  # nbgrader and the kernel it started
+            outcome = run()
+            if outcome is None:
                 detail = f"stopped after {timeout:g} s"
                 return GradingResult(
                     student,
@@ -264,9 +284,10 @@ def grade_one(
                     detail,
                     [*notes, f"{detail} (whole-submission limit): not graded"],
                 )
+            log, ok = outcome
             notes_run = [*notes, *_report_lines(log)]
             config = next((f for f in CONFIG_FAILURES if f in log), "")
-            failed = proc.returncode != 0 or "There was an error processing" in log or config
+            failed = not ok or "There was an error processing" in log or config
             if not failed:
                 return GradingResult(
                     student, "graded", time.monotonic() - start, attempts, "", notes_run
@@ -285,9 +306,218 @@ def grade_one(
                 student, "failed", time.monotonic() - start, attempts, detail[:500], notes_run
             )
     finally:
-        shutil.rmtree(spec, ignore_errors=True)
         if uid is not None:
             _reclaim(root / "autograded" / student)
+
+
+def grade_one(
+    root: Path,
+    assignment: str,
+    student: str,
+    timeout: float,
+    retries: int,
+    memory_limit: float | None = DEFAULT_MEMORY_LIMIT_GIB,
+    cell_timeout: float | None = None,
+    uid: int | None = None,
+    kernel_python: str | None = None,
+) -> GradingResult:
+    """Autograde one submission in its own ``nbgrader autograde --student`` process (the
+    Dask engine's way; grade_class's local engine keeps workers running instead).
+    ``memory_limit`` (GiB) and ``uid`` apply to its kernel only; ``cell_timeout``
+    overrides Execute.timeout; ``kernel_python`` is the interpreter the kernel runs
+    (default: this one)."""
+    ensure_tools_on_path()
+    cmd = [
+        str(Path(sys.executable).with_name("nbgrader")),
+        "autograde",
+        assignment,
+        f"--student={student}",
+        "--force",
+    ]
+    if cell_timeout:
+        cmd.append(f"--Execute.timeout={int(cell_timeout)}")
+    memory = int(memory_limit * 2**30) if memory_limit else None
+    spec = _kernelspec(memory, uid, kernel_python)
+    env = {**os.environ, "JUPYTER_PATH": _jupyter_path(spec)}
+
+    def run() -> tuple[str, bool] | None:
+        proc = subprocess.Popen(
+            cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        try:
+            log, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_tree(proc)  # nbgrader and the kernel it started
+            return None
+        return log, proc.returncode == 0
+
+    try:
+        return _grade_attempts(root, assignment, student, timeout, retries, uid, run)
+    finally:
+        shutil.rmtree(spec, ignore_errors=True)
+
+
+class WorkerFailure(RuntimeError):
+    """A grading worker did not start or stopped; the message says how (WORKER_STOPPED)."""
+
+
+WORKER_START_TIMEOUT = 300.0
+"""Seconds a grading worker may take to load nbgrader and the course configuration."""
+
+
+class GradingWorker:
+    """One long-lived ``initlab_grading.worker`` process (nbgrader loaded once, many
+    submissions graded in turn) and the kernelspec folder its kernels start from."""
+
+    def __init__(
+        self,
+        root: Path,
+        assignment: str,
+        memory: int | None,
+        cell_timeout: float | None,
+        kernel_python: str | None,
+    ) -> None:
+        self.memory, self.kernel_python = memory, kernel_python
+        self.spec = Path(tempfile.mkdtemp(prefix="initlab-kernelspec-"))
+        _write_kernelspec(self.spec, memory, None, kernel_python)
+        self.stderr = tempfile.TemporaryFile()
+        package_parent = str(Path(__file__).resolve().parents[1])
+        env = {
+            **os.environ,
+            "JUPYTER_PATH": _jupyter_path(self.spec),
+            "PYTHONPATH": os.pathsep.join(
+                [package_parent, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+            ),
+        }
+        cmd = [sys.executable, "-m", "initlab_grading.worker", assignment]
+        cmd += ["--cell-timeout", str(cell_timeout)] if cell_timeout else []
+        self.proc = subprocess.Popen(
+            cmd,
+            cwd=root,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.stderr,
+            text=True,
+            encoding="utf-8",
+            bufsize=1,
+        )
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+        try:
+            ready = self._answer(WORKER_START_TIMEOUT)
+        except TimeoutError:
+            self.stop()
+            raise WorkerFailure(
+                f"{WORKER_STOPPED}: it did not start within {WORKER_START_TIMEOUT:g} s"
+            ) from None
+        self.config = next((f for f in CONFIG_FAILURES if f in ready.get("log", "")), "")
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def _answer(self, timeout: float) -> dict:
+        try:
+            line = self.lines.get(timeout=timeout)
+        except queue.Empty:
+            raise TimeoutError from None
+        if line is None:
+            raise WorkerFailure(self._why_stopped())
+        return json.loads(line)
+
+    def _why_stopped(self) -> str:
+        try:
+            code = self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            code = None
+        self.stderr.seek(0)
+        tail = self.stderr.read()[-4000:].decode(errors="replace").strip().splitlines()
+        last = f" ({tail[-1][:200]})" if tail else ""
+        return f"{WORKER_STOPPED}: it exited with status {code}{last}"
+
+    def grade(self, student: str, uid: int | None, timeout: float) -> tuple[str, bool] | None:
+        """Autograde one submission: (nbgrader's log, whether it succeeded), or None when
+        it ran past ``timeout`` seconds (then this worker must be stopped). Raises
+        WorkerFailure when the worker dies."""
+        _write_kernelspec(self.spec, self.memory, uid, self.kernel_python)
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(json.dumps({"student": student}) + "\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            raise WorkerFailure(self._why_stopped()) from None
+        try:
+            answer = self._answer(timeout)
+        except TimeoutError:
+            return None
+        log = answer.get("log", "") + answer.get("error", "")
+        if self.config:
+            log += f"\n[ERROR] {self.config} (when the grading worker started)"
+        return log, bool(answer.get("success"))
+
+    def stop(self) -> None:
+        """End the worker: politely when it is idle, else it and every process below it
+        (the kernel of the submission it was grading) are killed."""
+        if self.proc.poll() is None and self.proc.stdin is not None:
+            try:
+                self.proc.stdin.close()
+                self.proc.wait(timeout=5 if self.lines.empty() else 0.01)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+        if self.proc.poll() is None:
+            _kill_pids([*descendants(self.proc.pid), self.proc.pid])
+            self.proc.wait()
+        self.stderr.close()
+        shutil.rmtree(self.spec, ignore_errors=True)
+
+
+class WorkerSlot:
+    """One of grade_class's parallel places: a grading worker, started when first needed
+    and replaced after a submission that ran past its time limit or stopped it."""
+
+    def __init__(
+        self,
+        root: Path,
+        assignment: str,
+        memory_limit: float | None,
+        cell_timeout: float | None,
+        kernel_python: str | None,
+    ) -> None:
+        self.root, self.assignment = root, assignment
+        self.memory = int(memory_limit * 2**30) if memory_limit else None
+        self.cell_timeout, self.kernel_python = cell_timeout, kernel_python
+        self.worker: GradingWorker | None = None
+
+    def grade(self, student: str, timeout: float, retries: int, uid: int | None) -> GradingResult:
+        def run() -> tuple[str, bool] | None:
+            try:
+                if self.worker is None:
+                    self.worker = GradingWorker(
+                        self.root,
+                        self.assignment,
+                        self.memory,
+                        self.cell_timeout,
+                        self.kernel_python,
+                    )
+                outcome = self.worker.grade(student, uid, timeout)
+            except WorkerFailure as err:
+                self.close()
+                _kill_strays(self.root / "autograded" / student)
+                return f"[ERROR] {err}", False
+            if outcome is None:
+                self.close()  # the worker and the kernel still running the submission
+                _kill_strays(self.root / "autograded" / student)
+            return outcome
+
+        return _grade_attempts(self.root, self.assignment, student, timeout, retries, uid, run)
+
+    def close(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()
+            self.worker = None
 
 
 def _reclaim(folder: Path) -> None:
@@ -414,30 +644,31 @@ def grade_class(
         make_private(root)
     uids = itertools.count(SANDBOX_UID_BASE)
     lock = threading.Lock()
+    workers = min(workers or os.cpu_count() or 1, len(students))
+    slots: queue.Queue[WorkerSlot] = queue.Queue()
+    for _ in range(workers):
+        slots.put(WorkerSlot(root, assignment, memory_limit, cell_timeout, kernel_python))
 
     def one(student: str) -> GradingResult:
         with lock:
             uid = next(uids) if isolate else None
-        return grade_one(
-            root,
-            assignment,
-            student,
-            timeout,
-            retries,
-            memory_limit,
-            cell_timeout,
-            uid,
-            kernel_python,
-        )
+        slot = slots.get()  # one is free: the pool runs at most `workers` at once
+        try:
+            return slot.grade(student, timeout, retries, uid)
+        finally:
+            slots.put(slot)
 
-    workers = workers or os.cpu_count() or 1
     results: list[GradingResult] = []
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        jobs = [pool.submit(one, s) for s in students]
-        for done, job in enumerate(as_completed(jobs), start=1):
-            res = job.result()
-            results.append(res)
-            progress(progress_line(done, len(students), res))
+    try:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            jobs = [pool.submit(one, s) for s in students]
+            for done, job in enumerate(as_completed(jobs), start=1):
+                res = job.result()
+                results.append(res)
+                progress(progress_line(done, len(students), res))
+    finally:
+        while not slots.empty():
+            slots.get().close()
     return sorted(results, key=lambda r: r.student)
 
 
