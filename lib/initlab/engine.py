@@ -151,20 +151,90 @@ def code_version() -> str:
     return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
 
 
+_ATEN = torch.ops.aten
+
+_LANE_BLOCK = 64
+"""Elements per step of ATen's widest vectorised CPU loop, with room to spare (two AVX-512
+vectors of float32 are 32 elements)."""
+_GRAIN = 32768
+"""ATen's grain size: elementwise kernels on fewer elements run on one thread."""
+
+
+def _no_remainder_numel(n: int) -> int:
+    """The least ``m >= n`` such that an elementwise ATen CPU kernel over ``m`` elements
+    has no scalar remainder loop: every thread's share is a multiple of _LANE_BLOCK."""
+    threads = torch.get_num_threads()
+    m = -(-n // _LANE_BLOCK) * _LANE_BLOCK
+    while True:
+        tasks = 1 if threads == 1 or m < _GRAIN else min(threads, -(-m // _GRAIN))
+        block = _LANE_BLOCK * tasks
+        if m % block == 0:
+            return m
+        m = -(-m // block) * block
+
+
+def _lanewise_into(op, out: torch.Tensor, *inputs: torch.Tensor) -> torch.Tensor:
+    """``op(*inputs, out)`` for an elementwise ATen kernel writing into ``out`` (inputs and
+    ``out`` of one shape), computed so that each element's value does not depend on where
+    it sits in the tensor.
+
+    ATen's CPU kernels run vectorised (SLEEF) over whole vectors and a scalar loop over the
+    remainder, and for sigmoid, softplus, mish and SiLU the two round differently (seen with
+    AVX-512). A network trained in a stack would then differ in the last bit from the same
+    network trained alone, where its elements sit elsewhere relative to the remainder. Here
+    the kernel runs on a zero-padded copy without a remainder when the tensor has one, so
+    every element goes through the vectorised path."""
+    n = out.numel()
+    m = n if out.device.type != "cpu" else _no_remainder_numel(n)
+    if m == n and all(t.is_contiguous() for t in (out, *inputs)):
+        op(*inputs, out)
+        return out
+    padded = []
+    for t in inputs:
+        buf = t.new_zeros(m)
+        buf[:n] = t.reshape(-1)
+        padded.append(buf)
+    result = out.new_empty(m)
+    op(*padded, result)
+    out.copy_(result[:n].view(out.shape))
+    return out
+
+
+def _lanewise(op, *inputs: torch.Tensor) -> torch.Tensor:
+    """:func:`_lanewise_into` into a new tensor."""
+    return _lanewise_into(op, torch.empty_like(inputs[0]), *inputs)
+
+
+def _sigmoid_into(z: torch.Tensor, out: torch.Tensor) -> None:
+    torch.sigmoid(z, out=out)
+
+
+def _mish_into(z: torch.Tensor, out: torch.Tensor) -> None:
+    torch._C._nn.mish(z, out=out)
+
+
+def _silu_backward_into(grad: torch.Tensor, u: torch.Tensor, out: torch.Tensor) -> None:
+    _ATEN.silu_backward.grad_input(grad, u, grad_input=out)
+
+
+def _mish_backward_into(grad: torch.Tensor, z: torch.Tensor, out: torch.Tensor) -> None:
+    out.copy_(_ATEN.mish_backward(grad, z))  # no out= variant
+
+
 def activation_fn(name: str, z: torch.Tensor, beta: torch.Tensor | None = None) -> torch.Tensor:
     """Apply an activation to ``z``; for swish, ``beta`` broadcasts against ``z``."""
     if name == "relu":
         return F.relu(z)
     if name == "sigmoid":
-        return torch.sigmoid(z)
+        return _lanewise(_sigmoid_into, z)
     if name == "leaky_relu":
         return F.leaky_relu(z, 0.01)
     if name == "tanh":
         return torch.tanh(z)
     if name == "mish":
-        return F.mish(z)
+        return _lanewise(_mish_into, z)
     if name == "swish":
-        return z * torch.sigmoid(beta * z)
+        return z * _lanewise(_sigmoid_into, beta * z)
     raise ValueError(f"unknown activation {name!r}")
 
 
@@ -366,9 +436,6 @@ def _initial_params(
     return params
 
 
-_ATEN = torch.ops.aten
-
-
 def _activation_backward(
     name: str, grad: torch.Tensor, z: torch.Tensor, a: torch.Tensor, beta: torch.Tensor | None
 ) -> torch.Tensor:
@@ -384,9 +451,9 @@ def _activation_backward(
     if name == "tanh":
         return _ATEN.tanh_backward(grad, a)
     if name == "mish":
-        return _ATEN.mish_backward(grad, z)
+        return _lanewise(_mish_backward_into, grad, z)
     if name == "swish":
-        return _ATEN.silu_backward(grad, beta * z)
+        return _lanewise(_silu_backward_into, grad, beta * z)
     raise ValueError(f"unknown activation {name!r}")
 
 
@@ -397,16 +464,16 @@ def _activation_into(
     if name == "relu":
         torch.clamp(z, min=0, out=out)
     elif name == "sigmoid":
-        torch.sigmoid(z, out=out)
+        _lanewise_into(_sigmoid_into, out, z)
     elif name == "leaky_relu":
         torch._C._nn.leaky_relu(z, 0.01, out=out)
     elif name == "tanh":
         torch.tanh(z, out=out)
     elif name == "mish":
-        torch._C._nn.mish(z, out=out)
+        _lanewise_into(_mish_into, out, z)
     elif name == "swish":
         torch.mul(beta, z, out=out)
-        torch.sigmoid(out, out=out)
+        _lanewise_into(_sigmoid_into, out, out)
         out.mul_(z)
     else:
         raise ValueError(f"unknown activation {name!r}")
@@ -430,7 +497,7 @@ def _activation_backward_into(
     elif name == "tanh":
         _ATEN.tanh_backward.grad_input(grad, a, grad_input=out)
     elif name == "swish":
-        _ATEN.silu_backward.grad_input(grad, beta * z, grad_input=out)
+        _lanewise_into(_silu_backward_into, out, grad, beta * z)
     else:  # mish has no out= variant
         out.copy_(_activation_backward(name, grad, z, a, beta))
 
