@@ -21,11 +21,26 @@ def test_grade_under_nbgrader_and_ci(monkeypatch, var, value):
     assert budget.pick(grade=1, default=2, full=3) == 1
 
 
-def test_override_wins(monkeypatch):
-    monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")
+@pytest.mark.parametrize("mode", ["autograde", "validate"])
+@pytest.mark.parametrize("override", [" Full ", "default", "grade", "huge"])
+def test_nbgrader_always_grades_with_the_grade_budget(monkeypatch, mode, override):
+    """nbgrader sets NBGRADER_EXECUTION while it autogrades or validates: an INITLAB_BUDGET
+    left in the environment (even a misspelt one) must not change what grading runs."""
+    monkeypatch.setenv("NBGRADER_EXECUTION", mode)
+    monkeypatch.setenv("INITLAB_BUDGET", override)
+    assert budget.current() == "grade"
+    assert budget.pick(grade=1, default=2, full=3) == 1
+    assert "'grade'" in budget.describe() and "nbgrader" in budget.describe()
+
+
+@pytest.mark.parametrize("ci", [None, "true"])
+def test_override_wins_outside_nbgrader(monkeypatch, ci):
+    if ci:
+        monkeypatch.setenv("CI", ci)
     monkeypatch.setenv("INITLAB_BUDGET", " Full ")
     assert budget.current() == "full"
     assert "'full'" in budget.describe()
+    assert "INITLAB_BUDGET" in budget.describe()
 
 
 def test_unknown_budget_says_what_to_do(monkeypatch):
