@@ -1,15 +1,18 @@
 """Benchmark of the batched training engine (initlab.engine), measured in one run.
 
-    python benchmarks/engine.py [--epochs 1] [--device cpu|cuda]
+    python benchmarks/engine.py [--epochs 1] [--repeats 3] [--device cpu|cuda]
 
-Prints:
+Prints, each figure the median of ``--repeats`` interleaved runs after a warm-up run
+(minimum and maximum beside it, since the machine may be shared):
 
 1. the engine's achieved FLOP/s while training the 48 networks of the learning-rate
    search (6 activations x 8 rates, 784-200-64-10, batch 64) against the same sequence of
    batched matrix products (3 forward, 2 input-gradient, 3 weight-gradient per step) on
-   tensors of the same shapes, with nothing else (goal: at least 70 %);
+   tensors of the same shapes, with nothing else, laid out both ways (one stack on all
+   threads, or one single-threaded half-stack per thread) and the faster taken (goal: at
+   least 70 %);
 2. the same 48 networks trained together against one at a time, with the engine and with
-   the usual nn.Sequential + torch.optim.SGD loop (goal: at least 3x);
+   the usual nn.Sequential + torch.optim.SGD loop on all threads (goal: at least 3x);
 3. one stack with mixed activations against one stack per activation;
 4. the wall time of the notebook's training at the ``default`` budget and of the full
    protocol (1,000 epochs per network), extrapolated from the measured throughput.
@@ -23,7 +26,9 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import statistics
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -64,14 +69,7 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def plain_bmm_seconds(C: int, steps: int, device: torch.device) -> float:
-    """The engine's matrix products alone, on random tensors of the same shapes."""
-    g = torch.Generator().manual_seed(0)
-    pairs = zip(SIZES[:-1], SIZES[1:], strict=True)
-    W = [torch.rand(C, i, o, generator=g).to(device) for i, o in pairs]
-    A = [torch.rand(C, BATCH, n, generator=g).to(device) for n in SIZES]
-    sync(device)
-    start = time.perf_counter()
+def _plain_products(W: list, A: list, steps: int) -> None:
     for _ in range(steps):
         for k in range(3):  # forward
             torch.bmm(A[k], W[k])
@@ -79,6 +77,33 @@ def plain_bmm_seconds(C: int, steps: int, device: torch.device) -> float:
             torch.bmm(A[k + 1], W[k].transpose(1, 2))
         for k in range(3):  # weight gradients
             torch.bmm(A[k].transpose(1, 2), A[k + 1])
+
+
+def plain_bmm_seconds(C: int, steps: int, device: torch.device, parts: int = 1) -> float:
+    """The engine's matrix products alone, on random tensors of the same shapes: one stack
+    of C on torch's threads (``parts=1``), or ``parts`` stacks stepped on threads of their
+    own while torch runs single-threaded (the engine's layout on the CPU)."""
+    g = torch.Generator().manual_seed(0)
+    sizes = [(C * k // parts, C * (k + 1) // parts) for k in range(parts)]
+    stacks = []
+    for lo, hi in sizes:
+        pairs = zip(SIZES[:-1], SIZES[1:], strict=True)
+        W = [torch.rand(hi - lo, i, o, generator=g).to(device) for i, o in pairs]
+        A = [torch.rand(hi - lo, BATCH, n, generator=g).to(device) for n in SIZES]
+        stacks.append((W, A))
+    threads = torch.get_num_threads()
+    sync(device)
+    start = time.perf_counter()
+    if parts == 1:
+        _plain_products(*stacks[0], steps)
+    else:
+        torch.set_num_threads(1)
+        try:
+            with ThreadPoolExecutor(parts) as pool:
+                for _ in range(steps):  # one step at a time, as the engine does
+                    list(pool.map(lambda wa: _plain_products(*wa, 1), stacks))
+        finally:
+            torch.set_num_threads(threads)
     sync(device)
     return time.perf_counter() - start
 
@@ -136,9 +161,14 @@ def torch_loop_seconds(configs, X, y, epochs: int, device) -> float:
     return time.perf_counter() - start
 
 
+def _stats(values: list[float]) -> str:
+    return f"{statistics.median(values):7.2f} s (min {min(values):.2f}, max {max(values):.2f})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=1, help="epochs per measurement")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved runs per figure")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
     args = parser.parse_args()
     device = engine.pick_device(args.device)
@@ -148,49 +178,73 @@ def main() -> None:
     C = len(configs)
     steps = args.epochs * -(-N_TRAIN // BATCH)
     flop = flops_per_example() * N_TRAIN * args.epochs * C
+    threads = torch.get_num_threads()
 
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}"
+        f"torch {torch.__version__}, {threads} threads, device {device}"
     )
     print(
         f"workload: {C} networks 784-200-64-10, batch {BATCH}, {N_TRAIN} images, "
-        f"{args.epochs} epoch(s) = {steps} steps, {flop / 1e9:.1f} GFLOP"
+        f"{args.epochs} epoch(s) = {steps} steps, {flop / 1e9:.1f} GFLOP; "
+        f"median of {args.repeats} interleaved runs after a warm-up"
     )
 
-    t_engine = train_seconds(configs, X, y, args.epochs, device)
-    t_plain = plain_bmm_seconds(C, steps, device)
+    train_seconds(configs, X, y, 1 if device.type == "cpu" else args.epochs, device)  # warm-up
+    times: dict[str, list[float]] = {}
+
+    def record(name: str, seconds: float) -> None:
+        times.setdefault(name, []).append(seconds)
+
+    for _ in range(args.repeats):
+        record("engine", train_seconds(configs, X, y, args.epochs, device))
+        record("plain1", plain_bmm_seconds(C, steps, device))
+        if device.type == "cpu" and threads > 1:
+            record("plainN", plain_bmm_seconds(C, steps, device, parts=threads))
+        record("split", train_seconds(configs, X, y, args.epochs, device, split_activations=True))
+        record("alone", sum(train_seconds([c], X, y, args.epochs, device) for c in configs))
+        record("loop", torch_loop_seconds(configs, X, y, args.epochs, device))
+    med = {name: statistics.median(v) for name, v in times.items()}
+    plain = min(med["plain1"], med.get("plainN", float("inf")))
+
     print("\n1. achieved FLOP/s")
-    print(f"   engine (mixed activations): {t_engine:7.2f} s  {flop / t_engine / 1e9:7.1f} GFLOP/s")
-    print(f"   plain batched matmuls:      {t_plain:7.2f} s  {flop / t_plain / 1e9:7.1f} GFLOP/s")
-    print(f"   engine / plain: {t_plain / t_engine:.0%} (goal >= 70 %)")
+    print(
+        f"   engine (mixed activations):          {_stats(times['engine'])}"
+        f"  {flop / med['engine'] / 1e9:6.1f} GFLOP/s"
+    )
+    print(
+        f"   plain bmm, one stack on {threads} thread(s): {_stats(times['plain1'])}"
+        f"  {flop / med['plain1'] / 1e9:6.1f} GFLOP/s"
+    )
+    if "plainN" in med:
+        print(
+            f"   plain bmm, {threads} single-threaded stacks: {_stats(times['plainN'])}"
+            f"  {flop / med['plainN'] / 1e9:6.1f} GFLOP/s"
+        )
+    print(f"   engine / faster plain: {plain / med['engine']:.0%} (goal >= 70 %)")
 
-    t_alone = 0.0
-    for config in configs:
-        t_alone += train_seconds([config], X, y, args.epochs, device)
-    t_loop = torch_loop_seconds(configs, X, y, args.epochs, device)
     print("\n2. batched against one network at a time (same 48 configurations)")
-    print(f"   batched engine:                    {t_engine:7.2f} s")
+    print(f"   batched engine:                       {_stats(times['engine'])}")
     print(
-        f"   the engine, one network per call:  {t_alone:7.2f} s -> batched "
-        f"{t_alone / t_engine:.1f}x faster"
+        f"   the engine, one network per call:     {_stats(times['alone'])}"
+        f" -> batched {med['alone'] / med['engine']:.1f}x faster"
     )
     print(
-        f"   nn.Sequential + optim.SGD per net: {t_loop:7.2f} s -> batched "
-        f"{t_loop / t_engine:.1f}x faster (goal >= 3x)"
+        f"   nn.Sequential + optim.SGD per net:    {_stats(times['loop'])}"
+        f" -> batched {med['loop'] / med['engine']:.1f}x faster (goal >= 3x)"
     )
 
-    t_split = train_seconds(configs, X, y, args.epochs, device, split_activations=True)
     print("\n3. mixed activations")
-    print(f"   one stack, activations applied per contiguous slice: {t_engine:7.2f} s")
-    print(f"   one stack per activation (6 stacks of 8):            {t_split:7.2f} s")
+    print(f"   one stack, activations applied per contiguous slice: {_stats(times['engine'])}")
+    print(f"   one stack per activation (6 stacks of 8):            {_stats(times['split'])}")
 
-    per_net_epoch = min(t_engine, t_split) / (C * args.epochs)  # seconds per network-epoch
+    per_net_epoch = min(med["engine"], med["split"]) / (C * args.epochs)
     # network-epochs of the notebook: Part 5 (6 nets), Part 6 (48), Part 7 (6 x seeds on
     # 12,000 images), Part 8 (1 on 12,000)
     default = 6 * 10 + 48 * 5 + (18 * 5 + 5) * N_FULL / N_TRAIN
     full = (6 + 48) * 1000 + (30 + 1) * 1000 * N_FULL / N_TRAIN
-    print("\n4. wall time of the notebook's training (extrapolated from the fastest of 1 and 3)")
+    print("\n4. wall time of the notebook's training (extrapolated from the faster of 1 and 3;")
+    print("   validation passes and the smaller stacks of Parts 5, 7 and 8 not included)")
     print(f"   {per_net_epoch:.3f} s per network and epoch of 9,600 images")
     print(f"   default budget: {default:.0f} network-epochs -> {default * per_net_epoch:.0f} s")
     print(f"   full protocol:  {full:.0f} network-epochs -> {full * per_net_epoch / 3600:.1f} h")

@@ -70,6 +70,78 @@ def _autograd_step(config, X, y, params, betas):
     return out
 
 
+@pytest.mark.parametrize("workers", [1, 2, 3])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_results_do_not_depend_on_workers_or_threads(workers, threads):
+    """Every network is computed by single-threaded kernels on one worker thread, so
+    neither the number of worker threads nor torch's thread count changes a bit."""
+    train, val = _data(300), _data(100, seed=1)
+    kwargs = dict(num_epochs=1, batch_size=64, cache=False, progress=False)
+    reference = engine.train(CONFIGS, train, val, workers=1, **kwargs)
+    torch.set_num_threads(threads)
+    other = engine.train(CONFIGS, train, val, workers=workers, **kwargs)
+    assert torch.get_num_threads() == threads, "train() must restore torch's thread count"
+    for a, b in zip(reference, other, strict=True):
+        for key in engine.HISTORY_KEYS:
+            np.testing.assert_array_equal(a.history[key], b.history[key])
+        for key in a.params:
+            np.testing.assert_array_equal(a.params[key], b.params[key])
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_networks_sharing_a_seed_share_their_batch_and_still_equal_training_alone(workers):
+    """A part whose networks all have one seed passes one batch, broadcast, to all of them
+    (no gather per network); each still equals itself trained alone."""
+    configs = [Config(act, lr, 3) for act in ("relu", "mish", "swish") for lr in (0.05, 0.5)]
+    train, val = _data(200), _data(50, seed=1)
+    kwargs = dict(num_epochs=2, batch_size=64, cache=False, progress=False)
+    together = engine.train(configs, train, val, workers=workers, **kwargs)
+    for config, result in zip(configs, together, strict=True):
+        (alone,) = engine.train([config], train, val, **kwargs)
+        for key in engine.HISTORY_KEYS:
+            np.testing.assert_array_equal(result.history[key], alone.history[key])
+        for key in alone.params:
+            np.testing.assert_array_equal(result.params[key], alone.params[key])
+
+
+def test_same_seed_means_same_batches_whatever_the_initialization():
+    """The batch order has a generator of its own: an init_fn that draws more random
+    numbers for one label than for another does not change which batches either sees."""
+
+    def init_fn(config, layer_sizes, generator):
+        if config.init == "draws-more":
+            torch.rand(1000, generator=generator)
+        W = torch.linspace(-0.1, 0.1, layer_sizes[1] * layer_sizes[0]).view(layer_sizes[1], -1)
+        return [(W, torch.zeros(layer_sizes[1]))]
+
+    configs = [Config("relu", 0.1, 5, init=label) for label in ("draws-more", "draws-less")]
+    a, b = engine.train(
+        configs,
+        _deep_data(100),
+        num_epochs=2,
+        batch_size=16,
+        layer_sizes=(20, 10),
+        init_fn=init_fn,
+        cache=False,
+        progress=False,
+    )
+    np.testing.assert_array_equal(a.params["W1"], b.params["W1"])
+    np.testing.assert_array_equal(a.history["train_loss"], b.history["train_loss"])
+    perm = torch.randperm(100, generator=engine.batch_generator(5))
+    assert not torch.equal(perm, torch.randperm(100, generator=torch.Generator().manual_seed(5)))
+
+
+def test_an_unwritable_cache_is_reported_on_stdout_and_training_goes_on(tmp_path, capfd):
+    not_a_folder = tmp_path / "runs"
+    not_a_folder.write_text("a file where the cache folder should be")
+    (result,) = engine.train(
+        CONFIGS[:1], _data(64), num_epochs=1, cache_dir=not_a_folder, progress=False
+    )
+    out, err = capfd.readouterr()
+    assert np.isfinite(result.history["train_loss"]).all()
+    assert "could not cache a result" in out and "INITLAB_DATA" in out and err == ""
+
+
 def test_hand_written_backward_equals_autograd():
     """One full-batch step in float64 against autograd: the difference is round-off
     (a few hundred operations per entry, u = 1.1e-16), far below 1e-12."""
@@ -179,7 +251,6 @@ WANT_STD = {
     "large": 3.0 / np.sqrt(FAN_IN),
     "xavier": np.sqrt(2 / (FAN_IN + FAN_OUT)),
     "kaiming": np.sqrt(2 / FAN_IN),
-    "skorski": 1 / (np.sqrt(FAN_IN) + np.sqrt(FAN_OUT)),
 }
 
 

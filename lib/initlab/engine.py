@@ -40,6 +40,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -60,6 +61,7 @@ __all__ = [
     "Config",
     "Result",
     "activation_fn",
+    "batch_generator",
     "code_version",
     "evaluate",
     "init_layer",
@@ -71,8 +73,9 @@ __all__ = [
 ACTIVATIONS: tuple[str, ...] = ("relu", "sigmoid", "leaky_relu", "tanh", "mish", "swish")
 """Activation names the engine knows (LeakyReLU with torch's slope 0.01)."""
 
-INITS: tuple[str, ...] = ("default", "small", "large", "xavier", "kaiming", "skorski")
-"""Built-in initialization schemes (see :func:`init_layer`)."""
+INITS: tuple[str, ...] = ("default", "small", "large", "xavier", "kaiming")
+"""Built-in initialization schemes (see :func:`init_layer`). Schemes that students derive
+and are graded on (Skorski's scale, ZerO, ...) are not built in: pass them as ``init_fn``."""
 
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
 
@@ -222,19 +225,28 @@ def _mish_backward_into(grad: torch.Tensor, z: torch.Tensor, out: torch.Tensor) 
 
 
 def activation_fn(name: str, z: torch.Tensor, beta: torch.Tensor | None = None) -> torch.Tensor:
-    """Apply an activation to ``z``; for swish, ``beta`` broadcasts against ``z``."""
+    """Apply an activation to ``z``; for swish, ``beta`` broadcasts against ``z``.
+
+    Without autograd (the engine's own use) sigmoid, mish and swish run through
+    :func:`_lanewise`, so each element's value does not depend on its place in the tensor.
+    While autograd records (an input requires grad) they are plain differentiable torch
+    operations, whose values may differ from the engine's in the last bit."""
+    lanewise = not (
+        torch.is_grad_enabled() and (z.requires_grad or (beta is not None and beta.requires_grad))
+    )
     if name == "relu":
         return F.relu(z)
     if name == "sigmoid":
-        return _lanewise(_sigmoid_into, z)
+        return _lanewise(_sigmoid_into, z) if lanewise else torch.sigmoid(z)
     if name == "leaky_relu":
         return F.leaky_relu(z, 0.01)
     if name == "tanh":
         return torch.tanh(z)
     if name == "mish":
-        return _lanewise(_mish_into, z)
+        return _lanewise(_mish_into, z) if lanewise else F.mish(z)
     if name == "swish":
-        return z * _lanewise(_sigmoid_into, beta * z)
+        u = beta * z
+        return z * (_lanewise(_sigmoid_into, u) if lanewise else torch.sigmoid(u))
     raise ValueError(f"unknown activation {name!r}")
 
 
@@ -322,6 +334,19 @@ def _load(path: Path, config: Config) -> Result | None:
 
 
 def _save(path: Path, result: Result) -> None:
+    """Write a result to the cache; a cache that cannot be written is reported on stdout
+    (never stderr, which costs points in a graded cell) and training goes on."""
+    try:
+        _write(path, result)
+    except OSError as error:
+        print(
+            f"initlab.engine: could not cache a result in {path.parent} ({error.strerror}); "
+            "it will be trained again next time. Set INITLAB_DATA to a writable folder "
+            "to keep results."
+        )
+
+
+def _write(path: Path, result: Result) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {f"history/{k}": v for k, v in result.history.items()}
     arrays.update({f"params/{k}": v for k, v in result.params.items()})
@@ -348,8 +373,6 @@ def init_std(scheme: str, fan_in: int, fan_out: int) -> float:
         return math.sqrt(2.0 / (fan_in + fan_out))
     if scheme == "kaiming":
         return math.sqrt(2.0 / fan_in)
-    if scheme == "skorski":
-        return 1.0 / (math.sqrt(fan_in) + math.sqrt(fan_out))
     raise ValueError(
         f"unknown init scheme {scheme!r}; built-in schemes with a std are "
         f"{', '.join(INITS[1:])} ('default' is uniform)"
@@ -374,8 +397,6 @@ def init_layer(
       gain 1).
     - ``kaiming``: normal with Var = 2/fan_in (``torch.nn.init.kaiming_normal_`` defaults:
       mode fan_in, gain sqrt(2) for ReLU).
-    - ``skorski``: normal with std 1/(sqrt(fan_in) + sqrt(fan_out)) (Skorski's spectral
-      scale).
 
     Every scheme but ``default`` sets the biases to zero.
     """
@@ -386,6 +407,14 @@ def init_layer(
         return W, b
     std = init_std(scheme, fan_in, fan_out)
     return torch.randn(fan_out, fan_in, generator=generator) * std, torch.zeros(fan_out)
+
+
+def batch_generator(seed: int) -> torch.Generator:
+    """The generator that orders a configuration's batches: seeded from ``seed`` through
+    numpy's SeedSequence, so it is a stream of its own, unrelated to the
+    ``Generator().manual_seed(seed)`` that draws the initial weights."""
+    state = np.random.SeedSequence([int(seed), 0x62617463]).generate_state(1, np.uint64)[0]
+    return torch.Generator().manual_seed(int(state) >> 1)
 
 
 def _builtin_init(
@@ -591,21 +620,24 @@ class _Stack:
         return zs, activations
 
     @staticmethod
-    def _loss(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        C, N, K = logits.shape
-        target = y.expand(C, N) if y.dim() == 1 else y
-        losses = F.cross_entropy(logits.reshape(C * N, K), target.reshape(C * N), reduction="none")
-        correct = (logits.argmax(-1) == target).sum(1)
-        return losses.view(C, N).mean(1), correct
+    def _loss(
+        logits: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Mean cross-entropy (C,), number correct (C,) and the log-probabilities."""
+        C, N, _ = logits.shape
+        target = (y.expand(C, N) if y.dim() == 1 else y)[..., None]
+        logp = torch.log_softmax(logits, dim=-1)
+        loss = -logp.gather(-1, target).squeeze(-1).mean(1)
+        correct = (logits.argmax(-1, keepdim=True) == target).sum((1, 2))
+        return loss, correct, logp
 
     def step(self, X: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimizer step of every config on its own batch (X: (C, B, in), y: (C, B));
         returns the batch's mean loss (C,) and number correct (C,) before the step."""
         zs, acts = self.forward(X)
-        logits = zs[-1]
-        loss, correct = self._loss(logits, y)
+        loss, correct, logp = self._loss(zs[-1], y)
         # d(mean cross-entropy)/d logits = (softmax - onehot) / B (times lr for SGD)
-        G = torch.softmax(logits, dim=-1)
+        G = logp.exp_()
         G.scatter_add_(-1, y[..., None], torch.full_like(y[..., None], -1, dtype=G.dtype))
         if self.optimizer == "adam":
             G.div_(X.shape[1])
@@ -667,7 +699,7 @@ class _Stack:
         idx = torch.tensor(self.learn, device=z.device)
         beta = self.betas[layer][idx][:, None, None]
         zl, al, gl = z[idx], a[idx], grad_a[idx]
-        slope = _ATEN.silu_backward(torch.ones_like(zl), beta * zl)
+        slope = _lanewise(_silu_backward_into, torch.ones_like(zl), beta * zl)
         dbeta = (gl * (zl * slope - al) / beta).sum((1, 2))
         self.betas[layer][idx] -= dbeta
 
@@ -679,7 +711,7 @@ class _Stack:
         total_correct = torch.zeros(len(self.configs), dtype=torch.float64, device=X.device)
         for s in range(0, len(X), chunk):
             zs, _ = self.forward(X[s : s + chunk])
-            loss, correct = self._loss(zs[-1], y[s : s + chunk])
+            loss, correct, _ = self._loss(zs[-1], y[s : s + chunk])
             total_loss += loss.double() * min(chunk, len(X) - s)
             total_correct += correct.double()
         return (total_loss / len(X)).cpu().numpy(), (total_correct / len(X)).cpu().numpy()
@@ -692,6 +724,72 @@ class _Stack:
         if self.configs[i].activation == "swish":
             out["beta"] = np.array([float(b[i]) for b in self.betas])
         return out
+
+
+class _Parts:
+    """A stack of configurations cut into ``workers`` contiguous parts, each a
+    :class:`_Stack` stepped on a thread of its own while torch runs single-threaded.
+
+    Every network is then computed by single-threaded kernels whatever the number of
+    threads, and the parts need no synchronisation inside a step: each thread gathers
+    its networks' batches and runs their forward and backward passes alone, so a
+    network's result depends neither on the stack around it nor on the thread count."""
+
+    def __init__(
+        self,
+        configs: Sequence[Config],
+        inits: Sequence[Sequence[tuple[torch.Tensor, torch.Tensor]]],
+        device: torch.device,
+        dtype: torch.dtype,
+        optimizer: str,
+        workers: int,
+    ) -> None:
+        C = len(configs)
+        count = max(1, min(workers, C))
+        bounds = [C * k // count for k in range(count + 1)]
+        self.slices = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        self.stacks = [
+            _Stack(configs[sl], inits[sl], device, dtype, optimizer) for sl in self.slices
+        ]
+        self.pool = ThreadPoolExecutor(count) if count > 1 else None
+        # parts whose networks share one seed also share their batches (the same rows)
+        self.shared = [len({c.seed for c in configs[sl]}) == 1 for sl in self.slices]
+
+    def _map(self, fn: Callable[[_Stack, slice], Any]) -> list[Any]:
+        if self.pool is None:
+            return [fn(self.stacks[0], self.slices[0])]
+        pairs = zip(self.stacks, self.slices, strict=True)
+        futures = [self.pool.submit(fn, stack, sl) for stack, sl in pairs]
+        return [f.result() for f in futures]
+
+    def step(
+        self, X: torch.Tensor, y: torch.Tensor, idx: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step of every part on its rows of ``idx`` (C, B) into the shared data."""
+
+        def one(stack: _Stack, sl: slice) -> tuple[torch.Tensor, torch.Tensor]:
+            rows = idx[sl]
+            if self.shared[self.slices.index(sl)]:  # one batch, seen by every network
+                k = sl.stop - sl.start
+                return stack.step(X[rows[0]].expand(k, -1, -1), y[rows[0]].expand(k, -1))
+            return stack.step(X[rows], y[rows])
+
+        out = self._map(one)
+        return torch.cat([o[0] for o in out]), torch.cat([o[1] for o in out])
+
+    def evaluate(self, X: torch.Tensor, y: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        out = self._map(lambda stack, sl: stack.evaluate(X, y))
+        return np.concatenate([o[0] for o in out]), np.concatenate([o[1] for o in out])
+
+    def export(self, i: int) -> dict[str, np.ndarray]:
+        for stack, sl in zip(self.stacks, self.slices, strict=True):
+            if sl.start <= i < sl.stop:
+                return stack.export(i - sl.start)
+        raise IndexError(i)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
 
 
 @torch.no_grad()
@@ -710,53 +808,57 @@ def _train_stack(
     progress: Progress,
     done_before: int,
     per_step: bool,
+    workers: int,
 ) -> list[Result]:
     """Train one stack for ``schedule``: a history entry after each period of that many
-    steps. Each config's batches come from its generator: a fresh permutation of the
-    training set whenever the last one is used up (the last batch of a pass may be
+    steps. Each config's batches come from its batch generator: a fresh permutation of
+    the training set whenever the last one is used up (the last batch of a pass may be
     smaller), so an epoch is ceil(N / batch_size) steps."""
     start = time.perf_counter()
-    stack = _Stack(configs, inits, X.device, dtype, optimizer)
+    parts = _Parts(configs, inits, X.device, dtype, optimizer, workers)
     C, n = len(configs), len(X)
     hist = {k: np.full((C, len(schedule)), np.nan) for k in HISTORY_KEYS}
     perms, pos, steps = None, n, 0
-    for period, num_steps in enumerate(schedule):
-        sum_loss = torch.zeros(C, dtype=torch.float64, device=X.device)
-        sum_correct = torch.zeros(C, dtype=torch.float64, device=X.device)
-        seen = 0
-        for _ in range(num_steps):
-            if pos >= n:
-                perms = torch.stack([torch.randperm(n, generator=g) for g in generators])
-                perms, pos = perms.to(X.device), 0
-            assert perms is not None
-            idx = perms[:, pos : pos + batch_size]
-            pos += batch_size
-            loss, correct = stack.step(X[idx], y[idx])
-            sum_loss += loss.detach().double() * idx.shape[1]
-            sum_correct += correct.double()
-            seen += idx.shape[1]
-            steps += 1
-            if per_step:
-                progress.update(done_before + steps)
-        hist["train_loss"][:, period] = (sum_loss / max(seen, 1)).cpu().numpy()
-        hist["train_acc"][:, period] = (sum_correct / max(seen, 1)).cpu().numpy()
-        hist["step"][:, period] = steps
-        if val is not None:
-            hist["val_loss"][:, period], hist["val_acc"][:, period] = stack.evaluate(*val)
-        if not per_step:
-            progress.update(done_before + period + 1)
-    tests: list[dict[str, float]] = [{} for _ in configs]
-    if test is not None:
-        test_loss, test_acc = stack.evaluate(*test)
-        tests = [
-            {"loss": float(lo), "acc": float(ac)}
-            for lo, ac in zip(test_loss, test_acc, strict=True)
+    try:
+        for period, num_steps in enumerate(schedule):
+            sum_loss = torch.zeros(C, dtype=torch.float64, device=X.device)
+            sum_correct = torch.zeros(C, dtype=torch.float64, device=X.device)
+            seen = 0
+            for _ in range(num_steps):
+                if pos >= n:
+                    perms = torch.stack([torch.randperm(n, generator=g) for g in generators])
+                    perms, pos = perms.to(X.device), 0
+                assert perms is not None
+                idx = perms[:, pos : pos + batch_size]
+                pos += batch_size
+                loss, correct = parts.step(X, y, idx)
+                sum_loss += loss.detach().double() * idx.shape[1]
+                sum_correct += correct.double()
+                seen += idx.shape[1]
+                steps += 1
+                if per_step:
+                    progress.update(done_before + steps)
+            hist["train_loss"][:, period] = (sum_loss / max(seen, 1)).cpu().numpy()
+            hist["train_acc"][:, period] = (sum_correct / max(seen, 1)).cpu().numpy()
+            hist["step"][:, period] = steps
+            if val is not None:
+                hist["val_loss"][:, period], hist["val_acc"][:, period] = parts.evaluate(*val)
+            if not per_step:
+                progress.update(done_before + period + 1)
+        tests: list[dict[str, float]] = [{} for _ in configs]
+        if test is not None:
+            test_loss, test_acc = parts.evaluate(*test)
+            tests = [
+                {"loss": float(lo), "acc": float(ac)}
+                for lo, ac in zip(test_loss, test_acc, strict=True)
+            ]
+        seconds = (time.perf_counter() - start) / C
+        return [
+            Result(c, {k: v[i].copy() for k, v in hist.items()}, parts.export(i), seconds, test=t)
+            for i, (c, t) in enumerate(zip(configs, tests, strict=True))
         ]
-    seconds = (time.perf_counter() - start) / C
-    return [
-        Result(c, {k: v[i].copy() for k, v in hist.items()}, stack.export(i), seconds, test=t)
-        for i, (c, t) in enumerate(zip(configs, tests, strict=True))
-    ]
+    finally:
+        parts.close()
 
 
 def _as_data(
@@ -794,6 +896,7 @@ def train(
     progress: bool | None = None,
     max_batch: int | None = None,
     split_activations: bool = False,
+    workers: int | None = None,
 ) -> list[Result]:
     """Train every configuration with mini-batch SGD (``optimizer="sgd"``) or Adam
     (``"adam"``, torch.optim.Adam's update, betas 0.9/0.999, eps 1e-8, no weight decay)
@@ -809,13 +912,20 @@ def train(
     Initial weights come from each configuration's ``init`` scheme (:func:`init_layer`)
     or from ``init_fn(config, layer_sizes, generator)``, which returns one ``(W, b)``
     per layer (W of shape (out, in)) and should draw any randomness from ``generator``
-    (the configuration's own, seeded with its seed) so that runs are reproducible. The
-    initial parameters are hashed into the cache key, so a changed ``init_fn`` retrains.
+    (the configuration's own, ``torch.Generator().manual_seed(config.seed)``) so that
+    runs are reproducible. The initial parameters are hashed into the cache key, so a
+    changed ``init_fn`` retrains. The order of the batches comes from a second generator
+    per configuration, derived from its seed alone (:func:`batch_generator`), so
+    configurations with the same seed see the same batches whatever their
+    initialization.
 
     Configurations not in the cache train together in one batched computation (at most
     ``max_batch`` per stack, all by default; one stack per activation with
-    ``split_activations``). ``progress`` defaults to a bar on stdout except under the
-    ``grade`` budget.
+    ``split_activations``). On the CPU a stack is cut into ``workers`` parts (default:
+    torch's thread count) that step on threads of their own while torch runs
+    single-threaded, so every network's result is the same whatever the number of
+    threads and whatever else is in the stack. ``progress`` defaults to a bar on stdout
+    except under the ``grade`` budget.
     """
     if (num_epochs is None) == (num_steps is None):
         raise ValueError("give exactly one of num_epochs (passes over the data) and num_steps")
@@ -827,6 +937,8 @@ def train(
         raise ValueError(f"layer_sizes must be at least [inputs, classes], got {layer_sizes}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
     dev = pick_device(device)
     train_pair = _as_data(train_data, dtype, dev, "train_data", layer_sizes[0])
     assert train_pair is not None
@@ -856,20 +968,21 @@ def train(
     }
     if optimizer == "adam":
         settings["adam"] = {"betas": list(ADAM_BETAS), "eps": ADAM_EPS}
-    data_hash = _tensor_digest(X, y, *(val or ()), *(test or ()))
-    folder = Path(cache_dir) if cache_dir is not None else data_dir() / "runs"
-    version = code_version()
-    generators = [torch.Generator().manual_seed(c.seed) for c in configs]
     inits = [
-        _initial_params(c, layer_sizes, g, init_fn, dtype)
-        for c, g in zip(configs, generators, strict=True)
-    ]
-    paths = [
-        folder / f"{_cache_key(c, settings, data_hash, version, _tensor_digest(*sum(p, ())))}.npz"
-        for c, p in zip(configs, inits, strict=True)
+        _initial_params(c, layer_sizes, torch.Generator().manual_seed(c.seed), init_fn, dtype)
+        for c in configs
     ]
     results: list[Result | None] = [None] * len(configs)
+    paths: list[Path] = []
     if cache:
+        data_hash = _tensor_digest(X, y, *(val or ()), *(test or ()))
+        folder = Path(cache_dir) if cache_dir is not None else data_dir() / "runs"
+        version = code_version()
+        keys = [
+            _cache_key(c, settings, data_hash, version, _tensor_digest(*sum(p, ())))
+            for c, p in zip(configs, inits, strict=True)
+        ]
+        paths = [folder / f"{key}.npz" for key in keys]
         results = [p.exists() and _load(p, c) or None for p, c in zip(paths, configs, strict=True)]
     todo = sorted(
         (i for i, r in enumerate(results) if r is None),
@@ -890,27 +1003,35 @@ def train(
             enabled,
             unit="steps" if per_step else "epochs",
         )
-        for k, chunk in enumerate(chunks):
-            trained = _train_stack(
-                [configs[i] for i in chunk],
-                [inits[i] for i in chunk],
-                [generators[i] for i in chunk],
-                X,
-                y,
-                val,
-                test,
-                schedule,
-                batch_size,
-                dtype,
-                optimizer,
-                bar,
-                k * unit_total,
-                per_step,
-            )
-            for i, result in zip(chunk, trained, strict=True):
-                results[i] = result
-                if cache:
-                    _save(paths[i], result)
+        threads = torch.get_num_threads()
+        parts = 1 if dev.type != "cpu" else (workers or threads)
+        if dev.type == "cpu":
+            torch.set_num_threads(1)
+        try:
+            for k, chunk in enumerate(chunks):
+                trained = _train_stack(
+                    [configs[i] for i in chunk],
+                    [inits[i] for i in chunk],
+                    [batch_generator(configs[i].seed) for i in chunk],
+                    X,
+                    y,
+                    val,
+                    test,
+                    schedule,
+                    batch_size,
+                    dtype,
+                    optimizer,
+                    bar,
+                    k * unit_total,
+                    per_step,
+                    parts,
+                )
+                for i, result in zip(chunk, trained, strict=True):
+                    results[i] = result
+                    if cache:
+                        _save(paths[i], result)
+        finally:
+            torch.set_num_threads(threads)
     return [r for r in results if r is not None]
 
 
