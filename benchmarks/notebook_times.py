@@ -1,13 +1,15 @@
 """How long each released notebook runs for a student, at one experiment budget.
 
     PYTHONPATH=lib:autograder python benchmarks/notebook_times.py [--budget default]
-        [--threads 2] [--assignment NAME ...]
+        [--threads 2] [--assignment NAME ...] [--save DIR] [--cell-timeout 1800]
 
 Each notebook is the release with the reference answers written in (what a student who
 finished runs), executed top to bottom in a fresh kernel that sees lib/ only, with an
 empty training cache (MNIST is linked in from the data directory, so the download is not
 timed). Prints the wall time per notebook and its slowest cells. The notebooks' first
-cells state these times; the machine and its load are printed with them.
+cells state these times; the machine and its load are printed with them. ``--save DIR``
+writes each executed notebook to DIR (to read what a run printed, e.g. the accuracies of
+the full protocol).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import nbformat
 from nbclient import NotebookClient
 
 from initlab_grading import course
@@ -28,7 +31,9 @@ from initlab_grading.samples import samples_for
 REPO = Path(__file__).resolve().parents[1]
 
 
-def time_notebook(assignment: str, budget: str, threads: int, data: Path) -> list[tuple]:
+def time_notebook(
+    assignment: str, budget: str, threads: int, data: Path, cell_timeout: int = 1800
+) -> tuple[list[tuple], object]:
     (reference,) = [s for s in samples_for(assignment) if s.student == "reference"]
     nb = course.build_submission(REPO, assignment, reference)
     env = {
@@ -44,7 +49,10 @@ def time_notebook(assignment: str, budget: str, threads: int, data: Path) -> lis
     try:
         with tempfile.TemporaryDirectory() as cwd:
             client = NotebookClient(
-                nb, timeout=1800, kernel_name="python3", resources={"metadata": {"path": cwd}}
+                nb,
+                timeout=cell_timeout,
+                kernel_name="python3",
+                resources={"metadata": {"path": cwd}},
             )
             times = []
             with client.setup_kernel():
@@ -58,7 +66,7 @@ def time_notebook(assignment: str, budget: str, threads: int, data: Path) -> lis
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-    return times
+    return times, nb
 
 
 def main() -> None:
@@ -66,6 +74,8 @@ def main() -> None:
     parser.add_argument("--budget", default="default")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--assignment", nargs="*", default=list(course.ASSIGNMENTS))
+    parser.add_argument("--save", type=Path, help="write the executed notebooks here")
+    parser.add_argument("--cell-timeout", type=int, default=1800, help="seconds per cell")
     args = parser.parse_args()
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}, "
@@ -77,8 +87,13 @@ def main() -> None:
             if mnist.exists():
                 (Path(data) / "MNIST").symlink_to(mnist, target_is_directory=True)
             start = time.perf_counter()
-            times = time_notebook(assignment, args.budget, args.threads, Path(data))
+            times, executed = time_notebook(
+                assignment, args.budget, args.threads, Path(data), args.cell_timeout
+            )
             total = time.perf_counter() - start
+        if args.save:
+            args.save.mkdir(parents=True, exist_ok=True)
+            nbformat.write(executed, args.save / f"{assignment}-{args.budget}.ipynb")
         slowest = ", ".join(f"cell {i} {t:.1f} s" for t, i, _ in sorted(times, reverse=True)[:3])
         print(f"{assignment:18s} {total:7.1f} s (kernel start included); slowest: {slowest}")
 
