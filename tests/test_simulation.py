@@ -61,9 +61,16 @@ def exact_with_bound(X, num_nets, depth, dtype, seed):
     return exact, bound
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_batched_equals_exact_within_roundoff(dtype):
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_batched_equals_exact_within_roundoff(dtype, one_thread):
     g = torch.Generator().manual_seed(1)
     X = torch.rand(700, 40, generator=g)
     depth, num_nets = 12, 7
@@ -79,16 +86,27 @@ def test_batched_equals_exact_within_roundoff(dtype):
     assert ((plain - exact).abs() <= bound).all()
 
 
-def test_chunks_of_networks_are_separate_runs():
+def test_chunks_of_networks_are_separate_runs(one_thread):
     """A chunk runs exactly the operations of a run with that many networks, so the
     results are bitwise equal (one thread, same generator state)."""
-    torch.set_num_threads(1)
     X = torch.rand(300, 20, generator=torch.Generator().manual_seed(2))
     torch.manual_seed(5)
     got = layer_output_variances(X, he, depth=4, num_nets=12, net_chunk=5, image_block=64)
     torch.manual_seed(5)
     parts = [layer_output_variances(X, he, depth=4, num_nets=n, image_block=64) for n in (5, 5, 2)]
     assert torch.equal(got, torch.cat(parts, dim=1))
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_the_number_of_worker_threads_changes_nothing(workers):
+    """Weights are drawn in the calling thread, chunk by chunk, and each chunk runs
+    single-threaded kernels, so results are bitwise equal whatever ``workers`` is."""
+    X = torch.rand(300, 20, generator=torch.Generator().manual_seed(4))
+    kwargs = dict(depth=5, num_nets=23, net_chunk=4, image_block=64)
+    torch.manual_seed(8)
+    one = layer_output_variances(X, he, workers=1, **kwargs)
+    torch.manual_seed(8)
+    assert torch.equal(layer_output_variances(X, he, workers=workers, **kwargs), one)
 
 
 def test_bad_init_shape_is_named():
