@@ -146,6 +146,10 @@ def task_student(args: list[str]) -> None:
         # the same version number from a newer checkout must replace the installed one
         run([*pip, "--force-reinstall", "--no-deps", str(wheel)])
         run([*pip, f"{wheel}[student]"])
+    # the single-user image's configuration (deploy/jupyterhub/install_config.py): Validate
+    # judges stderr and time limits as grading does; nbgrader's instructor tools are off
+    say("installing the student configuration into its etc/jupyter")
+    run([str(python), str(ROOT / "deploy" / "jupyterhub" / "install_config.py")])
     jupyter = python.with_name("jupyter")
     say(f"done. JupyterLab on the released notebooks: cd {ROOT / 'release'} && {jupyter} lab")
 

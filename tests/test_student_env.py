@@ -1,16 +1,17 @@
-"""A student's environment holds initlab and cannot import or read the instructor's
-material (autograder/, solutions/, source/).
+"""A student's environment holds initlab and the student's Jupyter tools, and cannot import
+or read the instructor's material (autograder/, solutions/, source/).
 
-`python3 tasks.py student` builds a wheel of this checkout and installs
-``<wheel>[student]`` into a fresh venv: torch and JupyterLab make that a few minutes and
-about 5.5 GB, too much for every CI run. So the always-on test installs the same wheel,
-built by the same function, with ``--no-deps`` into a fresh venv, and lends it the
-dependencies of the test environment through a ``.pth`` line (a site-packages folder with
-no initlab code in it: the dev install of initlab is editable, i.e. only a path hook,
-which a ``.pth`` path line does not run). What is checked is what the wheel brings: its
-files, where ``import initlab`` resolves, and that nothing of the instructor's material
-is importable or stored in the environment. ``INITLAB_TEST_FULL_STUDENT_ENV=1`` runs the
-real one-command install as well (opt-in, minutes).
+The environment is the one `python3 tasks.py student --venv DIR` builds, run for real (a
+wheel of this checkout, ``<wheel>[student]`` from the package index, the student
+configuration of deploy/jupyterhub/ in its etc/jupyter), with one difference: before the
+command runs, the fresh venv is lent the test environment's installs of initlab's own
+dependencies (numpy, matplotlib, scipy, torch, torchvision and what they need) through a
+``.pth`` line to a folder of links to them, so pip finds them satisfied and does not
+fetch torch's 5.5 GB again. Everything else (JupyterLab, Notebook, nbgrader, ipywidgets and
+their dependencies) is installed into the venv, about a minute. The folder lent holds
+no initlab code and nothing of autograder/. tests/test_student_lab.py runs JupyterLab from
+this same environment. ``INITLAB_TEST_FULL_STUDENT_ENV=1`` also runs the command with
+nothing lent (opt-in: about 4 minutes and 6 GB from the package index).
 """
 
 from __future__ import annotations
@@ -19,14 +20,21 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
-import sysconfig
+import tomllib
 import venv
 import zipfile
+from importlib import metadata
 from pathlib import Path
 
+import nbformat
 import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 REPO = Path(__file__).resolve().parents[1]
 INSTRUCTOR_ONLY = ("autograder", "solutions", "source")
@@ -44,6 +52,18 @@ print(json.dumps({
     "prefix": sys.prefix,
 }))
 """
+STUDENT_SERVER_EXTENSIONS = {
+    "nbgrader.server_extensions.formgrader": False,
+    "nbgrader.server_extensions.course_list": False,
+    "nbgrader.server_extensions.assignment_list": True,
+    "nbgrader.server_extensions.validate_assignment": True,
+}
+INSTRUCTOR_LAB_PLUGINS = (
+    "@jupyter/nbgrader:formgrader",
+    "@jupyter/nbgrader:create-assignment",
+    "@jupyter/nbgrader:course-list",
+)
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def _tasks():
@@ -57,10 +77,11 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def clean_env() -> dict[str, str]:
+def clean_env(**extra: str) -> dict[str, str]:
     """The environment of a student's shell: no PYTHONPATH, no user site-packages."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     env["PYTHONNOUSERSITE"] = "1"
+    env.update(extra)
     return env
 
 
@@ -103,8 +124,8 @@ def assert_holds_nothing_of_the_instructor(env_dir: Path) -> None:
 
 def assert_student_view(seen: dict, env_dir: Path, lent: Path | None = None) -> None:
     """initlab comes from the environment's own site-packages, initlab_grading is not
-    importable, and no import path leads into the repository (``lent``: the dependency
-    folder the light environment borrows, checked by the caller)."""
+    importable, and no import path leads into the repository (``lent``: the folder of
+    dependencies the environment borrows, checked by lend_dependencies)."""
     assert not seen["initlab_grading"], "a student's environment can import initlab_grading"
     assert Path(seen["initlab"]).resolve().is_relative_to(env_dir.resolve()), seen["initlab"]
     for entry in seen["path"]:
@@ -114,6 +135,141 @@ def assert_student_view(seen: dict, env_dir: Path, lent: Path | None = None) -> 
         assert not resolved.is_relative_to(REPO) or resolved.is_relative_to(env_dir.resolve()), (
             f"{entry} on a student's sys.path leads into the repository"
         )
+
+
+# --------------------------------------------------------------------------------------
+# The student environment, built once per test session
+
+
+def lend_dependencies(dest: Path) -> Path:
+    """A folder of links to this environment's installs of initlab's own dependencies
+    (pyproject's [project] dependencies) and, recursively, theirs: only the top-level
+    modules and .dist-info folders their RECORDs list, so initlab itself, nbgrader and
+    JupyterLab are not among them unless torch's stack needs them."""
+    wanted = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    todo, found = [Requirement(r) for r in wanted], {}
+    while todo:
+        req = todo.pop()
+        name = canonicalize_name(req.name)
+        if name in found or req.marker is not None and not req.marker.evaluate({"extra": ""}):
+            continue
+        found[name] = metadata.distribution(name)
+        todo += [Requirement(r) for r in found[name].requires or []]
+    assert not {"initlab", "nbgrader", "jupyterlab", "notebook"} & set(found), sorted(found)
+    dest.mkdir(parents=True)
+    for dist in found.values():
+        for top in {f.parts[0] for f in dist.files or []} - {"..", "__pycache__"}:
+            link = dest / top
+            if not link.exists():
+                link.symlink_to(Path(dist.locate_file(top)).resolve())
+    assert not (dest / "initlab").exists() and not (dest / "initlab_grading").exists()
+    return dest
+
+
+def build_student_env(base: Path) -> tuple[Path, Path]:
+    """`python3 tasks.py student --venv base/env`, the venv lent this environment's
+    numeric stack first (see the module's docstring). Returns (env, lent folder)."""
+    env_dir, lent = base / "env", lend_dependencies(base / "lent")
+    venv.EnvBuilder(with_pip=True).create(env_dir)  # as task_student creates it
+    site = subprocess.run(
+        [
+            str(env_dir / "bin" / "python"),
+            "-c",
+            "import sysconfig; print(sysconfig.get_paths()['purelib'])",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    Path(site, "zz_lent_dependencies.pth").write_text(f"{lent}\n")
+    subprocess.run(
+        [sys.executable, str(REPO / "tasks.py"), "student", "--venv", str(env_dir)],
+        env=clean_env(),
+        check=True,
+    )
+    return env_dir, lent
+
+
+def student_env(tmp_path_factory) -> tuple[Path, Path]:
+    """The student environment of this test session (built by the first module that
+    asks, about a minute; test_student_lab.py runs JupyterLab from it)."""
+    base = tmp_path_factory.getbasetemp() / "student-env"
+    if not (base / "built").exists():
+        shutil.rmtree(base, ignore_errors=True)
+        build_student_env(base)
+        (base / "built").write_text("")
+    return base / "env", base / "lent"
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory) -> tuple[Path, Path]:
+    return student_env(tmp_path_factory)
+
+
+def jupyter_listing(env_dir: Path, *args: str, home: Path) -> str:
+    """`jupyter ...` of the environment, as a student with a home of their own runs it
+    (no user configuration), without colours."""
+    out = subprocess.run(
+        [str(env_dir / "bin" / "jupyter"), *args],
+        env=clean_env(HOME=str(home), JUPYTER_CONFIG_DIR=str(home / ".jupyter")),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return ANSI.sub("", out.stdout + out.stderr)
+
+
+# --------------------------------------------------------------------------------------
+# A notebook whose correct answer writes to stderr (warnings, a progress line)
+
+
+def _nbgrader(**meta) -> dict:
+    cell = {"grade": False, "solution": False, "locked": False, "task": False}
+    return {"nbgrader": {**cell, "schema_version": 3, **meta}}
+
+
+def stderr_notebook(path: Path, correct: bool = True) -> Path:
+    """An nbgrader notebook with one answer and one test cell. The answer warns and
+    prints a progress line on stderr each time it is called, as correct code using a
+    library often does; the test calls it. ``correct=False``: the answer is wrong too."""
+    result = "sum(xs) / len(xs)" if correct else "sum(xs)"
+    answer = (
+        "import sys\nimport warnings\n\n\ndef mean(xs):\n"
+        '    warnings.warn("mean() converts its input to float", UserWarning)\n'
+        '    sys.stderr.write("converting: 100%\\n")\n'
+        f"    return {result}\n"
+    )
+    test = (
+        'assert mean([1, 2, 3]) == 2, f"mean([1, 2, 3]) should be 2, not {mean([1, 2, 3])}"\n'
+        'print("Visible tests passed.")'
+    )
+    kernel = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb = new_notebook(metadata={"kernelspec": kernel})
+    nb.cells = [
+        new_code_cell(answer, metadata=_nbgrader(solution=True, grade_id="answer")),
+        new_code_cell(test, metadata=_nbgrader(grade=True, locked=True, points=1, grade_id="t")),
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, path)
+    return path
+
+
+def nbgrader_validate(nbgrader: Path, notebook: Path, home: Path, config_dir: Path) -> str:
+    """`nbgrader validate` as a student runs it in their folder: HOME their own,
+    JUPYTER_CONFIG_DIR (the user configuration folder) as given."""
+    out = subprocess.run(
+        [str(nbgrader), "validate", notebook.name],
+        cwd=notebook.parent,
+        env=clean_env(HOME=str(home), JUPYTER_CONFIG_DIR=str(config_dir)),
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout
+
+
+# --------------------------------------------------------------------------------------
+# The tests
 
 
 @pytest.fixture(scope="module")
@@ -136,58 +292,71 @@ def test_wheel_holds_the_student_library_only(wheel):
             assert not [m for m in SECRET_MARKERS if m in text and "METADATA" not in name], name
 
 
-def test_installed_student_environment_cannot_import_or_read_instructor_material(wheel, tmp_path):
-    env_dir = tmp_path / "student-env"
-    venv.EnvBuilder(with_pip=False).create(env_dir)
-    python = env_dir / "bin" / "python"
-    install = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-    subprocess.run(
-        [*install, "--python", str(python), "install", "--no-deps", "--no-index", str(wheel)],
-        env=clean_env(),
-        check=True,
-    )
-    # the dependencies (numpy, torch, ...) of the test environment, lent by a path line
-    lent = Path(sysconfig.get_paths()["purelib"])
-    assert not (lent / "initlab").exists() and not (lent / "initlab_grading").exists()
-    purelib = subprocess.run(
-        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    Path(purelib, "zz_lent_dependencies.pth").write_text(f"{lent}\n")
-
-    seen = probe(python, tmp_path)
+def test_student_environment_cannot_import_or_read_instructor_material(env, tmp_path):
+    env_dir, lent = env
+    seen = probe(env_dir / "bin" / "python", tmp_path)
     assert_student_view(seen, env_dir, lent)
-    assert Path(seen["initlab"]).resolve() == Path(purelib, "initlab", "__init__.py").resolve()
+    assert Path(seen["prefix"]).resolve() == env_dir.resolve()
     assert_holds_nothing_of_the_instructor(env_dir)
+    # JupyterLab, nbgrader and the kernel are the environment's own, not lent
+    for module in ("jupyterlab", "nbgrader", "ipykernel", "ipywidgets", "notebook"):
+        where = subprocess.run(
+            [str(env_dir / "bin" / "python"), "-c", f"import {module}; print({module}.__file__)"],
+            env=clean_env(),
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        assert Path(where).resolve().is_relative_to(env_dir.resolve()), (module, where)
+
+
+def test_student_environment_has_the_student_tools_and_no_instructor_tool(env, tmp_path):
+    env_dir, _ = env
+    server = jupyter_listing(env_dir, "server", "extension", "list", home=tmp_path)
+    for extension, on in STUDENT_SERVER_EXTENSIONS.items():
+        state = "enabled" if on else "disabled"
+        assert re.search(rf"^\s*{re.escape(extension)} {state}\b", server, re.M), (
+            f"{extension} should be {state} in the student environment:\n{server}"
+        )
+    lab = jupyter_listing(env_dir, "labextension", "list", home=tmp_path)
+    assert re.search(r"@jupyter/nbgrader v0\.9\.6 enabled OK", lab), lab
+    disabled = lab.split("Disabled extensions:", 1)[-1] if "Disabled extensions:" in lab else ""
+    for plugin in INSTRUCTOR_LAB_PLUGINS:
+        assert plugin in disabled, f"{plugin} should be listed as disabled:\n{lab}"
+    config = env_dir / "etc" / "jupyter"
+    assert (config / "nbgrader_config.py").read_bytes() == (
+        REPO / "deploy" / "jupyterhub" / "nbgrader_config.py"
+    ).read_bytes()
+
+
+def test_validate_in_the_student_environment_ignores_stderr_as_grading_does(env, tmp_path):
+    """The answer is right but warns on stderr: nbgrader's own Validate would fail its test
+    cell (tests/test_jupyterhub_deploy.py shows it), the student environment's passes it,
+    and still fails a wrong answer that warns the same way."""
+    env_dir, _ = env
+    nbgrader, home = env_dir / "bin" / "nbgrader", tmp_path / "home"
+    home.mkdir()
+    right = stderr_notebook(tmp_path / "work" / "warns.ipynb")
+    said = nbgrader_validate(nbgrader, right, home, home / ".jupyter")
+    assert "Success! Your notebook passes all the tests." in said, said
+    wrong = stderr_notebook(tmp_path / "work" / "warns-wrong.ipynb", correct=False)
+    said = nbgrader_validate(nbgrader, wrong, home, home / ".jupyter")
+    assert "VALIDATION FAILED ON 1 CELL(S)!" in said, said
+    assert "mean([1, 2, 3]) should be 2, not 6" in said, said
 
 
 @pytest.mark.skipif(
     os.environ.get("INITLAB_TEST_FULL_STUDENT_ENV") != "1",
-    reason="the real install takes minutes and ~5.5 GB; INITLAB_TEST_FULL_STUDENT_ENV=1 runs it",
+    reason="nothing lent: about 4 minutes and 6 GB; INITLAB_TEST_FULL_STUDENT_ENV=1 runs it",
 )
-def test_one_command_student_environment(tmp_path):
+def test_one_command_student_environment_with_nothing_lent(tmp_path):
     env_dir = tmp_path / "initlab-env"
     subprocess.run(
         [sys.executable, str(REPO / "tasks.py"), "student", "--venv", str(env_dir)],
         env=clean_env(),
         check=True,
     )
-    python = env_dir / "bin" / "python"
-    seen = probe(python, tmp_path)
+    seen = probe(env_dir / "bin" / "python", tmp_path)
     assert_student_view(seen, env_dir)
     assert_holds_nothing_of_the_instructor(env_dir)
-    jupyter = env_dir / "bin" / "jupyter"
-    labext = subprocess.run(
-        [str(jupyter), "labextension", "list"], capture_output=True, text=True, check=True
-    )
-    assert "@jupyter/nbgrader" in labext.stdout + labext.stderr
-    server = subprocess.run(
-        [str(jupyter), "server", "extension", "list"], capture_output=True, text=True, check=True
-    )
-    listed = server.stdout + server.stderr
-    for extension in ("validate_assignment", "assignment_list"):
-        assert f"nbgrader.server_extensions.{extension} \x1b[32menabled" in listed or (
-            f"nbgrader.server_extensions.{extension} enabled" in listed
-        ), listed
+    test_student_environment_has_the_student_tools_and_no_instructor_tool((env_dir, None), tmp_path)
