@@ -7,6 +7,9 @@ import torch
 from initlab.checks import CheckFailed
 from initlab_grading import activations as grading
 from initlab_grading.samples import samples_for
+from initlab_grading.samples.activations import _REFERENCE_ACTIVATIONS
+
+NAMES = ("relu", "sigmoid", "tanh", "swish", "mish")
 
 
 def _answers(student):
@@ -18,8 +21,26 @@ def _answers(student):
 
 
 def _table(ns):
-    names = ("relu", "sigmoid", "tanh", "swish", "mish")
-    return {n: (ns[n], ns[f"{n}_grad"]) for n in names}
+    return {n: (ns[n], ns[f"{n}_grad"]) for n in NAMES}
+
+
+def _reference_with(extra: str = "") -> dict:
+    """The reference activations as a notebook defines them (module ``__main__``), with
+    ``extra`` run after them (a redefinition replaces one answer)."""
+    namespace = {"np": np, "torch": torch, "__name__": "__main__"}
+    exec(_REFERENCE_ACTIVATIONS + "\n" + extra, namespace)
+    return _table(namespace)
+
+
+def _interpolant(n: int):
+    """d' = n hinges interpolating x^2 at k / n: error 1 / (4 n^2), at the midpoints."""
+    knots = np.arange(n) / n
+    slopes = (2 * knots + 1 / n).astype(np.float64)  # chord slope on [k/n, (k+1)/n]
+    return np.ones(n), -knots, np.diff(np.concatenate([[0.0], slopes])), 0.0
+
+
+# --------------------------------------------------------------------------------------
+# Part 1
 
 
 def test_the_seed_construction_has_error_exactly_0_04_and_passes():
@@ -27,7 +48,7 @@ def test_the_seed_construction_has_error_exactly_0_04_and_passes():
     assert err == pytest.approx(0.04, abs=1e-15) and where == pytest.approx(0.8)
     # also with its parameters rounded to float32 (0.2, 0.6, 0.12 ... are not float32 numbers)
     f32 = [a.astype(np.float32) for a in (grading.SEED_W1, grading.SEED_B1, grading.SEED_W2)]
-    grading.check_relu_net(*f32, np.float32(0))
+    grading.check_relu_net(3, *f32, np.float32(0))
 
 
 def test_sup_error_is_exact_between_grid_points():
@@ -38,19 +59,71 @@ def test_sup_error_is_exact_between_grid_points():
     assert err == pytest.approx(want, abs=1e-15)
 
 
+def test_sup_error_of_the_widest_net_is_exact_in_bounded_memory():
+    """At d' = MAX_HIDDEN the n-piece interpolant's error 1 / (4 n^2) is found exactly (at
+    a tangent point: the grid there has only 10,001 points), blockwise, without the
+    (100,001 x d') array that used to be built."""
+    import tracemalloc
+
+    n = grading.MAX_HIDDEN
+    W1, b1, W2, b2 = _interpolant(n)
+    tracemalloc.start()
+    try:
+        err, _ = grading.sup_error(W1, b1, W2, b2)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # round-off of g at x <= 1: (n + 2) float64 operations on terms summing to <= 3
+    assert abs(err - 1 / (4 * n * n)) <= (n + 2) * 2.0**-53 * 3
+    assert peak < 64e6, f"sup_error used {peak / 1e6:.0f} MB"
+
+
 def test_a_net_just_over_the_bound_fails():
     with pytest.raises(CheckFailed, match="largest error"):
-        grading.check_relu_net(grading.SEED_W1, grading.SEED_B1, grading.SEED_W2, 1e-4)
+        grading.check_relu_net(3, grading.SEED_W1, grading.SEED_B1, grading.SEED_W2, 1e-4)
+
+
+def test_flipped_bias_signs_get_the_hint():
+    with pytest.raises(CheckFailed, match="With the signs of b1 flipped"):
+        grading.check_relu_net(3, grading.SEED_W1, -grading.SEED_B1, grading.SEED_W2, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("d_hidden", "message"),
+    [
+        (4, "d_hidden is 4 but W1, b1 and W2 have 3 entries"),
+        (2.5, "a whole number"),
+        (0, "a whole number, at least 1"),
+        ([3, 3], "a whole number"),
+    ],
+)
+def test_d_hidden_must_be_the_width(d_hidden, message):
+    with pytest.raises(CheckFailed, match=message):
+        grading.check_relu_net(
+            d_hidden, grading.SEED_W1, grading.SEED_B1, grading.SEED_W2, grading.SEED_B2
+        )
+    grading.check_relu_net(3.0, grading.SEED_W1, grading.SEED_B1, grading.SEED_W2, 0.0)
+    grading.check_relu_net(np.int64(3), grading.SEED_W1, grading.SEED_B1, grading.SEED_W2, 0.0)
+
+
+def test_a_net_wider_than_the_grader_takes_gets_a_message():
+    n = grading.MAX_HIDDEN + 1
+    with pytest.raises(CheckFailed, match=f"{n} hidden units; the grader evaluates nets of"):
+        grading.check_relu_net(n, *_interpolant(n))
+
+
+# --------------------------------------------------------------------------------------
+# Part 3
 
 
 def test_reference_and_another_way_pass_every_check():
-    for student in ("another-way",):
-        ns = _answers(student)
-        grading.check_relu_net(ns["W1"], ns["b1"], ns["W2"], ns["b2"])
-        grading.check_functions(_table(ns))
-        grading.check_derivatives(_table(ns))
-        grading.check_large_inputs(_table(ns))
-        grading.check_split(ns["train_idx"], ns["val_idx"])
+    for table in (_reference_with(), _table(_answers("another-way"))):
+        grading.check_functions(table)
+        grading.check_derivatives(table)
+        grading.check_large_inputs(table)
+    ns = _answers("another-way")
+    grading.check_relu_net(ns["d_hidden"], ns["W1"], ns["b1"], ns["W2"], ns["b2"])
+    grading.check_split(ns["train_idx"], ns["val_idx"])
     grading.check_split(grading.TRAIN_IDX, grading.VAL_IDX)
 
 
@@ -72,11 +145,181 @@ def test_torch_float32_is_within_the_derived_tolerance_everywhere():
                 assert ok.all(), (name, x64[~ok])
 
 
-def test_mistakes_are_named():
-    ns = _answers("another-way")
-    table = _table(ns)
-    table["sigmoid"] = (table["sigmoid"][0], lambda x: torch.sigmoid(x))
-    with pytest.raises(CheckFailed, match="That is sigma"):
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        ("def sigmoid_grad(x):\n    return torch.sigmoid(x)", r"That is sigma\(x\) itself"),
+        ("def tanh_grad(x):\n    return 1 - torch.tanh(x)", r"That is 1 - tanh\(x\);"),
+        (
+            "def swish_grad(x, beta=1.0):\n    s = torch.sigmoid(beta * x)\n"
+            "    return s + x * s * (1 - s)",
+            "The factor beta is missing",
+        ),
+        (
+            "def mish_grad(x):\n    return torch.tanh(torch.nn.functional.softplus(x))",
+            "Only the first term is there",
+        ),
+    ],
+    ids=["sigma", "tanh-unsquared", "swish-no-beta", "mish-one-term"],
+)
+def test_common_derivative_mistakes_are_named_and_cost_one_cell(answer, message):
+    table = _reference_with(answer)
+    grading.check_functions(table)
+    with pytest.raises(CheckFailed, match=message):
         grading.check_derivatives(table)
+    grading.check_large_inputs(table)  # finite far out: not charged a second time
+
+
+def test_dtype_is_checked():
     with pytest.raises(CheckFailed, match="keep the input's dtype"):
         grading.check_functions({"relu": (lambda x: x.double().clamp(min=0), None)})
+
+
+BORROWED = {
+    "autograd-grad": """
+def mish_grad(x):
+    x = x.detach().clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(mish(x).sum(), x)
+    return g""",
+    "enable-grad": """
+def mish_grad(x):
+    with torch.enable_grad():
+        x = x.detach().clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(mish(x).sum(), x)
+    return g""",
+    "set-grad-enabled-backward": """
+def relu_grad(x):
+    torch.set_grad_enabled(True)
+    x = x.detach().clone().requires_grad_(True)
+    relu(x).sum().backward()
+    torch.set_grad_enabled(False)
+    return x.grad""",
+    "private-grad-switch": """
+def sigmoid_grad(x):
+    torch._C._set_grad_enabled(True)
+    x = x.detach().clone().requires_grad_(True)
+    y = sigmoid(x).sum()
+    torch._C._set_grad_enabled(False)
+    return torch.autograd.grad(y, x)[0]""",
+    "imported-grad": """
+from torch.autograd import grad
+def tanh_grad(x):
+    with torch.enable_grad():
+        x = x.detach().clone().requires_grad_(True)
+        return grad(tanh(x).sum(), x)[0]""",
+    "jacobian": """
+def tanh_grad(x):
+    return torch.autograd.functional.jacobian(tanh, x).diagonal()""",
+    "func-grad": """
+def mish_grad(x):
+    return torch.func.vmap(torch.func.grad(mish))(x)""",
+    "func-jvp": """
+def swish_grad(x, beta=1.0):
+    return torch.func.jvp(lambda t: swish(t, beta), (x,), (torch.ones_like(x),))[1]""",
+    "forward-ad": """
+import torch.autograd.forward_ad as fwAD
+def swish_grad(x, beta=1.0):
+    with fwAD.dual_level():
+        dual = fwAD.make_dual(x, torch.ones_like(x))
+        return fwAD.unpack_dual(swish(dual, beta)).tangent""",
+    "aten-backward-kernel": """
+def sigmoid_grad(x):
+    return torch.ops.aten.sigmoid_backward(torch.ones_like(x), torch.sigmoid(x))""",
+    "aten-through-getattr": """
+def tanh_grad(x):
+    kernel = getattr(torch.ops.aten, "tanh_" + "backward")
+    return kernel(torch.ones_like(x), torch.tanh(x))""",
+    "aten-alias": """
+aten = torch.ops.aten
+def tanh_grad(x):
+    return aten.tanh_backward(torch.ones_like(x), torch.tanh(x))""",
+    "engine-helper": """
+from initlab import engine
+def mish_grad(x):
+    return engine._activation_backward("mish", torch.ones_like(x), x, None, None)""",
+    "engine-through-a-helper": """
+from initlab.engine import _activation_backward
+def _slope(x):
+    return _activation_backward("tanh", torch.ones_like(x), x, torch.tanh(x), None)
+def tanh_grad(x):
+    return _slope(x)""",
+}
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
+@pytest.mark.parametrize("answer", BORROWED.values(), ids=BORROWED.keys())
+def test_a_derivative_not_written_by_hand_fails_derivatives_only(answer):
+    """Every way torch (or initlab) can differentiate for the student is refused with a
+    message; the same answer's large-|x| point is not taken a second time."""
+    table = _reference_with(answer)
+    with pytest.raises(CheckFailed, match="asks for the derivative by hand") as info:
+        grading.check_derivatives(table)
+    assert "uses" in str(info.value) or "differentiates with torch" in str(info.value)
+    grading.check_large_inputs(table)
+    assert torch.is_grad_enabled()  # an answer that switches grad mode leaves it as it was
+
+
+def test_value_functions_and_own_helpers_are_allowed_in_derivatives():
+    """torch.nn.functional's activations, torch.sigmoid / exp / log1p, and the student's own
+    functions are building blocks, not differentiation."""
+    table = _reference_with(
+        """
+import torch.nn.functional as F
+def swish_grad(x, beta=1.0):
+    s = F.sigmoid(beta * x)
+    return s + F.silu(beta * x) * (1 - s)      # beta x s (1 - s) = silu(beta x) (1 - s)
+def mish_grad(x):
+    t = torch.tanh(F.softplus(x))
+    return t + x * (1 - t * t) * torch.exp(-F.softplus(-x))   # exp(-softplus(-x)) = sigma(x)
+def sigmoid_grad(x):
+    return sigmoid(x) * sigmoid(-x)
+"""
+    )
+    grading.check_derivatives(table)
+    grading.check_large_inputs(table)
+
+
+def test_large_inputs_charge_only_what_the_other_cells_do_not():
+    """Overflow (non-finite) and a formula right on -10..10 but wrong far out lose the
+    large-|x| point; the values elsewhere are fine."""
+    overflow = _reference_with(
+        "def swish_grad(x, beta=1.0):\n    e = torch.exp(-beta * x)\n"
+        "    return (1 + e + x * beta * e) / (1 + e) ** 2"
+    )
+    grading.check_derivatives(overflow)
+    with pytest.raises(CheckFailed, match="it must be finite for every x"):
+        grading.check_large_inputs(overflow)
+    clamped = _reference_with(
+        "def mish(x):\n    x = torch.clamp(x, -20, 20)\n"
+        "    return x * torch.tanh(torch.nn.functional.softplus(x))"
+    )
+    grading.check_functions(clamped)
+    with pytest.raises(CheckFailed, match=r"mish in float64 is .* at x = -1000; expected"):
+        grading.check_large_inputs(clamped)
+    wrong_and_overflowing = _reference_with(
+        "def sigmoid_grad(x):\n    return torch.exp(-x) / (1 + torch.exp(-x)) ** 3"
+    )
+    with pytest.raises(CheckFailed, match="sigmoid_grad"):
+        grading.check_derivatives(wrong_and_overflowing)
+    with pytest.raises(CheckFailed, match="it must be finite for every x"):
+        grading.check_large_inputs(wrong_and_overflowing)
+
+
+# --------------------------------------------------------------------------------------
+# The notebook
+
+
+def test_hidden_tests_run_before_the_visible_ones(repo):
+    """In every graded code cell of the master the hidden region comes first (after the
+    comment lines), so a hidden check's specific message is what grading reports."""
+    import nbformat
+
+    nb = nbformat.read(repo / "source/activations/activations.ipynb", as_version=4)
+    graded = [
+        c for c in nb.cells if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("grade")
+    ]
+    assert len(graded) == 5
+    for cell in graded:
+        before = cell.source.split("### BEGIN HIDDEN TESTS")[0]
+        code = [ln for ln in before.splitlines() if ln.strip() and not ln.startswith("#")]
+        assert not code, (cell.id, code)

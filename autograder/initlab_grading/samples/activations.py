@@ -72,6 +72,7 @@ W1 = np.ones(4, dtype=np.float32)
 b1 = (-knots).astype(np.float32)
 W2 = np.diff(np.concatenate([[0.0], slopes])).astype(np.float32)
 b2 = np.float32(0)
+d_hidden = len(W1)
 """,
             "activation_functions": """
 def _sig(x):
@@ -134,7 +135,7 @@ train_idx, val_idx = first[:9_600], first[9_600:]
         "relu-net-too-coarse",
         "a ReLU net interpolating x^2 at 0, 1/2, 1: exact at the ends, error 1/16 in between",
         answers={
-            "relu_net": "W1 = np.array([1.0, 1.0])\nb1 = np.array([0.0, -0.5])\n"
+            "relu_net": "d_hidden = 2\nW1 = np.array([1.0, 1.0])\nb1 = np.array([0.0, -0.5])\n"
             "W2 = np.array([0.5, 1.0])\nb2 = 0.0",
         },
         lost={"test_relu_net": "largest error on [0, 1] is 0.062500"},
@@ -143,10 +144,11 @@ train_idx, val_idx = first[:9_600], first[9_600:]
         "relu-net-bias-sign",
         "the seed's slopes and kinks with biases +a*beta instead of -a*beta",
         answers={
-            "relu_net": "W1 = np.array([0.2, 0.6, 0.8])\nb1 = np.array([0.0, 0.12, 0.48])\n"
-            "W2 = np.array([1.0, 1.0, 1.0])\nb2 = 0.0",
+            "relu_net": "d_hidden = 3\nW1 = np.array([0.2, 0.6, 0.8])\n"
+            "b1 = np.array([0.0, 0.12, 0.48])\nW2 = np.array([1.0, 1.0, 1.0])\nb2 = 0.0",
         },
-        lost={"test_relu_net": "g(0.0) is 0.6"},
+        # the hidden check runs before the visible one, so its hint reaches the student
+        lost={"test_relu_net": "With the signs of b1 flipped the net would pass"},
     ),
     Sample(
         "tanh-grad-unsquared",
@@ -156,10 +158,18 @@ train_idx, val_idx = first[:9_600], first[9_600:]
                 "tanh_grad", "def tanh_grad(x):\n    return 1 - torch.tanh(x)"
             )
         },
-        lost={
-            "test_derivatives": "slope is 1 - tanh(x)**2",
-            "test_large_inputs": "slope is 1 - tanh(x)**2",
+        # the wrong formula is finite at large |x|: it costs test_derivatives only
+        lost={"test_derivatives": "slope is 1 - tanh(x)**2"},
+    ),
+    Sample(
+        "sigmoid-grad-is-sigma",
+        "sigmoid's slope written as sigma(x) itself (right at no x; at 0 it gives 0.5, not 0.25)",
+        answers={
+            "activation_functions": _replace(
+                "sigmoid_grad", "def sigmoid_grad(x):\n    return torch.sigmoid(x)"
+            )
         },
+        lost={"test_derivatives": "That is sigma(x) itself"},
     ),
     Sample(
         "swish-grad-overflow",
@@ -177,20 +187,19 @@ train_idx, val_idx = first[:9_600], first[9_600:]
     ),
     Sample(
         "autograd-inside",
-        "mish's slope taken from autograd instead of written by hand",
+        "mish's slope taken from autograd (switched back on with torch.enable_grad inside) "
+        "instead of written by hand; it costs test_derivatives only",
         answers={
             "activation_functions": _replace(
                 "mish_grad",
                 """def mish_grad(x):
-    x = x.detach().clone().requires_grad_(True)
-    (g,) = torch.autograd.grad(mish(x).sum(), x)
+    with torch.enable_grad():
+        x = x.detach().clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(mish(x).sum(), x)
     return g""",
             )
         },
-        lost={
-            "test_derivatives": "do not call autograd",
-            "test_large_inputs": "do not call autograd",
-        },
+        lost={"test_derivatives": "differentiates with torch: autograd switched back on"},
     ),
     Sample(
         "split-shuffled",
