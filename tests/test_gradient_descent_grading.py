@@ -62,3 +62,42 @@ def test_gradient_mistakes_are_named():
             return g
 
         grading.check_grad(mutating)
+
+
+def test_abs_stopping_rule_is_named():
+    """f rises over the first step of the overshooting case, so only the seed's signed rule
+    stops there; the abs() variant goes on and is named."""
+    ns = sample_answers("gradient_descent", "abs-decrease")
+    with pytest.raises(CheckFailed, match="not its absolute value"):
+        grading.check_stopping_rule(ns["gradient_descent"])
+    ref = grading.STOPPING_CASES[-1].reference()
+    assert len(ref) == 2 and grading.f(ref[1]) > grading.f(ref[0])
+
+
+def test_a_gradient_that_evaluates_f_fails_and_the_formula_passes():
+    import sys
+
+    ns = sample_answers("gradient_descent", "finite-difference-gradient")
+    grading.check_grad(ns["grad_f"])  # right values: without f the calls go unseen
+    before = sys.getprofile()
+    with pytest.raises(CheckFailed, match="evaluated your f 4 time"):
+        grading.check_grad(ns["grad_f"], ns["f"])
+    assert sys.getprofile() is before
+    ref = sample_answers("gradient_descent", "float32-vectorised")
+    grading.check_grad(ref["grad_f"], ref["f"])
+
+
+def test_minimum_accepts_float32_solves_and_rejects_a_slip():
+    H32 = grading.HESSIAN.astype(np.float32)
+    b32 = grading.F.b.astype(np.float32)
+    for x_star in (
+        np.linalg.solve(H32, b32),
+        np.linalg.inv(H32) @ b32,
+        np.linalg.solve(grading.HESSIAN, grading.F.b),
+        [8, 4],
+    ):
+        grading.check_minimum(x_star, grading.HESSIAN)
+    # the bound is a few float32 spacings of 8 and 4, far below any slip
+    assert np.all(grading.minimum_tolerance() < 1e-4)
+    with pytest.raises(CheckFailed, match="x_star"):
+        grading.check_minimum([8.0, 4.001], grading.HESSIAN)

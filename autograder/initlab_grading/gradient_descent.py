@@ -20,10 +20,24 @@ Tolerance derivation (unit round-off u of float32, the coarsest type accepted):
 - The stopping decision compares ``f(x_{t-1}) - f(x_t)`` with ``tol``. Every case used by
   the checks keeps that difference farther from ``tol`` than its own round-off bound (a
   test in tests/ proves it), so a correct float32 answer cannot stop at another step.
+- The minimiser: a float32 solve of ``H x = b`` by Gaussian elimination with partial
+  pivoting is backward stable: the computed ``x`` solves ``(H + dH) x = b + db`` with
+  ``|dH| <= 3 n u |L||U|`` (Higham, *Accuracy and Stability of Numerical Algorithms*,
+  Thm 9.4; here ``|L||U| = |H|``, no growth) and ``|db| <= u |b|``. Then
+  ``x - x* = H^-1 (db - dH x)``, so ``|x - x*| <= 3 n u |H^-1| (|H||x*| + |b|)`` to first
+  order, about ``6 u (27, 21)``; the check allows twice that. Solving through the
+  inverse, ``inv(H) @ b``, stays inside the same bound; typing (8, 4) is exact.
+
+What the gradient check does not accept: a ``grad_f`` that calls the student's own ``f``
+(a finite-difference or autograd derivative of f). f is quadratic, so a centred
+difference is exact up to round-off and would pass every value; the check watches the
+calls instead (``sys.setprofile`` while ``grad_f`` runs) and says that Part 1 asks for
+the derived formula.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -232,12 +246,44 @@ def check_f(student_f: Callable) -> None:
         )
 
 
-def check_grad(student_grad: Callable) -> None:
+def _calls_into(target: Callable | None, func: Callable, *args: Any, what: str) -> tuple:
+    """``call_answer(func, *args)`` and how many times the code of ``target`` (a function
+    of the student's) ran during that call, counted with ``sys.setprofile`` (any previous
+    profiler is restored afterwards)."""
+    code = getattr(target, "__code__", None)
+    if code is None:
+        return call_answer(func, *args, what=what), 0
+    calls = 0
+
+    def profiler(frame, event, arg):  # noqa: ARG001 -- the profiler's signature
+        nonlocal calls
+        if event == "call" and frame.f_code is code:
+            calls += 1
+
+    previous = sys.getprofile()
+    sys.setprofile(profiler)
+    try:
+        result = call_answer(func, *args, what=what)
+    finally:
+        sys.setprofile(previous)
+    return result, calls
+
+
+def check_grad(student_grad: Callable, student_f: Callable | None = None) -> None:
     """Hidden check: the student's gradient agrees with the reference everywhere tested,
-    and names the mistake when it is a common one."""
+    and names the mistake when it is a common one. With ``student_f``, a gradient that
+    evaluates f (a numerical or automatic derivative instead of the derived formula)
+    fails too."""
     for x in gradient_points():
         arg = x.copy()
-        got = call_answer(student_grad, arg, what=f"grad_f({x.tolist()})")
+        got, f_calls = _calls_into(student_f, student_grad, arg, what=f"grad_f({x.tolist()})")
+        if f_calls:
+            raise CheckFailed(
+                f"grad_f({x.tolist()}) evaluated your f {f_calls} time(s): that is a numerical "
+                "(finite-difference) or automatic derivative of f, not the gradient derived "
+                "by hand. Part 1 asks for the formulas: return np.array([df/dx1, df/dx2]) "
+                "written in x1 and x2, without calling f."
+            )
         if not np.array_equal(arg, x):
             raise CheckFailed(
                 f"grad_f changed its input array (from {x.tolist()} to {arg.tolist()}); "
@@ -298,13 +344,21 @@ def _fraction(value: float) -> str:
 # Checks for the minimum, the Hessian and the largest stable step
 
 
+def minimum_tolerance() -> np.ndarray:
+    """Allowed error of a float32 minimiser: twice ``3 n u |H^-1| (|H||x*| + |b|)`` (the
+    backward-stable solve of the module docstring)."""
+    n = F.dim
+    inv = np.abs(np.linalg.inv(F.A))
+    return 2.0 * roundoff_bound(inv @ (np.abs(F.A) @ np.abs(MINIMUM) + np.abs(F.b)), 3 * n)
+
+
 def check_minimum(x_star: Any, hessian: Any) -> None:
     """Hidden check of the minimiser, f at the minimiser and the Hessian."""
     x_arr = as_array(x_star, "x_star", shape=(2,))
     check_close(
         x_arr,
         MINIMUM,
-        roundoff_bound(np.abs(MINIMUM) * 4, 8),
+        minimum_tolerance(),
         "x_star",
         "The minimiser solves grad f(x) = 0: 2(x1 - 6) - x2 = 0 and 2 x2 - x1 = 0.",
     )
@@ -395,6 +449,10 @@ STOPPING_CASES = (
     Case(F, (6.0, 6.0), 50, 0.1, 1e-2),
     Case(F, (0.0, 0.0), 40, 0.3, 0.05),
     Case(G, (2.0, -1.0, 1.0), 30, 0.4, 5e-3),
+    # lr = 0.9 > 2 / lambda_max = 2/3: the first step overshoots along the eigenvector
+    # (1, -1) of lambda = 3 and f rises from 0 to 22.68, a negative decrease, so the seed's
+    # signed rule stops right there; abs(decrease) < tol would go on.
+    Case(F, (6.0, 6.0), 20, 0.9, 1e-3),
 )
 TRAJECTORY_CASES = (
     SEED_CASE,
@@ -531,12 +589,25 @@ def _check_against_reference(case: Case, traj: np.ndarray) -> None:
         raise CheckFailed(
             f"{case.describe()} took one step too many: after step {stop_step} f decreased "
             f"by only {decreases[-1]:.4g} < tol, so the optimiser must stop there."
+            + _increase_hint(decreases[-1], case.tol)
         )
     raise CheckFailed(
         f"{case.describe()} returned {len(traj)} points; expected {n_ref}: after step "
         f"{stop_step} f decreased by {decreases[-1]:.4g} < tol={case.tol}, so it must stop "
         "there. Compare the decrease of f over the last step with tol."
+        + _increase_hint(decreases[-1], case.tol)
     )
+
+
+def _increase_hint(decrease: float, tol: float) -> str:
+    """Names the abs() mistake when f went up over the step."""
+    if decrease < 0 and abs(decrease) >= tol:
+        return (
+            f" f went up over that step (by {-decrease:.4g}): the decrease "
+            "f(x_(t-1)) - f(x_t) is negative, which is below tol, so the rule stops. "
+            "Compare the signed decrease with tol, not its absolute value."
+        )
+    return ""
 
 
 def _check_stop_consistent(case: Case, traj: np.ndarray) -> None:
@@ -560,7 +631,7 @@ def _check_stop_consistent(case: Case, traj: np.ndarray) -> None:
             raise CheckFailed(
                 f"{case.describe()} went on after step {t}, where f decreased by "
                 f"{decrease:.4g} < tol={case.tol}; it must stop right after that step "
-                "(keeping the point that step reached)."
+                "(keeping the point that step reached)." + _increase_hint(decrease, case.tol)
             )
         if t == steps and steps < case.max_steps and decrease >= case.tol + margin:
             hint = ""

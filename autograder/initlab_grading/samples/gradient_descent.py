@@ -143,6 +143,47 @@ def grad_f(x):
         },
     ),
     Sample(
+        "abs-decrease",
+        "the stopping rule on the absolute change |f(x_(t-1)) - f(x_t)| < tol, which goes on "
+        "after a step that makes f rise",
+        answers={
+            "optimizer": _REFERENCE_GD_HEAD
+            + """    for t in range(1, max_steps + 1):
+        x = x - lr / np.sqrt(t) * np.asarray(grad(x))
+        trajectory.append(x.copy())
+        new_value = func(x)
+        if abs(value - new_value) < tol:
+            break
+        value = new_value
+    return np.array(trajectory)
+""",
+        },
+        lost={"test_stopping_rule": "not its absolute value"},
+    ),
+    Sample(
+        "finite-difference-gradient",
+        "grad_f as a centred difference of f with h = 1, exact for a quadratic at integer "
+        "points (so the visible tests pass) but not the derived formula",
+        answers={
+            "f_and_grad": """
+def f(x):
+    x1, x2 = x
+    return (x1 - 6) ** 2 + x2**2 - x1 * x2
+
+
+def grad_f(x):
+    x = np.asarray(x, dtype=float)
+    grad = np.zeros(2)
+    for i in range(2):
+        step = np.zeros(2)
+        step[i] = 1.0
+        grad[i] = (f(x + step) - f(x - step)) / 2
+    return grad
+""",
+        },
+        lost={"test_f_and_grad_hidden": "not the gradient derived by hand"},
+    ),
+    Sample(
         "final-point-only",
         "the optimiser returns only the final point, as the R function does",
         answers={
