@@ -65,3 +65,195 @@ def test_a_gradient_off_by_more_than_the_bound_fails():
     case = grading.mlp_cases()[0]
     with pytest.raises(CheckFailed, match="gradient of W"):
         grading.check_backward(nudged)
+
+
+# -- Part 2: shapes, named mistakes, and the chain rule itself ---------------------------
+
+
+def test_jacobian_cases_cover_width_one_and_more_outputs_than_inputs():
+    for num_layers in (1, 2, 3):
+        cases = grading.jacobian_cases(num_layers, 100 * num_layers)
+        widths = [[la.W.shape[1] for la in c.layers] + [c.layers[-1].W.shape[0]] for c in cases]
+        assert any(1 in w for w in widths)
+        assert any(w[-1] > w[0] for w in widths)
+        assert sum(len(set(w)) == 1 for w in widths) >= 2  # square cases first
+        assert all("np." not in c.label for c in cases)
+
+
+def test_a_finite_difference_jacobian_fails_although_its_values_pass():
+    ns = sample_answers("backprop", "finite-difference-jacobian")
+    for n, name in grading._FUNC_NAMES.items():
+        with pytest.raises(CheckFailed, match="numerical\\) Jacobian earns no points"):
+            grading.check_jacobians(ns[name], n)
+
+
+def test_a_finite_difference_that_calls_phi_prime_for_show_still_fails():
+    ns = sample_answers("backprop", "finite-difference-jacobian")
+
+    def disguised(x, W, b, phi):
+        phi[1](W @ x + b)
+        return ns["one_layer_jacobians"](x, W, b, phi)
+
+    with pytest.raises(CheckFailed, match="not a pre-activation of layer 1"):
+        grading.check_jacobians(disguised, 1)
+
+
+def test_phi_prime_at_the_activation_is_named_in_jacobians():
+    def at_activation(x, V, c, W, b, phi2, phi1):
+        z2 = V @ x + c
+        h = phi2[0](z2)
+        z1 = W @ h + b
+        dy_dc = phi1[1](z1)[:, None] * W * phi2[1](h)[None, :]
+        return {"dy_dx": dy_dc @ V, "dy_dV": np.einsum("ij,k->ijk", dy_dc, x), "dy_dc": dy_dc}
+
+    with pytest.raises(CheckFailed, match="phi2' is evaluated at the activation phi2\\(z\\)"):
+        grading.check_jacobians(at_activation, 2)
+
+
+def test_a_transposed_square_jacobian_gets_the_hidden_message():
+    def transposed(x, W, b, phi):
+        d = phi[1](W @ x + b)
+        eye = np.eye(W.shape[0])
+        dz_dW = np.einsum("ij,k->ijk", eye, x)
+        return {"dz_dx": W.T, "dz_dW": dz_dW, "dz_db": eye, "dy_dx": (d[:, None] * W).T,
+                "dy_dW": d[:, None, None] * dz_dW, "dy_db": np.diag(d)}  # fmt: skip
+
+    assert grading.jacobian_cases(1, 100)[0].layers[0].W.shape == (4, 4)
+    with pytest.raises(CheckFailed, match="widths \\[4, 4\\].*The Jacobian is transposed"):
+        grading.check_jacobians(transposed, 1)
+
+
+# -- Part 3: each derivative slip named, one layer at a time -----------------------------
+
+
+def _backward_with(deriv_at):
+    """mlp_backward whose phi' at layer l is ``deriv_at(l, L, Z, A, dphi)``."""
+
+    def mlp_backward(weights, Z, A, dL_dY, dphi):
+        L = len(weights)
+        grads = [None] * L
+        delta = deriv_at(L, L, Z, A, dphi) * dL_dY
+        for l in range(L, 0, -1):  # noqa: E741
+            grads[l - 1] = delta @ A[l - 1].T
+            if l > 1:
+                delta = deriv_at(l - 1, L, Z, A, dphi) * (weights[l - 1].T @ delta)
+        return grads
+
+    return mlp_backward
+
+
+def test_missing_phi_prime_at_the_output_layer_only_is_named():
+    only_output = _backward_with(lambda k, L, Z, A, dphi: 1.0 if k == L else dphi(Z[k]))
+    with pytest.raises(CheckFailed, match="phi'\\(z\\^\\(3\\)\\) of the output layer is missing"):
+        grading.check_backward(only_output)
+
+
+def test_missing_phi_prime_everywhere_is_named():
+    nowhere = _backward_with(lambda k, L, Z, A, dphi: 1.0)
+    with pytest.raises(CheckFailed, match="missing from the recursion"):
+        grading.check_backward(nowhere)
+
+
+def test_phi_prime_at_the_activation_of_one_hidden_layer_is_named():
+    one_layer = _backward_with(lambda k, L, Z, A, dphi: dphi(A[k]) if k == 2 else dphi(Z[k]))
+    with pytest.raises(CheckFailed, match="At layer 2, phi' is evaluated at the activation"):
+        grading.check_backward(one_layer)
+
+
+# -- Part 4: float32 bounds, one-sided differences, borrowed checkers --------------------
+
+
+def test_one_sided_differences_are_far_outside_the_centred_tolerance():
+    for x in grading.centred_difference_points():
+        tol = grading.centred_difference_tolerance(x)
+        exact = np.exp(x) + x
+        for sign in (1.0, -1.0):
+            off = np.abs(grading._one_sided(x, grading.CD_STEP, sign) - exact)
+            assert np.min(off / tol) > 40
+
+
+def test_one_sided_and_borrowed_checkers_are_named():
+    ns = sample_answers("backprop", "one-sided-difference")
+    with pytest.raises(CheckFailed, match="one-sided difference"):
+        grading.check_centred_difference(ns["centred_difference"])
+    ns = sample_answers("backprop", "borrowed-checker")
+    with pytest.raises(CheckFailed, match="uses scipy"):
+        grading.check_centred_difference(ns["centred_difference"])
+    with pytest.raises(CheckFailed, match="uses initlab"):
+        grading.check_relative_error(ns["relative_error"])
+
+
+def test_float32_relative_error_with_cancellation_passes_and_a_wrong_scale_fails():
+    def in_float32(a, b):
+        a, b = np.float32(a), np.float32(b)
+        scale = max(np.linalg.norm(a), np.linalg.norm(b))
+        return 0.0 if scale == 0 else np.linalg.norm(a - b) / scale
+
+    grading.check_relative_error(in_float32)
+
+    def sum_of_norms(a, b):
+        scale = np.linalg.norm(a) + np.linalg.norm(b)
+        return 0.0 if scale == 0 else np.linalg.norm(np.subtract(a, b)) / scale
+
+    with pytest.raises(CheckFailed, match="max\\(\\|\\|a\\|\\|, \\|\\|b\\|\\|\\)"):
+        grading.check_relative_error(sum_of_norms)
+
+
+# -- Part 5: the Monte Carlo check's false-failure bound ----------------------------------
+
+
+def test_model_moments_agree_with_the_reference_and_hand_derived_fourth_moments():
+    for case in grading.MOMENT_CASES:
+        mean, var = grading.grad_weight_moments(**case.moments())
+        exact = grading.model_moments(case)
+        np.testing.assert_allclose([e["mean"] for e in exact], mean, rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose([e["second"] for e in exact], var + mean**2, rtol=1e-12)
+    # sigma' = 1, Var W = 1, g ~ N(0, 1), a = U(0, 1) (E a^4 = 1/5), widths [1, 1, 2, 1]:
+    # delta3 = g (E 3), delta2_k = W_k g (E[delta^4] = 3 * 3 = 9), and given delta2,
+    # delta1 ~ N(0, S) with S = W_1^2 g^2 + W_2^2 g^2, E[S^2] = E[(chi^2_2)^2] E[g^4] = 8 * 3
+    # = 24, so E[delta1^4] = 3 * 24 = 72.
+    case = grading.MomentCase([1, 1, 2, 1], [1.0, 1.0, 1.0], [1.0] * 3, [1.0] * 3,
+                              "uniform01", 0.0, 1.0)  # fmt: skip
+    fourth = [e["fourth"] for e in grading.model_moments(case)]
+    np.testing.assert_allclose(fourth, [72 / 5, 9 / 5, 3 / 5])
+
+
+def test_median_of_means_plan_meets_its_false_failure_probability():
+    from scipy.stats import binom
+
+    p = grading.MC_FALSE_FAILURE / 18
+    k, q = grading.median_of_means_plan(p)
+    assert k % 2 == 1 and 0 < q < 0.5
+    assert k == 31  # the number of groups the notebook states
+    assert binom.sf((k - 1) // 2, k, q) <= p
+
+
+def test_the_zero_mean_slip_fails_the_monte_carlo_check():
+    ns = sample_answers("backprop", "zero-mean-sigma-prime")
+    with pytest.raises(CheckFailed, match="does not have zero mean"):
+        grading.check_moments_monte_carlo(ns["grad_weight_moments"])
+
+
+def test_the_notebooks_derived_gradient_check_threshold_passes_right_and_fails_wrong(capsys):
+    """Part 4's MLP gradient check (cells gradcheck-bounds and gradcheck-mlp) with the
+    reference answers, the float32 sample and a backprop bug: only the bug lands above the
+    derived bound."""
+    import nbformat
+
+    from conftest import REPO
+
+    nb = nbformat.read(REPO / "source" / "backprop" / "backprop.ipynb", as_version=4)
+    cells = {c.id: c.source for c in nb.cells}
+    ref: dict = {"np": np}
+    for cid in ("mlp", "gradcheck", "steps"):
+        exec(cells[cid].replace("### BEGIN SOLUTION", "").replace("### END SOLUTION", ""), ref)
+    for student, verdict in (
+        (None, "below"),
+        ("float32-loops", "below"),
+        ("phi-prime-at-activation", "ABOVE"),
+    ):
+        ns = dict(ref) if student is None else {**ref, **sample_answers("backprop", student)}
+        exec(cells["gradcheck-bounds"], ns)
+        exec(cells["gradcheck-mlp"], ns)
+        lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("W")]
+        assert len(lines) == 3 and all(ln.endswith(verdict) for ln in lines), (student, lines)

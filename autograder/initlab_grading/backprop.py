@@ -26,10 +26,18 @@ when a student computes it in float32 (:func:`_forward`, :func:`_backward`):
   factor's magnitude, plus ``u`` of the product.
 
 The check allows twice that bound (the factor 2 covers the dropped second-order terms).
+
+Right values are not enough for Part 2: the activations handed to a student's Jacobian
+function record where they are evaluated (``_check_chain_rule``), so a finite-difference
+Jacobian, which is accurate enough to pass every value check, fails by name. Part 4's
+checks (``centred_difference_tolerance``, ``relative_error_tolerance``) and the Monte
+Carlo check of Part 5 (``check_moments_monte_carlo``, a median of means with a proven
+false-failure bound) carry their own derivations.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -43,7 +51,6 @@ from initlab.checks import (
     call_answer,
     check_finite,
     unit_roundoff,
-    z_score,
 )
 from initlab_grading.integrity import uses_library
 
@@ -394,17 +401,27 @@ def _forward_values(layers: Sequence[Layer], x: np.ndarray) -> list[np.ndarray]:
     return zs
 
 
+_JACOBIAN_WIDTHS: dict[int, tuple[list[int] | None, ...]] = {
+    1: ([4, 4], [4, 4], [1, 3], [3, 1], [2, 5], None),
+    2: ([4, 4, 4], [4, 4, 4], [3, 1, 2], [2, 3, 5], [5, 4, 1], None),
+    3: ([4, 4, 4, 4], [4, 4, 4, 4], [3, 1, 4, 2], [2, 3, 4, 5], [5, 2, 3, 1], None),
+}
+"""Widths (input first) of the Jacobian cases: square first (an index slip then gives wrong
+numbers, which the check can name, instead of a shape error), then a layer of width 1,
+outputs outnumbering inputs, a single output, and random widths (None: 2 to 5 each)."""
+
+
 def jacobian_cases(num_layers: int, seed: int) -> list[JacCase]:
-    """Square widths first (an index slip then gives wrong numbers, which the check can
-    name, instead of a shape error), then random widths, over every activation."""
+    """The hidden cases of one Jacobian function (see ``_JACOBIAN_WIDTHS``), cycling
+    through tanh, sigmoid, softplus and ReLU so that no two layers of a case share one."""
     rng = np.random.default_rng(seed)
     names = ["tanh", "sigmoid", "softplus", "relu"]
     cases = []
-    for k in range(6):
-        if k < 2:
-            widths = [4] * (num_layers + 1)
+    for k, spec in enumerate(_JACOBIAN_WIDTHS[num_layers]):
+        if spec is None:
+            widths = [int(w) for w in rng.integers(2, 6, size=num_layers + 1)]
         else:
-            widths = list(rng.integers(2, 6, size=num_layers + 1))
+            widths = list(spec)
         acts = [ACTS[names[(k + j) % 4]] for j in range(num_layers)]
         layers, x = _random_layers(rng, widths, acts)
         label = ", ".join(f"{a.name}" for a in reversed(acts))
@@ -435,7 +452,7 @@ def _variants(case: JacCase, key: str) -> list[tuple[str, np.ndarray]]:
     """Jacobians that common mistakes produce, each with the message that names it."""
     out = []
     L = len(case.layers)
-    names = {1: ["phi"], 2: ["phi2", "phi1"], 3: ["phi3", "phi2", "phi1"]}[L]
+    names = _PHI_NAMES[L]
     for l in range(L):  # noqa: E741
         # keep the forward values: only phi' of layer l is replaced by 1
         fixed = _with_derivative(case, l, lambda z, a: np.ones_like(z))
@@ -539,7 +556,7 @@ def _check_jacobian(
         return
     idx = tuple(int(i) for i in np.argwhere(~ok)[0])
     message = (
-        f"{what}{list(idx)} is {arr[idx]:.8g}; expected {want[idx]:.8g} "
+        f"{what}: entry {list(idx)} is {arr[idx]:.8g}; expected {want[idx]:.8g} "
         f"(allowed difference {tol[idx]:.3g})."
     )
     for p in _permutations(want.shape):
@@ -569,17 +586,95 @@ def _call_jacobians(func: Callable, args: tuple, what: str) -> dict:
     return out
 
 
-def _args(case: JacCase) -> tuple:
-    """Positional arguments in the order of the notebook's signatures."""
-    copies = [(la.W.copy(), la.b.copy(), la.act.pair) for la in case.layers]
+class _Traced:
+    """An activation or its derivative as handed to a student's function: evaluates it
+    and keeps every point it was evaluated at (as float64), so the check can tell a
+    chain-rule answer from a numerical one."""
+
+    def __init__(self, func: Callable[[np.ndarray], np.ndarray]) -> None:
+        self._func = func
+        self._points: list[np.ndarray] = []
+
+    def __call__(self, z: Any) -> Any:
+        try:
+            self._points.append(np.array(z, dtype=np.float64).ravel())
+        except Exception:  # noqa: BLE001 -- an odd argument is the function's own business
+            pass
+        return self._func(z)
+
+    @property
+    def points(self) -> np.ndarray:
+        return np.concatenate(self._points) if self._points else np.zeros(0)
+
+
+_PHI_NAMES = {1: ["phi"], 2: ["phi2", "phi1"], 3: ["phi3", "phi2", "phi1"]}
+"""The notebook's names of each layer's activation, input first."""
+
+
+def _args(case: JacCase) -> tuple[tuple, list[tuple[_Traced, _Traced]]]:
+    """Positional arguments in the order of the notebook's signatures, with traced
+    activations (input first)."""
+    traced = [(_Traced(la.act.f), _Traced(la.act.df)) for la in case.layers]
+    copies = [
+        (la.W.copy(), la.b.copy(), pair) for la, pair in zip(case.layers, traced, strict=True)
+    ]
     if len(copies) == 1:
         ((W, b, act),) = copies
-        return (case.x.copy(), W, b, act)
+        return (case.x.copy(), W, b, act), traced
     if len(copies) == 2:
         (V, c, phi2), (W, b, phi1) = copies
-        return (case.x.copy(), V, c, W, b, phi2, phi1)
+        return (case.x.copy(), V, c, W, b, phi2, phi1), traced
     (U, d, phi3), (V, c, phi2), (W, b, phi1) = copies
-    return (case.x.copy(), U, d, V, c, W, b, phi3, phi2, phi1)
+    return (case.x.copy(), U, d, V, c, W, b, phi3, phi2, phi1), traced
+
+
+def _check_chain_rule(case: JacCase, traced: list[tuple[_Traced, _Traced]], what: str) -> None:
+    """Right Jacobians must also come from the chain rule: each layer's phi' evaluated at
+    every entry of its pre-activation z, and phi evaluated nowhere else.
+
+    A numerical Jacobian in float64 (finite differences of phi) is accurate enough to pass
+    every value check, but it never needs phi', and it evaluates phi at perturbed points
+    z + h W[:, k] etc. A point counts as a pre-activation if it lies within twice the
+    float32 error bound of z (``_forward``), so float32 and float64 answers pass. Not
+    caught: a numerical Jacobian with a step below that bound (about 1e-6 |z|) that also
+    calls phi' at z for show.
+    """
+    fw = _forward(case.layers, case.x)
+    names = _PHI_NAMES[len(case.layers)]
+    for l, (f_tr, df_tr) in enumerate(traced):  # noqa: E741
+        z = fw.z[l + 1]
+        tol = 2.0 * fw.ez[l + 1]
+        name = names[l]
+        pts = df_tr.points
+        if pts.size == 0:
+            raise CheckFailed(
+                f"{what}: the Jacobians have the right values, but {name}[1] ({name}', the "
+                f"derivative of layer {l + 1}'s activation, counting from the input) was never "
+                "called. A Jacobian from the chain rule needs phi'(z) of every layer; a "
+                "finite-difference (numerical) Jacobian earns no points in Part 2."
+            )
+        near = np.abs(pts[:, None] - z[None, :]) <= tol[None, :]
+        missed = np.flatnonzero(~near.any(axis=0))
+        if missed.size:
+            i = int(missed[0])
+            raise CheckFailed(
+                f"{what}: {name}' was never evaluated at z[{i}] = {z[i]:.6g} of layer {l + 1}. "
+                "The chain rule needs phi'(z) at every entry of the pre-activation "
+                "z = W a + b of that layer."
+            )
+        pts = f_tr.points
+        if pts.size:
+            near = np.abs(pts[:, None] - z[None, :]) <= tol[None, :]
+            stray = np.flatnonzero(~near.any(axis=1))
+            if stray.size:
+                v = float(pts[stray[0]])
+                raise CheckFailed(
+                    f"{what}: {name} was evaluated at {v:.8g}, which is not a pre-activation "
+                    f"of layer {l + 1} (z = {np.round(z, 6).tolist()}): that is what a "
+                    "finite-difference (numerical) Jacobian does. Part 2 grades the chain "
+                    "rule: evaluate phi and phi' only at z = W a + b and build each Jacobian "
+                    "from phi'(z), the weights and the inputs."
+                )
 
 
 _FUNC_NAMES = {1: "one_layer_jacobians", 2: "two_layer_jacobians", 3: "three_layer_jacobians"}
@@ -587,11 +682,14 @@ _FUNC_NAMES = {1: "one_layer_jacobians", 2: "two_layer_jacobians", 3: "three_lay
 
 def check_jacobians(func: Callable, num_layers: int, seed: int = 0) -> None:
     """Hidden check of one_layer_jacobians / two_layer_jacobians / three_layer_jacobians
-    against float64 autograd over square and random widths and four activations."""
+    against float64 autograd over the widths of ``_JACOBIAN_WIDTHS`` and four
+    activations; then that the right values came from the chain rule
+    (``_check_chain_rule``)."""
     keys = _key_map(num_layers)
     for case in jacobian_cases(num_layers, 100 * num_layers + seed):
         what = f"{_FUNC_NAMES[num_layers]} with {case.label}"
-        out = _call_jacobians(func, _args(case), what)
+        args, traced = _args(case)
+        out = _call_jacobians(func, args, what)
         want, tol = _reference(case)
         if num_layers == 1:
             want_z, tol_z = _reference(case, identity=True)
@@ -604,6 +702,7 @@ def check_jacobians(func: Callable, num_layers: int, seed: int = 0) -> None:
                 w, t = want[var], tol[var]
                 variants = variants_cache.setdefault(key, _variants(case, key))
             _check_jacobian(out.get(key), w, t, f"{key} from {what}", variants)
+        _check_chain_rule(case, traced, what)
 
 
 # --------------------------------------------------------------------------------------
@@ -688,16 +787,21 @@ def _mlp_tolerances(case: MLPCase) -> list[np.ndarray]:
     return [2.0 * (e + (B + 1) * U32 * m) for e, m in zip(err, mag, strict=True)]
 
 
-def _mlp_variant(case: MLPCase, kind: str) -> list[np.ndarray]:
+def _mlp_variant(case: MLPCase, kind: str, layer: int | None = None) -> list[np.ndarray]:
+    """The gradients a common mistake gives: ``kind`` "missing" (phi' replaced by 1) or
+    "at_a" (phi' evaluated at a^(l)) at ``layer`` only (1-based) or at every layer
+    (None), or "wrong_layer" (delta propagated through W^(l) instead of W^(l+1)). An
+    empty list when the mistake gives a shape error instead."""
     Z, A = _mlp_forward_ref(case.weights, case.X, case.act)
     L = len(case.weights)
     Ws = case.weights
 
     def deriv(l):  # noqa: E741
-        if kind == "missing":
-            return np.ones_like(Z[l])
-        if kind == "at_a":
-            return case.act.df(A[l])
+        if layer is None or l == layer:
+            if kind == "missing":
+                return np.ones_like(Z[l])
+            if kind == "at_a":
+                return case.act.df(A[l])
         return case.act.df(Z[l])
 
     delta = deriv(L) * case.dL_dY
@@ -723,6 +827,36 @@ _MLP_MISTAKES = {
     "delta^(l) = phi'(z^(l)) * (W^(l+1)^T delta^(l+1)) uses the weights of the layer above "
     "(weights[l] in 0-based Python indexing), not W^(l).",
 }
+
+
+def _mlp_mistakes(case: MLPCase) -> list[tuple[str, list[np.ndarray]]]:
+    """Each named mistake with the gradients it gives; derivative slips one layer at a
+    time (named by layer) before the same slip at every layer."""
+    L = len(case.weights)
+    out = []
+    for kind in ("missing", "at_a"):
+        for layer in range(L, 0, -1):
+            if kind == "missing" and layer == L:
+                text = (
+                    f"The factor phi'(z^({L})) of the output layer is missing: "
+                    f"delta^({L}) = phi'(z^({L})) * dL/dy, not dL/dy itself."
+                )
+            elif kind == "missing":
+                text = (
+                    f"The factor phi'(z^({layer})) is missing at layer {layer}: "
+                    f"delta^({layer}) = phi'(z^({layer})) * (W^({layer + 1})^T "
+                    f"delta^({layer + 1}))."
+                )
+            else:
+                text = (
+                    f"At layer {layer}, phi' is evaluated at the activation a^({layer}) = "
+                    f"phi(z^({layer})) instead of at the pre-activation z^({layer}): use "
+                    f"Z[{layer}], not A[{layer}]."
+                )
+            out.append((text, _mlp_variant(case, kind, layer)))
+        out.append((_MLP_MISTAKES[kind], _mlp_variant(case, kind)))
+    out.append((_MLP_MISTAKES["wrong_layer"], _mlp_variant(case, "wrong_layer")))
+    return [(text, grads) for text, grads in out if grads]
 
 
 def check_forward(mlp_forward: Callable) -> None:
@@ -785,6 +919,7 @@ def check_backward(mlp_backward: Callable) -> None:
             raise CheckFailed(f"{what} must return a list of {L} gradients, one per weight matrix.")
         want = _mlp_grads_torch(case)
         tols = _mlp_tolerances(case)
+        arrays: list[np.ndarray | None] = []
         for l in range(L):  # noqa: E741
             name = f"the gradient of W^({l + 1}) from {what}"
             shape = want[l].shape
@@ -795,13 +930,18 @@ def check_backward(mlp_backward: Callable) -> None:
                     "A transposed gradient: grad W^(l) = delta^(l) a^(l-1)^T, "
                     "not a^(l-1) delta^(l)^T."
                 )
-            arr = as_array(out[l], name, shape=shape)
+            arrays.append(as_array(out[l], name, shape=shape))
+        # from the output layer down: a slip at layer k first shows in grad W^(k)
+        for l in range(L - 1, -1, -1):  # noqa: E741
+            name = f"the gradient of W^({l + 1}) from {what}"
+            arr = arrays[l]
+            shape = want[l].shape
             bad = ~(np.abs(arr - want[l]) <= tols[l])
             if not np.any(bad):
                 continue
             idx = tuple(int(i) for i in np.argwhere(bad)[0])
             message = (
-                f"{name}{list(idx)} is {arr[idx]:.8g}; expected {want[l][idx]:.8g} "
+                f"{name}: entry {list(idx)} is {arr[idx]:.8g}; expected {want[l][idx]:.8g} "
                 f"(allowed difference {tols[l][idx]:.3g})."
             )
             if np.all(np.abs(arr - want[l].T.reshape(shape)) <= tols[l]) and shape[0] == shape[1]:
@@ -809,9 +949,8 @@ def check_backward(mlp_backward: Callable) -> None:
                     message + " A transposed gradient: grad W^(l) = delta^(l) a^(l-1)^T, "
                     "not a^(l-1) delta^(l)^T."
                 )
-            for kind, text in _MLP_MISTAKES.items():
-                wrong = _mlp_variant(case, kind)
-                if wrong and np.all(np.abs(arr - wrong[l]) <= tols[l]):
+            for text, wrong in _mlp_mistakes(case):
+                if all(np.all(np.abs(arrays[k] - wrong[k]) <= tols[k]) for k in range(L)):
                     raise CheckFailed(message + " " + text)
             raise CheckFailed(
                 message + " Check the recursion delta^(L) = phi'(z^(L)) * dL/dy, "
@@ -825,82 +964,167 @@ def check_backward(mlp_backward: Callable) -> None:
 # Part 4: gradient checking
 
 
-def _g_test(x: np.ndarray) -> float:
-    """A test function with known derivatives: g(x) = sum(exp(x_i) + x_i^2 / 2)."""
+def _g_test(x: Any) -> float:
+    """The test function g(x) = sum(exp(x_i) + x_i^2 / 2), evaluated in float64 whatever
+    the dtype of x (so the only float32 round-off is the student's own)."""
+    x = np.asarray(x, dtype=np.float64)
     return float(np.sum(np.exp(x) + 0.5 * x * x))
 
 
-def _written_by_student(func: Callable, name: str) -> None:
-    """initlab's own numerical_gradient and rel_error implement what Part 4 grades."""
-    used = uses_library(func, ("initlab",))
+CD_STEP = 2.0**-5
+"""The step of the hidden centred-difference check. The points lie on a grid of 2^-7 in
+[-1, 1], so x +- h is a multiple of 2^-7 below 2 in magnitude: exact in float32 and
+float64, and the quotient's only errors are truncation and the rounding of g's values."""
+
+
+def centred_difference_tolerance(x: np.ndarray, h: float = CD_STEP) -> np.ndarray:
+    """Allowed distance of a centred difference of ``_g_test`` from the exact gradient
+    ``exp(x) + x``, per entry, for an answer computed in float32 or float64.
+
+    Truncation, exactly: along coordinate i the quotient is
+    ``(phi(x + h) - phi(x - h)) / (2 h)`` with ``phi(t) = e^t + t^2 / 2``, which equals
+    ``e^x sinh(h) / h + x``; it exceeds the derivative by ``e^x (sinh(h)/h - 1)``
+    (``~ e^x h^2 / 6``). A centred difference with any step up to h is within that.
+
+    Round-off (x +- h exact, see ``CD_STEP``): each value ``g_+-`` is exact to a few u64 and
+    may be rounded to float32 (``u |g_+-|`` each), the difference of the two adds
+    ``u |g_+ - g_-|``, division by 2h is exact (a power of 2) and storing the quotient adds
+    ``u |Q|``. So ``|err| <= u (|g_+| + |g_-| + |g_+ - g_-|) / (2 h) + u |Q|`` with
+    u = u32, allowed twice (second-order terms), plus the float64 evaluation of g.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    grad = np.exp(x) + x
+    trunc = np.exp(x) * (np.sinh(h) / h - 1.0)
+    tol = np.empty_like(x)
+    for i in np.ndindex(x.shape):
+        step = np.zeros_like(x)
+        step[i] = h
+        gp, gm = _g_test(x + step), _g_test(x - step)
+        mag = float(np.sum(np.exp(np.abs(x) + h) + 0.5 * (np.abs(x) + h) ** 2))
+        f64 = 2 * (x.size + 3) * U64 * mag / (2 * h)
+        r32 = U32 * (abs(gp) + abs(gm) + abs(gp - gm)) / (2 * h) + U32 * abs(grad[i] + trunc[i])
+        tol[i] = trunc[i] + 2 * r32 + f64
+    return tol
+
+
+def centred_difference_points() -> list[np.ndarray]:
+    """The two arguments of the hidden check: a vector and a matrix (centred_difference
+    takes x of any shape), on the grid of ``CD_STEP``."""
+    rng = np.random.default_rng(11)
+    return [rng.integers(-128, 129, size=shape) / 128.0 for shape in [(4,), (2, 3)]]
+
+
+def _one_sided(x: np.ndarray, h: float, sign: float) -> np.ndarray:
+    out = np.empty_like(x)
+    g0 = _g_test(x)
+    for i in np.ndindex(x.shape):
+        step = np.zeros_like(x)
+        step[i] = sign * h
+        out[i] = (_g_test(x + step) - g0) / (sign * h)
+    return out
+
+
+def _written_by_student(func: Callable, name: str, forbidden: tuple[str, ...]) -> None:
+    """Part 4 grades the student's own checker, not a library's."""
+    used = uses_library(func, forbidden)
     if used:
         raise CheckFailed(
             f"Your {name} uses {used}. Part 4 grades your own implementation: write it with "
-            "numpy; calling initlab's helpers earns no points here."
+            "numpy; calling a library's finite-difference or error helpers earns no points here."
         )
 
 
 def check_centred_difference(centred_difference: Callable) -> None:
-    """Hidden check: the student's difference quotient matches the exact gradient within
-    the centred truncation error plus round-off, which a one-sided quotient misses.
+    """Hidden check: the student's difference quotient matches the exact gradient of
+    ``_g_test`` within ``centred_difference_tolerance`` (truncation plus float32 round-off),
+    for x of shape (4,) and (2, 3) at h = 2^-5.
 
-    At x with entries in [-1, 1] and h = 1e-3: g''' = exp(x) <= e, so the centred
-    truncation error is at most h^2 e / 6 = 4.6e-7; g's round-off (float64, n = 4 terms)
-    is below 1e-14 in absolute terms, giving < 1e-11 / h... (2 evaluations / 2h). A
-    one-sided quotient is off by about h g''/2 = h (exp(x) + 1) / 2 >= 6.8e-4, a thousand
-    times more than the allowed difference.
+    A one-sided quotient is off by ``e^x ((e^h - 1)/h - 1) + h/2 >= 0.0215`` (at x = -1),
+    at least 40 times the largest allowed difference (about 5e-4; tests/ check the ratio),
+    so it fails, and is named. So does a quotient divided by h instead of 2 h.
     """
-    _written_by_student(centred_difference, "centred_difference")
-    rng = np.random.default_rng(11)
-    x = rng.uniform(-1, 1, size=4)
-    h = 1e-3
-    exact = np.exp(x) + x
-    f_err = 8 * U64 * float(np.sum(np.exp(np.abs(x)) + x * x))
-    tol = h * h * np.e / 6 + 2 * f_err / (2 * h) + 4 * U64 * np.abs(exact)
-    got = call_answer(centred_difference, _g_test, x.copy(), h, what="centred_difference")
-    arr = as_array(got, "centred_difference(f, x, h)", shape=x.shape)
-    err = np.abs(arr - exact)
-    if np.all(err <= tol):
-        return
-    one_sided = (np.array([_g_test(x + h * e) for e in np.eye(4)]) - _g_test(x)) / h
-    backward = (_g_test(x) - np.array([_g_test(x - h * e) for e in np.eye(4)])) / h
-    i = int(np.argmax(err / tol))
-    message = (
-        f"centred_difference at h = {h:g} gives {arr[i]:.10g} for entry {i}; the exact "
-        f"derivative is {exact[i]:.10g} and a centred difference is within {tol[i]:.2g} of it."
-    )
-    if np.allclose(arr, one_sided, rtol=0, atol=1e-9) or np.allclose(
-        arr, backward, rtol=0, atol=1e-9
-    ):
-        raise CheckFailed(
-            message + " That is a one-sided difference (f(x + h) - f(x)) / h, whose error is "
-            "O(h); use (f(x + h e_i) - f(x - h e_i)) / (2 h), whose error is O(h^2)."
+    _written_by_student(centred_difference, "centred_difference", ("initlab", "scipy"))
+    h = CD_STEP
+    for x in centred_difference_points():
+        exact = np.exp(x) + x
+        tol = centred_difference_tolerance(x, h)
+        what = f"centred_difference(g, x, h={h:g}) for x of shape {x.shape}"
+        got = call_answer(centred_difference, _g_test, x.copy(), h, what=what)
+        arr = as_array(got, what, shape=x.shape)
+        err = np.abs(arr - exact)
+        if np.all(err <= tol):
+            continue
+        i = np.unravel_index(int(np.argmax(err / tol)), x.shape)
+        entry = [int(k) for k in i]
+        message = (
+            f"{what} gives {arr[i]:.10g} at entry {entry}; the exact derivative of "
+            f"g(x) = sum(exp(x) + x^2/2) there is {exact[i]:.10g}, and a centred difference "
+            f"is within {tol[i]:.2g} of it (its h^2/6 truncation error plus float32 round-off)."
         )
-    if np.allclose(arr, 2 * exact, rtol=1e-4):
-        raise CheckFailed(message + " Divide by 2 h, the distance between x - h and x + h.")
-    raise CheckFailed(message + " Perturb one coordinate at a time, by +h and by -h.")
+        for sign in (1.0, -1.0):
+            if np.all(np.abs(arr - _one_sided(x, h, sign)) <= tol):
+                raise CheckFailed(
+                    message + " That is a one-sided difference (f(x + h) - f(x)) / h, whose "
+                    "error is O(h); use (f(x + h e_i) - f(x - h e_i)) / (2 h), whose error is "
+                    "O(h^2)."
+                )
+        if np.all(np.abs(arr - 2 * exact) <= 2 * tol):
+            raise CheckFailed(message + " Divide by 2 h, the distance between x - h and x + h.")
+        raise CheckFailed(
+            message + " Perturb one entry at a time, by +h and by -h, and divide the "
+            "difference of the two values by 2 h."
+        )
+
+
+def relative_error_tolerance(a: np.ndarray, b: np.ndarray) -> float:
+    """Allowed difference of ``relative_error(a, b)`` from the float64 value r, for an
+    answer computed in float32 (n entries, u = u32).
+
+    Rounding the inputs to float32 and subtracting gives ``d_i + e_i`` with
+    ``|e_i| <= u (|a_i| + |b_i|) + u |d_i|``, so the norm of the difference moves by at most
+    ``u (||a|| + ||b||) + u ||d||`` (triangle inequality): with cancellation (a close to b)
+    this, not a relative error of r, dominates. Summing n squares and the square root
+    add ``(n/2 + 1) u`` relative to ``||d||``; the denominator ``max(||a||, ||b||)`` is off
+    by ``(n/2 + 2) u`` relative (input rounding included), and the division adds ``u``. In all
+
+        |r_computed - r| <= u (||a|| + ||b||) / max(||a||, ||b||) + (n + 5) u r,
+
+    to first order; the check allows twice that (0 when a and b are both zero, where the
+    answer must be exactly 0).
+    """
+    na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
+    scale = max(na, nb)
+    if scale == 0:
+        return 0.0
+    r = float(np.linalg.norm(a - b)) / scale
+    return 2.0 * (U32 * (na + nb) / scale + (a.size + 5) * U32 * r)
 
 
 def check_relative_error(relative_error: Callable) -> None:
-    """Hidden check: ||a - b|| / max(||a||, ||b||), and 0 for two zero arrays."""
-    _written_by_student(relative_error, "relative_error")
+    """Hidden check: ||a - b|| / max(||a||, ||b||), and 0 for two zero arrays, within
+    ``relative_error_tolerance`` (float32 answers pass, cancellation included)."""
+    _written_by_student(relative_error, "relative_error", ("initlab",))
     rng = np.random.default_rng(12)
-    cases = [(np.zeros(3), np.zeros(3), 0.0), (np.ones(2), -np.ones(2), 2.0)]
-    for shape in [(5,), (3, 4), (2, 2, 2)]:
+    cases = [
+        (np.zeros(3), np.zeros(3)),
+        (np.ones(2), -np.ones(2)),
+        (np.zeros(2), rng.normal(size=2)),
+    ]
+    for shape in [(5,), (3, 4), (2, 2, 2), (200,)]:
         a = rng.normal(size=shape)
-        b = a + 1e-6 * rng.normal(size=shape)
-        cases.append((a, b, np.linalg.norm(a - b) / max(np.linalg.norm(a), np.linalg.norm(b))))
-    for a, b, want in cases:
+        cases.append((a, a + 1e-6 * rng.normal(size=shape)))
+    for a, b in cases:
+        want = float(np.linalg.norm(a - b)) / max(np.linalg.norm(a), np.linalg.norm(b), 1e-300)
         got = call_answer(relative_error, a.copy(), b.copy(), what="relative_error")
         got = float(as_array(got, "relative_error(a, b)", shape=()))
-        tol = 4 * (a.size + 3) * U32 * abs(want) + 1e-300
+        tol = relative_error_tolerance(a, b)
         if not abs(got - want) <= tol:
             hint = ""
             if np.all(a == 0) and np.all(b == 0):
                 hint = " Two zero arrays agree: return 0 (avoid dividing by zero)."
             raise CheckFailed(
                 f"relative_error for arrays of shape {a.shape} is {got:.6g}; expected {want:.6g}"
-                f" = ||a - b|| / max(||a||, ||b||).{hint}"
+                f" = ||a - b|| / max(||a||, ||b||) (allowed difference {tol:.2g}).{hint}"
             )
 
 
@@ -1063,6 +1287,81 @@ MC_FALSE_FAILURE = 1e-6
 """Total false-failure probability of the Monte Carlo check (union bound over its tests)."""
 
 
+def model_moments(case: MomentCase) -> list[dict[str, float]]:
+    """Exact E[X], E[X^2], E[X^4] of X = grad W^(l)[0, 0], l = 1..L, under the sampled
+    model of ``monte_carlo_moments`` (sigma' = c Bernoulli(p), normal W and g), computed
+    independently of ``grad_weight_moments``; the Monte Carlo check needs the variances
+    of X and X^2 to bound its sampling error.
+
+    Given delta^(l+1), the entries G_i = sum_k W_ki delta_k of W^T delta are independent
+    N(0, v S) with S = sum_k delta_k^2 (the columns of W are independent), so with
+    q_k = E[sigma'^k] of layer l: E[delta_i^2] = q_2 v E[S], E[delta_i^4] = 3 q_4 v^2 E[S^2],
+    E[delta_i^2 delta_j^2] = q_2^2 v^2 E[S^2] (i != j), which gives E[S] and E[S^2] of
+    layer l. At the output, delta_i = sigma'_i g_i, independent over i.
+    """
+    L = len(case.widths) - 1
+    n = case.widths
+    mu, sd = case.g_mean, case.g_std
+    g_mom = {
+        1: mu,
+        2: mu**2 + sd**2,
+        3: mu**3 + 3 * mu * sd**2,
+        4: mu**4 + 6 * mu**2 * sd**2 + 3 * sd**4,
+    }
+    if case.a_kind == "halfnormal":
+        a_mom = {1: np.sqrt(2 / np.pi), 2: 1.0, 3: 2 * np.sqrt(2 / np.pi), 4: 3.0}
+    else:
+        a_mom = {k: 1.0 / (k + 1) for k in (1, 2, 3, 4)}
+
+    def sp(l, k):  # noqa: E741 -- E[sigma'(z^(l))^k]
+        return case.sp_p[l - 1] * case.sp_scale[l - 1] ** k
+
+    m2, m4 = {}, {}
+    e2, e4 = sp(L, 2) * g_mom[2], sp(L, 4) * g_mom[4]
+    m2[L], m4[L] = e2, e4
+    S1, S2 = n[L] * e2, n[L] * e4 + n[L] * (n[L] - 1) * e2 * e2
+    for l in range(L - 1, 0, -1):  # noqa: E741
+        v = case.var_w[l]  # Var W^(l+1)
+        m2[l] = sp(l, 2) * v * S1
+        m4[l] = 3 * sp(l, 4) * v * v * S2
+        S1, S2 = n[l] * m2[l], n[l] * m4[l] + n[l] * (n[l] - 1) * (sp(l, 2) * v) ** 2 * S2
+    out = []
+    for l in range(1, L + 1):  # noqa: E741
+        mean = sp(L, 1) * g_mom[1] * a_mom[1] if l == L else 0.0
+        out.append({"mean": mean, "second": m2[l] * a_mom[2], "fourth": m4[l] * a_mom[4]})
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def median_of_means_plan(false_failure: float, max_groups: int = 101) -> tuple[int, float]:
+    """Number of groups k (odd) and per-group failure probability q for a median of k
+    group means that misses by more than ``sigma / sqrt(n q)`` (n per group) with
+    probability at most ``false_failure``, for any distribution with variance sigma^2.
+
+    Each group mean misses by more than that with probability at most q (Chebyshev); the
+    groups are independent, so the median misses only if (k + 1) / 2 or more groups do,
+    which has probability at most P(Binomial(k, q) >= (k + 1) / 2) (computed exactly).
+    The tolerance is ``sigma sqrt(k / (N q))`` for N samples in all: the plan minimises
+    k / q.
+    """
+    from scipy.stats import binom
+
+    best: tuple[float, int, float] | None = None
+    for k in range(1, max_groups + 1, 2):
+        lo, hi = 0.0, 0.5
+        for _ in range(40):
+            mid = 0.5 * (lo + hi)
+            if binom.sf((k - 1) // 2, k, mid) <= false_failure:
+                lo = mid
+            else:
+                hi = mid
+        if lo > 0 and (best is None or k / lo < best[0]):
+            best = (k / lo, k, lo)
+    if best is None:
+        raise ValueError(f"no median-of-means plan reaches {false_failure}")
+    return best[1], best[2]
+
+
 def monte_carlo_moments(case: MomentCase, num_samples: int = MC_SAMPLES, seed: int = 5):
     """Samples of grad W^(l)[0, 0] for l = 1..L under the independence model: fresh
     weights, derivatives, activations and upstream gradients for every sample."""
@@ -1092,34 +1391,54 @@ def monte_carlo_moments(case: MomentCase, num_samples: int = MC_SAMPLES, seed: i
 def check_moments_monte_carlo(func: Callable) -> None:
     """Hidden check against a Monte Carlo estimate of the independence model.
 
-    For each case and layer the sample mean has estimated standard error ``s / sqrt(N)``
-    and the sample variance ``sqrt((m4 - s^4) / N)`` (m4 the sample fourth central
-    moment). By the central limit theorem a correct answer lands farther than ``z``
-    standard errors away with probability ``2 (1 - Phi(z))``; with ``z =
-    z_score(1e-6 / number of comparisons)`` the check fails a correct answer with
-    probability at most 1e-6 (union bound). The samples are seeded, so the check is
-    also deterministic.
+    For each case and layer, X = grad W^(l)[0, 0] is sampled N = MC_SAMPLES times; the
+    student's mean is compared with a median of k group means of X, and the student's
+    variance + mean^2 (the second moment) with a median of k group means of X^2. With
+    ``median_of_means_plan`` each comparison fails a correct answer with probability at
+    most ``MC_FALSE_FAILURE / (number of comparisons)`` whatever the (skewed,
+    heavy-tailed) distribution of X, given only the variances of X and X^2, which
+    ``model_moments`` computes exactly; by the union bound the whole check fails a
+    correct answer with probability at most MC_FALSE_FAILURE = 1e-6 (over the draw of
+    the samples: no normal approximation). The samples are seeded, so the check is also
+    deterministic. The float32 round-off of the answer is allowed on top.
     """
     num_tests = sum(2 * (len(c.widths) - 1) for c in MOMENT_CASES)
-    z = z_score(MC_FALSE_FAILURE / num_tests)
+    p_test = MC_FALSE_FAILURE / num_tests
+    k, q = median_of_means_plan(p_test)
     for case in MOMENT_CASES:
         m, what, mean, var = _check_moment_call(func, case)
         samples = monte_carlo_moments(case)
         N = samples.shape[1]
-        for l in range(samples.shape[0]):  # noqa: E741
-            x = samples[l]
-            mu, v = x.mean(), x.var()
-            m4 = np.mean((x - mu) ** 4)
-            se_mean = np.sqrt(v / N)
-            se_var = np.sqrt(max(m4 - v * v, 0.0) / N)
-            for name, got, est, se in (
-                ("mean", mean[l], mu, se_mean),
-                ("variance", var[l], v, se_var),
+        size = N // k
+        L = samples.shape[0]
+        exact = model_moments(case)
+        rnd = (3 * L + 6) * U32
+        for l in range(L):  # noqa: E741
+            x = samples[l, : k * size].reshape(k, size)
+            est_mean = float(np.median(x.mean(axis=1)))
+            est_second = float(np.median((x * x).mean(axis=1)))
+            mo = exact[l]
+            sd_x = np.sqrt(mo["second"] - mo["mean"] ** 2)
+            sd_x2 = np.sqrt(mo["fourth"] - mo["second"] ** 2)
+            scale = 1.0 / np.sqrt(size * q)
+            got_second = float(var[l] + mean[l] ** 2)
+            for name, got, est, eps, shown in (
+                ("mean", float(mean[l]), est_mean, sd_x * scale + rnd * abs(mo["mean"]), ""),
+                (
+                    "variance",
+                    got_second,
+                    est_second,
+                    sd_x2 * scale + 2 * rnd * mo["second"],
+                    f" is {float(var[l]):.6g}, so E[(grad W)^2] = variance + mean^2 =",
+                ),
             ):
-                if abs(got - est) > z * se:
+                if abs(got - est) > eps:
+                    stat = "X" if name == "mean" else "X^2"
                     raise CheckFailed(
-                        f"The {name} of grad W^({l + 1}) from {what} is {got:.6g}, but "
-                        f"{N} samples of the independence model give {est:.6g} (standard "
-                        f"error {se:.2g}, allowed {z:.1f} standard errors)."
+                        f"The {name} of grad W^({l + 1}) from {what}{shown or ' is'} "
+                        f"{got:.6g}, but {N} samples X of the independence model give "
+                        f"{est:.6g} (the median of {k} group means of {stat}; allowed "
+                        f"difference {eps:.2g}, which a correct answer exceeds with "
+                        f"probability below {p_test:.1e})."
                         + _moment_hint(case, name, var if name == "variance" else mean)
                     )

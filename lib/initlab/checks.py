@@ -1,6 +1,9 @@
-"""Checking utilities used by the visible tests of every notebook (after CS231n's
-``rel_error`` and ``eval_numerical_gradient``), with tolerances that follow from
-floating-point round-off instead of being tuned by hand.
+"""Checking utilities used by the visible tests of every notebook, with tolerances that
+follow from floating-point round-off instead of being tuned by hand.
+
+Nothing here computes an answer that a notebook grades: a finite-difference gradient, for
+one, is what the backprop notebook asks students to write, so it lives only with the
+instructors' hidden tests.
 
 Every check raises :class:`CheckFailed` with a sentence a student can act on, and returns
 ``None`` on success: nbgrader gives partial credit to a test cell whose last value is a
@@ -25,13 +28,11 @@ __all__ = [
     "call_answer",
     "check_close",
     "check_finite",
-    "check_gradient",
     "check_moments",
-    "z_score",
-    "numerical_gradient",
     "rel_error",
     "roundoff_bound",
     "unit_roundoff",
+    "z_score",
 ]
 
 
@@ -145,57 +146,6 @@ def check_close(
             f"(allowed difference {tol[idx]:.3g})."
         )
         raise CheckFailed(message + (" " + hint if hint else ""))
-
-
-def numerical_gradient(f: Callable[[np.ndarray], Any], x: Any, h: float = 1e-5) -> np.ndarray:
-    """Centred finite-difference gradient of a scalar function ``f`` at ``x``.
-
-    Each partial derivative is ``(f(x + h e_i) - f(x - h e_i)) / (2 h)``. Its truncation
-    error is ``h**2 / 6`` times the third derivative along ``e_i`` (zero for a quadratic),
-    and its round-off error is at most ``delta / h`` where ``delta`` bounds the absolute
-    round-off of one evaluation of ``f``.
-    """
-    x = np.array(x, dtype=np.float64)
-    grad = np.zeros_like(x)
-    for i in np.ndindex(x.shape):
-        old = x[i]
-        x[i] = old + h
-        f_plus = float(f(x.copy()))
-        x[i] = old - h
-        f_minus = float(f(x.copy()))
-        x[i] = old
-        grad[i] = (f_plus - f_minus) / (2.0 * h)
-    return grad
-
-
-def check_gradient(
-    f: Callable[[np.ndarray], Any],
-    grad: Callable[[np.ndarray], Any],
-    x: Any,
-    *,
-    h: float,
-    f_error: float,
-    grad_error: float = 0.0,
-    truncation: float = 0.0,
-    what: str = "the gradient",
-) -> None:
-    """Fail unless ``grad(x)`` matches centred finite differences of ``f``.
-
-    The allowed difference per entry is ``f_error / h + grad_error + truncation``:
-    ``f_error`` bounds the absolute round-off of one evaluation of ``f`` near ``x`` (two
-    evaluations, divided by ``2 h``), ``grad_error`` that of ``grad(x)`` itself, and
-    ``truncation`` bounds ``h**2 / 6`` times the third derivative (zero for a quadratic).
-    """
-    x = np.asarray(x, dtype=np.float64)
-    numeric = numerical_gradient(f, x, h)
-    check_close(
-        grad(x.copy()),
-        numeric,
-        f_error / h + grad_error + truncation,
-        f"{what} at {x.tolist()}",
-        "It disagrees with the finite-difference slope of f there: "
-        "re-derive each partial derivative.",
-    )
 
 
 def z_score(false_failure: float) -> float:

@@ -20,6 +20,22 @@ def mlp_backward(weights, Z, A, dL_dY, dphi):
     grads = [None] * L
 """
 
+_NUMERIC_JACOBIAN = """
+def numeric_jacobian(func, args, which, h=1e-6):
+    args = [np.array(a, dtype=float) for a in args]
+    out = np.asarray(func(*args))
+    var = args[which]
+    jac = np.zeros(out.shape + var.shape)
+    for k in np.ndindex(var.shape):
+        old = var[k]
+        var[k] = old + h
+        plus = np.asarray(func(*args))
+        var[k] = old - h
+        minus = np.asarray(func(*args))
+        var[k] = old
+        jac[(slice(None),) + k] = (plus - minus) / (2 * h)
+    return jac"""
+
 SAMPLES = [
     Sample("reference", "the reference answers: full marks on every test cell"),
     Sample("blank", "the release as handed out: zero on every test cell", blank=True),
@@ -109,20 +125,25 @@ def mlp_backward(weights, Z, A, dL_dY, dphi):
 """,
             "gradcheck": """
 def centred_difference(f, x, h):
-    x = np.asarray(x, dtype=float)
+    x = np.asarray(x, dtype=np.float32)
     flat = x.ravel()
     grad = np.empty_like(flat)
+    h = np.float32(h)
     for i in range(flat.size):
         step = np.zeros_like(flat)
         step[i] = h
-        grad[i] = (f((flat + step).reshape(x.shape)) - f((flat - step).reshape(x.shape))) / (2 * h)
+        f_plus = np.float32(f((flat + step).reshape(x.shape)))
+        f_minus = np.float32(f((flat - step).reshape(x.shape)))
+        grad[i] = (f_plus - f_minus) / (2 * h)
     return grad.reshape(x.shape)
 
 
 def relative_error(a, b):
-    diff = np.sqrt(np.sum((np.asarray(a) - np.asarray(b)) ** 2))
+    a = np.asarray(a, dtype=np.float32)
+    b = np.asarray(b, dtype=np.float32)
+    diff = np.sqrt(np.sum((a - b) ** 2))
     scale = max(np.sqrt(np.sum(np.square(a))), np.sqrt(np.sum(np.square(b))))
-    return diff / scale if scale > 0 else 0.0
+    return diff / scale if scale > 0 else np.float32(0.0)
 """,
             "steps": "h_float64 = 1e-5\nh_float32 = 1e-2",
             "moments": """
@@ -172,6 +193,43 @@ def one_layer_jacobians(x, W, b, phi):
 """,
         },
         lost={"test_one_layer": "dz_dx has shape (3, 2); expected (2, 3): the first axis indexes"},
+    ),
+    Sample(
+        "finite-difference-jacobian",
+        "every Jacobian by centred finite differences of the network in float64, accurate "
+        "to far better than float32 round-off, but no chain rule",
+        answers={
+            "one_layer": _NUMERIC_JACOBIAN
+            + """
+
+def one_layer_jacobians(x, W, b, phi):
+    z_of = lambda x, W, b: W @ x + b
+    y_of = lambda x, W, b: phi[0](W @ x + b)
+    args = (x, W, b)
+    return {"dz_dx": numeric_jacobian(z_of, args, 0), "dz_dW": numeric_jacobian(z_of, args, 1),
+            "dz_db": numeric_jacobian(z_of, args, 2), "dy_dx": numeric_jacobian(y_of, args, 0),
+            "dy_dW": numeric_jacobian(y_of, args, 1), "dy_db": numeric_jacobian(y_of, args, 2)}
+""",
+            "two_layer": """
+def two_layer_jacobians(x, V, c, W, b, phi2, phi1):
+    y_of = lambda x, V, c: phi1[0](W @ phi2[0](V @ x + c) + b)
+    args = (x, V, c)
+    return {"dy_dx": numeric_jacobian(y_of, args, 0), "dy_dV": numeric_jacobian(y_of, args, 1),
+            "dy_dc": numeric_jacobian(y_of, args, 2)}
+""",
+            "three_layer": """
+def three_layer_jacobians(x, U, d, V, c, W, b, phi3, phi2, phi1):
+    y_of = lambda x, U, d: phi1[0](W @ phi2[0](V @ phi3[0](U @ x + d) + c) + b)
+    args = (x, U, d)
+    return {"dy_dx": numeric_jacobian(y_of, args, 0), "dy_dU": numeric_jacobian(y_of, args, 1),
+            "dy_dd": numeric_jacobian(y_of, args, 2)}
+""",
+        },
+        lost={
+            "test_one_layer": "finite-difference (numerical) Jacobian earns no points",
+            "test_two_layer": "finite-difference (numerical) Jacobian earns no points",
+            "test_three_layer": "finite-difference (numerical) Jacobian earns no points",
+        },
     ),
     Sample(
         "missing-phi-prime",
@@ -271,21 +329,27 @@ def relative_error(a, b):
     ),
     Sample(
         "borrowed-checker",
-        "centred_difference and relative_error delegated to initlab's own helpers",
+        "centred_difference delegated to scipy's internal three-point difference (right "
+        "values), relative_error to initlab's rel_error",
         answers={
             "gradcheck": """
-from initlab.checks import numerical_gradient, rel_error
+from scipy.optimize._numdiff import approx_derivative
+from initlab.checks import rel_error
 
 
 def centred_difference(f, x, h):
-    return numerical_gradient(f, x, h)
+    x = np.asarray(x, dtype=float)
+    flat = approx_derivative(
+        lambda v: f(v.reshape(x.shape)), x.ravel(), method="3-point", abs_step=h
+    )
+    return flat.reshape(x.shape)
 
 
 def relative_error(a, b):
     return rel_error(a, b)
 """,
         },
-        lost={"test_gradcheck": "calling initlab's helpers earns no points"},
+        lost={"test_gradcheck": "calling a library's finite-difference or error helpers"},
     ),
     Sample(
         "one-sided-step",
