@@ -1,14 +1,19 @@
 """The student's side in a real JupyterLab, driven in headless Chromium by Playwright.
 
-JupyterLab runs on loopback over a copy of release/ (what a student fetches), with the
-student configuration of deploy/jupyterhub/ (nbgrader's instructor tools switched off,
-the exchange on a folder), the grade budget, and a kernel that cannot import the
-grading package. For every released notebook the test does what a student does:
+JupyterLab runs on loopback over a copy of release/ (what a student fetches), started from
+the student environment `python3 tasks.py student` builds (tests/test_student_env.py:
+its own JupyterLab and nbgrader, the student configuration of deploy/jupyterhub/ in its
+etc/jupyter, nothing of autograder/ importable), the exchange a folder prepared by
+deploy/jupyterhub/make_exchange.sh, and the grade budget. For every released notebook the
+test does what a student does:
 
 1. *Run → Run All Cells*: everything before the first exercise runs, and the first code
    answer cell stops the run with ``NotImplementedError: Replace this line with your answer.``
 2. runs each visible test cell by itself before answering, as a student trying things
-   does, and collects the message it shows (``student-messages.md`` for review);
+   does, and collects the message it shows (``student-messages.md`` for review); each must
+   be understandable without the test's code: the kit's stub message, a NameError naming
+   something a cell above defines (the intro says to run the cells above), or a sentence
+   that names what it checks;
 3. pastes the reference answers into the answer cells (select all, insert text, as a
    paste does), *Kernel → Restart Kernel and Run All Cells*: no cell fails and every
    visible test cell prints *Visible tests passed.*;
@@ -23,6 +28,7 @@ go to ``$INITLAB_ARTIFACTS`` (default ``build/student-lab``). Chromium is Debian
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -30,13 +36,13 @@ import secrets
 import shutil
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
 
 import nbformat
 import pytest
+from test_student_env import clean_env, stderr_notebook, student_env
 
 from conftest import make_course
 from initlab_grading import course
@@ -59,6 +65,9 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 STUB_MESSAGE = "NotImplementedError: Replace this line with your answer."
+# what a visible test says when the answer it calls still raises the stub's error
+# (initlab.checks.call_answer)
+NOT_YET = re.compile(r"CheckFailed: .+ is not implemented yet \(it raised NotImplementedError\)\.")
 PASSED = "Visible tests passed."
 # A traceback's last line: "SomeError: message" (the message may run over several lines).
 ERROR_LINE = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Failed|Exception): ", re.M)
@@ -70,8 +79,9 @@ pytestmark = pytest.mark.browser
 # What the notebooks hold (read from the files, so the browser's view can be compared)
 
 
-def _cells(assignment: str) -> list[dict]:
-    nb = nbformat.read(REPO / "release" / assignment / f"{assignment}.ipynb", as_version=4)
+def _cells(home: Path, assignment: str) -> list[dict]:
+    """The cells of the notebook the student opens (the copy of release/ in ``home``)."""
+    nb = nbformat.read(home / assignment / f"{assignment}.ipynb", as_version=4)
     out = []
     for cell in nb.cells:
         meta = cell.metadata.get("nbgrader", {})
@@ -122,36 +132,30 @@ def artifacts() -> Path:
     return ARTIFACTS
 
 
-def student_jupyter_config(config_dir: Path, exchange: Path) -> dict[str, str]:
-    """A Jupyter configuration folder set up as the single-user image's is (see
-    deploy/jupyterhub/Dockerfile): the student nbgrader config, nbgrader's instructor
-    server extensions off, its instructor lab plugins disabled and locked. The image puts
-    these files in its prefix; here they go into the user configuration folder, which
-    takes precedence over the prefix's. Returns the environment that selects it."""
-    (config_dir / "labconfig").mkdir(parents=True, exist_ok=True)
-    shutil.copy(DEPLOY / "nbgrader_config.py", config_dir / "nbgrader_config.py")
-    shutil.copy(DEPLOY / "jupyter_server_config.json", config_dir / "jupyter_server_config.json")
-    shutil.copy(DEPLOY / "page_config.json", config_dir / "labconfig" / "page_config.json")
-    return dict(os.environ, JUPYTER_CONFIG_DIR=str(config_dir), NBGRADER_EXCHANGE=str(exchange))
-
-
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory, artifacts):
-    """JupyterLab on 127.0.0.1 over a student's home holding the released notebooks."""
+    """JupyterLab of the student environment on 127.0.0.1 over a student's home holding
+    the released notebooks; no user configuration, so the environment's own applies."""
+    env_dir, _ = student_env(tmp_path_factory)
     home = tmp_path_factory.mktemp("student-home")
     for assignment in course.ASSIGNMENTS:
         shutil.copytree(REPO / "release" / assignment, home / assignment)
-    exchange = tmp_path_factory.mktemp("exchange")
-    exchange.chmod(0o777)  # as docs/jupyterhub.md prepares the shared volume
-    env = student_jupyter_config(tmp_path_factory.mktemp("jupyter-config"), exchange)
+    exchange = tmp_path_factory.mktemp("exchange-volume") / "exchange"
+    made = subprocess.run(
+        ["sh", str(DEPLOY / "make_exchange.sh"), str(exchange), str(os.getuid()), "initlab"],
+        capture_output=True,
+        text=True,
+    )
+    assert made.returncode == 0, made.stderr
     settings = tmp_path_factory.mktemp("lab-settings")
     tracker = settings / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings"
     tracker.parent.mkdir(parents=True)
     # every cell in the DOM, so the test reads all outputs (a student scrolls instead)
     tracker.write_text(json.dumps({"windowingMode": "none"}))
-    env.update(
-        # the kernel sees the student library only, never autograder/
-        PYTHONPATH=str(REPO / "lib"),
+    env = clean_env(
+        # the user configuration folder empty: only the environment's configuration
+        JUPYTER_CONFIG_DIR=str(tmp_path_factory.mktemp("user-jupyter-config")),
+        NBGRADER_EXCHANGE=str(exchange),
         INITLAB_BUDGET="grade",
         OMP_NUM_THREADS="1",
         MKL_NUM_THREADS="1",
@@ -163,9 +167,7 @@ def lab(tmp_path_factory, artifacts):
     )
     port, token = _free_port(), secrets.token_hex(16)
     cmd = [
-        sys.executable,
-        "-m",
-        "jupyterlab",
+        str(env_dir / "bin" / "jupyter-lab"),
         "--no-browser",
         "--ip=127.0.0.1",
         f"--port={port}",
@@ -328,6 +330,66 @@ def error_message(output: str) -> str | None:
     return " ".join(output[starts[-1] :].split()) if starts else ""
 
 
+def _names_defined(source: str) -> set[str]:
+    """Names a cell's code binds at top level or anywhere (functions, classes,
+    assignments, imports, loop targets); lines of IPython magics are left out."""
+    lines = source.splitlines()
+    code = "\n".join(line for line in lines if not line.lstrip().startswith(("%", "!")))
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return set()
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names |= {(a.asname or a.name).split(".")[0] for a in node.names}
+    return names
+
+
+def defined_above(home: Path, assignment: str, index: int, answers: dict[str, str]) -> set[str]:
+    """What the cells above cell ``index`` define once answered (reference answers in the
+    answer cells): what a test message may name for the student to fix or to run."""
+    nb = nbformat.read(home / assignment / f"{assignment}.ipynb", as_version=4)
+    names = set()
+    for cell in nb.cells[:index]:
+        if cell.cell_type == "code":
+            grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+            names |= _names_defined(answers.get(grade_id, cell.source))
+    return names
+
+
+def unclear(message: str, names: set[str]) -> str | None:
+    """Why a test's message would not tell a student what to do without reading the
+    test's code, or None if it does: the kit's stub message (or its check's sentence about
+    an answer that raised it); a NameError naming something a cell above defines (the
+    intro: run the cells above); any other error a sentence of a few words that names a
+    function or variable of the notebook."""
+    if not message:
+        return "the test fails without a message"
+    match = re.fullmatch(r"([A-Za-z_][\w.]*): (.+)", message, re.S)
+    if not match:
+        return "a bare exception name, no message"
+    kind, text = match.groups()
+    if kind == "NotImplementedError":
+        return None if message == STUB_MESSAGE else "not the kit's stub message"
+    if "NotImplementedError" in text and not NOT_YET.fullmatch(message):
+        return "not the kit's message for an answer not written yet"
+    if kind == "NameError":
+        name = re.fullmatch(r"name '(\w+)' is not defined", text)
+        if name and name.group(1) in names:
+            return None
+        return "a NameError for a name no cell above defines"
+    if len(text.split()) < 4:
+        return "too short to say what is wrong"
+    if not set(re.findall(r"[A-Za-z_]\w*", text)) & names:
+        return "names no function or variable of the notebook"
+    return None
+
+
 # --------------------------------------------------------------------------------------
 # The tests
 
@@ -371,11 +433,39 @@ def test_student_lab_shows_validate_and_assignment_list_only(browser, lab, artif
         page.close()
 
 
+def _validate(lab: dict, path: str) -> dict:
+    """What the Validate button asks the server: POST /assignments/validate."""
+    request = urllib.request.Request(
+        f"{lab['base']}/assignments/validate",
+        data=json.dumps({"path": path}).encode(),
+        headers={"Authorization": f"token {lab['token']}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=300) as response:
+        return json.load(response)
+
+
+def test_validate_button_judges_stderr_as_grading_does(lab):
+    """The server's Validate (the handler the button calls, which reads the configuration
+    again for each request) passes a correct answer that warns on stderr, as grading
+    scores it, and fails a wrong one that warns the same way."""
+    stderr_notebook(lab["home"] / "stderr-check" / "warns.ipynb")
+    stderr_notebook(lab["home"] / "stderr-check" / "warns-wrong.ipynb", correct=False)
+    try:
+        right = _validate(lab, "stderr-check/warns.ipynb")
+        assert right == {"success": True, "value": {}}, right
+        wrong = _validate(lab, "stderr-check/warns-wrong.ipynb")
+        assert wrong["success"] and len(wrong["value"].get("failed", [])) == 1, wrong
+        assert "mean([1, 2, 3]) should be 2, not 6" in wrong["value"]["failed"][0]["raw_error"]
+    finally:
+        shutil.rmtree(lab["home"] / "stderr-check")
+
+
 @pytest.mark.parametrize("assignment", course.ASSIGNMENTS)
 def test_student_runs_validates_and_passes_visible_tests(
     browser, lab, artifacts, messages, assignment
 ):
-    expected = _cells(assignment)
+    expected = _cells(lab["home"], assignment)
     answers = course.reference_answers(REPO, assignment)
     first_answer = next(i for i, c in enumerate(expected) if c["answer"])
     page = browser.new_page(viewport={"width": 1400, "height": 900})
@@ -403,7 +493,10 @@ def test_student_runs_validates_and_passes_visible_tests(
             (i for i, c in enumerate(expected) if c["answer"] and i > first_answer), len(expected)
         )
         assert stop == first_answer or first_answer < stop < next_answer and expected[stop]["test"]
-        assert message == STUB_MESSAGE
+        # the stub's own line, or the test cell's sentence about the stub it called
+        assert message == STUB_MESSAGE or stop != first_answer and NOT_YET.fullmatch(message), (
+            f"Run All Cells should stop at the first exercise's stub, not with {message!r}"
+        )
         ran = [i for i, c in enumerate(seen) if c["code"] and re.search(r"\[\d+\]", c["prompt"])]
         assert ran == [i for i in range(stop + 1) if expected[i]["type"] == "code"]
 
@@ -415,8 +508,10 @@ def test_student_runs_validates_and_passes_visible_tests(
             if cell["test"]:
                 student.run_cell(i)
                 message = error_message(student.cells()[i]["output"])
-                assert message, f"test cell {cell['grade_id']} passed without an answer"
+                assert message is not None, f"test cell {cell['grade_id']} passed unanswered"
                 found.append((cell["grade_id"], message))
+                why = unclear(message, defined_above(lab["home"], assignment, i, answers))
+                assert why is None, f"{cell['grade_id']} says {message!r}: {why}"
 
         clock.lap("each visible test alone")
 
@@ -473,7 +568,7 @@ def test_visible_test_messages_for_plausible_mistakes(browser, lab, artifacts, a
     """For review: what the visible tests say about each sample mistake (the samples of
     initlab_grading.samples), typed into the answered notebook in JupyterLab. The answer
     cell and the test cells below it run; the reference answer is put back after."""
-    expected = _cells(assignment)
+    expected = _cells(lab["home"], assignment)
     answers = course.reference_answers(REPO, assignment)
     cell_of = {c["grade_id"]: i for i, c in enumerate(expected)}
     page = browser.new_page(viewport={"width": 1400, "height": 900})
@@ -510,6 +605,10 @@ def test_visible_test_messages_for_plausible_mistakes(browser, lab, artifacts, a
                         student.run_cell(j)
                         said = error_message(student.cells()[j]["output"])
                         verdict = said or "visible tests pass (hidden tests decide)"
+                        why = said and unclear(
+                            said, defined_above(lab["home"], assignment, j, answers)
+                        )
+                        verdict += f" **(unclear: {why})**" if why else ""
                         lines.append(f"  - `{expected[j]['grade_id']}`: {verdict}")
             for grade_id in code:
                 student.paste(cell_of[grade_id], answers[grade_id])
