@@ -2,7 +2,7 @@
 
 import torch
 
-from initlab import checks
+from initlab import checks, engine
 from initlab_grading.integrity import uses_library
 
 
@@ -21,9 +21,54 @@ def test_direct_attribute_and_helper_uses_are_found():
     assert uses_library(helper, ("initlab",)) == "initlab.checks"
 
 
+def test_imports_inside_the_answer_are_found():
+    def from_import(t):
+        from torch.nn import init
+
+        return init.normal_(t)
+
+    def dotted(t):
+        import torch.nn.init as library
+
+        return library.normal_(t)
+
+    def initlab_module(n_in, n_out):
+        from initlab import engine as e
+
+        return e.init_std("xavier", n_in, n_out)
+
+    def initlab_submodule(n_in, n_out):
+        import initlab.engine
+
+        return initlab.engine.init_std("xavier", n_in, n_out)
+
+    assert uses_library(from_import, ("torch.nn.init",)) == "torch.nn.init"
+    assert uses_library(dotted, ("torch.nn.init",)) == "torch.nn.init"
+    assert uses_library(initlab_module, ("torch.nn.init", "initlab")) == "initlab"
+    assert uses_library(initlab_submodule, ("initlab",)) == "initlab.engine"
+
+
+def test_modules_and_functions_in_globals_and_defaults_are_found():
+    def module_global(n_in, n_out):
+        return engine.init_std("xavier", n_in, n_out)
+
+    def default_argument(t, fill=torch.nn.init.xavier_normal_):
+        return fill(t)
+
+    assert uses_library(module_global, ("initlab",)) == "initlab.engine"
+    assert uses_library(default_argument, ("torch.nn.init",)) == "torch.nn.init.xavier_normal_"
+
+
+_ONE = torch.tensor(1.0)
+
+
 def test_own_code_is_not_flagged():
-    def own(t):
+    def own(t, scale=_ONE):
         with torch.no_grad():
-            return t.normal_(0.0, 1.0)
+            return t.normal_(0.0, float(scale))
+
+    def uses_functional(x):
+        return torch.nn.functional.relu(x)
 
     assert uses_library(own, ("torch.nn.init", "initlab")) is None
+    assert uses_library(uses_functional, ("torch.nn.init", "initlab", "torch.func")) is None
