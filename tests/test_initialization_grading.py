@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -114,3 +115,161 @@ def test_library_initialisers_are_detected(body):
     fn.__globals__["helper"] = torch.nn.init.xavier_normal_
     with pytest.raises(CheckFailed, match="earns no points"):
         grading.check_initializer(fn, "xavier_normal", [{}], shapes=((64, 32),))
+
+
+def _define(source: str, **extra):
+    """The functions a notebook cell with this source defines (math, torch, np imported)."""
+    ns = {"torch": torch, "math": math, "np": np, **extra}
+    exec(source, ns)
+    return ns
+
+
+_OWN_FANS = """
+def fan_in_and_fan_out(tensor):
+    receptive = math.prod(tensor.shape[2:])
+    return tensor.shape[1] * receptive, tensor.shape[0] * receptive
+"""
+
+
+@pytest.mark.parametrize(
+    "check, source, name",
+    [
+        (
+            grading.check_gain,
+            "def calculate_gain(nonlinearity, param=None):\n"
+            "    return torch.nn.init.calculate_gain(nonlinearity, param)\n",
+            "calculate_gain",
+        ),
+        (
+            grading.check_gain,
+            "from torch.nn.init import calculate_gain as library_gain\n"
+            "def calculate_gain(nonlinearity, param=None):\n"
+            "    return library_gain(nonlinearity, param)\n",
+            "calculate_gain",
+        ),
+        (
+            grading.check_gain,
+            "def calculate_gain(nonlinearity, param=None):\n"
+            "    module = getattr(torch.nn, 'in' + 'it')\n"
+            "    return module.calculate_gain(nonlinearity, param)\n",
+            "calculate_gain",
+        ),
+        (
+            grading.check_fans,
+            "def fan_in_and_fan_out(tensor):\n"
+            "    return torch.nn.init._calculate_fan_in_and_fan_out(tensor)\n",
+            "fan_in_and_fan_out",
+        ),
+        (
+            grading.check_skorski_std,
+            "def skorski_std(n_in, n_out):\n"
+            "    from initlab import engine\n"
+            "    return engine.init_std('skorski', n_in, n_out)\n",
+            "skorski_std",
+        ),
+    ],
+    ids=["gain-attribute", "gain-imported", "gain-getattr", "fans-private", "skorski-initlab"],
+)
+def test_library_gains_fans_and_scales_earn_no_points(check, source, name):
+    with pytest.raises(CheckFailed, match="earns no points"):
+        check(_define(source)[name])
+
+
+def test_initlab_engine_inside_an_initialiser_is_refused():
+    from initlab import engine
+
+    ns = _define(
+        _OWN_FANS + "def xavier_normal_(tensor, gain=1.0):\n"
+        "    fan_in, fan_out = fan_in_and_fan_out(tensor)\n"
+        "    with torch.no_grad():\n"
+        "        return tensor.normal_(0.0, gain * engine.init_std('xavier', fan_in, fan_out))\n",
+        engine=engine,
+    )
+    with pytest.raises(CheckFailed, match="initlab.engine"):
+        grading.check_initializer(ns["xavier_normal_"], "xavier_normal", [{}], shapes=((64, 32),))
+
+
+_KAIMING = (
+    _OWN_FANS
+    + """
+def calculate_gain(nonlinearity, param=None):
+    if nonlinearity == "relu":
+        return math.sqrt(2.0)
+    if nonlinearity == "leaky_relu":
+        slope = 0.01 if param is None else param
+        return math.sqrt(2.0 / (1 + slope**2))
+    return {"tanh": 5.0 / 3.0, "selu": 0.75}.get(nonlinearity, 1.0)
+
+
+def kaiming_normal_(tensor, a=0, mode="fan_in", nonlinearity="leaky_relu"):
+    fan_in, fan_out = fan_in_and_fan_out(tensor)
+    fan = FAN
+    with torch.no_grad():
+        return tensor.normal_(0.0, calculate_gain(nonlinearity, a) / math.sqrt(fan))
+"""
+)
+
+
+def test_initialisers_built_on_the_students_own_helpers_pass_the_guard():
+    ns = _define(_KAIMING.replace("FAN", 'fan_in if mode == "fan_in" else fan_out'))
+    grading.check_gain(ns["calculate_gain"])
+    grading.check_fans(ns["fan_in_and_fan_out"])
+    grading.check_initializer(ns["kaiming_normal_"], "kaiming_normal", [{}], shapes=((64, 32),))
+
+
+@pytest.mark.parametrize(
+    "kind, source, name, calls, message",
+    [
+        (
+            "kaiming_normal",
+            _KAIMING.replace("FAN", "fan_in"),
+            "kaiming_normal_",
+            [{"mode": "fan_out", "nonlinearity": "relu"}],
+            "the other fan \\(fan_in\\) instead of fan_out",
+        ),
+        (
+            "xavier_normal",
+            _OWN_FANS + "def xavier_normal_(tensor, gain=1.0):\n"
+            "    fan_in, fan_out = fan_in_and_fan_out(tensor)\n"
+            "    with torch.no_grad():\n"
+            "        return tensor.normal_(0.0, math.sqrt(2.0 / (fan_in + fan_out)))\n",
+            "xavier_normal_",
+            [{"gain": 5 / 3}],
+            "the gain not applied",
+        ),
+        (
+            "xavier_uniform",
+            _OWN_FANS + "def xavier_uniform_(tensor, gain=1.0):\n"
+            "    fan_in, fan_out = fan_in_and_fan_out(tensor)\n"
+            "    with torch.no_grad():\n"
+            "        return tensor.normal_(0.0, gain * math.sqrt(2.0 / (fan_in + fan_out)))\n",
+            "xavier_uniform_",
+            [{}],
+            "They look normal",
+        ),
+        (
+            "kaiming_uniform",
+            _OWN_FANS
+            + "def kaiming_uniform_(tensor, a=0, mode='fan_in', nonlinearity='leaky_relu'):\n"
+            "    fan_in, fan_out = fan_in_and_fan_out(tensor)\n"
+            "    return tensor.uniform_(-math.sqrt(6 / fan_in), math.sqrt(6 / fan_in))\n",
+            "kaiming_uniform_",
+            [{}],
+            "requires grad, like a layer.s weight",
+        ),
+    ],
+    ids=["kaiming-mode-ignored", "xavier-without-gain", "normal-in-uniform", "no-grad-missing"],
+)
+def test_initialiser_mistakes_are_named(kind, source, name, calls, message):
+    with pytest.raises(CheckFailed, match=message):
+        grading.check_initializer(_define(source)[name], kind, calls)
+
+
+def test_backward_variances_with_the_fan_in_are_named():
+    def own_width(var_grad_out, widths, weight_vars):
+        n = np.asarray(widths, float)
+        v = np.asarray(weight_vars, float)
+        return var_grad_out * np.append(np.cumprod((n[:-1] * v)[::-1])[::-1][1:], 1.0)
+
+    with pytest.raises(CheckFailed, match="runs over the n_k outputs of W"):
+        grading.check_backward_variances(own_width)

@@ -133,6 +133,92 @@ def target_std(kind: str, shape: tuple[int, ...], **kw: Any) -> float:
 
 
 # --------------------------------------------------------------------------------------
+# Answers must be the student's own
+
+LIBRARIES = ("torch.nn.init", "initlab")
+"""Modules an answer of Parts 6 to 8 must not use: torch.nn.init implements every graded
+initialiser, gain and fan computation, and initlab (the student-visible library) has
+initialisation helpers of its own (``initlab.engine``)."""
+
+_OWN_WORK = (
+    "Write it yourself with math and tensor methods (tensor.normal_, tensor.uniform_ under "
+    "torch.no_grad()); calling torch.nn.init or initlab inside the answer earns no points here."
+)
+
+
+def _recorded_modules() -> list[Any]:
+    modules = [torch.nn.init]
+    try:
+        import initlab.engine as engine
+    except ImportError:  # pragma: no cover - initlab is installed wherever this runs
+        return modules
+    return [*modules, engine]
+
+
+class _CallRecorder:
+    """While active, every function defined in torch.nn.init or initlab.engine records
+    that it was called (the run-time half of the library guard: it also sees functions
+    reached through getattr or aliases the static scan misses)."""
+
+    def __init__(self) -> None:
+        self.called: list[str] = []
+        self._saved: list[tuple[Any, str, Callable]] = []
+
+    def __enter__(self) -> _CallRecorder:
+        for module in _recorded_modules():
+            for name in dir(module):
+                fn = getattr(module, name)
+                if not (callable(fn) and getattr(fn, "__module__", "") == module.__name__):
+                    continue
+                if isinstance(fn, type):
+                    continue
+                self._saved.append((module, name, fn))
+                qualified = f"{module.__name__}.{name}"
+
+                def wrapper(*a: Any, _q: str = qualified, _fn: Callable = fn, **k: Any) -> Any:
+                    self.called.append(_q)
+                    return _fn(*a, **k)
+
+                setattr(module, name, wrapper)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for module, name, fn in reversed(self._saved):
+            setattr(module, name, fn)
+
+
+def _refuse_libraries(student: Callable, name: str) -> None:
+    """Fail if the answer's code names torch.nn.init or an initlab module."""
+    forbidden = uses_library(student, LIBRARIES)
+    if forbidden:
+        raise CheckFailed(f"Your {name} uses {forbidden}. {_OWN_WORK}")
+
+
+_NO_GRAD_HINT = (
+    "The tensor requires grad, like a layer's weight: fill it inside `with torch.no_grad():` "
+    "(as torch.nn.init does), since autograd forbids in-place changes of such a tensor."
+)
+
+
+def call_own(student: Callable, *args: Any, what: str, **kwargs: Any) -> Any:
+    """Call an answer of Parts 6 to 8 with every call into torch.nn.init and initlab.engine
+    recorded; fail if it made one, and explain autograd's in-place error."""
+    with _CallRecorder() as rec:
+        try:
+            out = call_answer(student, *args, what=what, **kwargs)
+        except CheckFailed as exc:
+            cause = str(exc.__cause__ or "")
+            if "requires grad" in cause or "leaf Variable" in cause:
+                raise CheckFailed(
+                    f"{what} raised RuntimeError ({cause.rstrip('.')}). {_NO_GRAD_HINT}"
+                ) from exc.__cause__
+            raise
+    if rec.called:
+        raise CheckFailed(f"{what} called {rec.called[0]}. {_OWN_WORK}")
+    return out
+
+
+# --------------------------------------------------------------------------------------
 # Checks: variance formulas
 
 
@@ -360,9 +446,10 @@ def check_output_second_moment(student: Callable) -> None:
 
 
 def check_skorski_std(student: Callable) -> None:
+    _refuse_libraries(student, "skorski_std")
     for n_in, n_out in [(1, 1), (784, 200), (200, 64), (3, 1000), (4096, 4096)]:
         what = f"skorski_std({n_in}, {n_out})"
-        got = float(as_array(call_answer(student, n_in, n_out, what=what), what))
+        got = float(as_array(call_own(student, n_in, n_out, what=what), what))
         want = skorski_std(n_in, n_out)
         if abs(got - want) > 6 * unit_roundoff() * want:
             hint = ""
@@ -378,9 +465,10 @@ def check_skorski_std(student: Callable) -> None:
 
 
 def check_fans(student: Callable) -> None:
+    _refuse_libraries(student, "fan_in_and_fan_out")
     for shape in [(3, 5), (64, 16, 5, 5), (10, 4, 3), (8, 2, 3, 3, 3), (1, 1)]:
         what = f"fan_in_and_fan_out(torch.empty{shape})"
-        got = call_answer(student, torch.empty(shape), what=what)
+        got = call_own(student, torch.empty(shape), what=what)
         got = tuple(int(v) for v in as_array(got, what, shape=(2,)))
         want = fans(shape)
         if got != want:
@@ -408,9 +496,10 @@ def check_gain(student: Callable) -> None:
         ("conv2d", None),
         ("selu", None),
     ]
+    _refuse_libraries(student, "calculate_gain")
     for name, param in cases:
         what = f"calculate_gain({name!r}, {param})"
-        got = float(as_array(call_answer(student, name, param, what=what), what))
+        got = float(as_array(call_own(student, name, param, what=what), what))
         want = gain(name, param)
         if abs(got - want) > 4 * unit_roundoff() * want:
             hint = ""
@@ -419,31 +508,6 @@ def check_gain(student: Callable) -> None:
             if name == "leaky_relu" and param is None and abs(got - gain(name, 0.0)) < 1e-6:
                 hint = " torch's default slope for leaky_relu is 0.01 when param is None."
             raise CheckFailed(f"{what} is {got:.6g}; expected {want:.6g}.{hint}")
-
-
-class _CallRecorder:
-    """While active, every public function of torch.nn.init records that it was called."""
-
-    def __init__(self) -> None:
-        self.called: list[str] = []
-        self._saved: dict[str, Callable] = {}
-
-    def __enter__(self) -> _CallRecorder:
-        for name in dir(torch.nn.init):
-            fn = getattr(torch.nn.init, name)
-            if callable(fn) and getattr(fn, "__module__", "") == "torch.nn.init":
-                self._saved[name] = fn
-
-                def wrapper(*a: Any, _name: str = name, _fn: Callable = fn, **k: Any) -> Any:
-                    self.called.append(_name)
-                    return _fn(*a, **k)
-
-                setattr(torch.nn.init, name, wrapper)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for name, fn in self._saved.items():
-            setattr(torch.nn.init, name, fn)
 
 
 INIT_SHAPES = ((256, 1024), (64, 16, 5, 5), (700, 300))
@@ -509,13 +573,7 @@ def check_initializer(
 ) -> None:
     """Hidden check of one initialiser: in-place semantics, no torch.nn.init, and the
     distribution it writes, for every keyword set in ``calls`` and every shape."""
-    forbidden = uses_library(student, ("torch.nn.init", "initlab"))
-    if forbidden:
-        raise CheckFailed(
-            f"Your {kind}_ uses {forbidden}. Write the initialiser yourself (with "
-            "tensor.normal_ or tensor.uniform_ under torch.no_grad()); calling a library "
-            "initialiser earns no points here."
-        )
+    _refuse_libraries(student, f"{kind}_")
     # three statistical comparisons per call (mean, variance, KS): split the cell's
     # false-failure budget of 1e-6 evenly (union bound)
     per_check = CELL_FALSE_FAILURE / (3 * len(calls) * len(shapes))
@@ -526,13 +584,7 @@ def check_initializer(
             tensor = torch.full(shape, float("nan"), dtype=torch.float32, requires_grad=True)
             ptr = tensor.data_ptr()
             what = f"{kind}_(torch.empty{shape}{''.join(f', {k}={v!r}' for k, v in kw.items())})"
-            with _CallRecorder() as rec:
-                out = call_answer(student, tensor, what=what, **kw)
-            if rec.called:
-                raise CheckFailed(
-                    f"{what} called torch.nn.init.{rec.called[0]}. Write the initialiser "
-                    "yourself; calling a library initialiser earns no points here."
-                )
+            out = call_own(student, tensor, what=what, **kw)
             if out is not tensor or tensor.data_ptr() != ptr:
                 raise CheckFailed(
                     f"{what} must fill the tensor it is given in place and return that same "
@@ -562,6 +614,7 @@ def check_initializer(
                     raise CheckFailed(
                         f"{what} wrote {np.abs(sample).max():.4g}, outside the bound "
                         f"{bound:.4g} of U(-{bound:.4g}, {bound:.4g})."
+                        + _shape_hint(sample, uniform=True)
                     )
                 dist = stats.uniform(loc=-bound, scale=2 * bound)
             else:
@@ -570,15 +623,22 @@ def check_initializer(
             # (>= 25,600) and far cheaper than the exact one
             p = stats.kstest(sample, dist.cdf, method="asymp").pvalue
             if p < per_check:
-                # excess kurtosis: 0 for a normal, -1.2 for a uniform; -0.6 lies halfway
-                excess = float(stats.kurtosis(sample))
-                shape_hint = ""
-                if uniform and excess > -0.6:
-                    shape_hint = " They look normal; this initialiser draws from a uniform."
-                elif not uniform and excess < -0.6:
-                    shape_hint = " They look uniform; this initialiser draws from a normal."
                 raise CheckFailed(
                     f"The values written by {what} do not follow the "
                     f"{'uniform' if uniform else 'normal'} distribution with standard "
-                    f"deviation {std:.4g} (Kolmogorov-Smirnov p = {p:.2g})." + shape_hint
+                    f"deviation {std:.4g} (Kolmogorov-Smirnov p = {p:.2g})."
+                    + _shape_hint(sample, uniform)
                 )
+
+
+def _shape_hint(sample: np.ndarray, uniform: bool) -> str:
+    """Name the family the sample looks like when it is the other one. The excess
+    kurtosis is 0 for a normal and -1.2 for a uniform; with at least 25,600 values its
+    standard error is below sqrt(24 / 25,600) = 0.031 (normal), so the midpoint -0.6 is
+    about 19 standard errors from either."""
+    excess = float(stats.kurtosis(sample))
+    if uniform and excess > -0.6:
+        return " They look normal; this initialiser draws from a uniform."
+    if not uniform and excess < -0.6:
+        return " They look uniform; this initialiser draws from a normal."
+    return ""

@@ -303,6 +303,47 @@ def fan_in_and_fan_out(tensor):
         lost={"test_kaiming_normal": "earns no points"},
     ),
     Sample(
+        "library-gain-and-fans",
+        "calculate_gain and fan_in_and_fan_out call torch.nn.init's own (the initialisers "
+        "built on them are otherwise right): every cell that grades them earns nothing",
+        answers={
+            "xavier": """
+def fan_in_and_fan_out(tensor):
+    return torch.nn.init._calculate_fan_in_and_fan_out(tensor)
+"""
+            + _XAVIER_NORMAL
+            + _XAVIER_UNIFORM,
+            "kaiming": _kaiming(
+                gain="def calculate_gain(nonlinearity, param=None):\n"
+                "    return torch.nn.init.calculate_gain(nonlinearity, param)\n"
+            ),
+        },
+        lost={
+            "test_fans": "earns no points",
+            "test_xavier_normal": "earns no points",
+            "test_xavier_uniform": "earns no points",
+            "test_gain": "earns no points",
+            "test_kaiming_normal": "earns no points",
+            "test_kaiming_uniform": "earns no points",
+        },
+    ),
+    Sample(
+        "xavier-without-no-grad",
+        "xavier_normal_ fills the tensor without torch.no_grad(): fine on a plain tensor, an "
+        "error on a weight that requires grad",
+        answers={
+            "xavier": _FANS
+            + """
+
+def xavier_normal_(tensor, gain=1.0):
+    fan_in, fan_out = fan_in_and_fan_out(tensor)
+    return tensor.normal_(0.0, gain * math.sqrt(2.0 / (fan_in + fan_out)))
+"""
+            + _XAVIER_UNIFORM
+        },
+        lost={"test_xavier_normal": "inside `with torch.no_grad():`"},
+    ),
+    Sample(
         "skorski-variance",
         "skorski_std returns the square of the standard deviation",
         answers={
