@@ -18,6 +18,7 @@ sys.path.insert(0, str(AUTOGRADER))
 os.environ["PYTHONPATH"] = os.pathsep.join(
     [str(AUTOGRADER), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
 )
+from jupyter_client.manager import KernelManager  # noqa: E402
 from nbconvert.preprocessors import ClearMetadataPreprocessor  # noqa: E402
 from nbgrader.preprocessors import (  # noqa: E402
     AssignLatePenalties,
@@ -35,6 +36,7 @@ from initlab_grading.preprocessors import (  # noqa: E402
     HideHiddenTests,
     RestoreDeletedCells,
 )
+from initlab_grading.sandbox import CODE_FILES  # noqa: E402
 
 c = get_config()  # noqa: F821 (provided by nbgrader when it loads this file)
 
@@ -83,6 +85,25 @@ c.IgnorePattern.enabled = True  # nbconvert preprocessors are off unless enabled
 
 # Per-cell time limit while grading and generating solutions (seconds).
 c.Execute.timeout = 300
+# Seconds to wait for a cell's remaining output after the kernel said the cell finished.
+# nbgrader fails the whole submission when that runs out (nbclient's default is 4 s, which
+# a cell printing 100 MB on a busy machine exceeds); the output is cut at 2 MB anyway.
+c.Execute.iopub_timeout = 60
+
+# Kernels never import from their working folder: nbgrader copies every other file of a
+# submission next to the notebook, and IPython would put that folder first on sys.path,
+# so a shipped initlab/checks.py or numpy.py would replace what the tests import. Code
+# files are not copied at all (collect and autograde skip these names); the kit's grading
+# command reports them (initlab_grading.grade.inspect_submission).
+c.Execute.extra_arguments = ["--InteractiveShellApp.ignore_cwd=True"]
+c.CourseDirectory.ignore = [".ipynb_checkpoints", "__pycache__", "feedback", *CODE_FILES]
 
 # Feedback shows each test's message and points, never hidden test code.
 c.GenerateFeedback.preprocessors = [GetGrades, HideHiddenTests, CSSHTMLHeaderPreprocessor]
+
+# Kernel channels encrypted and authenticated with CurveZMQ where the kernelspec says the
+# kernel supports it (the kit's grading kernelspec does when its ipykernel can): without
+# it, any local process can subscribe to a kernel's IOPub port on 127.0.0.1 and read its
+# output (messages are signed with the connection file's key, not encrypted).
+if "transport_encryption" in KernelManager.class_trait_names():
+    c.KernelManager.transport_encryption = "auto"

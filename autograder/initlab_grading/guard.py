@@ -11,7 +11,9 @@ which the submitted notebook contains:
   for Python functions their code and defaults) and keeps a per-run secret;
 - a last line in every graded test cell that calls ``finished``: it compares what the
   tests rely on with the snapshot (modules imported later, such as torch and
-  initlab_grading, by where their functions' code lives on disk), raises
+  initlab_grading, by where their functions' code lives on disk: in a notebook cell or
+  in a file of the submission's own folder or the kernel's home is not theirs; a module
+  of these packages loaded from such a file is reported too), raises
   ``GradingIntegrityError`` naming what was replaced, and otherwise prints a marker made
   from the secret. The preprocessor scores zero any test cell whose marker is missing, so a
   test that stopped early without showing an error (error display switched off, results
@@ -61,6 +63,9 @@ SHELL_METHODS = (
     "transform_cell",
     "get_exception_only",
 )
+# Top-level packages whose modules must never come from the submission's folder.
+_WATCHED_TOPS = {name.split(".")[0] for name in SNAPSHOT_MODULES} | set(PROVENANCE_PACKAGES)
+_WATCHED_TOPS |= {"IPython", "ipykernel", "scipy", "matplotlib"}
 # Event callbacks that IPython's own machinery registers (matplotlib's inline backend).
 _OWN_CALLBACK_MODULES = ("IPython", "ipykernel", "matplotlib", "matplotlib_inline")
 
@@ -195,6 +200,7 @@ def snapshot(nonce: str) -> None:
     import initlab.checks  # noqa: F401
 
     _state["nonce"] = nonce
+    _state["own"] = os.getcwd()
     _state["modules"] = {
         name: (sys.modules[name], _record(vars(sys.modules[name])))
         for name in SNAPSHOT_MODULES
@@ -214,10 +220,29 @@ def _package_dir(package: str) -> str | None:
     return os.path.realpath(list(files)[0]) if files else None
 
 
+def _untrusted_folders() -> tuple[str, ...]:
+    """Folders whose files the notebook could have written: the submission's own folder
+    (the kernel's working folder) and, with --isolate, the kernel's private home."""
+    folders = [_state.get("own") or os.getcwd()]
+    home = os.environ.get("HOME", "")
+    if os.path.basename(home).startswith("initlab-kernel-"):
+        folders.append(home)
+    return tuple(os.path.realpath(f) for f in folders)
+
+
+def _written_by_notebook(path: str) -> bool:
+    """``path`` is a file in a folder the notebook could write (a relative path is taken
+    from the kernel's working folder; torch names some modules' files "_classes.py")."""
+    real = os.path.realpath(path)
+    inside = any(real == f or real.startswith(f + os.sep) for f in _untrusted_folders())
+    return inside and os.path.isfile(real)
+
+
 def _misplaced(value: Any, home: str = "", method: str = "") -> bool:
-    """A Python function compiled from a notebook cell (or from no file at all), where the
-    module should hold a function of some installed file (dataclasses compile their
-    dunder methods from "<string>"; frozen standard modules report "<frozen NAME>")."""
+    """A Python function compiled from a notebook cell (or from no file at all, or from a
+    file the notebook could have written), where the module should hold a function of some
+    installed file (dataclasses compile their dunder methods from "<string>"; frozen
+    standard modules report "<frozen NAME>")."""
     if not isinstance(value, types.FunctionType):
         return False
     where = value.__code__.co_filename
@@ -225,7 +250,7 @@ def _misplaced(value: Any, home: str = "", method: str = "") -> bool:
         return False
     if where.startswith("<frozen "):  # the standard library's frozen modules (abc, os, ...)
         return False
-    return "ipykernel_" in where or not os.path.isfile(where)
+    return "ipykernel_" in where or not os.path.isfile(where) or _written_by_notebook(where)
 
 
 def problems(names: dict[str, str] | None = None) -> list[str]:
@@ -243,6 +268,11 @@ def problems(names: dict[str, str] | None = None) -> list[str]:
                 continue
             if _fingerprint(_current(namespace, name)) != fingerprint:
                 found.append(f"{modname}.{name} was replaced")
+    for modname, module in list(sys.modules.items()):
+        top = modname.split(".")[0]
+        if top in _WATCHED_TOPS and isinstance(getattr(module, "__file__", None), str):
+            if _written_by_notebook(module.__file__):
+                found.append(f"the module {modname} was loaded from the submission's folder")
     for package in PROVENANCE_PACKAGES:
         home = _package_dir(package)
         if home is None:

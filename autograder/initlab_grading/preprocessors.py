@@ -4,11 +4,17 @@ HideHiddenTests keeps hidden tests hidden in generated feedback. By default nbgr
 feedback shows the autograded notebook, in which the test cells carry their hidden tests
 again, and a failing hidden test shows a traceback through that code and through the
 reference in this package. This preprocessor removes the hidden region from each test
-cell and cuts the traceback of a failed hidden test down to its message (the checks'
-messages say what is wrong without showing the test).
+cell, cuts the traceback of a failed test down to its message (the checks' messages say
+what is wrong without showing the test), keeps of such a cell's printed output only the
+lines its own code prints (``print("Visible tests passed.")``), and blanks out, in every
+cell's output, each line that quotes a line of a hidden test.
 """
 
 from __future__ import annotations
+
+import ast
+import os
+import re
 
 from nbclient.exceptions import DeadKernelError
 from nbconvert.exporters.exporter import ResourcesDict
@@ -17,20 +23,122 @@ from nbformat.notebooknode import NotebookNode
 from nbgrader.preprocessors import ClearHiddenTests, DeduplicateIds, Execute, OverwriteCells
 from traitlets import Integer
 
+from initlab_grading.sandbox import folder_state
+
 HIDDEN_NOTE = "# (Hidden tests ran here. Their code is not shown; their messages are below.)"
+QUOTE_NOTE = "[a line quoting hidden test code is not shown]"
+GUARD_CALL = '__import__("initlab_grading.guard"'
+"""How the lines GuardedExecute adds to a notebook while grading begin."""
+DROPPED_NOTE = "[other output of this test cell is not shown in feedback]"
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_MIN_QUOTED = 12
+"""Lines of a hidden test shorter than this (``)``, ``else:``) are not looked for."""
+
+
+def _printed_constants(source: str) -> set[str]:
+    """The lines a cell prints with ``print("constant", ...)``: the kit's own messages."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return set()
+    lines: set[str] = set()
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == "print"
+            and node.args
+            and not node.keywords
+            and all(isinstance(a, ast.Constant) and isinstance(a.value, str) for a in node.args)
+        ):
+            lines.update(" ".join(a.value for a in node.args).splitlines())
+    return lines
 
 
 class HideHiddenTests(ClearHiddenTests):
-    """Remove hidden test code and the tracebacks through it from feedback."""
+    """Remove hidden test code, and what could show it, from feedback.
+
+    - A test cell with a hidden region: the region is removed from its source; of its
+      printed output only the lines the cell's own ``print`` calls with constant text
+      print are kept (the rest came from code the tests called, which may be the
+      student's); an error shows ``ename: evalue`` only; rich output is dropped.
+    - Every cell: an output line that contains a line of any hidden test (stripped, at
+      least 12 characters), or a line the grading guard added to the notebook, is
+      replaced by a note, so a notebook that prints the source of the test calling it
+      (``inspect``, ``linecache``, IPython's ``In``) shows nothing of it.
+    A notebook that encodes what it read (base64, reversed) is not recognised; see README,
+    "Hostile submissions".
+    """
+
+    def preprocess(self, nb: NotebookNode, resources: ResourcesDict):
+        self._hidden_lines = set()
+        for cell in nb.cells:
+            if cell.cell_type == "code" and self.begin_test_delimeter in cell.source:
+                inside = False
+                for line in cell.source.splitlines():
+                    if self.begin_test_delimeter in line:
+                        inside = True
+                    elif self.end_test_delimeter in line:
+                        inside = False
+                    elif inside and len(line.strip()) >= _MIN_QUOTED:
+                        self._hidden_lines.add(line.strip())
+        return super().preprocess(nb, resources)
+
+    def _redact(self, text: str) -> str:
+        if not text:
+            return text
+        out = []
+        for line in text.split("\n"):
+            plain = _ANSI.sub("", line)  # tracebacks are coloured
+            if GUARD_CALL in plain or any(h in plain for h in self._hidden_lines):
+                out.append(QUOTE_NOTE)
+            else:
+                out.append(line)
+        return "\n".join(out)
+
+    def _redact_output(self, output: NotebookNode) -> None:
+        if output.output_type == "stream":
+            output.text = self._redact(output.text)
+        elif output.output_type == "error":
+            output.evalue = self._redact(output.evalue)
+            output.traceback = [self._redact(line) for line in output.traceback]
+        elif "data" in output:
+            for mime, value in list(output.data.items()):
+                if isinstance(value, str) and mime.startswith("text/"):
+                    output.data[mime] = self._redact(value)
+                elif isinstance(value, list):
+                    output.data[mime] = [self._redact(v) for v in value]
 
     def preprocess_cell(
         self, cell: NotebookNode, resources: ResourcesDict, cell_index: int
     ) -> tuple[NotebookNode, ResourcesDict]:
-        if cell.cell_type == "code" and self._remove_hidden_test_region(cell):
+        if cell.cell_type != "code":
+            return cell, resources
+        original = cell.source
+        if self._remove_hidden_test_region(cell):
             cell.source = cell.source.rstrip() + "\n" + HIDDEN_NOTE
+            own = _printed_constants(original)
+            kept, dropped = [], False
             for output in cell.get("outputs", []):
-                if output.output_type == "error":
+                if output.output_type == "stream":
+                    lines = output.text.splitlines()
+                    mine = [ln for ln in lines if ln in own]
+                    dropped = dropped or len(mine) < len([ln for ln in lines if ln.strip()])
+                    if mine:
+                        output.text = "\n".join(mine) + "\n"
+                        kept.append(output)
+                elif output.output_type == "error":
                     output.traceback = [f"{output.ename}: {output.evalue}"]
+                    kept.append(output)
+                else:
+                    dropped = True
+            if dropped:
+                kept.insert(
+                    0, NotebookNode(output_type="stream", name="stdout", text=DROPPED_NOTE + "\n")
+                )
+            cell.outputs = kept
+        for output in cell.get("outputs", []):
+            self._redact_output(output)
         return cell, resources
 
 
@@ -114,6 +222,8 @@ class RestoreDeletedCells(OverwriteCells):
 
 REPORT_TAG = "INITLAB-REPORT"
 """Log lines that start with this tag become lines of grade.py's report."""
+KILLED_NOTE = "killed by SIGKILL"
+"""In the report line of a kernel that SIGKILL ended: grade.py grades it again."""
 
 
 def _is_test(cell: NotebookNode) -> bool:
@@ -190,6 +300,13 @@ class GuardedExecute(Execute):
       score zero as not run.
     - **Huge output**: a cell's outputs stop being collected after ``max_output_bytes``
       (the notebook, the gradebook's copy and feedback stay small) and say so.
+    - **After the kernel**, before nbgrader (as root) writes the graded notebook into the
+      kernel's folder and chmods the files there: every process of the kernel's sandbox
+      user id is ended (--isolate), and symbolic and hard links, sockets, fifos and every
+      file the kernel created or changed are removed (``sandbox.secure_folder``), so root
+      follows no link and feedback copies nothing the notebook wrote.
+    - A kernel ended by SIGKILL (the out-of-memory killer's signal) is named in its report
+      line, and grade.py grades the submission again.
 
     Each of these writes a line tagged ``INITLAB-REPORT`` to the log; grade.py puts those
     lines in its report.
@@ -230,10 +347,13 @@ class GuardedExecute(Execute):
         self._output_sizes: dict[int, int] = {}
         self._truncated: set[int] = set()
         self._notes: list[str] = []
+        folder = (resources.get("metadata") or {}).get("path") or os.getcwd()
+        before = folder_state(folder)
         try:
             nb, resources = super().preprocess(nb, resources, km)
         finally:
             self.nb = nb
+            self._after_kernel(folder, before)
         first, last = nb.cells.pop(0), nb.cells.pop()
         self._files_note(last, marker(nonce, "files"))
         if any(o.output_type == "error" for o in first.get("outputs", [])):
@@ -300,6 +420,39 @@ class GuardedExecute(Execute):
         )
         self._note("opened course files outside its own folder: " + ", ".join(parts) + more + fix)
 
+    def _after_kernel(self, folder: str, before: dict) -> None:
+        """Once the kernel is gone, before nbgrader (as root) writes the graded notebook
+        into the kernel's folder and chmods its files: end every process of the kernel's
+        user id (--isolate), then remove what the kernel left there (symbolic or hard
+        links to other files, sockets, files it created or changed; they would otherwise
+        be followed by root's writes, or copied into feedback) and give the folder back."""
+        from initlab_grading.sandbox import UID_VARIABLE, kill_user, secure_folder
+
+        uid = os.environ.get(UID_VARIABLE, "")
+        if uid.isdigit() and os.geteuid() == 0:
+            left = kill_user(int(uid))
+            if left:
+                raise RuntimeError(
+                    f"processes {left} of the sandbox user {uid} could not be ended; "
+                    "nothing is written into the submission's folder"
+                )
+        owner = os.stat(os.path.dirname(os.path.abspath(folder)))
+        removed = secure_folder(folder, owner.st_uid, owner.st_gid, before)
+        if removed:
+            more = f" and {len(removed) - 6} more" if len(removed) > 6 else ""
+            self._note(
+                "files the notebook left in its folder were removed (not graded, not in "
+                "feedback): " + ", ".join(removed[:6]) + more
+            )
+
+    def _kernel_signal(self) -> int | None:
+        """The signal that ended the kernel process, if one did (None if unknown)."""
+        try:
+            code = self.km.provisioner.process.poll()
+        except AttributeError:
+            return None
+        return -code if code is not None and code < 0 else None
+
     def _note(self, text: str) -> None:
         if text not in self._notes:
             self._notes.append(text)
@@ -324,9 +477,12 @@ class GuardedExecute(Execute):
                     "memory limit); the cells after it did not run.",
                 )
             )
+            how = ""
+            if self._kernel_signal() == 9:
+                how = f" ({KILLED_NOTE}: the machine's out-of-memory killer or the notebook)"
             self._note(
-                f"kernel died in {self._dead_in}: scores of the cells before it are kept, "
-                "the test cells after it scored 0"
+                f"kernel died in {self._dead_in}{how}: scores of the cells before it are "
+                "kept, the test cells after it scored 0"
             )
             return cell, resources
 

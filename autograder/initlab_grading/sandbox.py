@@ -1,28 +1,257 @@
 """Kernel launcher used while grading: limits and isolates one student's kernel.
 
-    python -m initlab_grading.sandbox [--memory BYTES] [--uid UID] -- KERNEL ARGV...
+    python -m initlab_grading.sandbox [--memory BYTES] [--fsize BYTES] [--uid UID]
+        [--nproc N] [--job TOKEN] -- KERNEL ARGV...
 
 grade.py writes a kernelspec whose argv starts with this module, so only the kernel
 nbgrader starts for one submission is affected (nbgrader itself runs unlimited, as root).
 
+- The kernel's environment is reduced to what a kernel needs (``kernel_environment``):
+  the grader's credentials (``PGPASSWORD``, cloud keys, ...) never reach it.
+  ``PYTHONSAFEPATH=1`` and IPython's ``ignore_cwd`` (in the kernelspec) keep the working
+  folder off ``sys.path``, so files a submission ships next to its notebook cannot replace
+  modules the tests import.
 - ``--memory``: RLIMIT_DATA, the kernel's private writable memory (what numpy and torch
   allocate). Reaching it makes the allocation fail (``MemoryError`` in the cell) or kills
   the kernel; other kernels are not affected. Address space reserved without write access
   (as CUDA does) does not count, so a CUDA build of torch is not stopped by its reservations.
+  The limit is per process: each process the kernel forks gets its own.
+- ``--fsize``: RLIMIT_FSIZE, the largest file the kernel (and what it starts) may write.
 - ``--uid``: when started as root, the kernel runs as this unprivileged user id with no
   groups and ``umask 077``, its working folder (autograded/<student>/<assignment>/) given to
-  it, and HOME and TMPDIR in a private folder. grade.py makes the course's private folders
-  readable by their owner only, so the kernel cannot read or write them. See README, "What
-  grading isolates".
+  it, and HOME and TMPDIR in a private folder (``private_folders``). ``--nproc`` then limits
+  the processes and threads of that user id (RLIMIT_NPROC counts per user, so it is only
+  set for a user id of the kernel's own). grade.py makes the course's private folders
+  readable by their owner only, so the kernel cannot read or write them.
+- ``--job``: a token put into the kernel's environment (``INITLAB_GRADING_JOB``), by which
+  grade.py finds the processes of one submission's kernel (``job_processes``).
+
+After the kernel, the grading process (as root) calls ``kill_user`` and
+``secure_folder`` before it writes anything into the kernel's folder; see
+initlab_grading.preprocessors.GuardedExecute. See README, "Hostile submissions".
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import resource
 import shutil
+import signal
+import stat
 import sys
 import tempfile
+import time
+
+JOB_VARIABLE = "INITLAB_GRADING_JOB"
+"""The environment variable that marks the processes of one submission's kernel."""
+CODE_FILES = ("*.py", "*.pyw", "*.pyc", "*.pyo", "*.so", "*.pyd", "*.pth")
+"""Files of a submission that are never copied next to its notebook (nbgrader_config.py's
+CourseDirectory.ignore lists them): Python could import them."""
+UID_VARIABLE = "INITLAB_SANDBOX_UID"
+"""Set in the grading process (not the kernel) to the user id its kernel runs as."""
+
+# What a kernel keeps of the grader's environment: nothing else is passed on.
+_KEEP = {
+    "PATH",
+    "LANG",
+    "LANGUAGE",
+    "TZ",
+    "TERM",
+    "PYTHONPATH",
+    "PYTHONHASHSEED",
+    "PYTHONIOENCODING",
+    "PYTHONUTF8",
+    "PYTHONDONTWRITEBYTECODE",
+    "LD_LIBRARY_PATH",
+    "VIRTUAL_ENV",
+    "CONDA_PREFIX",
+    "MPLBACKEND",
+    "NBGRADER_EXECUTION",
+    "CUDA_VISIBLE_DEVICES",
+    "CUDA_HOME",
+    "NVIDIA_VISIBLE_DEVICES",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+}
+_KEEP_PREFIXES = ("LC_", "INITLAB_", "OMP_", "MKL_", "OPENBLAS_", "KMP_", "JPY_", "PYDEVD_")
+# Kept only when the kernel runs as the grader (without --uid it shares the grader's home).
+_KEEP_SHARED_HOME = {"HOME", "USER", "LOGNAME", "TMPDIR", "IPYTHONDIR", "MPLCONFIGDIR"}
+
+
+def kernel_environment(environ: dict[str, str], isolated: bool) -> dict[str, str]:
+    """The part of ``environ`` a kernel gets (names in _KEEP, prefixes in _KEEP_PREFIXES;
+    HOME and TMPDIR only when not ``isolated``), with PYTHONSAFEPATH=1."""
+    keep = _KEEP | (set() if isolated else _KEEP_SHARED_HOME)
+    env = {
+        k: v
+        for k, v in environ.items()
+        if (k in keep or k.startswith(_KEEP_PREFIXES)) and k != UID_VARIABLE
+    }
+    env["PYTHONSAFEPATH"] = "1"
+    return env
+
+
+# --------------------------------------------------------------------------------------
+# Processes
+
+
+def _status_uid(pid: str) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("Uid:"):
+                    return int(line.split()[1])  # the real user id
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def processes_of(uid: int) -> list[int]:
+    """Process ids whose real user id is ``uid`` (Linux /proc)."""
+    return [int(p) for p in os.listdir("/proc") if p.isdigit() and _status_uid(p) == uid]
+
+
+def job_processes(token: str) -> list[int]:
+    """Process ids whose environment carries ``INITLAB_GRADING_JOB=token``: a kernel the
+    sandbox started for one submission and the processes it started (a process that
+    clears its own environment is not found this way)."""
+    want = f"{JOB_VARIABLE}={token}".encode()
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as fh:
+                if want in fh.read().split(b"\0"):
+                    found.append(int(pid))
+        except OSError:
+            continue
+    return found
+
+
+def kill_pids(pids: list[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def kill_user(uid: int, patience: float = 10.0) -> list[int]:
+    """SIGKILL every process of the user id ``uid`` (a sandbox user: never a real
+    account), again and again until none is left (a process that forks while being
+    killed) or ``patience`` seconds have passed. Returns the process ids that remain."""
+    deadline = time.monotonic() + patience
+    while True:
+        left = processes_of(uid)
+        if not left or time.monotonic() > deadline:
+            return left
+        kill_pids(left)
+        time.sleep(0.02)
+
+
+# --------------------------------------------------------------------------------------
+# The kernel's folder, after the kernel
+
+
+def folder_state(folder: str) -> dict[str, tuple[int, int, int, int]]:
+    """Each entry below ``folder`` (symbolic links not followed): its type, inode, size
+    and modification time, to tell afterwards what a kernel created or changed."""
+    state = {}
+    for base, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            path = os.path.join(base, name)
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            state[os.path.relpath(path, folder)] = (
+                stat.S_IFMT(st.st_mode),
+                st.st_ino,
+                st.st_size if not stat.S_ISDIR(st.st_mode) else 0,
+                st.st_mtime_ns if not stat.S_ISDIR(st.st_mode) else 0,
+            )
+    return state
+
+
+def secure_folder(
+    folder: str,
+    uid: int | None,
+    gid: int | None,
+    before: dict[str, tuple[int, int, int, int]] | None = None,
+) -> list[str]:
+    """Make a folder a kernel wrote in safe for root to write into and copy from: remove
+    every entry that is not a regular file or folder (symbolic links, sockets, fifos), every
+    file with more than one hard link (a link to a file elsewhere), and, given ``before``
+    (``folder_state`` before the kernel ran), everything created or changed since; then give
+    what is left to ``uid``:``gid`` (when running as root) without group or other write
+    access nor set-id bits. Only call it once no process of the kernel is left. Returns the
+    entries removed, "path (why)"."""
+    removed: list[str] = []
+    if os.path.islink(folder) or not os.path.isdir(folder):
+        if os.path.lexists(folder) and not os.path.isdir(folder):
+            os.unlink(folder)
+            removed.append(f"{os.path.basename(folder)} (not a folder)")
+        return removed
+    chown = os.geteuid() == 0 and uid is not None and gid is not None
+    for base, dirs, files in os.walk(folder, topdown=False):
+        for name in files + dirs:
+            path = os.path.join(base, name)
+            rel = os.path.relpath(path, folder)
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            kind = stat.S_IFMT(st.st_mode)
+            why = ""
+            if stat.S_ISLNK(st.st_mode):
+                why = "a symbolic link"
+            elif not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+                why = "not a regular file"
+            elif stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+                why = "a hard link"
+            elif before is not None:
+                was = before.get(rel)
+                now = (
+                    kind,
+                    st.st_ino,
+                    st.st_size if not stat.S_ISDIR(st.st_mode) else 0,
+                    st.st_mtime_ns if not stat.S_ISDIR(st.st_mode) else 0,
+                )
+                if was is None:
+                    why = "created while grading"
+                elif was != now:
+                    why = "changed while grading"
+            if why:
+                if stat.S_ISDIR(st.st_mode):
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    os.unlink(path)
+                removed.append(f"{rel} ({why})")
+                continue
+            if chown:
+                os.lchown(path, uid, gid)
+            os.chmod(path, stat.S_IMODE(st.st_mode) & 0o755 & ~0o022)
+    if chown:
+        os.lchown(folder, uid, gid)
+    os.chmod(folder, 0o700)
+    return sorted(removed)
+
+
+def private_folders(uid: int) -> list[str]:
+    """The HOME/TMPDIR folders the sandbox made for kernels of ``uid``."""
+    pattern = os.path.join(tempfile.gettempdir(), f"initlab-kernel-{uid}-*")
+    return [p for p in glob.glob(pattern) if not os.path.islink(p)]
+
+
+def remove_private_folders(uid: int) -> None:
+    for path in private_folders(uid):
+        shutil.rmtree(path, ignore_errors=True)  # never follows symbolic links
+
+
+# --------------------------------------------------------------------------------------
+# The launcher
 
 
 def _chown_tree(path: str, uid: int, gid: int) -> None:
@@ -33,20 +262,38 @@ def _chown_tree(path: str, uid: int, gid: int) -> None:
 
 
 def main(argv: list[str]) -> None:
-    memory = uid = None
+    memory = fsize = uid = nproc = None
+    job = ""
     while argv and argv[0] != "--":
         flag, value, *argv = argv
         if flag == "--memory":
             memory = int(value)
+        elif flag == "--fsize":
+            fsize = int(value)
         elif flag == "--uid":
             uid = int(value)
+        elif flag == "--nproc":
+            nproc = int(value)
+        elif flag == "--job":
+            job = value
         else:
             raise SystemExit(f"sandbox: unknown option {flag}")
     kernel = argv[1:]
+    # The kernelspec and nbgrader_config.py (Execute.extra_arguments) may both pass
+    # IPython's ignore_cwd, which traitlets refuses to get twice.
+    ignore_cwd = [a for a in kernel if a.startswith("--InteractiveShellApp.ignore_cwd=")]
+    kernel = [a for a in kernel if a not in ignore_cwd] + ignore_cwd[:1]
+    isolated = uid is not None and os.geteuid() == 0
+    env = kernel_environment(dict(os.environ), isolated)
+    if job:
+        env[JOB_VARIABLE] = job
     if memory:
         resource.setrlimit(resource.RLIMIT_DATA, (memory, memory))
-    if uid is not None and os.geteuid() == 0:
-        private = tempfile.mkdtemp(prefix="initlab-kernel-")
+    if fsize:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+    if isolated:
+        remove_private_folders(uid)  # a previous kernel's, if a run reused the id
+        private = tempfile.mkdtemp(prefix=f"initlab-kernel-{uid}-")
         for i, arg in enumerate(kernel):  # the connection file, readable by root only
             if arg.endswith(".json") and os.path.isfile(arg):
                 copy = os.path.join(private, os.path.basename(arg))
@@ -54,21 +301,23 @@ def main(argv: list[str]) -> None:
                 kernel[i] = copy
         _chown_tree(private, uid, uid)
         _chown_tree(os.getcwd(), uid, uid)
-        os.environ.update(
+        env.update(
             HOME=private,
             TMPDIR=private,
             IPYTHONDIR=os.path.join(private, ".ipython"),
             MPLCONFIGDIR=os.path.join(private, ".matplotlib"),
         )
         # PYTHONPATH entries through symlinks the kernel's user may not traverse.
-        os.environ["PYTHONPATH"] = os.pathsep.join(
-            os.path.realpath(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p
+        env["PYTHONPATH"] = os.pathsep.join(
+            os.path.realpath(p) for p in env.get("PYTHONPATH", "").split(os.pathsep) if p
         )
+        if nproc:
+            resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
         os.umask(0o077)
         os.setgroups([])
         os.setgid(uid)
         os.setuid(uid)
-    os.execvp(kernel[0], kernel)
+    os.execvpe(kernel[0], kernel, env)
 
 
 if __name__ == "__main__":
