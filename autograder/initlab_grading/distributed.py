@@ -5,10 +5,15 @@
     PYTHONPATH=autograder python -m initlab_grading.grade ASSIGNMENT \\
         --engine dask --scheduler tcp://HOST:8786
 
-Each submission is one Dask task that runs ``initlab_grading.grade.grade_one``, the function
-the local engine runs: one ``nbgrader autograde ASSIGNMENT --student STUDENT --force``
-process, with the same time limit and the same retries of infrastructure failures. A worker
-runs as many submissions at once as it has threads (``dask worker --nthreads``).
+Each submission is one Dask task that runs ``initlab_grading.grade.grade_one``: one
+``nbgrader autograde ASSIGNMENT --student STUDENT --force`` process (the local engine keeps
+long-lived grading workers instead, initlab_grading.worker), with the same inspection of
+the submission, kernel launcher and limits (``--memory-limit``, ``--file-limit``,
+``--cell-timeout``, ``--kernel-python``, which must then exist on every worker machine),
+time limit and retries of infrastructure failures, through the same ``_grade_attempts``,
+so scores are the same (tested). A worker runs as many submissions at once as it has
+threads (``dask worker --nthreads``). ``--isolate`` is refused: it needs root on the
+machine that runs the kernels.
 
 What this assumes:
 
@@ -41,7 +46,9 @@ from pathlib import Path
 
 from initlab_grading.course import gradebook_url
 from initlab_grading.grade import (
+    DEFAULT_FILE_LIMIT_GIB,
     DEFAULT_MEMORY_LIMIT_GIB,
+    GradingInterrupted,
     GradingResult,
     grade_one,
     progress_line,
@@ -83,6 +90,17 @@ def _make_probe() -> Callable[[str], dict]:
         }
 
     return probe
+
+
+def _make_exists() -> Callable[[str], bool]:
+    """A function (sent by value, like the probe) that says whether a file exists."""
+
+    def exists(path: str) -> bool:
+        import os
+
+        return os.access(path, os.X_OK)
+
+    return exists
 
 
 def worker_problems(probes: dict[str, dict], root: Path, db_url: str, local_host: str) -> list[str]:
@@ -139,10 +157,13 @@ def grade_on_dask(
     progress: Callable[[str], object] = print,
     memory_limit: float | None = DEFAULT_MEMORY_LIMIT_GIB,
     cell_timeout: float | None = None,
+    kernel_python: str | None = None,
+    file_limit: float | None = DEFAULT_FILE_LIMIT_GIB,
 ) -> list[GradingResult]:
     """Grade ``students``' submissions of ``assignment`` as tasks on the Dask cluster at
     ``scheduler`` (``tcp://host:port``); results as ``grade.grade_class`` returns them.
-    ``memory_limit`` (GiB per kernel) and ``cell_timeout`` as in ``grade.grade_one``."""
+    ``memory_limit``, ``file_limit`` (GiB per kernel), ``cell_timeout`` and
+    ``kernel_python`` as in ``grade.grade_one``."""
     try:
         from distributed import Client, as_completed
     except ImportError as err:
@@ -165,6 +186,15 @@ def grade_on_dask(
         problems = worker_problems(probes, root, db_url, socket.gethostname())
         if problems:
             raise ClusterError("cannot grade on this cluster:\n  " + "\n  ".join(problems))
+        if kernel_python:
+            found = client.run(_make_exists(), kernel_python)
+            missing = sorted(w for w, ok in found.items() if not ok)
+            if missing:
+                raise ClusterError(
+                    f"--kernel-python {kernel_python} is not an executable on workers "
+                    f"{', '.join(missing)}: install the same interpreter at that path on every "
+                    "worker machine, or leave out --kernel-python"
+                )
         threads = sum(w["nthreads"] for w in client.scheduler_info()["workers"].values())
         if db_url.startswith("sqlite"):
             progress(
@@ -184,23 +214,36 @@ def grade_on_dask(
                 retries,
                 memory_limit,
                 cell_timeout,
+                None,
+                kernel_python,
+                file_limit,
                 pure=False,
                 key=f"grade-{assignment}-{s}-{time.time_ns()}",
             ): s
             for s in students
         }
         results = []
-        for done, future in enumerate(as_completed(futures, loop=client.loop), start=1):
-            try:
-                res = future.result()
-            except Exception as err:  # a worker died more often than Dask allows, ...
-                res = GradingResult(
-                    futures[future],
-                    "failed",
-                    time.monotonic() - start,
-                    1,
-                    f"infrastructure: the Dask task failed ({type(err).__name__}: {err})"[:500],
-                )
-            results.append(res)
-            progress(progress_line(done, len(students), res))
+        try:
+            for done, future in enumerate(as_completed(futures, loop=client.loop), start=1):
+                try:
+                    res = future.result()
+                except Exception as err:  # a worker died more often than Dask allows, ...
+                    res = GradingResult(
+                        futures[future],
+                        "failed",
+                        time.monotonic() - start,
+                        1,
+                        f"infrastructure: the Dask task failed ({type(err).__name__}: {err})"[:500],
+                    )
+                results.append(res)
+                progress(progress_line(done, len(students), res, time.monotonic() - start))
+        except KeyboardInterrupt:
+            client.cancel(list(futures))
+            finished = {r.student for r in results}
+            results += [
+                GradingResult(s, "interrupted", 0.0, 0, "grading was interrupted (Ctrl-C)")
+                for s in students
+                if s not in finished
+            ]
+            raise GradingInterrupted(sorted(results, key=lambda r: r.student)) from None
     return sorted(results, key=lambda r: r.student)
