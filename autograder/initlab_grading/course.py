@@ -3,10 +3,13 @@
     python -m initlab_grading.course [--root DIR] [--assignment NAME ...]
 
 For each assignment: ``nbgrader generate_assignment`` (source/ -> release/),
-``nbgrader generate_solution`` (source/ -> solutions/, executed at the ``grade`` budget),
-the sample submissions written to submitted/, ``nbgrader autograde`` (one process per
-submission, in parallel: initlab_grading.grade),
-``nbgrader generate_feedback`` and, for the whole course, ``nbgrader export`` to
+``nbgrader generate_solution`` (source/ -> solutions/, executed at the ``grade`` budget;
+execution timestamps are removed and consecutive stream outputs merged, so that a rebuild
+whose outputs did not change leaves the committed solution byte for byte as it was), the
+sample submissions written to submitted/, autograding with the kit's grading command
+(initlab_grading.grade: long-lived grading workers, one per CPU core, each running
+nbgrader's own Autograde), ``nbgrader generate_feedback`` and, for the whole course,
+``nbgrader export`` to
 grades.csv. It prints each sample's score per test cell next to what the sample states it
 must score, and exits non-zero when any differ. tasks.py runs it in the course's
 virtual environment (``python3 tasks.py course``).
@@ -278,6 +281,38 @@ def forget_samples(root: Path, assignment: str) -> None:
                 pass
 
 
+def normalize_executed(path: Path) -> bool:
+    """Remove what differs between two executions with the same outputs: each cell's
+    ``metadata.execution`` (timestamps) and the split of a stream into chunks (consecutive
+    stream outputs of the same name are merged). Rewrites ``path`` only if that changed
+    something (always in nbformat's own layout); returns whether it did."""
+    before = path.read_text(encoding="utf-8")
+    nb = nbformat.reads(before, as_version=4)
+    for cell in nb.cells:
+        cell.metadata.pop("execution", None)
+        if cell.cell_type != "code":
+            continue
+        merged: list = []
+        for out in cell.outputs:
+            last = merged[-1] if merged else None
+            if (
+                out.output_type == "stream"
+                and last is not None
+                and last.output_type == "stream"
+                and last.name == out.name
+            ):
+                last.text += out.text
+            else:
+                merged.append(out)
+        cell.outputs = merged
+    after = nbformat.writes(nb)
+    after += "" if after.endswith("\n") else "\n"
+    if after == before:
+        return False
+    path.write_text(after, encoding="utf-8")
+    return True
+
+
 def build(root: Path, assignment: str) -> None:
     """release/ and solutions/ of one assignment, from its master in source/."""
     forget_samples(root, assignment)
@@ -285,6 +320,7 @@ def build(root: Path, assignment: str) -> None:
     nbgrader(root, "generate_assignment", assignment, "--force")
     print(f"[{assignment}] nbgrader generate_solution (executes the reference)", flush=True)
     nbgrader(root, "generate_solution", assignment, "--force", budget="grade")
+    normalize_executed(root / "solutions" / assignment / notebook_name(assignment))
 
 
 def grade_samples(root: Path, assignment: str) -> list[str]:
@@ -292,7 +328,10 @@ def grade_samples(root: Path, assignment: str) -> list[str]:
     their feedback, print the table; return the mismatches with the samples' statements."""
     samples = samples_for(assignment)
     write_submissions(root, assignment, samples)
-    print(f"[{assignment}] autograde {len(samples)} sample submissions in parallel", flush=True)
+    print(
+        f"[{assignment}] autograde {len(samples)} sample submissions (initlab_grading.grade)",
+        flush=True,
+    )
     from initlab_grading.grade import grade_class  # grade imports this module
 
     failed = [
