@@ -15,21 +15,33 @@ from initlab_grading.preprocessors import HIDDEN_NOTE
 from initlab_grading.samples import samples_for
 
 
+class Graded:
+    """Each assignment's samples graded once, when a test first asks for it (so that
+    ``-k gradient_descent`` grades that assignment only)."""
+
+    def __init__(self, root):
+        self.root, self.problems = root, {}
+
+    def __call__(self, assignment: str) -> list[str]:
+        if assignment not in self.problems:
+            self.problems[assignment] = course.grade_samples(self.root, assignment)
+        return self.problems[assignment]
+
+
 @pytest.fixture(scope="module")
 def graded(fresh_course):
-    problems = {a: course.grade_samples(fresh_course, a) for a in course.ASSIGNMENTS}
-    return fresh_course, problems
+    return Graded(fresh_course)
 
 
 @pytest.mark.parametrize("assignment", course.ASSIGNMENTS)
 def test_every_sample_scores_what_it_states(graded, assignment):
-    _, problems = graded
-    assert problems[assignment] == []
+    assert graded(assignment) == []
 
 
 @pytest.mark.parametrize("assignment", course.ASSIGNMENTS)
 def test_reference_full_and_blank_zero(graded, assignment):
-    root, _ = graded
+    graded(assignment)
+    root = graded.root
     tests = course.test_cell_ids(root, assignment)
     results = {
         r.student: r for r in course.collect_results(root, assignment, ["reference", "blank"])
@@ -40,7 +52,8 @@ def test_reference_full_and_blank_zero(graded, assignment):
 
 @pytest.mark.parametrize("assignment", course.ASSIGNMENTS)
 def test_feedback_shows_messages_not_hidden_tests(graded, assignment):
-    root, _ = graded
+    graded(assignment)
+    root = graded.root
     for sample in samples_for(assignment):
         html = (root / "feedback" / sample.student / assignment / f"{assignment}.html").read_text()
         assert "initlab_grading" not in html and "BEGIN HIDDEN TESTS" not in html
@@ -62,7 +75,9 @@ def test_release_stubs_fail_every_test_and_solution_validates(repo, fresh_course
 
 
 def test_export_writes_every_student(graded):
-    root, _ = graded
+    for assignment in course.ASSIGNMENTS:
+        graded(assignment)
+    root = graded.root
     course.nbgrader(root, "export", "--to", str(root / "grades.csv"))
     with open(root / "grades.csv") as fh:
         rows = list(csv.DictReader(fh))

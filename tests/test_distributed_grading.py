@@ -2,8 +2,9 @@
 PostgreSQL gradebook (nbgrader's CourseDirectory.db_url).
 
 A real `dask scheduler` and two `dask worker` processes run on 127.0.0.1, and a private
-PostgreSQL server (Debian's postgresql, installed with apt-get when missing) runs from a
-temporary folder for this module. The Dask engine grading into PostgreSQL must score six
+PostgreSQL server (Debian's postgresql, installed with apt-get when missing; its absence
+fails these tests, except without root, where they are skipped) runs from a temporary
+folder for this module. The Dask engine grading into PostgreSQL must score six
 samples of every kind exactly as they state (as the local engine grading into sqlite does in
 test_autograde_roundtrip); two graders writing into one
 PostgreSQL gradebook at once, on overlapping classes, must leave exactly one graded
@@ -70,12 +71,19 @@ def _postgres_bin() -> Path | None:
 
 
 def _install_postgres() -> Path:
-    """Debian's postgresql, installed with apt-get once per machine."""
+    """Debian's postgresql, installed with apt-get once per machine. The PostgreSQL tests
+    are required: where root can install it and does not manage to, they fail (as a
+    missing Chromium fails the browser test); only without root are they skipped."""
     if _postgres_bin() is None:
-        if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        if os.geteuid() != 0:
             pytest.skip(
-                "PostgreSQL is not installed and cannot be installed here (needs root and "
-                "apt-get): run `apt-get install -y postgresql`"
+                "PostgreSQL is not installed and installing it needs root: run "
+                "`sudo apt-get install -y postgresql` (these tests then run)"
+            )
+        if shutil.which("apt-get") is None:
+            pytest.fail(
+                "PostgreSQL is not installed and there is no apt-get to install it: install "
+                "a PostgreSQL server whose initdb lies in /usr/lib/postgresql/<version>/bin/"
             )
         for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", "postgresql"]):
             proc = subprocess.run(
@@ -85,7 +93,11 @@ def _install_postgres() -> Path:
                 env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
             )
             if proc.returncode != 0:
-                pytest.skip(f"`{' '.join(cmd)}` failed, so no PostgreSQL: {proc.stderr[-500:]}")
+                pytest.fail(
+                    f"PostgreSQL is required and `{' '.join(cmd)}` failed (exit status "
+                    f"{proc.returncode}); fix the package source or install postgresql by "
+                    f"hand:\n{proc.stderr[-800:]}"
+                )
     bin_dir = _postgres_bin()
     assert bin_dir is not None, "apt-get installed postgresql but no initdb is in /usr/lib"
     return bin_dir
@@ -243,7 +255,7 @@ def test_dask_into_postgresql_scores_what_the_samples_state(
     lines: list[str] = []
     on_dask = grade.grade_class(
         pg_root, ASSIGNMENT, timeout=300, engine="dask", scheduler=scheduler,
-        progress=lines.append,
+        progress=lines.append, kernel_python=sys.executable,  # passed through to the kernels
     )  # fmt: skip
     with Client(scheduler) as client:
         after = client.run(lambda dask_worker: dask_worker.state.executed_count)
@@ -344,6 +356,20 @@ def test_the_dask_engine_refuses_what_cannot_work(tmp_path):
     assert f"PYTHONPATH={root / 'autograder'}" in problems[1]
     assert "pip install psycopg2-binary" in problems[2]
     assert "no workers" in worker_problems({}, root, postgresql, "grader1")[0]
+
+
+def test_dask_engine_refuses_a_kernel_python_a_worker_lacks(base_course, scheduler, tmp_path):
+    from initlab_grading.distributed import ClusterError
+
+    root = copy_course(base_course, tmp_path / "no-python", None)
+    (sample,) = [s for s in samples_for(ASSIGNMENT) if s.student == "reference"]
+    course.write_submissions(root, ASSIGNMENT, [sample])
+    missing = str(tmp_path / "no-such-python")
+    with pytest.raises(ClusterError, match="is not an executable on workers") as refused:
+        grade.grade_class(
+            root, ASSIGNMENT, engine="dask", scheduler=scheduler, kernel_python=missing
+        )
+    assert missing in str(refused.value)
 
 
 def test_dask_engine_needs_a_scheduler_address(capsys, monkeypatch):

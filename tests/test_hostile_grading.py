@@ -1,16 +1,21 @@
 """Hostile and broken submissions graded beside a normal one by initlab_grading.grade, in
 one class run (2 workers): each scores zero on what it broke and full marks elsewhere,
 the normal submission scores what it scores alone, the gradebook keeps every row, and the
-report has a line saying what happened (initlab_grading.samples.hostile).
+report has a line saying what happened (initlab_grading.samples.hostile). Links out of
+the kernel's folder change no file outside it, the grader's secrets never reach a kernel,
+and the feedback of a notebook that prints its hidden tests' source shows none of it.
 
 As root the run uses --isolate (with an interpreter other users can run, see
 _kernel_python); otherwise it grades without it, and the isolation test and the file
-snooper, which would really damage other files, are skipped with the reason."""
+snooper, which would really damage other files, are skipped with the reason. (The links
+sample is graded either way: what it points at lies in this test's own course folder.)"""
 
 from __future__ import annotations
 
+import html as html_lib
 import json
 import os
+import re
 import shutil
 import site
 import sqlite3
@@ -18,15 +23,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import nbformat
 import pytest
 
 from conftest import make_course
 from initlab_grading import course, grade
+from initlab_grading.preprocessors import QUOTE_NOTE
 from initlab_grading.samples import hostile, samples_for
 
 ASSIGNMENT = hostile.ASSIGNMENT
 NORMAL = ("reference",)
 SNOOP = "snoop"
+UNTOUCHED = "nobody wrote here\n"
+SECRET = "initlab-test-secret-6f1c"
 
 
 def _kernel_python(root: Path, folder: Path) -> tuple[str | None, str]:
@@ -70,14 +79,25 @@ def graded(tmp_path_factory):
     # Without isolation the file snooper would really write into the gradebook and another
     # student's submission: it is only graded where the system can refuse.
     hostile.write(root, [s for s in hostile.SAMPLES if SNOOP != s.student or not no_isolation])
+    (root / hostile.ESCAPE_TARGET).write_text(UNTOUCHED)
     report = root / "report.json"
     args = [ASSIGNMENT, "--root", str(root), "--workers", "2", "--timeout", "300"]
-    args += ["--cell-timeout", "10", "--memory-limit", "1.5", "--report", str(report)]
+    args += ["--cell-timeout", "10", "--memory-limit", "1.5", "--file-limit", "0.05"]
+    args += ["--report", str(report)]
     if not no_isolation:
         args += ["--isolate"] + (["--kernel-python", python] if python else [])
-    code = grade.main(args)
+    gradebook_mode = (root / "gradebook.db").stat().st_mode
+    saved = os.environ.get(hostile.SECRET_VARIABLE)
+    os.environ[hostile.SECRET_VARIABLE] = SECRET  # a grader's database password
+    try:
+        code = grade.main(args)
+    finally:
+        if saved is None:
+            os.environ.pop(hostile.SECRET_VARIABLE)
+        else:
+            os.environ[hostile.SECRET_VARIABLE] = saved
     rows = {r["student"]: r for r in json.loads(report.read_text())}
-    return root, code, rows, no_isolation
+    return root, code, rows, no_isolation, gradebook_mode
 
 
 def _scores(root: Path, students: list[str]) -> dict[str, dict[str, float]]:
@@ -87,7 +107,7 @@ def _scores(root: Path, students: list[str]) -> dict[str, dict[str, float]]:
 
 
 def test_normal_submissions_score_what_they_score_alone(graded):
-    root, code, rows, _ = graded
+    root, code, rows, *_ = graded
     assert code == 1  # two hostile submissions cannot be graded
     problems = course.compare_with_samples(
         course.collect_results(root, ASSIGNMENT, list(NORMAL)),
@@ -100,11 +120,12 @@ def test_normal_submissions_score_what_they_score_alone(graded):
 
 @pytest.mark.parametrize("sample", hostile.SAMPLES, ids=lambda s: s.student)
 def test_hostile_submission_loses_what_it_broke_and_is_reported(graded, sample):
-    root, _, rows, no_isolation = graded
+    root, _, rows, no_isolation, _ = graded
     if sample.student == SNOOP and no_isolation:
         pytest.skip(f"the file snooper is graded only with --isolate: {no_isolation}")
     row = rows[sample.student]
-    assert any(sample.note in note for note in row["notes"]), row
+    if sample.note:
+        assert any(sample.note in note for note in row["notes"]), row
     if not sample.graded:
         assert row["status"] == "failed" and row["attempts"] == 0
         return
@@ -119,7 +140,7 @@ def test_hostile_submission_loses_what_it_broke_and_is_reported(graded, sample):
 
 
 def test_gradebook_keeps_every_row(graded):
-    root, _, rows, _ = graded
+    root, _, rows, *_ = graded
     db = sqlite3.connect(root / "gradebook.db")
     students = {r[0] for r in db.execute("SELECT id FROM student")}
     submitted = {
@@ -137,7 +158,7 @@ def test_gradebook_keeps_every_row(graded):
 
 
 def test_isolated_kernel_cannot_read_or_write_other_files(graded):
-    root, _, rows, no_isolation = graded
+    root, _, rows, no_isolation, _ = graded
     if no_isolation:
         pytest.skip(f"graded without --isolate: {no_isolation}")
     nb = (root / "autograded" / SNOOP / ASSIGNMENT / hostile.NOTEBOOK).read_text()
@@ -156,6 +177,70 @@ def test_isolated_kernel_cannot_read_or_write_other_files(graded):
             assert (root / name).stat().st_mode & 0o077 == 0, name
     # and the student's own folder came back to the course's owner
     assert (root / "autograded" / SNOOP).stat().st_uid == root.stat().st_uid
+
+
+def _entries(folder: Path) -> dict[str, str]:
+    kinds = {}
+    for path in folder.rglob("*"):
+        kinds[str(path.relative_to(folder))] = (
+            "link" if path.is_symlink() else "file" if path.is_file() else "dir"
+            if path.is_dir() else "other"
+        )  # fmt: skip
+    return kinds
+
+
+def test_links_out_of_the_folder_change_nothing_and_secrets_stay_out(graded):
+    """The links sample replaced its notebook by a link to a course file and linked the
+    gradebook: nbgrader, as root, would have overwritten the one and chmod'ed the other.
+    Its folder holds regular files only afterwards, and its kernel saw none of the
+    grader's secrets (PGPASSWORD was set while grading)."""
+    root, _, rows, no_isolation, gradebook_mode = graded
+    assert (root / hostile.ESCAPE_TARGET).read_text() == UNTOUCHED
+    mode = (root / "gradebook.db").stat().st_mode
+    if no_isolation:
+        assert mode == gradebook_mode, oct(mode)
+    else:
+        assert mode & 0o077 == 0, oct(mode)
+    folder = root / "autograded" / "links-out" / ASSIGNMENT
+    assert _entries(folder) == {hostile.NOTEBOOK: "file", "timestamp.txt": "file"}
+    text = (folder / hostile.NOTEBOOK).read_text()
+    assert "ENVIRONMENT" in text and "PYTHONSAFEPATH" in text  # the kernel's, printed
+    assert SECRET not in text and hostile.SECRET_VARIABLE not in text
+    (line,) = [n for n in rows["links-out"]["notes"] if "were removed" in n]
+    for name in ("gradebook-link (a symbolic link)", "a-fifo (not a regular file)",
+                 "moved.ipynb (created while grading)"):  # fmt: skip
+        assert name in line, line
+
+
+def test_shipped_modules_are_neither_copied_nor_imported(graded):
+    root, *_ = graded
+    folder = root / "autograded" / "shipped-modules" / ASSIGNMENT
+    assert _entries(folder) == {hostile.NOTEBOOK: "file", "timestamp.txt": "file"}
+
+
+def test_feedback_shows_no_hidden_test_code(graded):
+    """The leaking sample raised the source of the hidden test that called it and printed
+    IPython's input history; its feedback shows the tests' messages, none of that code."""
+    root, *_ = graded
+    student = "leaks-hidden-tests"
+    course.nbgrader(root, "generate_feedback", ASSIGNMENT, f"--student={student}", "--force")
+    page = (root / "feedback" / student / ASSIGNMENT / f"{ASSIGNMENT}.html").read_text()
+    shown = " ".join(html_lib.unescape(re.sub(r"<[^>]+>", " ", page)).split())
+    graded_nb = nbformat.read(root / "autograded" / student / ASSIGNMENT / hostile.NOTEBOOK, 4)
+    outputs = json.dumps([cell.get("outputs", []) for cell in graded_nb.cells])
+    hidden = {
+        line.strip()
+        for cell in nbformat.read(root / "source" / ASSIGNMENT / hostile.NOTEBOOK, 4).cells
+        for line in cell.source.split("### BEGIN HIDDEN TESTS")[-1].splitlines()
+        if "BEGIN HIDDEN TESTS" in cell.source and len(line.strip()) >= 12
+        and "END HIDDEN TESTS" not in line
+    }  # fmt: skip
+    leaked = [h for h in hidden if json.dumps(h)[1:-1] in outputs]
+    assert len(leaked) >= 3, leaked  # it did get hold of the hidden tests' source
+    assert [h for h in hidden if h in shown] == []
+    assert "initlab_grading" not in page
+    assert "Visible tests passed." in shown and QUOTE_NOTE in shown
+    assert "ValueError: the test that called me:" in shown
 
 
 _GUARD_SCRIPT = """

@@ -1,11 +1,20 @@
 """The kit's parallel grading command (initlab_grading.grade). The round-trip tests grade
-every sample submission through it and check each score; here: a broken notebook is
-reported and not retried, a runaway submission is stopped with its kernel, progress
-lines and the JSON report."""
+every sample submission through it and check each score; here: it grades exactly as plain
+`nbgrader autograde` does, a broken notebook is reported and not retried, an internal
+error fails one submission only, a runaway submission is stopped with its kernel, a
+killed worker is replaced, the worker protocol refuses lines it did not send, bad options
+and a memory limit too small for torch are refused before grading, Ctrl-C writes a partial
+report, one worker grades many submissions without its open files or memory growing,
+progress lines and the JSON report."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
+import re
+import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -13,26 +22,42 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_course
+from conftest import REPO, make_course
 from initlab_grading import course, grade
 from initlab_grading.samples import Sample, samples_for
 
 ASSIGNMENT = "gradient_descent"
 
 
+# Samples graded by both plain nbgrader and the kit: full marks, a hidden check's failure,
+# deleted test cells restored.
+COMPARED = ("reference", "gradient-sign", "deleted-failing-tests")
+
+
 @pytest.fixture(scope="module")
 def small_class(tmp_path_factory):
-    """The reference submission and a notebook that is not JSON at all."""
+    """COMPARED's samples, a notebook that is not JSON at all, and a copy of the
+    reference that meets an internal error of the kit's."""
     root = make_course(tmp_path_factory.mktemp("parallel-course"), [ASSIGNMENT])
-    (sample,) = [s for s in samples_for(ASSIGNMENT) if s.student == "reference"]
-    course.write_submissions(root, ASSIGNMENT, [sample])
+    samples = [s for s in samples_for(ASSIGNMENT) if s.student in COMPARED]
+    course.write_submissions(root, ASSIGNMENT, samples)
+    (ref,) = [s for s in samples if s.student == "reference"]
+    course.write_submissions(root, ASSIGNMENT, [dataclasses.replace(ref, student="internal")])
     broken = root / "submitted" / "broken-json" / ASSIGNMENT
     broken.mkdir(parents=True)
     (broken / f"{ASSIGNMENT}.ipynb").write_text("{ this is not a notebook")
     return root
 
 
-def test_main_reports_progress_failures_and_writes_a_report(small_class, capsys):
+def test_main_reports_progress_failures_and_writes_a_report(small_class, capsys, monkeypatch):
+    inspect = grade.inspect_submission
+
+    def faulty(root, assignment, student):
+        if student == "internal":
+            raise RuntimeError("a fault of the kit's")
+        return inspect(root, assignment, student)
+
+    monkeypatch.setattr(grade, "inspect_submission", faulty)
     report = small_class / "report.json"
     code = grade.main(
         [ASSIGNMENT, "--root", str(small_class), "--workers", "2", "--report", str(report)]
@@ -40,15 +65,54 @@ def test_main_reports_progress_failures_and_writes_a_report(small_class, capsys)
     out = capsys.readouterr().out
     assert code == 1  # broken-json cannot be graded
     rows = {r["student"]: r for r in json.loads(report.read_text())}
-    assert rows["reference"]["status"] == "graded"
+    assert {s: rows[s]["status"] for s in COMPARED} == {s: "graded" for s in COMPARED}
     # rejected when the submission is inspected, before nbgrader runs: never retried
     assert rows["broken-json"]["status"] == "failed" and rows["broken-json"]["attempts"] == 0
     assert "is not a valid notebook" in rows["broken-json"]["detail"]
+    assert (
+        "has no submission of gradient_descent by broken-json" in rows["broken-json"]["gradebook"]
+    )
+    # one submission's internal error fails that submission only
+    assert rows["internal"]["status"] == "failed"
+    assert "internal error: RuntimeError: a fault of the kit's" in rows["internal"]["detail"]
     assert "broken-json: failed" in out and "reference: graded" in out
-    assert "2 submissions in" in out and "1 failed, 1 graded" in out
-    tests = course.test_cell_ids(small_class, ASSIGNMENT)
-    (ref,) = course.collect_results(small_class, ASSIGNMENT, ["reference"])
-    assert ref.auto_score == ref.auto_max(tests)
+    assert "5 submissions in" in out and "2 failed, 3 graded" in out
+    assert re.search(r"\[1/5\] .*; 4 left, about \d+ (s|min \d+ s) to go", out), out
+    assert re.search(r"\[5/5\] [^;]*\n", out), out  # nothing left: no time to go
+    problems = course.compare_with_samples(
+        course.collect_results(small_class, ASSIGNMENT, list(COMPARED)),
+        [s for s in samples_for(ASSIGNMENT) if s.student in COMPARED],
+        course.test_cell_ids(small_class, ASSIGNMENT),
+    )
+    assert problems == []
+
+
+def _grades(root: Path, students: tuple[str, ...]) -> dict[str, dict]:
+    from nbgrader.api import Gradebook
+
+    with Gradebook(course.gradebook_url(root)) as gb:
+        return {
+            s: {
+                g.name: (g.auto_score, g.needs_manual_grade, g.max_score)
+                for g in gb.find_submission_notebook(ASSIGNMENT, ASSIGNMENT, s).grades
+            }
+            for s in students
+        }
+
+
+def test_plain_nbgrader_grades_exactly_as_the_kit(small_class, tmp_path):
+    """The same submissions graded by plain `nbgrader autograde` (one process, one after
+    another) in a copy of the course: every cell's score, maximum and manual-grading flag
+    equal what the kit wrote (the test above graded small_class)."""
+    plain = tmp_path / "plain"
+    shutil.copytree(small_class, plain, symlinks=True, ignore=shutil.ignore_patterns(
+        "autograded", "gradebook.db", "report.json", "broken-json", "internal"))  # fmt: skip
+    course.nbgrader(plain, "generate_assignment", ASSIGNMENT, "--force")
+    course.nbgrader(plain, "autograde", ASSIGNMENT, "--force")
+    kit, by_nbgrader = _grades(small_class, COMPARED), _grades(plain, COMPARED)
+    assert kit == by_nbgrader
+    assert any(flag for cells in kit.values() for _, flag, _ in cells.values())  # manual ones
+    assert {score for cells in kit.values() for score, _, _ in cells.values()} > {0.0}
 
 
 def _alive(pid: int) -> bool:
@@ -119,13 +183,25 @@ def test_workers_are_replaced_after_a_runaway_or_a_killed_worker(small_class):
     results = {
         r.student: r
         for r in grade.grade_class(
-            class_root, ASSIGNMENT, workers=1, timeout=20, retries=1, progress=lambda _: None
+            class_root, ASSIGNMENT, workers=1, timeout=10, retries=1, progress=lambda _: None
         )
     }
     assert results["a-kills-grader"].status == "failed"
     assert results["a-kills-grader"].attempts == 2
     assert grade.WORKER_STOPPED in results["a-kills-grader"].detail
-    assert results["b-infinite-loop"].status == "timed out"
+    assert "died each time this notebook was graded (2 times)" in " ".join(
+        results["a-kills-grader"].notes
+    )
+    loop_result = results["b-infinite-loop"]
+    assert loop_result.status == "timed out"
+    # the report says what the gradebook holds, and it does: a submission without scores
+    assert "without scores" in loop_result.gradebook, loop_result.gradebook
+    assert _grades(class_root, ("b-infinite-loop",))["b-infinite-loop"]
+    assert all(
+        score is None
+        for score, _, _ in _grades(class_root, ("b-infinite-loop",))["b-infinite-loop"].values()
+    )
+    assert not (class_root / "autograded" / "b-infinite-loop" / ASSIGNMENT).exists()
     assert results["c-reference"].status == "graded", results["c-reference"].detail
     tests = course.test_cell_ids(class_root, ASSIGNMENT)
     (graded,) = course.collect_results(class_root, ASSIGNMENT, ["c-reference"])
@@ -144,3 +220,146 @@ def _cwd(pid: int) -> str:
         return str(Path(f"/proc/{pid}/cwd").resolve())
     except OSError:
         return ""
+
+
+def test_the_worker_protocol_refuses_lines_it_did_not_send(small_class):
+    """Without --isolate a kernel can open its worker's pipes through /proc. A line in the
+    worker's input without the worker's key stops the worker (it is replaced), and an
+    answer line without it (or for another job) is refused: the submission is not taken as
+    graded on its word."""
+    kernel = grade.KernelOptions()
+    worker = grade.GradingWorker(small_class, ASSIGNMENT, kernel, None)
+    try:
+        # what a kernel would write into its parent's answer pipe, through /proc
+        with open(f"/proc/self/fd/{worker.proc.stdout.fileno()}", "w") as pipe:
+            pipe.write(json.dumps({"student": "reference", "success": True, "job": 1}) + "\n")
+        with pytest.raises(grade.WorkerFailure, match="not for this job") as failure:
+            worker.grade("reference", None, 120, "token")
+        assert failure.value.kind == "protocol"
+        assert worker.proc.poll() is not None  # killed: it cannot be trusted any more
+    finally:
+        worker.stop()
+    worker = grade.GradingWorker(small_class, ASSIGNMENT, kernel, None)
+    try:
+        worker.proc.stdin.write(json.dumps({"student": "reference"}) + "\n")  # no key
+        worker.proc.stdin.flush()
+        assert worker.proc.wait(timeout=60) == 3
+        with pytest.raises(grade.WorkerFailure, match="grading worker stopped") as failure:
+            worker.grade("reference", None, 120, "token")
+        worker.stderr.seek(0)
+        assert b"without this worker's key" in worker.stderr.read()
+    finally:
+        worker.stop()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--cell-timeout", "0"], "--cell-timeout: 0 is not a positive number of seconds"),
+        (["--workers", "-1"], "--workers: -1 is not a number of workers"),
+        (["--workers", "0"], "--workers: 0 is not a number of workers"),
+        (["--memory-limit", "-1"], "--memory-limit: -1 is not 0 (no limit)"),
+        (["--timeout", "0"], "--timeout: 0 is not a positive number of seconds"),
+        (["--retries", "-2"], "--retries: -2 is not 0 or more"),
+    ],
+)
+def test_bad_options_are_refused_before_grading(args, message, capsys):
+    with pytest.raises(SystemExit) as stop:
+        grade.main([ASSIGNMENT, *args])
+    assert stop.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_memory_limit_too_small_for_torch_is_refused_before_grading(small_class):
+    with pytest.raises(SystemExit) as stop:
+        grade.grade_class(small_class, ASSIGNMENT, workers=1, memory_limit=0.25)
+    assert "cannot import numpy and torch" in str(stop.value), stop.value
+    assert "raise --memory-limit" in str(stop.value)
+
+
+def _pids() -> list[int]:
+    return [int(p.name) for p in Path("/proc").glob("[0-9]*")]
+
+
+def _tiny_course(root: Path, students: int) -> Path:
+    """A course whose one assignment has one answer cell and one test cell, so that a
+    submission takes about a second to grade."""
+    import nbformat
+    from nbformat import v4
+
+    (root / "source" / "tiny").mkdir(parents=True)
+    shutil.copy(REPO / "nbgrader_config.py", root / "nbgrader_config.py")
+    (root / "autograder").symlink_to(REPO / "autograder", target_is_directory=True)
+
+    def meta(**kw):
+        return {"nbgrader": {"schema_version": 3, "locked": False, "points": 0,
+                             "grade": False, "solution": False, **kw}}  # fmt: skip
+
+    nb = v4.new_notebook(cells=[
+        v4.new_code_cell("import numpy as np", metadata=meta(grade_id="setup", locked=True)),
+        v4.new_code_cell("### BEGIN SOLUTION\nanswer = 42\n### END SOLUTION",
+                         metadata=meta(grade_id="answer", solution=True)),
+        v4.new_code_cell('assert answer == 42\nprint("Visible tests passed.")',
+                         metadata=meta(grade_id="test", grade=True, locked=True, points=1)),
+    ])  # fmt: skip
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}  # fmt: skip
+    nbformat.write(nb, root / "source" / "tiny" / "tiny.ipynb")
+    course.nbgrader(root, "generate_assignment", "tiny", "--force")
+    release = nbformat.read(root / "release" / "tiny" / "tiny.ipynb", 4)
+    release.cells[1].source = "answer = 42"
+    for i in range(students):
+        folder = root / "submitted" / f"s{i:02d}" / "tiny"
+        folder.mkdir(parents=True)
+        nbformat.write(release, folder / "tiny.ipynb")
+    return root
+
+
+SOAK = 8
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    return _tiny_course(tmp_path_factory.mktemp("tiny-course"), SOAK)
+
+
+def test_one_worker_grades_many_submissions_without_growing(tiny):
+    """Soak: one worker grades SOAK tiny submissions; its open file descriptors do not
+    grow from the second submission on and its resident memory grows by less than 64 MiB."""
+    seen: list[dict[str, int]] = []
+    results = grade.grade_class(
+        tiny, "tiny", workers=1, progress=lambda _: None,
+        on_worker=lambda w: seen.append(dict(w.last_resources)),
+    )  # fmt: skip
+    assert [r.status for r in results] == ["graded"] * SOAK, [r.detail for r in results]
+    assert len(seen) == SOAK and all(s["fds"] > 0 for s in seen), seen
+    fds = [s["fds"] for s in seen]
+    assert max(fds[1:]) <= fds[1], fds  # no descriptor leaks from one submission to the next
+    rss = [s["rss"] for s in seen]
+    assert rss[-1] - rss[1] < 64 * 2**20, rss
+
+
+def test_ctrl_c_stops_grading_and_writes_what_was_graded(tiny):
+    """Ctrl-C after the first submission: the workers and kernels stop, the report lists
+    the graded submission and the others as interrupted, and the exit status is 130."""
+    report = tiny / "interrupted-report.json"
+    cmd = [sys.executable, "-m", "initlab_grading.grade", "tiny", "--root", str(tiny)]
+    cmd += ["--workers", "1", "--report", str(report)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, sys.path))}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)  # fmt: skip
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith(f"[1/{SOAK}] s00: graded"):
+            proc.send_signal(signal.SIGINT)
+            break
+    out = "".join(lines) + proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130, out
+    rows = {r["student"]: r["status"] for r in json.loads(report.read_text())}
+    assert rows["s00"] == "graded" and set(rows) == {f"s{i:02d}" for i in range(SOAK)}, out
+    assert set(rows.values()) == {"graded", "interrupted"} and rows["s07"] == "interrupted"
+    assert "Interrupted: the submissions marked 'interrupted' were not graded." in out
+    time.sleep(1.5)
+    left = [pid for pid in _pids() if str(tiny) in _cwd(pid) and _alive(pid)]
+    assert left == [], [_cmdline(pid) for pid in left]

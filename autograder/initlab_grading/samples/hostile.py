@@ -2,12 +2,14 @@
 
 Each starts from the reference answers and makes one hostile change: a broken or renamed
 notebook, test cells deleted, duplicated, edited or turned into markdown, nbgrader
-metadata stripped, an endless loop, a memory bomb, a dying kernel, 100 MB of output,
-warnings from correct code, replaced library functions or error display, reading and
-writing other people's files. Where the change comes with a wrong answer, the wrong answer
-is what the change tries to hide. Each states the test cells that must score zero (all
-others score full marks), a piece of the grading report's line about it, and whether the
-submission can be graded at all. tests/test_hostile_grading.py grades them with
+metadata stripped, an endless loop, a memory bomb, a dying kernel, 100 MB of output, a
+file larger than the file limit, warnings from correct code, replaced library functions
+or error display, fake modules shipped next to the notebook, links that would make root
+overwrite or chmod other files, printing the hidden tests' source into feedback, reading
+and writing other people's files. Where the change comes with a wrong answer, the wrong
+answer is what the change tries to hide. Each states the test cells that must score zero
+(all others score full marks), a piece of the grading report's line about it, and whether
+the submission can be graded at all. tests/test_hostile_grading.py grades them with
 initlab_grading.grade, among normal submissions.
 """
 
@@ -49,7 +51,8 @@ class HostileSample:
     lost: tuple[str, ...]
     """Test cells that must score zero; every other test cell scores full marks."""
     note: str
-    """A piece of the report's line about this submission."""
+    """A piece of the report's line about this submission ("": what it tried leaves no
+    line; the test checks its effect instead)."""
     graded: bool = True
     """False: nbgrader cannot grade it (no gradebook submission)."""
 
@@ -131,6 +134,84 @@ for target in ["gradebook.db", "submitted/reference/gradient_descent/gradient_de
         snooped["write " + target] = type(err).__name__
 print("SNOOPED", snooped)
 """
+
+# Fake modules next to the notebook: a check helper and hidden checks that pass
+# everything, and a guard that prints the markers the grader waits for. Imported from the
+# kernel's working folder, they would turn a wrong step size into full marks; nbgrader
+# does not copy them there and the kernel does not import from there.
+_FAKE_GUARD = """
+import hashlib
+_nonce = None
+def snapshot(nonce):
+    global _nonce
+    _nonce = nonce
+def finished(grade_id, names=None):
+    print(hashlib.sha256(f"{_nonce}:{grade_id}".encode()).hexdigest()[:32])
+def files(nonce):
+    print(hashlib.sha256(f"{nonce}:files".encode()).hexdigest()[:32] + "{}")
+"""
+_FAKE_CHECKS = "def __getattr__(name):\n    return lambda *a, **k: None\n"
+_SHIPPED = {
+    "initlab_grading/__init__.py": "",
+    "initlab_grading/guard.py": _FAKE_GUARD,
+    "initlab_grading/gradient_descent.py": _FAKE_CHECKS,
+    "initlab/__init__.py": "",
+    "initlab/checks.py": _FAKE_CHECKS,
+    "numpy.py": "raise SystemExit('a shipped numpy.py was imported')\n",
+    "sitecustomize.py": "raise SystemExit('a shipped sitecustomize.py was imported')\n",
+}
+
+
+def _shipped(root: Path) -> dict[str, str]:
+    return {**_one(_nb(root, {"stable_step": WRONG_STEP})), **_SHIPPED}
+
+
+# Links from the kernel's folder to files elsewhere: nbgrader, as root, writes the graded
+# notebook with open(path, "w") and chmods every file there, following links. The notebook
+# becomes a link to a file of the course, and a second link points at the gradebook. It
+# also prints the kernel's environment (which must not hold the grader's secrets).
+ESCAPE_TARGET = "escape-target.txt"
+"""A file in the course root that the links sample points the graded notebook at."""
+SECRET_VARIABLE = "PGPASSWORD"
+_LINKS = f"""
+import os, pathlib
+course = pathlib.Path.cwd().parents[2]
+print("ENVIRONMENT", sorted(os.environ.items()))
+os.replace("gradient_descent.ipynb", "moved.ipynb")
+os.symlink(course / "{ESCAPE_TARGET}", "gradient_descent.ipynb")
+os.symlink(course / "gradebook.db", "gradebook-link")
+try:
+    os.link(course / "gradebook.db", "gradebook-hardlink")
+except OSError as err:
+    print("no hard link:", type(err).__name__)
+os.mkfifo("a-fifo")
+"""
+
+# Code that reads the source of the test calling it (the notebook cells on the stack,
+# through linecache) and raises it as its message, and a last answer that prints IPython's
+# input history (every cell that ran, hidden tests included).
+_LEAK_F_AND_GRAD = """
+import inspect
+import linecache
+
+
+def _stack_source():
+    cells = [f.filename for f in inspect.stack(0) if "ipykernel_" in f.filename]
+    return "\\n".join("".join(linecache.getlines(name)) for name in cells)
+
+
+def f(x):
+    x1, x2 = x
+    return (x1 - 6) ** 2 + x2**2 - x1 * x2
+
+
+def grad_f(x):
+    if any(frame.function == "check_grad" for frame in inspect.stack(0)):
+        raise ValueError("the test that called me:\\n" + _stack_source())
+    x1, x2 = x
+    return np.array([2 * (x1 - 6) - x2, 2 * x2 - x1])
+"""
+_LEAK_HISTORY = "\nprint('HISTORY', '\\n'.join(In))"
 
 SAMPLES = [
     HostileSample(
@@ -281,6 +362,43 @@ def grad_f(x):
         "test_stable_step: scored 0",
     ),
     HostileSample(
+        "disk-filler",
+        "an answer cell that writes a 100 MB file, past the file-size limit",
+        _answers(
+            hand_iterates='with open("big.bin", "wb") as fh:\n'
+            '    for _ in range(100):\n        fh.write(b"x" * 1_000_000)\n' + HAND_ITERATES
+        ),
+        ("test_hand_iterates",),
+        "big.bin (created while grading)",
+    ),
+    HostileSample(
+        "shipped-modules",
+        "a wrong step size with fake initlab_grading, initlab.checks, numpy and "
+        "sitecustomize modules shipped next to the notebook",
+        _shipped,
+        ("test_stable_step",),
+        "files not copied for grading: initlab/__init__.py",
+    ),
+    HostileSample(
+        "links-out",
+        "correct answers; the notebook replaced by a link to a course file, a link and a "
+        "hard link to the gradebook, a fifo, and the environment printed",
+        _answers(stable_step="largest_stable_step = 2.0 / 3.0\n" + _LINKS),
+        (),
+        "gradient_descent.ipynb (a symbolic link)",
+    ),
+    HostileSample(
+        "leaks-hidden-tests",
+        "a gradient that, called by a hidden test, raises the source of every caller as its "
+        "message; a last answer that prints IPython's input history",
+        _answers(
+            f_and_grad=_LEAK_F_AND_GRAD,
+            stable_step="largest_stable_step = 2.0 / 3.0" + _LEAK_HISTORY,
+        ),
+        ("test_f_and_grad_hidden",),
+        "",
+    ),
+    HostileSample(
         "snoop",
         "correct answers plus code that reads and writes the gradebook, the master and "
         "another student's files",
@@ -297,5 +415,6 @@ def write(root: Path, samples: list[HostileSample]) -> None:
         folder = root / "submitted" / sample.student / ASSIGNMENT
         folder.mkdir(parents=True, exist_ok=True)
         for name, text in sample.files(root).items():
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
             (folder / name).write_text(text)
         (folder / "timestamp.txt").write_text(course.SUBMISSION_TIME)
