@@ -1,22 +1,28 @@
-"""Grading throughput, measured in one run (not a test; prints figures and ratios).
+"""Grading throughput, measured (not a test; prints figures and ratios, and fails if the
+kit's scores differ from plain nbgrader's).
 
-    PYTHONPATH=autograder .venv/bin/python benchmarks/grading.py [--assignment ID]
-        [--class-size N] [--workers N]
+    PYTHONPATH=autograder .venv/bin/python benchmarks/grading.py [--assignment ID ...|--all]
+        [--class-size N] [--workers N] [--threads N] [--rounds N]
 
-Builds a class of N submissions (default 40) of one assignment in a temporary course,
-cycling through its sample submissions, at the ``grade`` budget. Then, on the same
-submissions:
+For each assignment (default gradient_descent; ``--all``: every one), builds a class of N
+submissions (default 40) in a temporary course, cycling through its sample submissions,
+graded at the ``grade`` budget with N threads per kernel (``--threads``, default 1:
+OMP/MKL/OpenBLAS threads fixed, so that a kernel's speed does not depend on how many run at
+once). One notebook is executed first and not counted (imports and disk caches warm for
+every method alike). Then, on the same submissions, ``--rounds`` times (default 1; with 2
+or more the order of 1 and 2 alternates and the best round of each counts):
 
 1. plain sequential ``nbgrader autograde ASSIGNMENT`` (one process grades the class);
-2. the kit's parallel grading (``initlab_grading.grade``: ``--workers`` long-lived
-   grading workers, each grading one submission after another);
-3. executing each submission's notebook alone with nbclient (no nbgrader), one after
-   another, which is the floor any grader pays.
+2. the kit's grading (``initlab_grading.grade``: ``--workers`` long-lived grading
+   workers, each grading one submission after another, start-up check included);
+3. (once) executing each submission's notebook alone with nbclient (no nbgrader), one
+   after another, which is the floor any grader pays.
 
 It prints seconds per submission for each, the speed-up of 2 over 1, and the kit's
 overhead per submission: the worker time (2) spends per submission (its wall time times
-the number of workers, divided by the class size; start-up of the workers included) minus
-(3)'s time per submission.
+the number of workers, divided by the class size; start-up included) minus (3)'s time per
+submission. After 1 and after 2 it reads every cell's score, maximum and manual-grading flag
+from the gradebook and compares them; any difference is printed and the exit status is 1.
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ from initlab_grading.samples import samples_for  # noqa: E402
 
 
 def build_class(root: Path, assignment: str, size: int) -> list[str]:
-    shutil.copytree(REPO / "source", root / "source")
+    shutil.copytree(REPO / "source" / assignment, root / "source" / assignment)
     shutil.copy(REPO / "nbgrader_config.py", root / "nbgrader_config.py")
     (root / "autograder").symlink_to(REPO / "autograder", target_is_directory=True)
     course.nbgrader(root, "generate_assignment", assignment, "--force")
@@ -63,65 +69,141 @@ def execute_alone(root: Path, assignment: str, student: str) -> float:
     path = root / "submitted" / student / assignment / course.notebook_name(assignment)
     nb = nbformat.read(path, as_version=4)
     start = time.perf_counter()
-    NotebookClient(nb, timeout=600, allow_errors=True, kernel_name="python3").execute()
+    NotebookClient(
+        nb,
+        timeout=600,
+        allow_errors=True,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(path.parent)}},
+    ).execute()
     return time.perf_counter() - start
 
 
-def main() -> None:
+def scores(root: Path, assignment: str, students: list[str]) -> dict[str, dict]:
+    from nbgrader.api import Gradebook
+
+    with Gradebook(course.gradebook_url(root)) as gb:
+        return {
+            s: {
+                g.name: (g.auto_score, g.max_score, g.needs_manual_grade)
+                for g in gb.find_submission_notebook(assignment, assignment, s).grades
+            }
+            for s in students
+        }
+
+
+def sequential(root: Path, assignment: str) -> float:
+    start = time.perf_counter()
+    course.nbgrader(root, "autograde", assignment, "--force")
+    return time.perf_counter() - start
+
+
+def kit(root: Path, assignment: str, workers: int) -> tuple[float, list[str], float]:
+    start = time.perf_counter()
+    results = grade.grade_class(root, assignment, workers=workers, progress=lambda _: None)
+    wall = time.perf_counter() - start
+    failed = [f"{r.student} ({r.status}: {r.detail})" for r in results if r.status != "graded"]
+    return wall, failed, statistics.mean(r.seconds for r in results)
+
+
+def differences(a: dict, b: dict) -> list[str]:
+    found = []
+    for student in sorted(a):
+        for cell in sorted(a[student]):
+            if a[student][cell] != b.get(student, {}).get(cell):
+                found.append(
+                    f"{student} {cell}: nbgrader {a[student][cell]}, "
+                    f"kit {b.get(student, {}).get(cell)}"
+                )
+    return found
+
+
+def measure(assignment: str, size: int, workers: int, rounds: int) -> bool:
+    """Run and print one assignment's figures; False if the scores differ."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        students = build_class(root, assignment, size)
+        n = len(students)
+        print(
+            f"\n{assignment}: {n} submissions, {workers} workers, {os.cpu_count()} CPU cores, "
+            f"{os.environ['OMP_NUM_THREADS']} thread(s) per kernel, {rounds} round(s)",
+            flush=True,
+        )
+        execute_alone(root, assignment, students[0])  # warm-up, not counted
+        seq_times, kit_times, per_submission, failed_all = [], [], [], []
+        agree = True
+        for r in range(rounds):
+            order = ("sequential", "kit") if r % 2 == 0 else ("kit", "sequential")
+            by_method = {}
+            for method in order:
+                if method == "sequential":
+                    seq_times.append(sequential(root, assignment))
+                else:
+                    wall, failed, mean = kit(root, assignment, workers)
+                    kit_times.append(wall)
+                    per_submission.append(mean)
+                    failed_all += failed
+                by_method[method] = scores(root, assignment, students)
+            found = differences(by_method["sequential"], by_method["kit"])
+            if found:
+                agree = False
+                print(
+                    f"round {r + 1}: scores differ in {len(found)} cells:", *found[:20], sep="\n  "
+                )
+        cells = sum(len(c) for c in by_method["kit"].values())
+        execution = [execute_alone(root, assignment, s) for s in students]
+    seq, par, floor = min(seq_times), min(kit_times), statistics.mean(execution)
+    print(f"sequential nbgrader autograde:   {seq / n:6.2f} s per submission ({seq:.0f} s)")
+    print(
+        f"kit, parallel:                   {par / n:6.2f} s per submission ({par:.0f} s); "
+        f"failed: {sorted(set(failed_all)) or 'none'}"
+    )
+    print(f"notebook execution alone:        {floor:6.2f} s per submission")
+    print(f"speed-up of the kit over sequential: {seq / par:.2f}x with {workers} workers")
+    worker_time = par * workers / n
+    print(
+        f"kit overhead per submission over execution alone: {worker_time - floor:+.2f} s "
+        f"({worker_time:.2f} s of worker time per submission; each submission took "
+        f"{min(per_submission):.2f} s from start to grade with {workers} at once)"
+    )
+    print(
+        f"plain sequential nbgrader over execution alone:    {seq / n - floor:+.2f} s per "
+        "submission"
+    )
+    if rounds > 1:
+        print(
+            "all rounds: sequential " + ", ".join(f"{t:.0f}" for t in seq_times)
+            + " s; kit " + ", ".join(f"{t:.0f}" for t in kit_times) + " s"
+        )  # fmt: skip
+    print(
+        f"scores: {'identical' if agree else 'DIFFERENT'} per cell (score, maximum, manual "
+        f"flag) for all {n} submissions ({cells} cells) in every round"
+    )
+    return agree
+
+
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--assignment", default="gradient_descent", choices=course.ASSIGNMENTS)
+    parser.add_argument(
+        "--assignment", action="append", choices=course.ASSIGNMENTS, help="repeatable"
+    )
+    parser.add_argument("--all", action="store_true", help="every assignment")
     parser.add_argument("--class-size", type=int, default=40)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--threads", type=int, default=1, help="threads per kernel")
+    parser.add_argument("--rounds", type=int, default=1)
     args = parser.parse_args()
+    assignments = course.ASSIGNMENTS if args.all else args.assignment or ["gradient_descent"]
     os.environ["INITLAB_BUDGET"] = "grade"
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[name] = str(args.threads)
     os.environ["PYTHONPATH"] = os.pathsep.join(
         [str(REPO / "autograder"), os.environ.get("PYTHONPATH", "")]
     )
     course.ensure_tools_on_path()
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        students = build_class(root, args.assignment, args.class_size)
-        n = len(students)
-        print(
-            f"{args.assignment}: {n} submissions, {args.workers} workers, "
-            f"{os.cpu_count()} CPU cores"
-        )
-
-        start = time.perf_counter()
-        course.nbgrader(root, "autograde", args.assignment, "--force")
-        sequential = time.perf_counter() - start
-
-        start = time.perf_counter()
-        results = grade.grade_class(
-            root, args.assignment, workers=args.workers, progress=lambda _: None
-        )
-        parallel = time.perf_counter() - start
-        failed = [r.student for r in results if r.status != "graded"]
-        per_submission = statistics.mean(r.seconds for r in results)
-
-        execution = [execute_alone(root, args.assignment, s) for s in students]
-        floor = statistics.mean(execution)
-
-    print(
-        f"sequential nbgrader autograde: {sequential / n:6.2f} s per submission "
-        f"({sequential:.0f} s)"
-    )
-    print(
-        f"kit, parallel:                 {parallel / n:6.2f} s per submission "
-        f"({parallel:.0f} s); failed: {failed or 'none'}"
-    )
-    print(f"notebook execution alone:      {floor:6.2f} s per submission")
-    print(
-        f"speed-up of the kit over sequential: {sequential / parallel:.2f}x "
-        f"with {args.workers} workers"
-    )
-    worker_time = parallel * args.workers / n
-    print(
-        f"kit overhead per submission over execution alone: {worker_time - floor:+.2f} s "
-        f"({worker_time:.2f} s of worker time per submission; each submission took "
-        f"{per_submission:.2f} s from start to grade with {args.workers} at once)"
-    )
+    ok = [measure(a, args.class_size, args.workers, args.rounds) for a in assignments]
+    return 0 if all(ok) else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
