@@ -90,6 +90,18 @@ def he_transform(x, generator):
         lost={"test_he_transform": "Draw a new W"},
     ),
     Sample(
+        "he-uniform-weights",
+        "he_transform draws W uniform on [-1/2, 1/2] (variance 1/12) instead of standard normal",
+        answers={
+            "he_transform": """
+def he_transform(x, generator):
+    W = torch.rand(len(x), len(x), generator=generator, dtype=x.dtype) - 0.5
+    return W @ x
+""",
+        },
+        lost={"test_he_transform": "variance of entry"},
+    ),
+    Sample(
         "matrix-transposed",
         "the 2 x 2 block of A transposed (rows and columns of kappa and c swapped)",
         answers={
