@@ -16,6 +16,7 @@ on first use, and reinstalls the kit into it whenever pyproject.toml changes.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import subprocess
 import sys
@@ -45,13 +46,26 @@ def check_python() -> None:
         )
 
 
+def create_venv(target: Path, clear: bool = False) -> None:
+    """A virtual environment with pip at ``target``; a Python without ensurepip (Debian
+    and Ubuntu ship it in a separate package) gets a message saying what to install."""
+    if importlib.util.find_spec("ensurepip") is None:
+        sys.exit(
+            f"{sys.executable} cannot create virtual environments with pip (its ensurepip "
+            "module is missing). On Debian or Ubuntu install it with "
+            f"`apt-get install python{sys.version_info.major}.{sys.version_info.minor}-venv` "
+            "(or python3-venv), then run the task again."
+        )
+    venv.EnvBuilder(with_pip=True, clear=clear).create(target)
+
+
 def ensure_venv() -> Path:
     """Create the virtual environment if needed and install the kit with its dev extras."""
     check_python()
     python = venv_python()
     if not python.exists():
         say(f"creating the virtual environment {VENV}")
-        venv.EnvBuilder(with_pip=True, clear=VENV.exists()).create(VENV)
+        create_venv(VENV, clear=VENV.exists())
     wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
     if not STAMP.exists() or STAMP.read_text().strip() != wanted:
         say("installing initlab[dev] into it (torch makes the first time take a few minutes)")
@@ -138,7 +152,7 @@ def task_student(args: list[str]) -> None:
     python = target / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
     if not python.exists():
         say(f"creating the student environment {target}")
-        venv.EnvBuilder(with_pip=True).create(target)
+        create_venv(target)
     with tempfile.TemporaryDirectory() as tmp:
         wheel = build_wheel(Path(tmp), python)
         say(f"installing {wheel.name}[student] (torch makes the first time take a few minutes)")
