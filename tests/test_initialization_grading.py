@@ -84,8 +84,27 @@ def test_variance_cases_include_depth_one_and_unequal_widths():
     assert any(len(set(c["widths"])) > 1 for c in cases)
 
 
+def test_monte_carlo_never_fails_the_reference_over_many_seeds():
+    """The reference formulas through the Monte Carlo check with 30 other seeds, at half
+    the hidden test's 200,000 networks per case: a correct answer must pass every time."""
+    formulas = {
+        "forward": grading.forward_variances,
+        "backward": grading.backward_variances,
+        "weight_grad": grading.weight_grad_variances,
+    }
+    failures = []
+    for seed in range(1, 31):
+        for kind, formula in formulas.items():
+            try:
+                grading.check_against_monte_carlo(formula, kind, num_draws=100_000, seed=seed)
+            except CheckFailed as exc:
+                failures.append((seed, kind, str(exc)))
+        grading._simulation.cache_clear()
+    assert not failures, failures[:3]
+
+
 def test_monte_carlo_catches_a_wrong_formula():
-    with pytest.raises(CheckFailed, match="simulating 40000 random networks"):
+    with pytest.raises(CheckFailed, match="simulating 200000 random networks"):
         grading.check_against_monte_carlo(
             lambda v, n, w: 1.2 * grading.forward_variances(v, n, w), "forward"
         )

@@ -11,10 +11,12 @@ Tolerances:
 
 - Deterministic formulas are products of at most ``2L + 2`` rounded factors: a float32
   answer is within ``(2L + 3) u`` relative of the exact value (u: float32 unit round-off).
-- Monte Carlo comparisons use the estimated standard error of a mean of squares and
-  ``z_score(1e-7)`` standard errors per comparison; the number of comparisons in a test cell
-  is at most 10, so a correct answer fails a cell with probability at most 1e-6 (union
-  bound; asymptotic, the central limit theorem with at least 20,000 draws).
+- Monte Carlo comparisons use the estimated standard error of a mean of squares, and a
+  threshold widened for the squares' skewness (``skew_adjusted_z``, bounds in
+  :data:`MC_SKEWNESS`): a test cell's budget of 1e-6 split over its 4 comparisons (union
+  bound; to leading order, 200,000 draws).
+- Answers of Parts 6 to 8 must not use torch.nn.init or initlab (:data:`LIBRARIES`),
+  checked statically and by recording calls while they run (:func:`call_own`).
 - Initialisers are checked on the distribution they write: mean and variance within
   ``z_score(1e-7)`` standard errors (``check_moments``), a Kolmogorov-Smirnov test against
   the exact target distribution at level 1e-7, and for uniform ones every entry within
@@ -42,9 +44,8 @@ from initlab.checks import (
     z_score,
 )
 from initlab_grading.integrity import uses_library
+from initlab_grading.kurtosis import skew_adjusted_z
 
-PER_CHECK = 1e-7
-"""False-failure probability of one Monte Carlo comparison (at most 10 per test cell)."""
 CELL_FALSE_FAILURE = 1e-6
 """Largest probability that a correct answer fails a test cell by sampling error."""
 
@@ -347,16 +348,20 @@ def check_weight_grad_variances(student: Callable) -> None:
 
 
 @functools.lru_cache(maxsize=8)
-def _simulation(case_index: int) -> dict[str, np.ndarray]:
+def _simulation(case_index: int, num_draws: int, seed: int) -> dict[str, np.ndarray]:
     case = MC_CASES[case_index]
-    return simulate_linear_net(
-        list(case["widths"]),
-        list(case["weight_vars"]),
-        case["var_x"],
-        case["var_grad_out"],
-        num_draws=MC_DRAWS,
-        seed=100 + case_index,
-    )
+    parts = [
+        simulate_linear_net(
+            list(case["widths"]),
+            list(case["weight_vars"]),
+            case["var_x"],
+            case["var_grad_out"],
+            num_draws=min(MC_CHUNK, num_draws - start),
+            seed=seed * 1000 + 100 + case_index + start,
+        )
+        for start in range(0, num_draws, MC_CHUNK)
+    ]
+    return {kind: np.concatenate([p[kind] for p in parts]) for kind in parts[0]}
 
 
 def simulate_linear_net(
@@ -395,16 +400,36 @@ MC_CASES = (
     {"widths": [6, 9, 4, 7], "weight_vars": [0.15, 0.3, 0.1], "var_x": 1.5, "var_grad_out": 0.8},
     {"widths": [12, 5], "weight_vars": [0.2], "var_x": 0.7, "var_grad_out": 2.0},
 )
-MC_DRAWS = 40_000
+MC_DRAWS = 200_000
+MC_CHUNK = 50_000
+MC_SKEWNESS = {"forward": 13.0, "backward": 9.0, "weight_grad": 25.0}
+"""Bounds on the skewness of the simulated squares for :data:`MC_CASES`, per kind;
+measured with 1,000,000 draws per case: at most 10.0 (forward, layer 3), 7.0 (backward)
+and 19.3 (weight gradients), each bound about 30 % above. Squares of products of Gaussians
+are strongly skewed, so the plain normal quantile would understate the false-failure
+probability (by a factor of up to about 100 at the 40,000 draws used before)."""
 
 
-def check_against_monte_carlo(student: Callable, kind: str) -> None:
+def check_against_monte_carlo(
+    student: Callable,
+    kind: str,
+    *,
+    num_draws: int = MC_DRAWS,
+    seed: int = 0,
+    false_failure: float = CELL_FALSE_FAILURE,
+) -> None:
     """Compare the student's formula (kind: forward, backward, weight_grad) with a Monte
-    Carlo estimate: each layer's mean of squares within z_score(1e-7) estimated standard
-    errors (at most 7 comparisons: false failure <= 1e-6)."""
-    z = z_score(PER_CHECK)
+    Carlo estimate: each layer's mean of squares within ``z`` estimated standard errors,
+    ``z`` from :func:`initlab_grading.kurtosis.skew_adjusted_z` with the skewness bound of
+    :data:`MC_SKEWNESS` and the cell's budget 1e-6 split over its 4 comparisons (3 layers
+    and 1 layer; union bound). A correct answer fails with probability at most 1e-6, to
+    leading order. Measured calibration: over 400 seeds at 100,000 draws, at a nominal
+    10 % the reference failed 7 %, 7.5 % and 8 % of the time (forward, backward, weight
+    gradients), at a nominal 1 %: 0.5 %, 1.25 % and 0.25 %."""
+    comparisons = sum(len(case["weight_vars"]) for case in MC_CASES)
+    z = skew_adjusted_z(false_failure / comparisons, num_draws, MC_SKEWNESS[kind])
     for i, case in enumerate(MC_CASES):
-        sim = _simulation(i)[kind]
+        sim = _simulation(i, num_draws, seed)[kind]
         n, v = case["widths"], case["weight_vars"]
         if kind == "forward":
             got = call_answer(student, case["var_x"], n, v, what="forward_variances")
@@ -418,10 +443,10 @@ def check_against_monte_carlo(student: Callable, kind: str) -> None:
         est = sim.mean(axis=0)
         se = sim.std(axis=0, ddof=1) / np.sqrt(sim.shape[0])
         for layer in range(len(v)):
-            if abs(arr[layer] - est[layer]) > z * se[layer]:
+            if not abs(arr[layer] - est[layer]) <= z * se[layer]:
                 raise CheckFailed(
                     f"For widths {n} and weight variances {v}, your {kind} variance of layer "
-                    f"{layer + 1} is {arr[layer]:.4g}, but simulating {MC_DRAWS} random "
+                    f"{layer + 1} is {arr[layer]:.4g}, but simulating {num_draws} random "
                     f"networks gives {est[layer]:.4g} +- {se[layer]:.2g} (standard error)."
                 )
 
