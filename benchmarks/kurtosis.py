@@ -1,11 +1,13 @@
 """Benchmark of the kurtosis lab's batched simulation of random deep networks
 (initlab.simulation), measured in one run.
 
-    python benchmarks/kurtosis.py [--nets 400] [--images 5000] [--full]
+    python benchmarks/kurtosis.py [--nets 400] [--loop-nets 40] [--images 5000]
+        [--repeats 5] [--full]
 
 Workload: the lab's Figure 2 setting, width 10, depth 100, He weights, a Gaussian first
-layer from 784 MNIST pixels. A "pass" is one network carrying one input through one layer.
-Prints:
+layer from 784 MNIST pixels. A "pass" is one network carrying one input through one of the
+100 layers (the first layer, 784 -> 10, is computed too but not counted). Each figure is
+the median of ``--repeats`` interleaved runs after a warm-up. Prints:
 
 1. passes per second of the batched simulation against the same networks computed one at
    a time (each network over all inputs, one matrix product per layer; goal: >= 10x);
@@ -25,12 +27,18 @@ import argparse
 import math
 import os
 import platform
+import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-from initlab.simulation import layer_output_variances, layer_output_variances_one_by_one
+from initlab.simulation import (
+    IMAGE_BLOCK,
+    NET_CHUNK,
+    layer_output_variances,
+    layer_output_variances_one_by_one,
+)
 
 WIDTH, DEPTH, PIXELS = 10, 100, 784
 FULL_NETS, FULL_IMAGES = 10_000, 60_000
@@ -52,15 +60,18 @@ def images(n: int) -> torch.Tensor:
     return torch.rand(n, PIXELS, generator=torch.Generator().manual_seed(0))
 
 
-def timed(fn, repeats: int = 1) -> float:
-    """Best of ``repeats`` wall times of ``fn()`` after one warm-up call."""
-    fn()
-    best = math.inf
-    for _ in range(repeats):
-        start = time.perf_counter()
+def timed(fns: dict, repeats: int) -> dict[str, list[float]]:
+    """Wall times of each function, ``repeats`` interleaved rounds after one warm-up call
+    of each (so a change in the machine's load reaches all of them alike)."""
+    for fn in fns.values():
         fn()
-        best = min(best, time.perf_counter() - start)
-    return best
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return times
 
 
 def bare_chunk(X_t: torch.Tensor, n: int, block: int) -> None:
@@ -79,7 +90,9 @@ def bare_chunk(X_t: torch.Tensor, n: int, block: int) -> None:
             H, spare = spare, H
 
 
-def bare_products(X: torch.Tensor, nets: int, net_chunk: int = 50, block: int = 1024) -> None:
+def bare_products(
+    X: torch.Tensor, nets: int, net_chunk: int = NET_CHUNK, block: int = IMAGE_BLOCK
+) -> None:
     """The matrix products of :func:`layer_output_variances` (same shapes, same threads:
     chunks of networks on torch's thread count of threads, one torch thread each), alone."""
     X_t = X.T.contiguous()
@@ -96,7 +109,8 @@ def bare_products(X: torch.Tensor, nets: int, net_chunk: int = 50, block: int = 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--nets", type=int, default=400, help="networks in the batched runs")
-    parser.add_argument("--loop-nets", type=int, default=20, help="networks in the plain loop")
+    parser.add_argument("--loop-nets", type=int, default=40, help="networks in the plain loop")
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved runs per figure")
     parser.add_argument("--images", type=int, default=5_000)
     parser.add_argument("--full", action="store_true", help="also run the full Figure 2 once")
     args = parser.parse_args()
@@ -110,23 +124,38 @@ def main() -> None:
     print(f"width {WIDTH}, depth {DEPTH}, {len(X)} images, He weights, float32\n")
 
     torch.manual_seed(0)
-    t_batched = timed(lambda: layer_output_variances(X, he, depth=DEPTH, num_nets=args.nets), 2)
-    t_loop = timed(
-        lambda: layer_output_variances_one_by_one(X, he, depth=DEPTH, num_nets=args.loop_nets),
-        2,
+    times = timed(
+        {
+            "batched": lambda: layer_output_variances(X, he, depth=DEPTH, num_nets=args.nets),
+            "loop": lambda: layer_output_variances_one_by_one(
+                X, he, depth=DEPTH, num_nets=args.loop_nets
+            ),
+            "bare": lambda: bare_products(X, args.nets),
+        },
+        args.repeats,
     )
-    t_bare = timed(lambda: bare_products(X, args.nets), 2)
+    t_batched, t_loop, t_bare = (statistics.median(times[k]) for k in ("batched", "loop", "bare"))
 
     def rate(nets: int, seconds: float) -> float:
         return nets * len(X) * DEPTH / seconds
+
+    def spread(name: str) -> str:
+        return f"min {min(times[name]):.2f} s, max {max(times[name]):.2f} s"
 
     batched, loop, bare = (
         rate(args.nets, t_batched),
         rate(args.loop_nets, t_loop),
         rate(args.nets, t_bare),
     )
-    print(f"1. batched      {batched:10.3g} passes/s ({args.nets} networks in {t_batched:.2f} s)")
-    print(f"   one by one   {loop:10.3g} passes/s ({args.loop_nets} networks in {t_loop:.2f} s)")
+    print(f"medians of {args.repeats} interleaved runs after a warm-up")
+    print(
+        f"1. batched      {batched:10.3g} passes/s ({args.nets} networks in {t_batched:.2f} s; "
+        f"{spread('batched')})"
+    )
+    print(
+        f"   one by one   {loop:10.3g} passes/s ({args.loop_nets} networks in {t_loop:.2f} s; "
+        f"{spread('loop')})"
+    )
     print(f"   speed-up     {batched / loop:10.1f}x   (goal >= 10x)")
     print(
         f"2. bare matrix products {bare:.3g} passes/s; "

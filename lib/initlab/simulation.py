@@ -31,7 +31,20 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 import torch
 
-__all__ = ["layer_output_variances", "layer_output_variances_one_by_one"]
+__all__ = [
+    "IMAGE_BLOCK",
+    "NET_CHUNK",
+    "layer_output_variances",
+    "layer_output_variances_one_by_one",
+]
+
+NET_CHUNK = 40
+"""Networks per chunk. With IMAGE_BLOCK inputs, a chunk's activations at width 10 take
+40 x 10 x 512 x 4 bytes = 800 KB, so they and the next layer's (1.6 MB together) stay in
+a 2 MB L2 cache; on the development machine this ran about 7 % faster than chunks of 50
+networks and blocks of 1,024 inputs (median of 7 interleaved runs of 400 networks)."""
+IMAGE_BLOCK = 512
+"""Inputs per block (see NET_CHUNK)."""
 
 
 def _check_init_output(W: torch.Tensor, n: int) -> int:
@@ -95,8 +108,8 @@ def layer_output_variances(
     *,
     depth: int,
     num_nets: int,
-    net_chunk: int = 50,
-    image_block: int = 1024,
+    net_chunk: int = NET_CHUNK,
+    image_block: int = IMAGE_BLOCK,
     workers: int | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
