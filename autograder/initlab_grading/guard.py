@@ -36,6 +36,7 @@ import hashlib
 import os
 import sys
 import types
+import warnings
 from typing import Any
 
 # Modules recorded object by object before the notebook runs.
@@ -250,29 +251,25 @@ def _misplaced(value: Any, home: str = "", method: str = "") -> bool:
         return False
     if where.startswith("<frozen "):  # the standard library's frozen modules (abc, os, ...)
         return False
-    return "ipykernel_" in where or not os.path.isfile(where) or _written_by_notebook(where)
+    return "ipykernel_" in where or not _installed_file(where)
 
 
-def problems(names: dict[str, str] | None = None) -> list[str]:
-    """What differs from the snapshot, in words ("numpy.allclose was replaced")."""
-    if "nonce" not in _state:
-        return ["the grading snapshot is missing (the notebook reloaded initlab_grading.guard)"]
+def _installed_file(path: str) -> bool:
+    """``path`` is an existing file outside the folders the notebook could write. A yes for
+    an absolute path is remembered for the rest of the run (torch's functions come from a
+    few hundred files, and each test cell looks at tens of thousands of functions)."""
+    known = _state.setdefault("installed_files", set())
+    if path in known:
+        return True
+    ok = os.path.isfile(path) and not _written_by_notebook(path)
+    if ok and os.path.isabs(path):
+        known.add(path)
+    return ok
+
+
+def _replaced_functions() -> list[str]:
+    """Functions of torch, initlab and initlab_grading that notebook code replaced."""
     found = []
-    for modname, (module, rec) in _state["modules"].items():
-        if sys.modules.get(modname) is not module:
-            found.append(f"sys.modules[{modname!r}] was replaced")
-            continue
-        namespace = vars(module)
-        for name, fingerprint in rec.items():
-            if modname == "builtins" and name in _KERNEL_SWAPS:
-                continue
-            if _fingerprint(_current(namespace, name)) != fingerprint:
-                found.append(f"{modname}.{name} was replaced")
-    for modname, module in list(sys.modules.items()):
-        top = modname.split(".")[0]
-        if top in _WATCHED_TOPS and isinstance(getattr(module, "__file__", None), str):
-            if _written_by_notebook(module.__file__):
-                found.append(f"the module {modname} was loaded from the submission's folder")
     for package in PROVENANCE_PACKAGES:
         home = _package_dir(package)
         if home is None:
@@ -293,6 +290,32 @@ def problems(names: dict[str, str] | None = None) -> list[str]:
                         for attr, v in list(vars(value).items())
                         if _misplaced(v, home, attr)
                     ]
+    return found
+
+
+def problems(names: dict[str, str] | None = None) -> list[str]:
+    """What differs from the snapshot, in words ("numpy.allclose was replaced")."""
+    if "nonce" not in _state:
+        return ["the grading snapshot is missing (the notebook reloaded initlab_grading.guard)"]
+    found = []
+    for modname, (module, rec) in _state["modules"].items():
+        if sys.modules.get(modname) is not module:
+            found.append(f"sys.modules[{modname!r}] was replaced")
+            continue
+        namespace = vars(module)
+        for name, fingerprint in rec.items():
+            if modname == "builtins" and name in _KERNEL_SWAPS:
+                continue
+            if _fingerprint(_current(namespace, name)) != fingerprint:
+                found.append(f"{modname}.{name} was replaced")
+    for modname, module in list(sys.modules.items()):
+        top = modname.split(".")[0]
+        if top in _WATCHED_TOPS and isinstance(getattr(module, "__file__", None), str):
+            if not _installed_file(module.__file__) and _written_by_notebook(module.__file__):
+                found.append(f"the module {modname} was loaded from the submission's folder")
+    with warnings.catch_warnings():  # reading deprecated attributes (torch's) warns
+        warnings.simplefilter("ignore")
+        found += _replaced_functions()
     shell = _state.get("shell")
     if shell is not None:
         now = _shell_methods(shell)
