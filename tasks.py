@@ -122,6 +122,12 @@ def task_test() -> None:
             "solutions",
             "--nbval",
             "--nbval-current-env",
+            # two workers (tests/conftest.py groups the tests so that a file's module
+            # fixtures are built once); grading inside the tests uses both cores too
+            "-n",
+            "2",
+            "--dist",
+            "loadgroup",
             "-p",
             "no:cacheprovider",
             "-q",

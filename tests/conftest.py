@@ -53,3 +53,21 @@ def make_course(root: Path, assignments=course.ASSIGNMENTS) -> Path:
 def fresh_course(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A course root with every assignment released (see make_course)."""
     return make_course(tmp_path_factory.mktemp("course"))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Groups for pytest-xdist's ``--dist loadgroup`` (tasks.py test runs two workers):
+    a file's tests run on one worker, so its module fixtures are built once, except the
+    autograde round trip, whose tests are grouped per assignment (its fixture grades an
+    assignment's samples when a test first asks for it), so that the two workers share
+    the longest file. A test that names its own group keeps it. Without xdist the marks
+    are inert."""
+    for item in items:
+        if item.get_closest_marker("xdist_group") is not None:
+            continue
+        group = item.nodeid.split("::")[0]
+        params = getattr(item, "callspec", None)
+        if group.endswith("test_autograde_roundtrip.py") and params is not None:
+            group += "-" + params.params.get("assignment", "")
+        item.add_marker(pytest.mark.xdist_group(group))

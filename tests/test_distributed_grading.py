@@ -85,7 +85,11 @@ def _install_postgres() -> Path:
                 "PostgreSQL is not installed and there is no apt-get to install it: install "
                 "a PostgreSQL server whose initdb lies in /usr/lib/postgresql/<version>/bin/"
             )
-        for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", "postgresql"]):
+        for cmd in (
+            # the other test worker may be installing its package: wait for dpkg's lock
+            ["apt-get", "-o", "DPkg::Lock::Timeout=900", "update"],
+            ["apt-get", "-o", "DPkg::Lock::Timeout=900", "install", "-y", "postgresql"],
+        ):
             proc = subprocess.run(
                 cmd,
                 capture_output=True,

@@ -11,7 +11,7 @@ def test_direct_attribute_and_helper_uses_are_found():
         return torch.nn.init.normal_(t)
 
     def via_alias(f, x, h):
-        return checks.numerical_gradient(f, x, h)
+        return checks.rel_error(f(x), f(x + h))
 
     def helper(f, x, h):
         return via_alias(f, x, h)

@@ -112,7 +112,11 @@ def _free_port() -> int:
 def chromium() -> Path:
     """Debian's Chromium; installed with apt-get when missing and allowed (root)."""
     if not CHROMIUM.exists() and os.geteuid() == 0 and shutil.which("apt-get"):
-        for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", "chromium"]):
+        for cmd in (
+            # the other test worker may be installing its package: wait for dpkg's lock
+            ["apt-get", "-o", "DPkg::Lock::Timeout=900", "update"],
+            ["apt-get", "-o", "DPkg::Lock::Timeout=900", "install", "-y", "chromium"],
+        ):
             subprocess.run(cmd, capture_output=True, check=False)
     assert CHROMIUM.exists(), (
         f"No Chromium at {CHROMIUM}. Install Debian's package (`apt-get install -y chromium`) "
