@@ -15,8 +15,9 @@ or more the order of 1 and 2 alternates and the best round of each counts):
 1. plain sequential ``nbgrader autograde ASSIGNMENT`` (one process grades the class);
 2. the kit's grading (``initlab_grading.grade``: ``--workers`` long-lived grading
    workers, each grading one submission after another, start-up check included);
-3. (once) executing each submission's notebook alone with nbclient (no nbgrader), one
-   after another, which is the floor any grader pays.
+3. (once) executing each distinct sample's notebook alone with nbclient (no nbgrader),
+   weighted by how many of the class's submissions are copies of it: the floor any grader
+   pays per submission.
 
 It prints seconds per submission for each, the speed-up of 2 over 1, and the kit's
 overhead per submission: the worker time (2) spends per submission (its wall time times
@@ -151,8 +152,13 @@ def measure(assignment: str, size: int, workers: int, rounds: int) -> bool:
                     f"round {r + 1}: scores differ in {len(found)} cells:", *found[:20], sep="\n  "
                 )
         cells = sum(len(c) for c in by_method["kit"].values())
-        execution = [execute_alone(root, assignment, s) for s in students]
-    seq, par, floor = min(seq_times), min(kit_times), statistics.mean(execution)
+        # The class repeats its distinct samples (student i holds sample i % m): each is
+        # executed once and weighted by how many submissions hold it.
+        m = min(n, len(samples_for(assignment)))
+        execution = [execute_alone(root, assignment, s) for s in students[:m]]
+        copies = [len(range(k, n, m)) for k in range(m)]
+    seq, par = min(seq_times), min(kit_times)
+    floor = sum(t * c for t, c in zip(execution, copies, strict=True)) / n
     print(f"sequential nbgrader autograde:   {seq / n:6.2f} s per submission ({seq:.0f} s)")
     print(
         f"kit, parallel:                   {par / n:6.2f} s per submission ({par:.0f} s); "

@@ -55,19 +55,55 @@ def fresh_course(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_course(tmp_path_factory.mktemp("course"))
 
 
-@pytest.hookimpl(tryfirst=True)
+# Parallel runs (tasks.py test: pytest-xdist, two workers, --dist loadgroup). Each
+# notebook's cells must run in order in one kernel (nbval), a file's module fixtures should
+# be built once, and the autograde round trip, by far the longest file, grades each
+# assignment's samples when a test first asks for it, so its tests are grouped per
+# assignment. xdist's own xdist_group marks do not reach its scheduler under pytest 9 (it
+# renames items through an attribute pytest no longer reads), so the groups are computed
+# here from the test ids.
+ROUNDTRIP = "tests/test_autograde_roundtrip.py"
+# The round trip's assignments, longest first (a run on two workers starts with them).
+ROUNDTRIP_ORDER = ("initialization", "kurtosis", "backprop", "activations", "gradient_descent")
+
+
+def xdist_scope(nodeid: str) -> str:
+    """The group a test runs in: its file, or for the round trip its assignment (the
+    export test goes with gradient_descent, the assignment it grades)."""
+    path = nodeid.split("::")[0]
+    if path != ROUNDTRIP:
+        return path
+    for assignment in ROUNDTRIP_ORDER:
+        if f"[{assignment}]" in nodeid:
+            return f"{path}-{assignment}"
+    return f"{path}-gradient_descent"
+
+
+def _order(item: pytest.Item) -> int:
+    scope = xdist_scope(item.nodeid)
+    for rank, assignment in enumerate(ROUNDTRIP_ORDER):
+        if scope == f"{ROUNDTRIP}-{assignment}":
+            return rank
+    return len(ROUNDTRIP_ORDER)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Groups for pytest-xdist's ``--dist loadgroup`` (tasks.py test runs two workers):
-    a file's tests run on one worker, so its module fixtures are built once, except the
-    autograde round trip, whose tests are grouped per assignment (its fixture grades an
-    assignment's samples when a test first asks for it), so that the two workers share
-    the longest file. A test that names its own group keeps it. Without xdist the marks
-    are inert."""
-    for item in items:
-        if item.get_closest_marker("xdist_group") is not None:
-            continue
-        group = item.nodeid.split("::")[0]
-        params = getattr(item, "callspec", None)
-        if group.endswith("test_autograde_roundtrip.py") and params is not None:
-            group += "-" + params.params.get("assignment", "")
-        item.add_marker(pytest.mark.xdist_group(group))
+    """The round trip's tests first, longest assignment first; the rest in the order
+    collected (a stable sort)."""
+    items.sort(key=_order)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """With ``--dist loadgroup``: xdist's scope scheduler over the groups of
+    ``xdist_scope``, handed out in collection order (``--no-loadscope-reorder``)."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByGroup(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_scope(nodeid)
+
+    config.option.loadscopereorder = False
+    return ByGroup(config, log)
