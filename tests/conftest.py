@@ -10,6 +10,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# apt-get for the tests that install a Debian package when it is missing: it waits for
+# dpkg's lock, which the other test worker may hold while installing its own package.
+APT_GET = ("apt-get", "-o", "DPkg::Lock::Timeout=900")
 if str(REPO / "autograder") not in sys.path:
     sys.path.insert(0, str(REPO / "autograder"))
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, make_course
+from conftest import APT_GET, REPO, make_course
 from initlab_grading import course, grade
 from initlab_grading.distributed import worker_problems
 from initlab_grading.samples import samples_for
@@ -85,11 +85,7 @@ def _install_postgres() -> Path:
                 "PostgreSQL is not installed and there is no apt-get to install it: install "
                 "a PostgreSQL server whose initdb lies in /usr/lib/postgresql/<version>/bin/"
             )
-        for cmd in (
-            # the other test worker may be installing its package: wait for dpkg's lock
-            ["apt-get", "-o", "DPkg::Lock::Timeout=900", "update"],
-            ["apt-get", "-o", "DPkg::Lock::Timeout=900", "install", "-y", "postgresql"],
-        ):
+        for cmd in ([*APT_GET, "update"], [*APT_GET, "install", "-y", "postgresql"]):
             proc = subprocess.run(
                 cmd,
                 capture_output=True,

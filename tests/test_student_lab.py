@@ -44,7 +44,7 @@ import nbformat
 import pytest
 from test_student_env import clean_env, stderr_notebook, student_env
 
-from conftest import make_course
+from conftest import APT_GET, make_course
 from initlab_grading import course
 from initlab_grading.samples import samples_for
 
@@ -112,11 +112,7 @@ def _free_port() -> int:
 def chromium() -> Path:
     """Debian's Chromium; installed with apt-get when missing and allowed (root)."""
     if not CHROMIUM.exists() and os.geteuid() == 0 and shutil.which("apt-get"):
-        for cmd in (
-            # the other test worker may be installing its package: wait for dpkg's lock
-            ["apt-get", "-o", "DPkg::Lock::Timeout=900", "update"],
-            ["apt-get", "-o", "DPkg::Lock::Timeout=900", "install", "-y", "chromium"],
-        ):
+        for cmd in ([*APT_GET, "update"], [*APT_GET, "install", "-y", "chromium"]):
             subprocess.run(cmd, capture_output=True, check=False)
     assert CHROMIUM.exists(), (
         f"No Chromium at {CHROMIUM}. Install Debian's package (`apt-get install -y chromium`) "
