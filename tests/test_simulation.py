@@ -15,11 +15,14 @@ from initlab.simulation import layer_output_variances, layer_output_variances_on
 WIDTH = 6
 
 
-def he(n: int) -> torch.Tensor:
-    return torch.randn(n, WIDTH, WIDTH) * math.sqrt(2 / WIDTH)
+def he_init(width: int):
+    return lambda n: torch.randn(n, width, width) * math.sqrt(2 / width)
 
 
-def exact_with_bound(X, num_nets, depth, dtype, seed):
+he = he_init(WIDTH)
+
+
+def exact_with_bound(X, num_nets, depth, dtype, seed, width=WIDTH):
     """Variances in float64 (the 'exact' values, their own error being far below the
     float32 bound) and, per network and layer, a bound on how far a ``dtype`` computation
     in any summation order can be from them.
@@ -37,9 +40,9 @@ def exact_with_bound(X, num_nets, depth, dtype, seed):
         return k * u / (1 - k * u)
 
     torch.manual_seed(seed)
-    Ws = [he(num_nets).double() for _ in range(depth)]
+    Ws = [he_init(width)(num_nets).double() for _ in range(depth)]
     d = X.shape[1]
-    first = (torch.randn(num_nets * WIDTH, d) / math.sqrt(d)).double().view(num_nets, WIDTH, d)
+    first = (torch.randn(num_nets * width, d) / math.sqrt(d)).double().view(num_nets, width, d)
     Xd = X.double()
     N = len(X)
     exact = torch.empty(depth, num_nets, dtype=torch.float64)
@@ -51,7 +54,7 @@ def exact_with_bound(X, num_nets, depth, dtype, seed):
             A = torch.relu(H)
             W = Ws[layer][i]
             H = A @ W.T
-            E = E @ W.abs().T + gamma(WIDTH + 1) * (A @ W.abs().T)
+            E = E @ W.abs().T + gamma(width + 1) * (A @ W.abs().T)
             y, e = H[:, 0], E[:, 0]
             spread = 2 * e.max()
             exact[layer, i] = y.var()
@@ -69,44 +72,81 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.mark.parametrize("method", ["bmm", "fused"])
+@pytest.mark.parametrize("width", [6, 10])  # 10: the lab's width
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_batched_equals_exact_within_roundoff(dtype, one_thread):
+def test_batched_equals_exact_within_roundoff(dtype, width, method, one_thread):
     g = torch.Generator().manual_seed(1)
     X = torch.rand(700, 40, generator=g)
     depth, num_nets = 12, 7
-    exact, bound = exact_with_bound(X, num_nets, depth, dtype, seed=3)
+    exact, bound = exact_with_bound(X, num_nets, depth, dtype, seed=3, width=width)
     torch.manual_seed(3)
     got = layer_output_variances(
-        X, he, depth=depth, num_nets=num_nets, image_block=128, dtype=dtype
+        X,
+        he_init(width),
+        depth=depth,
+        num_nets=num_nets,
+        image_block=128,
+        dtype=dtype,
+        method=method,
     )
     assert got.shape == (depth, num_nets)
     assert ((got - exact).abs() <= bound).all(), float(((got - exact).abs() / bound).max())
     torch.manual_seed(3)
-    plain = layer_output_variances_one_by_one(X, he, depth=depth, num_nets=num_nets, dtype=dtype)
+    plain = layer_output_variances_one_by_one(
+        X, he_init(width), depth=depth, num_nets=num_nets, dtype=dtype
+    )
     assert ((plain - exact).abs() <= bound).all()
 
 
-def test_chunks_of_networks_are_separate_runs(one_thread):
+@pytest.mark.parametrize("method", ["bmm", "fused"])
+def test_chunks_of_networks_are_separate_runs(method, one_thread):
     """A chunk runs exactly the operations of a run with that many networks, so the
     results are bitwise equal (one thread, same generator state)."""
     X = torch.rand(300, 20, generator=torch.Generator().manual_seed(2))
+    kwargs = dict(depth=4, image_block=64, method=method)
     torch.manual_seed(5)
-    got = layer_output_variances(X, he, depth=4, num_nets=12, net_chunk=5, image_block=64)
+    got = layer_output_variances(X, he, num_nets=12, net_chunk=5, **kwargs)
     torch.manual_seed(5)
-    parts = [layer_output_variances(X, he, depth=4, num_nets=n, image_block=64) for n in (5, 5, 2)]
+    parts = [layer_output_variances(X, he, num_nets=n, **kwargs) for n in (5, 5, 2)]
     assert torch.equal(got, torch.cat(parts, dim=1))
 
 
+@pytest.mark.parametrize("method", ["bmm", "fused"])
 @pytest.mark.parametrize("workers", [1, 2, 3])
-def test_the_number_of_worker_threads_changes_nothing(workers):
+def test_the_number_of_worker_threads_changes_nothing(workers, method):
     """Weights are drawn in the calling thread, chunk by chunk, and each chunk runs
     single-threaded kernels, so results are bitwise equal whatever ``workers`` is."""
     X = torch.rand(300, 20, generator=torch.Generator().manual_seed(4))
-    kwargs = dict(depth=5, num_nets=23, net_chunk=4, image_block=64)
+    kwargs = dict(depth=5, num_nets=23, net_chunk=4, image_block=64, method=method)
     torch.manual_seed(8)
     one = layer_output_variances(X, he, workers=1, **kwargs)
     torch.manual_seed(8)
     assert torch.equal(layer_output_variances(X, he, workers=workers, **kwargs), one)
+
+
+def test_auto_compiles_only_for_large_runs(monkeypatch):
+    """``method="auto"`` keeps small runs (the grade budget) on torch.bmm and takes the
+    fused kernel from FUSED_MIN_PASSES passes; too wide layers stay on bmm."""
+    from initlab import simulation
+
+    picked = []
+    real = simulation._fused_kernel
+
+    def spy(width, dtype):
+        picked.append(width)
+        return real(width, dtype)
+
+    monkeypatch.setattr(simulation, "_fused_kernel", spy)
+    X = torch.rand(50, 8, generator=torch.Generator().manual_seed(1))
+    layer_output_variances(X, he, depth=3, num_nets=2)
+    assert picked == []
+    monkeypatch.setattr(simulation, "FUSED_MIN_PASSES", 50 * 3 * 2)
+    layer_output_variances(X, he, depth=3, num_nets=2)
+    assert picked == [WIDTH]
+    wide = lambda n: torch.randn(n, 17, 17) / 17  # noqa: E731
+    layer_output_variances(X, wide, depth=3, num_nets=2)
+    assert picked == [WIDTH]
 
 
 def test_bad_init_shape_is_named():
@@ -116,3 +156,8 @@ def test_bad_init_shape_is_named():
         )
     with pytest.raises(ValueError, match="X must be"):
         layer_output_variances(torch.rand(10), he, depth=2, num_nets=2)
+    with pytest.raises(ValueError, match="method must be 'auto', 'fused' or 'bmm'"):
+        layer_output_variances(torch.rand(10, 5), he, depth=2, num_nets=2, method="numba")
+    wide = lambda n: torch.randn(n, 17, 17)  # noqa: E731
+    with pytest.raises(ValueError, match="up to width 16; got width 17.*use method='bmm'"):
+        layer_output_variances(torch.rand(10, 5), wide, depth=2, num_nets=2, method="fused")
