@@ -239,7 +239,7 @@ def _written_by_notebook(path: str) -> bool:
     return inside and os.path.isfile(real)
 
 
-def _misplaced(value: Any, home: str = "", method: str = "") -> bool:
+def _misplaced(value: Any, method: str = "") -> bool:
     """A Python function compiled from a notebook cell (or from no file at all, or from a
     file the notebook could have written), where the module should hold a function of some
     installed file (dataclasses compile their dunder methods from "<string>"; frozen
@@ -271,8 +271,7 @@ def _replaced_functions() -> list[str]:
     """Functions of torch, initlab and initlab_grading that notebook code replaced."""
     found = []
     for package in PROVENANCE_PACKAGES:
-        home = _package_dir(package)
-        if home is None:
+        if _package_dir(package) is None:
             continue
         for modname, module in list(sys.modules.items()):
             if not (modname == package or modname.startswith(package + ".")) or module is None:
@@ -282,13 +281,13 @@ def _replaced_functions() -> list[str]:
             except TypeError:
                 continue
             for name, value in items:
-                if _misplaced(value, home):
+                if _misplaced(value):
                     found.append(f"{modname}.{name} was replaced by notebook code")
                 elif isinstance(value, type) and value.__module__ == modname:
                     found += [
                         f"{modname}.{name}.{attr} was replaced by notebook code"
                         for attr, v in list(vars(value).items())
-                        if _misplaced(v, home, attr)
+                        if _misplaced(v, attr)
                     ]
     return found
 
