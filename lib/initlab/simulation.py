@@ -167,18 +167,6 @@ def _check_init_output(W: torch.Tensor, n: int) -> int:
     return W.shape[1]
 
 
-def _block_moments(
-    rows: torch.Tensor, block_mean: torch.Tensor, block_m2: torch.Tensor, end: int
-) -> None:
-    """Mean and centred sum of squares over the inputs of ``rows`` (layers, n, k), the
-    last layers before ``end``, into ``block_mean`` and ``block_m2`` (``rows`` is
-    overwritten): a few large operations instead of many small ones."""
-    mu = rows.mean(dim=2)
-    rows.sub_(mu.unsqueeze(2))
-    block_mean[end - len(rows) : end] = mu
-    block_m2[end - len(rows) : end] = rows.square_().sum(dim=2)
-
-
 def _chunk_variances(
     W: torch.Tensor,
     first: torch.Tensor,
@@ -220,7 +208,13 @@ def _chunk_variances(
                 slot = layer % flush
                 record[slot].copy_(H[:, 0, :])
                 if slot == flush - 1 or layer == depth - 1:
-                    _block_moments(record[: slot + 1], block_mean, block_m2, layer + 1)
+                    # Mean and centred sum of squares of the block, for the last few layers
+                    # at once: few large operations instead of many small ones.
+                    rows = record[: slot + 1]
+                    mu = rows.mean(dim=2)
+                    rows.sub_(mu.unsqueeze(2))
+                    block_mean[layer - slot : layer + 1] = mu
+                    block_m2[layer - slot : layer + 1] = rows.square_().sum(dim=2)
         # Chan, Golub and LeVeque's pairwise merge of (count, mean, M2).
         total = count + k
         delta = block_mean - mean
