@@ -20,9 +20,9 @@ one of two ways (``method``):
   through all layers, ReLU and product in one pass over the activations while they sit in
   the L1 cache. At width 10 the product is too small for a matrix-multiply library (10 x 10
   times 10 x 512 per network) and the ReLU and copy cost as much as it; on the
-  development machine (AVX-512) the fused kernel carried 2.4 times as many
-  network-input-layer passes per second as ``"bmm"``'s three operations. Compiling it takes
-  a second or two, once per process, width and dtype.
+  development machine (AVX-512) the whole simulation carried 2.7 times as many
+  network-input-layer passes per second with it as with ``"bmm"`` (benchmarks/kurtosis.py:
+  4.06e8 against 1.52e8). Compiling it takes 2-3 s, once per process, width and dtype.
 
 ``"auto"`` (the default) takes ``"fused"`` for widths up to :data:`FUSED_MAX_WIDTH` when a
 call has at least :data:`FUSED_MIN_PASSES` passes (where the compile time pays for itself),
@@ -72,9 +72,11 @@ FUSED_MAX_WIDTH = 16
 their ``width`` outputs in vector registers (32 on AVX-512) and is written out for the
 width, ``width**2`` multiply-adds per layer."""
 FUSED_MIN_PASSES = 300_000_000
-"""Network-input-layer passes from which ``method="auto"`` compiles the fused kernel: about
-where its compile time (1-3 s) is won back (``"bmm"`` carried ~1.6e8 passes per second on
-the development machine's 2 cores, the fused kernel ~4 times as many)."""
+"""Network-input-layer passes from which ``method="auto"`` compiles the fused kernel. A
+single call wins its compile time (2-3 s) back from about 7e8 passes (``"bmm"`` carried
+~1.5e8 passes per second on the development machine's 2 cores, the fused kernel ~4e8); the
+threshold is lower because a process compiles once and the lab calls the simulation four
+times (5e8 passes each at the ``default`` budget)."""
 
 _COMPILE_LOCK = threading.Lock()
 
@@ -132,8 +134,8 @@ def _fused_kernel(width: int, dtype: torch.dtype) -> Callable:
     mean and m2 (depth, n). H is left as it was.
 
     LLVM's cost model vectorizes with 256-bit registers on AVX-512 machines; with 16 lanes
-    the kernel ran 1.8 times as fast, so the vector width is forced to 16 while this kernel
-    compiles (and only then) where the CPU has AVX-512."""
+    the kernel ran 1.2 and 1.8 times as fast in two runs, so the vector width is forced to
+    16 while this kernel compiles (and only then) where the CPU has AVX-512."""
     import llvmlite.binding as llvm
     import numba
 
