@@ -46,6 +46,7 @@ import nbformat  # noqa: E402
 from nbclient import NotebookClient  # noqa: E402
 
 from initlab_grading import course, grade  # noqa: E402
+from initlab_grading.preprocessors import _grade_id, _is_test  # noqa: E402
 from initlab_grading.samples import samples_for  # noqa: E402
 
 
@@ -74,15 +75,10 @@ def with_hidden_tests(root: Path, assignment: str, nb: nbformat.NotebookNode) ->
     source = nbformat.read(
         root / "source" / assignment / course.notebook_name(assignment), as_version=4
     )
-    tests = {
-        meta["grade_id"]: cell.source
-        for cell in source.cells
-        if (meta := cell.metadata.get("nbgrader", {})).get("grade") and not meta.get("solution")
-    }
+    tests = {_grade_id(cell): cell.source for cell in source.cells if _is_test(cell)}
     for cell in nb.cells:
-        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
-        if grade_id in tests:
-            cell.source = tests[grade_id]
+        if _grade_id(cell) in tests:
+            cell.source = tests[_grade_id(cell)]
 
 
 def execute_alone(root: Path, assignment: str, student: str) -> float:

@@ -148,15 +148,14 @@ def main() -> None:
         args.repeats,
     )
     t = {name: statistics.median(values) for name, values in times.items()}
+    nets = {name: args.loop_nets if name == "loop" else args.nets for name in times}
 
     def rate(name: str) -> float:
-        nets = args.loop_nets if name == "loop" else args.nets
-        return nets * len(X) * DEPTH / t[name]
+        return nets[name] * len(X) * DEPTH / t[name]
 
     def line(label: str, name: str) -> str:
-        nets = args.loop_nets if name == "loop" else args.nets
         return (
-            f"{label:<22}{rate(name):10.3g} passes/s ({nets} networks in {t[name]:.2f} s; "
+            f"{label:<22}{rate(name):10.3g} passes/s ({nets[name]} networks in {t[name]:.2f} s; "
             f"min {min(times[name]):.2f} s, max {max(times[name]):.2f} s)"
         )
 
