@@ -46,7 +46,7 @@ import nbformat  # noqa: E402
 from nbclient import NotebookClient  # noqa: E402
 
 from initlab_grading import course, grade  # noqa: E402
-from initlab_grading.preprocessors import _grade_id, _is_test  # noqa: E402
+from initlab_grading.preprocessors import grade_id, is_test_cell  # noqa: E402
 from initlab_grading.samples import samples_for  # noqa: E402
 
 
@@ -75,10 +75,10 @@ def with_hidden_tests(root: Path, assignment: str, nb: nbformat.NotebookNode) ->
     source = nbformat.read(
         root / "source" / assignment / course.notebook_name(assignment), as_version=4
     )
-    tests = {_grade_id(cell): cell.source for cell in source.cells if _is_test(cell)}
+    tests = {grade_id(cell): cell.source for cell in source.cells if is_test_cell(cell)}
     for cell in nb.cells:
-        if _grade_id(cell) in tests:
-            cell.source = tests[_grade_id(cell)]
+        if grade_id(cell) in tests:
+            cell.source = tests[grade_id(cell)]
 
 
 def execute_alone(root: Path, assignment: str, student: str) -> float:

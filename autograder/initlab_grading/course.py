@@ -29,6 +29,7 @@ from pathlib import Path
 import nbformat
 from nbgrader.api import Gradebook, MissingEntry
 
+from initlab_grading.preprocessors import grade_id, is_test_cell
 from initlab_grading.samples import Sample, samples_for
 
 ASSIGNMENTS: tuple[str, ...] = (
@@ -121,9 +122,7 @@ def reference_answers(root: Path, assignment: str) -> dict[str, str]:
 def build_submission(root: Path, assignment: str, sample: Sample) -> nbformat.NotebookNode:
     """The release notebook with the sample's answers written into its answer cells."""
     nb = nbformat.read(root / "release" / assignment / notebook_name(assignment), as_version=4)
-    nb.cells = [
-        c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") not in sample.deleted
-    ]
+    nb.cells = [c for c in nb.cells if grade_id(c) not in sample.deleted]
     if sample.blank:
         return nb
     reference = reference_answers(root, assignment)
@@ -136,8 +135,8 @@ def build_submission(root: Path, assignment: str, sample: Sample) -> nbformat.No
     for cell in nb.cells:
         meta = cell.metadata.get("nbgrader", {})
         if meta.get("solution"):
-            grade_id = meta["grade_id"]
-            cell.source = sample.answers.get(grade_id, reference[grade_id]).strip("\n")
+            cell_id = meta["grade_id"]
+            cell.source = sample.answers.get(cell_id, reference[cell_id]).strip("\n")
     return nb
 
 
@@ -181,12 +180,7 @@ class SampleResult:
 
 def test_cell_ids(root: Path, assignment: str) -> set[str]:
     nb = nbformat.read(root / "source" / assignment / notebook_name(assignment), as_version=4)
-    return {
-        c.metadata["nbgrader"]["grade_id"]
-        for c in nb.cells
-        if c.metadata.get("nbgrader", {}).get("grade")
-        and not c.metadata["nbgrader"].get("solution")
-    }
+    return {grade_id(c) for c in nb.cells if is_test_cell(c)}
 
 
 def _error_messages(root: Path, assignment: str, student: str) -> dict[str, str]:
@@ -194,10 +188,9 @@ def _error_messages(root: Path, assignment: str, student: str) -> dict[str, str]
     nb = nbformat.read(path, as_version=4)
     messages = {}
     for cell in nb.cells:
-        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
         for out in cell.get("outputs", []):
             if out.output_type == "error":
-                messages[grade_id] = f"{out.ename}: {out.evalue}"
+                messages[grade_id(cell)] = f"{out.ename}: {out.evalue}"
     return messages
 
 
@@ -230,19 +223,19 @@ def compare_with_samples(
     by_student = {s.student: s for s in samples}
     for res in results:
         sample = by_student[res.student]
-        for grade_id in sorted(test_ids):
-            cell = res.cells[grade_id]
-            must_lose = sample.blank or grade_id in sample.lost
+        for cell_id in sorted(test_ids):
+            cell = res.cells[cell_id]
+            must_lose = sample.blank or cell_id in sample.lost
             want = 0.0 if must_lose else cell.max_score
             if cell.score != want:
                 problems.append(
-                    f"{res.student}: {grade_id} scored {cell.score} of {cell.max_score}; "
+                    f"{res.student}: {cell_id} scored {cell.score} of {cell.max_score}; "
                     f"the sample states {want}. Message: {cell.message or '(none)'}"
                 )
-            expected_text = sample.lost.get(grade_id, "")
+            expected_text = sample.lost.get(cell_id, "")
             if expected_text and expected_text not in cell.message:
                 problems.append(
-                    f"{res.student}: {grade_id} failed with {cell.message!r}, which does not "
+                    f"{res.student}: {cell_id} failed with {cell.message!r}, which does not "
                     f"contain {expected_text!r}."
                 )
     return problems

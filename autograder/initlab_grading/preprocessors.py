@@ -21,6 +21,7 @@ from nbconvert.exporters.exporter import ResourcesDict
 from nbformat import v4 as nbformat_v4
 from nbformat.notebooknode import NotebookNode
 from nbgrader.preprocessors import ClearHiddenTests, DeduplicateIds, Execute, OverwriteCells
+from nbgrader.utils import is_grade, is_solution
 from traitlets import Integer
 
 from initlab_grading.sandbox import folder_state
@@ -177,20 +178,20 @@ class RestoreDeletedCells(OverwriteCells):
         grade_cells = {cell.name: cell for cell in source_nb.grade_cells}
         solution_ids = {cell.name for cell in source_nb.solution_cells}
 
-        def position(grade_id: str) -> int | None:
+        def position(name: str) -> int | None:
             for idx, cell in enumerate(nb.cells):
-                if cell.metadata.get("nbgrader", {}).get("grade_id") == grade_id:
+                if grade_id(cell) == name:
                     return idx
             return None
 
-        for order, grade_id in enumerate(source_ids):
-            if grade_id not in grade_cells or position(grade_id) is not None:
+        for order, name in enumerate(source_ids):
+            if name not in grade_cells or position(name) is not None:
                 continue
-            self.log.warning("Missing grade cell %s encountered, adding to notebook", grade_id)
+            self.log.warning("Missing grade cell %s encountered, adding to notebook", name)
             cell = self.missing_cell_transform(
                 source_cells[order],
-                grade_cells[grade_id].max_score,
-                is_solution=grade_id in solution_ids,
+                grade_cells[name].max_score,
+                is_solution=name in solution_ids,
             )
             insert_at = 0
             for earlier in reversed(source_ids[:order]):
@@ -209,7 +210,7 @@ class RestoreDeletedCells(OverwriteCells):
         source_nb = self.gradebook.find_notebook(self.notebook_id, self.assignment_id)
         source_cells = list(source_nb.source_cells)
         source_ids = [cell.name for cell in source_cells]
-        submitted = {cell.metadata.get("nbgrader", {}).get("grade_id") for cell in nb.cells}
+        submitted = {grade_id(cell) for cell in nb.cells}
         for task in source_nb.task_cells:
             if task.name not in submitted:
                 cell = source_cells[source_ids.index(task.name)]
@@ -226,12 +227,13 @@ KILLED_NOTE = "killed by SIGKILL"
 """In the report line of a kernel that SIGKILL ended: grade.py grades it again."""
 
 
-def _is_test(cell: NotebookNode) -> bool:
-    meta = cell.metadata.get("nbgrader", {})
-    return cell.cell_type == "code" and bool(meta.get("grade")) and not meta.get("solution")
+def is_test_cell(cell: NotebookNode) -> bool:
+    """An autograder test: a graded code cell that is not a student's answer."""
+    return cell.cell_type == "code" and bool(is_grade(cell)) and not is_solution(cell)
 
 
-def _grade_id(cell: NotebookNode) -> str:
+def grade_id(cell: NotebookNode) -> str:
+    """The cell's nbgrader id ("" for a cell nbgrader does not track)."""
     return cell.metadata.get("nbgrader", {}).get("grade_id", "")
 
 
@@ -325,8 +327,8 @@ class GuardedExecute(Execute):
         names = _module_names(nb)
         originals = {}
         for cell in nb.cells:
-            if _is_test(cell):
-                gid = _grade_id(cell)
+            if is_test_cell(cell):
+                gid = grade_id(cell)
                 originals[gid] = cell.source
                 used = {n: m for n, m in names.items() if n in _used_names(cell.source)}
                 cell.source = (
@@ -360,15 +362,15 @@ class GuardedExecute(Execute):
             err = [o for o in first.outputs if o.output_type == "error"][0]
             self._note(f"the grading guard could not start ({err.ename}: {err.evalue})")
         for cell in nb.cells:
-            name = _grade_id(cell) or f"cell {nb.cells.index(cell) + 1}"
+            name = grade_id(cell) or f"cell {nb.cells.index(cell) + 1}"
             for out in cell.get("outputs", []):
                 if out.output_type == "error" and out.ename == "MemoryError":
                     self._note(f"{name}: MemoryError (the memory limit or the machine's memory)")
                 if out.output_type == "error" and out.ename == "CellTimeoutError":
                     self._note(f"{name}: stopped by the per-cell time limit ({self.timeout} s)")
-            if not _is_test(cell):
+            if not is_test_cell(cell):
                 continue
-            gid = _grade_id(cell)
+            gid = grade_id(cell)
             cell.source = originals.get(gid, cell.source)
             want = marker(nonce, gid)
             seen = False
@@ -462,14 +464,14 @@ class GuardedExecute(Execute):
             if cell.cell_type == "code":
                 cell.outputs = (
                     [_error("KernelDied", f"Not run: the kernel died in {self._dead_in}.")]
-                    if _is_test(cell)
+                    if is_test_cell(cell)
                     else []
                 )
             return cell, resources
         try:
             return super().preprocess_cell(cell, resources, index)
         except DeadKernelError:
-            self._dead_in = _grade_id(cell) or f"cell {index}"
+            self._dead_in = grade_id(cell) or f"cell {index}"
             cell.outputs.append(
                 _error(
                     "KernelDied",
@@ -506,7 +508,7 @@ class GuardedExecute(Execute):
                     )
                 )
                 cell = self.nb.cells[cell_index]
-                name = _grade_id(cell) or f"cell {cell_index}"
+                name = grade_id(cell) or f"cell {cell_index}"
                 self._note(f"{name}: output truncated at {self.max_output_bytes} bytes")
             return None
         return super().output(outs, msg, display_id, cell_index)
