@@ -17,7 +17,11 @@ the median of ``--repeats`` interleaved runs after a warm-up. Prints:
    ``torch.bmm`` calls on the same shapes, with no ReLU and no statistics; goal: >= 50 %
    of their speed);
 3. the wall time of the full Figure 2 for one initialization (10,000 networks, 60,000
-   images): extrapolated from (1), and measured with ``--full``.
+   images): extrapolated from (1), and measured with ``--full``;
+4. how close the fused kernel comes to what this CPU's floating-point units give a
+   well-tuned program: its multiply-adds per second on one thread (one chunk of networks,
+   one block of images, the first layer excluded) against ``torch.mm`` of two 1024 x 1024
+   matrices on one thread.
 
 The fused kernel's compile time (once per process) is printed apart, not in the rates.
 
@@ -35,11 +39,13 @@ import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import torch
 
 from initlab.simulation import (
     IMAGE_BLOCK,
     NET_CHUNK,
+    _fused_kernel,
     layer_output_variances,
     layer_output_variances_one_by_one,
 )
@@ -110,6 +116,29 @@ def bare_products(
         torch.set_num_threads(threads)
 
 
+def kernel_alone(n: int = NET_CHUNK, block: int = IMAGE_BLOCK):
+    """One call of the fused kernel on one chunk and block (what each worker thread runs
+    between first-layer products), and its multiply-adds."""
+    kernel = _fused_kernel(WIDTH, torch.float32)
+    W = he(DEPTH * n).reshape(DEPTH, n, WIDTH, WIDTH).numpy()
+    H = torch.randn(n, WIDTH, block).numpy()
+    mean, m2 = np.empty((DEPTH, n)), np.empty((DEPTH, n))
+    zero = W.dtype.type(0)
+    return (lambda: kernel(W, H, mean, m2, zero)), n * block * DEPTH * WIDTH**2
+
+
+def one_thread(fn):
+    def run():
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            fn()
+        finally:
+            torch.set_num_threads(threads)
+
+    return run
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--nets", type=int, default=400, help="networks in the batched runs")
@@ -174,6 +203,15 @@ def main() -> None:
         f"3. full Figure 2, one initialization ({FULL_NETS} networks x {FULL_IMAGES} images): "
         f"extrapolated {full_passes / fused / 60:.1f} min fused, {full_passes / bmm / 60:.1f} "
         "min with bmm (goal < 10 min)"
+    )
+    kernel, kernel_macs = kernel_alone()
+    A, B = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    gemm = timed({"kernel": one_thread(kernel), "mm": one_thread(lambda: A @ B)}, 3 * args.repeats)
+    kernel_rate = kernel_macs / statistics.median(gemm["kernel"])
+    mm_rate = 1024**3 / statistics.median(gemm["mm"])
+    print(
+        f"4. one thread: fused kernel {kernel_rate / 1e9:.1f} G multiply-adds/s, torch.mm "
+        f"(1024 x 1024) {mm_rate / 1e9:.1f} G/s: the kernel at {kernel_rate / mm_rate:.0%} of it"
     )
     if args.full:
         X_full = images(FULL_IMAGES)
