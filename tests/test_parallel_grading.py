@@ -339,6 +339,10 @@ def test_one_worker_grades_many_submissions_without_growing(tiny):
     assert rss[-1] - rss[1] < 64 * 2**20, rss
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_stops_grading_and_writes_what_was_graded(tiny):
     """Ctrl-C after the first submission: the workers and kernels stop, the report lists
     the graded submission and the others as interrupted, and the exit status is 130."""
@@ -346,8 +350,10 @@ def test_ctrl_c_stops_grading_and_writes_what_was_graded(tiny):
     cmd = [sys.executable, "-m", "initlab_grading.grade", "tiny", "--root", str(tiny)]
     cmd += ["--workers", "1", "--report", str(report)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, sys.path))}
+    # A shell without job control starts background jobs with SIGINT ignored, and pytest's
+    # workers and their children inherit that: give the grader the default a terminal has.
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)  # fmt: skip
+                            text=True, preexec_fn=_default_sigint)  # fmt: skip
     lines = []
     for line in proc.stdout:
         lines.append(line)
