@@ -77,8 +77,8 @@ def with_hidden_tests(root: Path, assignment: str, nb: nbformat.NotebookNode) ->
     )
     tests = {grade_id(cell): cell.source for cell in source.cells if is_test_cell(cell)}
     for cell in nb.cells:
-        if grade_id(cell) in tests:
-            cell.source = tests[grade_id(cell)]
+        if (cell_id := grade_id(cell)) in tests:
+            cell.source = tests[cell_id]
 
 
 def execute_alone(root: Path, assignment: str, student: str) -> float:
