@@ -88,6 +88,26 @@ def test_results_do_not_depend_on_workers_or_threads(workers, threads):
             np.testing.assert_array_equal(a.params[key], b.params[key])
 
 
+@pytest.mark.parametrize(
+    "counts", [(8, 8, 8, 8, 8, 8), (1, 1, 1, 1, 1, 1), (5, 5, 1), (3,), (2, 7, 4, 1, 1)]
+)
+@pytest.mark.parametrize("parts", [1, 2, 3, 4])
+def test_parts_get_an_equal_share_of_every_activation(counts, parts):
+    """Every network lands in exactly one part, each part keeps the activation order (one
+    contiguous slice per activation), every activation's networks are split as evenly as
+    they can be, and no part holds more than one network above another."""
+    names = [a for a, k in zip(engine.ACTIVATIONS, counts) for _ in range(k)]
+    members = engine._share_out(names, parts)
+    assert sorted(i for m in members for i in m) == list(range(len(names)))
+    assert all(m == sorted(m) for m in members) and all(members)
+    sizes = [len(m) for m in members]
+    assert max(sizes) - min(sizes) <= 1
+    assert len(members) == min(parts, len(names))
+    for a, k in zip(engine.ACTIVATIONS, counts):
+        shares = [sum(names[i] == a for i in m) for m in members]
+        assert max(shares) - min(shares) <= 1, (a, shares)
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_networks_sharing_a_seed_share_their_batch_and_still_equal_training_alone(workers):
     """A part whose networks all have one seed passes one batch, broadcast, to all of them

@@ -726,9 +726,32 @@ class _Stack:
         return out
 
 
+def _share_out(activations: Sequence[str], parts: int) -> list[list[int]]:
+    """Indices of ``activations`` (sorted, equal names adjacent) for each of ``parts``
+    parts: every run of one activation is cut into ``parts`` contiguous pieces as equal
+    as possible, the left-over networks going to the parts that had the fewest so far, so
+    each part holds about the same share of every activation. Activations differ in cost
+    (ATen's mish is slower than the matrix products of its layer), and parts step in
+    lockstep, so an even share of each keeps the threads equally busy."""
+    members: list[list[int]] = [[] for _ in range(parts)]
+    start = 0
+    for i in range(1, len(activations) + 1):
+        if i < len(activations) and activations[i] == activations[start]:
+            continue
+        q, r = divmod(i - start, parts)
+        extra = set(sorted(range(parts), key=lambda k: (len(members[k]), k))[:r])
+        for k in range(parts):
+            take = q + (k in extra)
+            members[k].extend(range(start, start + take))
+            start += take
+        start = i
+    return [m for m in members if m]
+
+
 class _Parts:
-    """A stack of configurations cut into ``workers`` contiguous parts, each a
-    :class:`_Stack` stepped on a thread of its own while torch runs single-threaded.
+    """A stack of configurations shared out among ``workers`` parts (see
+    :func:`_share_out`), each a :class:`_Stack` stepped on a thread of its own while torch
+    runs single-threaded.
 
     Every network is then computed by single-threaded kernels whatever the number of
     threads, and the parts need no synchronisation inside a step: each thread gathers
@@ -744,48 +767,56 @@ class _Parts:
         optimizer: str,
         workers: int,
     ) -> None:
-        C = len(configs)
-        count = max(1, min(workers, C))
-        bounds = [C * k // count for k in range(count + 1)]
-        self.slices = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        self.members = _share_out(
+            [c.activation for c in configs], max(1, min(workers, len(configs)))
+        )
         self.stacks = [
-            _Stack(configs[sl], inits[sl], device, dtype, optimizer) for sl in self.slices
+            _Stack([configs[i] for i in m], [inits[i] for i in m], device, dtype, optimizer)
+            for m in self.members
         ]
-        self.pool = ThreadPoolExecutor(count) if count > 1 else None
+        self.where = {i: (k, j) for k, m in enumerate(self.members) for j, i in enumerate(m)}
+        self.order = torch.tensor([i for m in self.members for i in m]).argsort()
+        self.pool = ThreadPoolExecutor(len(self.members)) if len(self.members) > 1 else None
         # parts whose networks share one seed also share their batches (the same rows)
-        self.shared = [len({c.seed for c in configs[sl]}) == 1 for sl in self.slices]
+        self.shared = [len({configs[i].seed for i in m}) == 1 for m in self.members]
 
-    def _map(self, fn: Callable[[_Stack, slice], Any]) -> list[Any]:
+    def _map(self, fn: Callable[[int], Any]) -> list[Any]:
         if self.pool is None:
-            return [fn(self.stacks[0], self.slices[0])]
-        pairs = zip(self.stacks, self.slices, strict=True)
-        futures = [self.pool.submit(fn, stack, sl) for stack, sl in pairs]
+            return [fn(0)]
+        futures = [self.pool.submit(fn, k) for k in range(len(self.stacks))]
         return [f.result() for f in futures]
+
+    def _gather(self, out: list[np.ndarray | torch.Tensor]) -> Any:
+        """Per-part results (concatenated in part order) back in the configs' order."""
+        if isinstance(out[0], np.ndarray):
+            return np.concatenate(out)[self.order.numpy()]
+        return torch.cat(out)[self.order.to(out[0].device)]
 
     def step(
         self, X: torch.Tensor, y: torch.Tensor, idx: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One step of every part on its rows of ``idx`` (C, B) into the shared data."""
 
-        def one(stack: _Stack, sl: slice) -> tuple[torch.Tensor, torch.Tensor]:
-            rows = idx[sl]
-            if self.shared[self.slices.index(sl)]:  # one batch, seen by every network
-                k = sl.stop - sl.start
-                return stack.step(X[rows[0]].expand(k, -1, -1), y[rows[0]].expand(k, -1))
-            return stack.step(X[rows], y[rows])
+        def one(k: int) -> tuple[torch.Tensor, torch.Tensor]:
+            m = self.members[k]
+            if self.shared[k]:  # one batch, seen by every network
+                rows = idx[m[0]]
+                return self.stacks[k].step(
+                    X[rows].expand(len(m), -1, -1), y[rows].expand(len(m), -1)
+                )
+            rows = idx[m]
+            return self.stacks[k].step(X[rows], y[rows])
 
         out = self._map(one)
-        return torch.cat([o[0] for o in out]), torch.cat([o[1] for o in out])
+        return self._gather([o[0] for o in out]), self._gather([o[1] for o in out])
 
     def evaluate(self, X: torch.Tensor, y: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        out = self._map(lambda stack, sl: stack.evaluate(X, y))
-        return np.concatenate([o[0] for o in out]), np.concatenate([o[1] for o in out])
+        out = self._map(lambda k: self.stacks[k].evaluate(X, y))
+        return self._gather([o[0] for o in out]), self._gather([o[1] for o in out])
 
     def export(self, i: int) -> dict[str, np.ndarray]:
-        for stack, sl in zip(self.stacks, self.slices, strict=True):
-            if sl.start <= i < sl.stop:
-                return stack.export(i - sl.start)
-        raise IndexError(i)
+        k, j = self.where[i]
+        return self.stacks[k].export(j)
 
     def close(self) -> None:
         if self.pool is not None:
@@ -921,9 +952,9 @@ def train(
 
     Configurations not in the cache train together in one batched computation (at most
     ``max_batch`` per stack, all by default; one stack per activation with
-    ``split_activations``). On the CPU a stack is cut into ``workers`` parts (default:
-    torch's thread count) that step on threads of their own while torch runs
-    single-threaded, so every network's result is the same whatever the number of
+    ``split_activations``). On the CPU a stack is shared out among ``workers`` parts
+    (default: torch's thread count), each with an equal share of every activation, that
+    step on threads of their own while torch runs single-threaded, so every network's result is the same whatever the number of
     threads and whatever else is in the stack. ``progress`` defaults to a bar on stdout
     except under the ``grade`` budget.
     """
