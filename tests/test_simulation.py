@@ -100,6 +100,56 @@ def test_batched_equals_exact_within_roundoff(dtype, width, method, one_thread):
 
 
 @pytest.mark.parametrize("method", ["bmm", "fused"])
+def test_inputs_zero_in_every_row_are_left_out_exactly(method, one_thread):
+    """Columns of X that are zero everywhere (MNIST's border) are dropped from the first
+    layer's products; the weights drawn and the variances stay those of the full product
+    (within its round-off bound), and a column zero in all but one row is kept."""
+    g = torch.Generator().manual_seed(6)
+    X = torch.rand(500, 40, generator=g)
+    X[:, ::3] = 0
+    X[17, 3] = 0.5  # zero in all rows but one: used
+    exact, bound = exact_with_bound(X, 5, 8, torch.float32, seed=9, width=10)
+    torch.manual_seed(9)
+    got = layer_output_variances(
+        X, he_init(10), depth=8, num_nets=5, image_block=128, method=method
+    )
+    assert ((got - exact).abs() <= bound).all(), float(((got - exact).abs() / bound).max())
+    X[17, 3] = 0
+    torch.manual_seed(9)
+    without = layer_output_variances(
+        X, he_init(10), depth=8, num_nets=5, image_block=128, method=method
+    )
+    assert not torch.equal(without, got)
+
+
+@pytest.mark.parametrize(
+    ("vectors", "width", "dtype"),
+    [
+        ((256, 16), 10, torch.float32),  # AVX2: one image vector per block, groups of 5
+        ((128, 32), 16, torch.float64),  # NEON: the widest layers, two lanes of doubles
+        ((128, 16), 6, torch.float32),  # SSE
+    ],
+)
+def test_the_fused_kernel_blocked_for_other_cpus_is_correct(
+    vectors, width, dtype, monkeypatch, one_thread
+):
+    """The kernel's blocking follows the host's vector registers; the blockings of other
+    CPUs compile here too (LLVM splits or joins the vectors) and must give the same
+    variances within the round-off bound. An input count that is not a multiple of the
+    block (zero-padded columns) is included."""
+    from initlab import simulation
+
+    monkeypatch.setattr(simulation, "_host_vectors", lambda: vectors)
+    X = torch.rand(301, 30, generator=torch.Generator().manual_seed(11))
+    exact, bound = exact_with_bound(X, 3, 6, dtype, seed=12, width=width)
+    torch.manual_seed(12)
+    got = layer_output_variances(
+        X, he_init(width), depth=6, num_nets=3, image_block=100, dtype=dtype, method="fused"
+    )
+    assert ((got - exact).abs() <= bound).all(), float(((got - exact).abs() / bound).max())
+
+
+@pytest.mark.parametrize("method", ["bmm", "fused"])
 def test_chunks_of_networks_are_separate_runs(method, one_thread):
     """A chunk runs exactly the operations of a run with that many networks, so the
     results are bitwise equal (one thread, same generator state)."""

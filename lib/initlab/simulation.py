@@ -19,10 +19,12 @@ one of two ways (``method``):
 - ``"fused"``: a kernel compiled with Numba for the chunk's width that carries each block
   through all layers, ReLU and product in one pass over the activations while they sit in
   the L1 cache. At width 10 the product is too small for a matrix-multiply library (10 x 10
-  times 10 x 512 per network) and the ReLU and copy cost as much as it; on the
-  development machine (AVX-512) the whole simulation carried 2.7 times as many
-  network-input-layer passes per second with it as with ``"bmm"`` (benchmarks/kurtosis.py:
-  4.06e8 against 1.52e8). Compiling it takes 2-3 s, once per process, width and dtype.
+  times 10 x 512 per network) and the ReLU and copy cost as much as it. Each layer is LLVM
+  vector code blocked for the host's vector registers (:func:`_block_intrinsic`): on
+  AVX-512 32 images per step, each weight broadcast once for two multiply-adds, no
+  register spilled; there it does multiply-adds at 70-80 % of ``torch.mm``'s rate on one
+  thread (benchmarks/kurtosis.py, line 4). Compiling it takes 2-3 s, once per process,
+  width and dtype.
 
 ``"auto"`` (the default) takes ``"fused"`` for widths up to :data:`FUSED_MAX_WIDTH` when a
 call has at least :data:`FUSED_MIN_PASSES` passes (where the compile time pays for itself),
@@ -41,6 +43,7 @@ from __future__ import annotations
 
 import functools
 import math
+import platform
 import threading
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -68,9 +71,9 @@ networks and blocks of 1,024 inputs (median of 7 interleaved runs of 400 network
 IMAGE_BLOCK = 512
 """Inputs per block (see NET_CHUNK)."""
 FUSED_MAX_WIDTH = 16
-"""Widest layers the fused kernel handles: it keeps one input's ``width`` activations and
-their ``width`` outputs in vector registers (32 on AVX-512) and is written out for the
-width, ``width**2`` multiply-adds per layer."""
+"""Widest layers the fused kernel handles: it keeps a block's ``width`` activations and a
+group of outputs in vector registers (32 on AVX-512) and is written out for the width,
+``width**2`` multiply-adds per layer."""
 FUSED_MIN_PASSES = 300_000_000
 """Network-input-layer passes from which ``method="auto"`` compiles the fused kernel. A
 single call wins its compile time (2-3 s) back from about 7e8 passes (``"bmm"`` carried
@@ -81,81 +84,246 @@ times (5e8 passes each at the ``default`` budget)."""
 _COMPILE_LOCK = threading.Lock()
 
 
-def _fused_source(width: int) -> str:
-    """Python source of the fused kernel for ``width``: per network, the block's inputs are
-    the innermost loop (vectorized across inputs), each layer's product written out as
-    ``width`` sums of ``width`` terms over scalars that stay in registers; after each layer
-    the mean and centred sum of squares of unit 0 over the block, in float64 (two passes
-    over the block's values of unit 0, which sit in the L1 cache)."""
-    weights = [f"w{j}_{q} = M[{j}, {q}]" for j in range(width) for q in range(width)]
-    loads = [f"x{q} = a[{q}, i]" for q in range(width)]
-    sums = [f"y{j} = " + " + ".join(f"w{j}_{q} * x{q}" for q in range(width)) for j in range(width)]
-    stores = [f"a[{j}, i] = max(y{j}, zero)" for j in range(width)]
-    body = "\n".join(
-        [
-            "def fused_layers(W, H, mean, m2, zero):",
-            "    depth, num_nets = W.shape[0], W.shape[1]",
-            "    k = H.shape[2]",
-            f"    a = np.empty(({width}, k), H.dtype)",
-            "    unit0 = np.empty(k, H.dtype)",
-            "    for net in range(num_nets):",
-            f"        for j in range({width}):",
-            "            for i in range(k):",
-            "                a[j, i] = max(H[net, j, i], zero)",
-            "        for layer in range(depth):",
-            "            M = W[layer, net]",
-            *("            " + line for line in weights),
-            "            for i in range(k):",
-            *("                " + line for line in loads + sums),
-            "                unit0[i] = y0",
-            *("                " + line for line in stores),
-            "            total = 0.0",
-            "            for i in range(k):",
-            "                total += np.float64(unit0[i])",
-            "            mu = total / k",
-            "            squares = 0.0",
-            "            for i in range(k):",
-            "                dev = np.float64(unit0[i]) - mu",
-            "                squares += dev * dev",
-            "            mean[layer, net] = mu",
-            "            m2[layer, net] = squares",
-        ]
-    )
-    return body + "\n"
+def _host_vectors() -> tuple[int, int]:
+    """(bits per vector register, number of vector registers) of this CPU, for the fused
+    kernel's blocking: AVX-512 32 x 512, AVX/AVX2 16 x 256, NEON 32 x 128, else 16 x 128."""
+    machine = platform.machine().lower()
+    try:
+        import llvmlite.binding as llvm
+
+        features = llvm.get_host_cpu_features()
+    except Exception:  # noqa: BLE001 - unknown host: the narrowest vectors
+        features = {}
+    if machine in ("x86_64", "amd64", "x86", "i686"):
+        if features.get("avx512f"):
+            return 512, 32
+        if features.get("avx2") or features.get("avx"):
+            return 256, 16
+        return 128, 16
+    if machine in ("arm64", "aarch64"):
+        return 128, 32
+    return 128, 16
+
+
+def _blocking(width: int, registers: int) -> tuple[int, int]:
+    """(image vectors per block, outputs per group) such that a block's inputs
+    (``vectors * width`` registers), one group's sums (``vectors * group``) and a
+    broadcast weight fit in ``registers``: two vectors where they fit, so that each weight
+    loaded serves two multiply-adds."""
+    vectors = 2 if 2 * width + 2 + 1 <= registers else 1
+    group = max(1, min(width, (registers - 1 - vectors * width) // vectors))
+    return vectors, group
+
+
+def _block_intrinsic(width: int, lanes: int, vectors: int, group: int) -> Callable:
+    """A Numba intrinsic ``block(a, M, u, i)``: one layer for the ``vectors * lanes``
+    inputs in columns ``i ..`` of the activations ``a`` (width, k) in place, written as
+    LLVM vector code: the inputs' ``width`` values are loaded into registers once, then
+    for each group of ``group`` outputs every weight ``M[j, q]`` is broadcast once and
+    multiply-added into ``vectors`` sums, the group's ReLU'd outputs stored over the
+    inputs (which stay in registers), and unit 0's pre-activation written to ``u``."""
+    from llvmlite import ir
+    from numba import types
+    from numba.core import cgutils
+    from numba.extending import intrinsic
+
+    @intrinsic
+    def block(typingctx, a, M, u, i):  # noqa: ARG001 - Numba's intrinsic protocol
+        def codegen(context, builder, signature, args):
+            a_ty, m_ty, u_ty, _ = signature.args
+            A = context.make_array(a_ty)(context, builder, args[0])
+            Mw = context.make_array(m_ty)(context, builder, args[1])
+            U = context.make_array(u_ty)(context, builder, args[2])
+            start = args[3]
+            cols = cgutils.unpack_tuple(builder, A.shape, 2)[1]
+            idx = cols.type
+            f_ty = context.get_value_type(a_ty.dtype)
+            v_ty = ir.VectorType(f_ty, lanes)
+            bits = 32 if a_ty.dtype == types.float32 else 64
+            fma = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(v_ty, [v_ty] * 3), f"llvm.fma.v{lanes}f{bits}"
+            )
+            relu = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(v_ty, [v_ty] * 2), f"llvm.maxnum.v{lanes}f{bits}"
+            )
+            zero = ir.Constant(v_ty, [ir.Constant(f_ty, 0.0)] * lanes)
+            undef = ir.Constant(v_ty, ir.Undefined)
+            splat = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
+
+            def at(base, row, stride, v):
+                off = builder.add(
+                    builder.mul(ir.Constant(idx, row), stride),
+                    builder.add(start, ir.Constant(idx, v * lanes)),
+                )
+                return builder.bitcast(builder.gep(base, [off]), v_ty.as_pointer())
+
+            def weight(j, q):
+                w = builder.load(builder.gep(Mw.data, [ir.Constant(idx, j * width + q)]))
+                one = builder.insert_element(undef, w, ir.Constant(ir.IntType(32), 0))
+                return builder.shuffle_vector(one, undef, splat)
+
+            x = [
+                [builder.load(at(A.data, q, cols, v), align=4) for v in range(vectors)]
+                for q in range(width)
+            ]
+            for first in range(0, width, group):
+                rows = range(first, min(width, first + group))
+                acc: dict = {}
+                for q in range(width):
+                    for j in rows:
+                        w = weight(j, q)
+                        for v in range(vectors):
+                            acc[j, v] = (
+                                builder.fmul(w, x[q][v])
+                                if q == 0
+                                else builder.call(fma, [w, x[q][v], acc[j, v]])
+                            )
+                if first == 0:
+                    for v in range(vectors):
+                        builder.store(acc[0, v], at(U.data, 0, cols, v), align=4)
+                for j in rows:
+                    for v in range(vectors):
+                        out = builder.call(relu, [acc[j, v], zero])
+                        builder.store(out, at(A.data, j, cols, v), align=4)
+            return context.get_dummy_value()
+
+        return types.void(a, M, u, i), codegen
+
+    return block
+
+
+def _moments_intrinsic(lanes: int) -> Callable:
+    """A Numba intrinsic ``moments(u, k) -> (mean, m2)``: the mean and centred sum of
+    squares of ``u[:k]`` in float64, two passes, each summing into four vector
+    accumulators of ``lanes`` doubles (a single accumulator would wait on the adder's
+    latency at every step: a fifth of the kernel's time) and the last ``k mod 4 lanes``
+    values one by one."""
+    from llvmlite import ir
+    from numba import types
+    from numba.core import cgutils
+    from numba.extending import intrinsic
+
+    width = 4 * lanes
+
+    @intrinsic
+    def moments(typingctx, u, k):  # noqa: ARG001 - Numba's intrinsic protocol
+        ret = types.UniTuple(types.float64, 2)
+
+        def codegen(context, builder, signature, args):
+            u_ty = signature.args[0]
+            U = context.make_array(u_ty)(context, builder, args[0])
+            k = args[1]
+            idx = k.type
+            f_ty = context.get_value_type(u_ty.dtype)
+            d_ty = ir.DoubleType()
+            vf_ty, vd_ty = ir.VectorType(f_ty, lanes), ir.VectorType(d_ty, lanes)
+            fma = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(vd_ty, [vd_ty] * 3), f"llvm.fma.v{lanes}f64"
+            )
+            full = builder.mul(builder.sdiv(k, ir.Constant(idx, width)), ir.Constant(idx, width))
+            zero = ir.Constant(vd_ty, [ir.Constant(d_ty, 0.0)] * lanes)
+            undef = ir.Constant(vd_ty, ir.Undefined)
+            splat = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
+
+            def widen(value, ty):
+                return value if f_ty == d_ty else builder.fpext(value, ty)
+
+            def one_pass(step_vec, step_one):
+                accs = [cgutils.alloca_once_value(builder, zero) for _ in range(4)]
+                with cgutils.for_range_slice(
+                    builder, ir.Constant(idx, 0), full, ir.Constant(idx, width), idx
+                ) as (i, _):
+                    for a, acc in enumerate(accs):
+                        at = builder.add(i, ir.Constant(idx, a * lanes))
+                        ptr = builder.bitcast(builder.gep(U.data, [at]), vf_ty.as_pointer())
+                        x = widen(builder.load(ptr, align=4), vd_ty)
+                        builder.store(step_vec(x, builder.load(acc)), acc)
+                v = builder.fadd(
+                    builder.fadd(builder.load(accs[0]), builder.load(accs[1])),
+                    builder.fadd(builder.load(accs[2]), builder.load(accs[3])),
+                )
+                total = cgutils.alloca_once_value(builder, ir.Constant(d_ty, 0.0))
+                for lane in range(lanes):
+                    element = builder.extract_element(v, ir.Constant(ir.IntType(32), lane))
+                    builder.store(builder.fadd(builder.load(total), element), total)
+                with cgutils.for_range_slice(builder, full, k, ir.Constant(idx, 1), idx) as (i, _):
+                    x = widen(builder.load(builder.gep(U.data, [i])), d_ty)
+                    builder.store(step_one(x, builder.load(total)), total)
+                return builder.load(total)
+
+            total = one_pass(builder.fadd, builder.fadd)
+            mean = builder.fdiv(total, builder.sitofp(k, d_ty))
+            mean_v = builder.shuffle_vector(
+                builder.insert_element(undef, mean, ir.Constant(ir.IntType(32), 0)), undef, splat
+            )
+
+            def square_vec(x, acc):
+                dev = builder.fsub(x, mean_v)
+                return builder.call(fma, [dev, dev, acc])
+
+            def square_one(x, acc):
+                dev = builder.fsub(x, mean)
+                return builder.fadd(acc, builder.fmul(dev, dev))
+
+            m2 = one_pass(square_vec, square_one)
+            return context.make_tuple(builder, ret, [mean, m2])
+
+        return ret(u, k), codegen
+
+    return moments
+
+
+def _fused_kernel(width: int, dtype: torch.dtype) -> Callable:
+    """The fused kernel for ``width`` and ``dtype``, blocked for this CPU's vector
+    registers, compiled (once per process) in the calling thread.
+    ``kernel(W, H, mean, m2, zero)`` carries the first layer's outputs H (n, w, k) for a
+    block of k inputs through the layers W (depth, n, w, w), all C-contiguous arrays of
+    ``dtype`` (``zero`` a scalar of it), and writes, per layer and network, the block's
+    mean and centred sum of squares of unit 0 to the float64 arrays mean and m2
+    (depth, n). H is left as it was."""
+    return _compiled_kernel(width, dtype, *_host_vectors())
 
 
 @functools.cache
-def _fused_kernel(width: int, dtype: torch.dtype) -> Callable:
-    """The fused kernel for ``width`` and ``dtype``, compiled (once per process) in the
-    calling thread. ``kernel(W, H, mean, m2, zero)`` carries the first layer's outputs H
-    (n, w, k) for a block of k inputs through the layers W (depth, n, w, w), all
-    C-contiguous arrays of ``dtype`` (``zero`` a scalar of it), and writes, per layer and
-    network, the block's mean and centred sum of squares of unit 0 to the float64 arrays
-    mean and m2 (depth, n). H is left as it was.
-
-    LLVM's cost model vectorizes with 256-bit registers on AVX-512 machines; with 16 lanes
-    the kernel ran 1.2 and 1.8 times as fast in two runs, so the vector width is forced to
-    16 while this kernel compiles (and only then) where the CPU has AVX-512."""
-    import llvmlite.binding as llvm
+def _compiled_kernel(width: int, dtype: torch.dtype, bits: int, registers: int) -> Callable:
+    """:func:`_fused_kernel` for vectors of ``bits`` and ``registers`` of them (any values
+    give the same results up to round-off; the host's give the speed). The inputs are
+    padded with zero columns to whole blocks: a column never mixes with another, and zeros
+    stay zero through ReLU layers without bias. After each layer, the mean and centred sum
+    of squares of unit 0 over the block, in float64 (two passes over values in L1)."""
     import numba
 
-    namespace: dict = {"np": np}
-    exec(compile(_fused_source(width), f"<initlab fused kernel, width {width}>", "exec"), namespace)
-    kernel = numba.njit(nogil=True, fastmath=True, error_model="numpy")(namespace["fused_layers"])
     np_dtype = torch.empty((), dtype=dtype).numpy().dtype
+    lanes = bits // (8 * np_dtype.itemsize)
+    vectors, group = _blocking(width, registers)
+    step = lanes * vectors
+    block = _block_intrinsic(width, lanes, vectors, group)
+    moments = _moments_intrinsic(bits // 64)
+
+    def fused_layers(W, H, mean, m2, zero):
+        num_nets, depth = W.shape[0], W.shape[1]
+        k = H.shape[2]
+        padded = (k + step - 1) // step * step
+        a = np.zeros((width, padded), H.dtype)
+        u = np.empty(padded, H.dtype)
+        for net in range(num_nets):
+            for j in range(width):
+                for i in range(k):
+                    a[j, i] = max(H[net, j, i], zero)
+                for i in range(k, padded):
+                    a[j, i] = zero
+            for layer in range(depth):
+                M = W[net, layer]
+                for i in range(0, padded, step):
+                    block(a, M, u, i)
+                mean[layer, net], m2[layer, net] = moments(u, k)
+
+    kernel = numba.njit(nogil=True, fastmath=True, error_model="numpy")(fused_layers)
     array3 = numba.from_dtype(np_dtype)[:, :, ::1]
     array4 = numba.from_dtype(np_dtype)[:, :, :, ::1]
     stats = numba.float64[:, ::1]
-    signature = (array4, array3, stats, stats, numba.from_dtype(np_dtype))
-    wide = "avx512f" in llvm.get_host_cpu_features().flatten()
     with _COMPILE_LOCK:
-        if wide:
-            llvm.set_option("initlab", "--force-vector-width=16")
-        try:
-            kernel.compile(signature)
-        finally:
-            if wide:
-                llvm.set_option("initlab", "--force-vector-width=0")
+        kernel.compile((array4, array3, stats, stats, numba.from_dtype(np_dtype)))
     kernel.disable_compile()
     return kernel
 
@@ -186,7 +354,8 @@ def _chunk_variances(
     H = torch.empty(n, width, k, dtype=W.dtype)
     spare = torch.empty_like(H)
     record = torch.empty(min(flush, depth), n, k, dtype=W.dtype)  # unit 0, a few layers
-    W_np = W.numpy() if kernel is not None else None
+    # the kernel reads one network's layers one after another: (n, depth, w, w)
+    W_np = W.transpose(0, 1).contiguous().numpy() if kernel is not None else None
     zero = W_np.dtype.type(0) if W_np is not None else None
     count = 0
     mean = torch.zeros(depth, n, dtype=torch.float64)
@@ -262,7 +431,13 @@ def layer_output_variances(
     if method not in ("auto", "fused", "bmm"):
         raise ValueError(f"method must be 'auto', 'fused' or 'bmm'; got {method!r}")
     d = X.shape[1]
-    Xt = X.T.contiguous()  # (d, num_inputs): blocks of columns feed the first layer
+    # Inputs that are zero in every row (MNIST's border pixels: 67 of 784 over the training
+    # set) only add exact zeros to the first layer: its products leave them out. The
+    # first layer is still drawn over all d inputs, so the weights do not change.
+    used = (X != 0).any(dim=0)
+    used = None if bool(used.all()) else used
+    # (inputs used, num_inputs): blocks of columns feed the first layer
+    Xt = (X if used is None else X[:, used]).T.contiguous()
     out = torch.empty(depth, num_nets, dtype=torch.float64)
     workers = workers or torch.get_num_threads()
     threads = torch.get_num_threads()
@@ -276,6 +451,8 @@ def layer_output_variances(
                 width = _check_init_output(Ws[0], n)
                 W = torch.stack([w.to(dtype) for w in Ws]).contiguous()  # (depth, n, w, w)
                 first = (torch.randn(n * width, d) / math.sqrt(d)).to(dtype)
+                if used is not None:
+                    first = first[:, used].contiguous()
                 if start == 0:
                     kernel = _pick_kernel(method, width, dtype, num_nets * len(X) * depth)
                 job = (W, first, Xt, image_block, 10, kernel)
