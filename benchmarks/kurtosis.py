@@ -117,7 +117,7 @@ def kernel_alone(n: int = NET_CHUNK, block: int = IMAGE_BLOCK):
     """One call of the fused kernel on one chunk and block (what each worker thread runs
     between first-layer products), and its multiply-adds."""
     kernel = _fused_kernel(WIDTH, torch.float32)
-    W = he(DEPTH * n).reshape(DEPTH, n, WIDTH, WIDTH).numpy()
+    W = he(n * DEPTH).reshape(n, DEPTH, WIDTH, WIDTH).numpy()  # network-major
     H = torch.randn(n, WIDTH, block).numpy()
     mean, m2 = np.empty((DEPTH, n)), np.empty((DEPTH, n))
     zero = W.dtype.type(0)

@@ -277,7 +277,7 @@ def _fused_kernel(width: int, dtype: torch.dtype) -> Callable:
     """The fused kernel for ``width`` and ``dtype``, blocked for this CPU's vector
     registers, compiled (once per process) in the calling thread.
     ``kernel(W, H, mean, m2, zero)`` carries the first layer's outputs H (n, w, k) for a
-    block of k inputs through the layers W (depth, n, w, w), all C-contiguous arrays of
+    block of k inputs through the layers W (n, depth, w, w), all C-contiguous arrays of
     ``dtype`` (``zero`` a scalar of it), and writes, per layer and network, the block's
     mean and centred sum of squares of unit 0 to the float64 arrays mean and m2
     (depth, n). H is left as it was."""
@@ -303,6 +303,17 @@ def _compiled_kernel(width: int, dtype: torch.dtype, bits: int, registers: int) 
     def fused_layers(W, H, mean, m2, zero):
         num_nets, depth = W.shape[0], W.shape[1]
         k = H.shape[2]
+        if (
+            W.shape[2] != width
+            or W.shape[3] != width
+            or H.shape[0] != num_nets
+            or H.shape[1] != width
+            or mean.shape[0] != depth
+            or mean.shape[1] != num_nets
+            or m2.shape[0] != depth
+            or m2.shape[1] != num_nets
+        ):
+            raise ValueError("fused kernel: W (n, depth, w, w), H (n, w, k), stats (depth, n)")
         padded = (k + step - 1) // step * step
         a = np.zeros((width, padded), H.dtype)
         u = np.empty(padded, H.dtype)
