@@ -738,8 +738,9 @@ def _share_out(activations: Sequence[str], parts: int) -> list[list[int]]:
     parts: every run of one activation is cut into ``parts`` contiguous pieces as equal
     as possible, the left-over networks going to the parts that had the fewest so far, so
     each part holds about the same share of every activation. Activations differ in cost
-    (ATen's mish is slower than the matrix products of its layer), and parts step in
-    lockstep, so an even share of each keeps the threads equally busy."""
+    (on the 784-200-64-10 network ATen's mish forward and backward cost about 60 % of the
+    first layer's matrix products and more than the second's), and parts step in lockstep,
+    so an even share of each keeps the threads equally busy."""
     members: list[list[int]] = [[] for _ in range(parts)]
     start = 0
     for i in range(1, len(activations) + 1):
