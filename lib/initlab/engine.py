@@ -538,6 +538,18 @@ def _activation_backward_into(
         out.copy_(_activation_backward(name, grad, z, a, beta))
 
 
+def _runs(activations: Sequence[str]) -> list[tuple[str, slice]]:
+    """The runs of equal names in ``activations`` (sorted: equal names adjacent), each as
+    (name, slice of its positions)."""
+    runs: list[tuple[str, slice]] = []
+    start = 0
+    for i in range(1, len(activations) + 1):
+        if i == len(activations) or activations[i] != activations[start]:
+            runs.append((activations[start], slice(start, i)))
+            start = i
+    return runs
+
+
 class _Stack:
     """The stacked networks (configs sorted by activation) and one SGD or Adam step for
     all.
@@ -578,13 +590,7 @@ class _Stack:
         ]
         self.lr = torch.tensor([c.lr for c in configs], device=device, dtype=dtype)
         self.learn = [i for i, c in enumerate(configs) if c.learn_beta]
-        # contiguous slices of equal activation
-        self.groups: list[tuple[str, slice]] = []
-        start = 0
-        for i in range(1, len(configs) + 1):
-            if i == len(configs) or configs[i].activation != configs[start].activation:
-                self.groups.append((configs[start].activation, slice(start, i)))
-                start = i
+        self.groups = _runs([c.activation for c in configs])
 
     def _beta(self, layer: int, name: str, sl: slice) -> torch.Tensor | None:
         return self.betas[layer][sl, None, None] if name == "swish" else None
@@ -742,17 +748,14 @@ def _share_out(activations: Sequence[str], parts: int) -> list[list[int]]:
     first layer's matrix products and more than the second's), and parts step in lockstep,
     so an even share of each keeps the threads equally busy."""
     members: list[list[int]] = [[] for _ in range(parts)]
-    start = 0
-    for i in range(1, len(activations) + 1):
-        if i < len(activations) and activations[i] == activations[start]:
-            continue
-        q, r = divmod(i - start, parts)
+    for _, run in _runs(activations):
+        q, r = divmod(run.stop - run.start, parts)
         extra = set(sorted(range(parts), key=lambda k: (len(members[k]), k))[:r])
+        start = run.start
         for k in range(parts):
             take = q + (k in extra)
             members[k].extend(range(start, start + take))
             start += take
-        start = i
     return [m for m in members if m]
 
 
