@@ -48,6 +48,7 @@ from initlab.simulation import (
     IMAGE_BLOCK,
     NET_CHUNK,
     _fused_kernel,
+    _used_inputs,
     layer_output_variances,
     layer_output_variances_one_by_one,
 )
@@ -88,7 +89,7 @@ def timed(fns: dict, repeats: int) -> dict[str, list[float]]:
 
 def bare_chunk(X_t: torch.Tensor, n: int, block: int) -> None:
     W = torch.randn(DEPTH, n, WIDTH, WIDTH)
-    first = torch.randn(n * WIDTH, PIXELS)
+    first = torch.randn(n * WIDTH, X_t.shape[0])
     H = torch.empty(n, WIDTH, block)
     spare = torch.empty_like(H)
     for b in range(0, X_t.shape[1], block):
@@ -106,8 +107,10 @@ def bare_products(
     X: torch.Tensor, nets: int, net_chunk: int = NET_CHUNK, block: int = IMAGE_BLOCK
 ) -> None:
     """The matrix products of :func:`layer_output_variances` (same shapes, same threads:
-    chunks of networks on torch's thread count of threads, one torch thread each), alone."""
-    X_t = X.T.contiguous()
+    chunks of networks on torch's thread count of threads, one torch thread each, the first
+    layer over the inputs it uses), alone."""
+    used = _used_inputs(X)
+    X_t = (X if used is None else X[:, used]).T.contiguous()
     with torch_threads(1), ThreadPoolExecutor(torch.get_num_threads()) as pool:
         sizes = [min(net_chunk, nets - s) for s in range(0, nets, net_chunk)]
         list(pool.map(lambda n: bare_chunk(X_t, n, block), sizes))

@@ -442,11 +442,7 @@ def layer_output_variances(
     if method not in ("auto", "fused", "bmm"):
         raise ValueError(f"method must be 'auto', 'fused' or 'bmm'; got {method!r}")
     d = X.shape[1]
-    # Inputs that are zero in every row (MNIST's border pixels: 67 of 784 over the training
-    # set) only add exact zeros to the first layer: its products leave them out. The
-    # first layer is still drawn over all d inputs, so the weights do not change.
-    used = (X != 0).any(dim=0)
-    used = None if bool(used.all()) else used
+    used = _used_inputs(X)
     # (inputs used, num_inputs): blocks of columns feed the first layer
     Xt = (X if used is None else X[:, used]).T.contiguous()
     out = torch.empty(depth, num_nets, dtype=torch.float64)
@@ -463,7 +459,7 @@ def layer_output_variances(
                 W = torch.stack([w.to(dtype) for w in Ws]).contiguous()  # (depth, n, w, w)
                 first = (torch.randn(n * width, d) / math.sqrt(d)).to(dtype)
                 if used is not None:
-                    first = first[:, used].contiguous()
+                    first = first[:, used]
                 if start == 0:
                     kernel = _pick_kernel(method, width, dtype, num_nets * len(X) * depth)
                 job = (W, first, Xt, image_block, 10, kernel)
@@ -480,6 +476,15 @@ def layer_output_variances(
     finally:
         torch.set_num_threads(threads)
     return out
+
+
+def _used_inputs(X: torch.Tensor) -> torch.Tensor | None:
+    """Which of ``X``'s columns the first layer's products need: a boolean mask of the
+    inputs that are non-zero in some row, or None when all are. Inputs that are zero in
+    every row (MNIST's border pixels: 67 of 784 over the training set) only add exact
+    zeros; the first layer is still drawn over all inputs, so the weights do not change."""
+    used = (X != 0).any(dim=0)
+    return None if bool(used.all()) else used
 
 
 def _pick_kernel(method: Method, width: int, dtype: torch.dtype, passes: int) -> Callable | None:
