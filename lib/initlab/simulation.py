@@ -115,6 +115,29 @@ def _blocking(width: int, registers: int) -> tuple[int, int]:
     return vectors, group
 
 
+def _vector_function(builder, name: str, v_ty, arity: int):
+    """The LLVM intrinsic ``llvm.<name>`` on vectors of type ``v_ty`` (``fma``: 3 operands,
+    ``maxnum``: 2), declared in the builder's module once."""
+    from llvmlite import ir
+    from numba.core import cgutils
+
+    bits = 64 if isinstance(v_ty.element, ir.DoubleType) else 32
+    return cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(v_ty, [v_ty] * arity), f"llvm.{name}.v{v_ty.count}f{bits}"
+    )
+
+
+def _splat(builder, value, v_ty):
+    """A vector of type ``v_ty`` with ``value`` in every lane."""
+    from llvmlite import ir
+
+    undef = ir.Constant(v_ty, ir.Undefined)
+    one = builder.insert_element(undef, value, ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(
+        one, undef, ir.Constant(ir.VectorType(ir.IntType(32), v_ty.count), [0] * v_ty.count)
+    )
+
+
 def _block_intrinsic(width: int, lanes: int, vectors: int, group: int) -> Callable:
     """A Numba intrinsic ``block(a, M, u, i)``: one layer for the ``vectors * lanes``
     inputs in columns ``i ..`` of the activations ``a`` (width, k) in place, written as
@@ -139,16 +162,9 @@ def _block_intrinsic(width: int, lanes: int, vectors: int, group: int) -> Callab
             idx = cols.type
             f_ty = context.get_value_type(a_ty.dtype)
             v_ty = ir.VectorType(f_ty, lanes)
-            bits = 32 if a_ty.dtype == types.float32 else 64
-            fma = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(v_ty, [v_ty] * 3), f"llvm.fma.v{lanes}f{bits}"
-            )
-            relu = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(v_ty, [v_ty] * 2), f"llvm.maxnum.v{lanes}f{bits}"
-            )
+            fma = _vector_function(builder, "fma", v_ty, 3)
+            relu = _vector_function(builder, "maxnum", v_ty, 2)
             zero = ir.Constant(v_ty, [ir.Constant(f_ty, 0.0)] * lanes)
-            undef = ir.Constant(v_ty, ir.Undefined)
-            splat = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
 
             def at(base, row, stride, v):
                 off = builder.add(
@@ -159,8 +175,7 @@ def _block_intrinsic(width: int, lanes: int, vectors: int, group: int) -> Callab
 
             def weight(j, q):
                 w = builder.load(builder.gep(Mw.data, [ir.Constant(idx, j * width + q)]))
-                one = builder.insert_element(undef, w, ir.Constant(ir.IntType(32), 0))
-                return builder.shuffle_vector(one, undef, splat)
+                return _splat(builder, w, v_ty)
 
             x = [
                 [builder.load(at(A.data, q, cols, v), align=4) for v in range(vectors)]
@@ -217,13 +232,9 @@ def _moments_intrinsic(lanes: int) -> Callable:
             f_ty = context.get_value_type(u_ty.dtype)
             d_ty = ir.DoubleType()
             vf_ty, vd_ty = ir.VectorType(f_ty, lanes), ir.VectorType(d_ty, lanes)
-            fma = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(vd_ty, [vd_ty] * 3), f"llvm.fma.v{lanes}f64"
-            )
+            fma = _vector_function(builder, "fma", vd_ty, 3)
             full = builder.mul(builder.sdiv(k, ir.Constant(idx, width)), ir.Constant(idx, width))
             zero = ir.Constant(vd_ty, [ir.Constant(d_ty, 0.0)] * lanes)
-            undef = ir.Constant(vd_ty, ir.Undefined)
-            splat = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
 
             def widen(value, ty):
                 return value if f_ty == d_ty else builder.fpext(value, ty)
@@ -253,9 +264,7 @@ def _moments_intrinsic(lanes: int) -> Callable:
 
             total = one_pass(builder.fadd, builder.fadd)
             mean = builder.fdiv(total, builder.sitofp(k, d_ty))
-            mean_v = builder.shuffle_vector(
-                builder.insert_element(undef, mean, ir.Constant(ir.IntType(32), 0)), undef, splat
-            )
+            mean_v = _splat(builder, mean, vd_ty)
 
             def square_vec(x, acc):
                 dev = builder.fsub(x, mean_v)
