@@ -622,8 +622,8 @@ class _Stack:
         zs, activations = [], [X]
         h = X
         for layer in range(self.num_layers):
-            if h.dim() == 2:  # shared input
-                z = torch.matmul(h, self.Wt[layer]) + self.b[layer][:, None, :]
+            if h.dim() == 2:  # shared input (evaluation): the bias added in place
+                z = torch.matmul(h, self.Wt[layer]).add_(self.b[layer][:, None, :])
             else:
                 z = torch.baddbmm(self.b[layer][:, None, :], h, self.Wt[layer])
             zs.append(z)
