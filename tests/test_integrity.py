@@ -1,6 +1,7 @@
 """Detection of answers that call the library implementing what is graded."""
 
 import torch
+from torch import nn
 
 from initlab import checks, engine
 from initlab_grading.integrity import uses_library
@@ -72,3 +73,69 @@ def test_own_code_is_not_flagged():
 
     assert uses_library(own, ("torch.nn.init", "initlab")) is None
     assert uses_library(uses_functional, ("torch.nn.init", "initlab", "torch.func")) is None
+
+
+_DERIVATIVE_LIBRARIES = ("torch.autograd", "torch.func", "torch._functorch", "torch.ops")
+
+
+def test_forbidden_modules_reached_through_attributes_are_found():
+    def attribute_of_global(x):
+        return torch.func.grad(torch.sin)(x)
+
+    def alias_imported_inside(x):
+        import torch as t
+
+        return t.autograd.grad(x, x)
+
+    def submodule_imported_inside(x):
+        from torch import func
+
+        return func.vmap(torch.sin)(x)
+
+    def reexported(x):  # torch.vmap is torch.func's
+        return torch.vmap(torch.sin)(x)
+
+    def raw_operator(x):
+        return torch.ops.aten.tanh_backward(x, x)
+
+    def in_a_nested_function(x):
+        def inner(y):
+            return torch.autograd.grad(y, y)
+
+        return inner(x)
+
+    def nn_alias(t):
+        return nn.init.normal_(t)
+
+    found = {
+        f.__name__: uses_library(f, _DERIVATIVE_LIBRARIES)
+        for f in (
+            attribute_of_global,
+            alias_imported_inside,
+            submodule_imported_inside,
+            reexported,
+            raw_operator,
+            in_a_nested_function,
+        )
+    }
+    assert found == {
+        "attribute_of_global": "torch.func",
+        "alias_imported_inside": "torch.autograd",
+        "submodule_imported_inside": "torch.func",
+        "reexported": "torch.func.vmap",
+        "raw_operator": "torch.ops",
+        "in_a_nested_function": "torch.autograd",
+    }
+    assert uses_library(nn_alias, ("torch.nn.init",)) == "torch.nn.init"
+
+
+def test_names_that_only_look_like_a_forbidden_module_are_not_flagged():
+    def own_attribute_named_init(layer):
+        layer.init = 1.0  # "nn" and "init" both among the code's names, no torch.nn.init
+        return nn.Linear(2, 2)
+
+    def functional_is_not_func(x):
+        return torch.nn.functional.softplus(x) + torch.functional.F.relu(x)
+
+    assert uses_library(own_attribute_named_init, ("torch.nn.init", "initlab")) is None
+    assert uses_library(functional_is_not_func, _DERIVATIVE_LIBRARIES) is None

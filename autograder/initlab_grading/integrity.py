@@ -9,17 +9,37 @@ What is detected, statically (without running the answer):
   from the same notebook;
 - a forbidden module imported inside the answer (``import torch.nn.init as I``,
   ``from torch.nn import init``, ``from initlab import engine``);
-- ``torch.nn.init`` reached as attributes (``torch.nn.init.xavier_normal_``).
+- a forbidden module or function reached as attributes of a module, whether the module
+  is a global, a closure variable or imported inside the answer
+  (``torch.nn.init.xavier_normal_``, ``nn.init.normal_`` after ``from torch import nn``,
+  ``t.func.grad`` after ``import torch as t``, ``torch.vmap``, which lives in
+  ``torch._functorch``): the answer's bytecode is read for chains of attribute loads.
 
-What is not: a forbidden function reached through ``getattr`` with a computed name or
-``eval``. The initialization grader also records, while it runs an answer, every call
-into torch.nn.init and initlab.engine (``initlab_grading.initialization``), which covers
+What is not: a forbidden function reached through ``getattr`` with a computed name,
+``eval``, or attributes of something other than a module (an object passed in). The
+initialization grader also records, while it runs an answer, every call into
+torch.nn.init and initlab.engine (``initlab_grading.initialization``), and the
+activations grader watches for autograd and backward kernels at run time, which covers
 most of those.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dis
+import sys
+from collections.abc import Callable, Iterator
+from types import CodeType, ModuleType
+
+_LOAD_NAME = {
+    "LOAD_GLOBAL",
+    "LOAD_NAME",
+    "LOAD_DEREF",
+    "LOAD_CLASSDEREF",
+    "LOAD_FAST",
+    "LOAD_FAST_CHECK",
+}
+_LOAD_ATTR = {"LOAD_ATTR", "LOAD_METHOD"}
+_STORE = {"STORE_FAST", "STORE_NAME", "STORE_DEREF", "STORE_GLOBAL"}
 
 
 def uses_library(func: Callable, forbidden: tuple[str, ...]) -> str | None:
@@ -48,8 +68,6 @@ def _uses(func: Callable, forbidden: tuple[str, ...], seen: set[int]) -> str | N
         c = stack.pop()
         names.update(c.co_names)
         stack.extend(k for k in c.co_consts if hasattr(k, "co_names"))
-    if "torch.nn.init" in forbidden and "init" in names and ("nn" in names or "torch.nn" in names):
-        return "torch.nn.init"
     for name in sorted(names):  # dotted names are the modules an import statement loads
         if "." in name or name in forbidden:
             found = _matches(name, forbidden)
@@ -62,6 +80,12 @@ def _uses(func: Callable, forbidden: tuple[str, ...], seen: set[int]) -> str | N
         except ValueError:  # an empty cell
             continue
         names.add(name)
+    imported: dict[str, str] = {}  # names bound by import statements inside the answer
+    for op, base, attrs in _attribute_chains(code, imported):
+        local = op.startswith("LOAD_FAST") or base not in glb
+        found = _chain_uses(imported.get(base) if local else glb.get(base), attrs, forbidden)
+        if found:
+            return found
     defaults = list(getattr(func, "__defaults__", None) or ())
     defaults += list((getattr(func, "__kwdefaults__", None) or {}).values())
     for i, value in enumerate(defaults):
@@ -77,4 +101,78 @@ def _uses(func: Callable, forbidden: tuple[str, ...], seen: set[int]) -> str | N
             found = _uses(obj, forbidden, seen)
             if found:
                 return found
+    return None
+
+
+def _attribute_chains(
+    code: CodeType, imported: dict[str, str]
+) -> Iterator[tuple[str, str, list[str]]]:
+    """(load instruction, name, attribute names) for every name loaded and followed by
+    attribute loads (``torch.nn.init.normal_`` is ``("LOAD_GLOBAL", "torch", ["nn",
+    "init", "normal_"])``) in ``code`` and the code nested in it; ``imported`` gets the
+    dotted module names that import statements bind to local names."""
+    stack = [code]
+    while stack:
+        c = stack.pop()
+        stack.extend(k for k in c.co_consts if isinstance(k, CodeType))
+        chain: tuple[str, str, list[str]] | None = None
+        previous: object = None  # the last constant loaded: an import's list of names
+        fromlist: object = None
+        module = value = ""  # the import being bound, and what the next store binds
+        for ins in dis.get_instructions(c):
+            op = ins.opname
+            if op in _LOAD_ATTR and chain is not None:
+                chain[2].append(ins.argval)
+                continue
+            if chain is not None and chain[2]:
+                yield chain
+            chain = (
+                (op, ins.argval, []) if op in _LOAD_NAME and isinstance(ins.argval, str) else None
+            )
+            if op == "IMPORT_NAME":
+                # `import a.b` binds a; `from a import b` and `import a.b as c` bind after
+                # IMPORT_FROM
+                module, fromlist = ins.argval, previous
+                value = module if fromlist else module.split(".")[0]
+            elif op == "IMPORT_FROM":
+                value = f"{module}.{ins.argval}" if fromlist else f"{value}.{ins.argval}"
+            elif op in _STORE and value:
+                imported[ins.argval] = value
+            elif op not in ("SWAP", "POP_TOP"):
+                value = ""
+            previous = ins.argval if op == "LOAD_CONST" else None
+        if chain is not None and chain[2]:
+            yield chain
+
+
+def _chain_uses(base: object, attrs: list[str], forbidden: tuple[str, ...]) -> str | None:
+    """The forbidden module or function that ``base.attrs[0].attrs[1]...`` reaches, when
+    ``base`` is a module (or a module's dotted name), else None. Attributes are looked up
+    on modules only, so no code of the answer's objects runs."""
+    if isinstance(base, str):
+        base = sys.modules.get(base, base)
+    if isinstance(base, ModuleType):
+        dotted = base.__name__
+    elif isinstance(base, str):
+        dotted = base
+    else:
+        return None
+    names = [dotted]
+    for a in attrs:
+        names.append(f"{names[-1]}.{a}")
+    for name in names:
+        found = _matches(name, forbidden)
+        if found:
+            return found
+    obj: object = base
+    for a in attrs:
+        if not isinstance(obj, ModuleType):
+            break
+        obj = getattr(obj, a, None)
+        if obj is None:
+            break
+        mod = getattr(obj, "__module__", None) or getattr(obj, "__name__", None) or ""
+        if isinstance(mod, str) and _matches(mod, forbidden):
+            own = getattr(obj, "__name__", None)
+            return mod if mod == own else f"{mod}.{own or type(obj).__name__}"
     return None
