@@ -2,8 +2,10 @@
 
     python benchmarks/engine.py [--epochs 1] [--repeats 3] [--device cpu|cuda]
 
-Prints, each figure the median of ``--repeats`` interleaved runs after a warm-up run
-(minimum and maximum beside it, since the machine may be shared):
+Prints, each time the median of ``--repeats`` interleaved rounds after a warm-up run
+(minimum and maximum beside it, since the machine may be shared), and each ratio the
+median over the rounds of the ratio within a round (a round takes under a minute, so a
+change in the machine's speed between rounds cancels), with its range:
 
 1. the engine's achieved FLOP/s on an epoch of the full protocol's learning-rate search
    (48 networks: 6 activations x 8 rates, 784-200-64-10, batch 64, 150 training steps on
@@ -200,10 +202,18 @@ def _stats(values: list[float]) -> str:
     return f"{statistics.median(values):7.2f} s (min {min(values):.2f}, max {max(values):.2f})"
 
 
+def _ratio(times: dict[str, list[float]], slow: str, fast: str, unit: str = "x") -> str:
+    """Median and range over the rounds of ``slow`` time / ``fast`` time in the same round."""
+    r = [a / b for a, b in zip(times[slow], times[fast], strict=True)]
+    if unit == "%":
+        return f"{statistics.median(r):.0%} (rounds {min(r):.0%}-{max(r):.0%})"
+    return f"{statistics.median(r):.1f}x (rounds {min(r):.1f}-{max(r):.1f}x)"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=1, help="epochs per measurement")
-    parser.add_argument("--repeats", type=int, default=3, help="interleaved runs per figure")
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
     args = parser.parse_args()
     device = engine.pick_device(args.device)
@@ -227,7 +237,8 @@ def main() -> None:
     print(
         f"workload: {C} networks 784-200-64-10, batch {BATCH}, {N_TRAIN} training and "
         f"{len(val[0])} validation images, {args.epochs} epoch(s) = {steps} steps; "
-        f"median of {args.repeats} interleaved runs after a warm-up"
+        f"times: medians of {args.repeats} interleaved rounds after a warm-up; ratios: "
+        "median and range of the ratios within a round"
     )
 
     warm = 1 if device.type == "cpu" else args.epochs
@@ -250,7 +261,7 @@ def main() -> None:
         record("alone", sum(train_seconds([c], X, y, args.epochs, device) for c in configs))
         record("loop", torch_loop_seconds(configs, X, y, args.epochs, device))
     med = {name: statistics.median(v) for name, v in times.items()}
-    plain = min(med["plain1"], med.get("plainN", float("inf")))
+    plain = min(("plain1", "plainN"), key=lambda k: med.get(k, float("inf")))
 
     def gflops(name: str) -> str:
         return f"  {epoch_flop / med[name] / 1e9:6.1f} GFLOP/s"
@@ -272,19 +283,19 @@ def main() -> None:
             f"{gflops('plainN')}"
         )
     print(
-        f"   engine / faster plain: {plain / med['epoch']:.0%} (goal >= 70 %); the whole "
-        f"one-epoch call: {plain / med['call']:.0%}"
+        f"   engine / faster plain: {_ratio(times, plain, 'epoch', '%')} (goal >= 70 %);\n"
+        f"   the whole one-epoch call: {_ratio(times, plain, 'call', '%')}"
     )
 
     print("\n2. batched against one network at a time (same 48 configurations)")
     print(f"   batched engine:                       {_stats(times['engine'])}")
     print(
         f"   the engine, one network per call:     {_stats(times['alone'])}"
-        f" -> batched {med['alone'] / med['engine']:.1f}x faster"
+        f"\n      -> batched {_ratio(times, 'alone', 'engine')} faster"
     )
     print(
         f"   nn.Sequential + optim.SGD per net:    {_stats(times['loop'])}"
-        f" -> batched {med['loop'] / med['engine']:.1f}x faster (goal >= 3x)"
+        f"\n      -> batched {_ratio(times, 'loop', 'engine')} faster (goal >= 3x)"
     )
 
     print("\n3. mixed activations")

@@ -6,8 +6,10 @@
 
 Workload: the lab's Figure 2 setting, width 10, depth 100, He weights, a Gaussian first
 layer from 784 MNIST pixels. A "pass" is one network carrying one input through one of the
-100 layers (the first layer, 784 -> 10, is computed too but not counted). Each figure is
-the median of ``--repeats`` interleaved runs after a warm-up. Prints:
+100 layers (the first layer, 784 -> 10, is computed too but not counted). Each rate is
+the median of ``--repeats`` interleaved rounds after a warm-up, each ratio the median over
+the rounds of the ratio within a round (a round takes a few seconds, so a change in the
+machine's speed between rounds cancels). Prints:
 
 1. passes per second of the batched simulation, with its fused kernel (what the full
    Figure 2 runs) and with one ``torch.bmm`` per layer, against the same networks computed
@@ -255,14 +257,32 @@ def main() -> None:
         )
 
     fused, bmm, loop, bare = (rate(k) for k in ("fused", "bmm", "loop", "bare"))
-    print(f"medians of {args.repeats} interleaved runs after a warm-up")
+
+    def ratio(fast: str, slow: str, unit: str) -> str:
+        """Median and range over the rounds of the rate of ``fast`` over that of ``slow``."""
+        r = [
+            nets[fast] * ts / (nets[slow] * tf)
+            for tf, ts in zip(times[fast], times[slow], strict=True)
+        ]
+        if unit == "%":
+            return f"{statistics.median(r):.0%} (rounds {min(r):.0%}-{max(r):.0%})"
+        return f"{statistics.median(r):.1f}x (rounds {min(r):.1f}-{max(r):.1f}x)"
+
+    print(
+        f"rates: medians of {args.repeats} interleaved rounds after a warm-up; ratios: median "
+        "and range of the ratios within a round"
+    )
     print("1. " + line("batched, fused", "fused"))
     print("   " + line("batched, bmm", "bmm"))
     print("   " + line("one by one", "loop"))
-    print(f"   speed-up: fused {fused / loop:.1f}x, bmm {bmm / loop:.1f}x   (goal >= 10x)")
+    print(
+        f"   speed-up: fused {ratio('fused', 'loop', 'x')}, bmm {ratio('bmm', 'loop', 'x')}"
+        "   (goal >= 10x)"
+    )
     print(
         f"2. bare matrix products {bare:.3g} passes/s; the simulation runs at "
-        f"{fused / bare:.0%} of them fused, {bmm / bare:.0%} with bmm (goal >= 50 %)"
+        f"{ratio('fused', 'bare', '%')} of them fused, {ratio('bmm', 'bare', '%')} with bmm "
+        "(goal >= 50 %)"
     )
     full_passes = FULL_NETS * FULL_IMAGES * DEPTH
     print(
@@ -288,11 +308,17 @@ def main() -> None:
     kernel_rate = kernel_macs / statistics.median(gemm["kernel"])
     mm_rate = 1024**3 / statistics.median(gemm["mm"])
     peak_rate = peak_rounds * peak_macs / statistics.median(gemm["peak"])
+    to_mm = statistics.median(
+        kernel_macs * m / (1024**3 * k) for k, m in zip(gemm["kernel"], gemm["mm"], strict=True)
+    )
+    to_peak = statistics.median(
+        kernel_macs * q / (peak_rounds * peak_macs * k)
+        for k, q in zip(gemm["kernel"], gemm["peak"], strict=True)
+    )
     print(
         f"4. one thread: fused kernel {kernel_rate / 1e9:.1f} G multiply-adds/s, torch.mm "
         f"(1024 x 1024) {mm_rate / 1e9:.1f} G/s, the CPU's peak {peak_rate / 1e9:.1f} G/s:\n"
-        f"   the kernel at {kernel_rate / mm_rate:.0%} of torch.mm, "
-        f"{kernel_rate / peak_rate:.0%} of the peak"
+        f"   the kernel at {to_mm:.0%} of torch.mm, {to_peak:.0%} of the peak"
     )
     if args.full:
         X_full = images(FULL_IMAGES)
