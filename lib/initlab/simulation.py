@@ -22,7 +22,7 @@ one of two ways (``method``):
   times 10 x 512 per network) and the ReLU and copy cost as much as it. Each layer is LLVM
   vector code blocked for the host's vector registers (:func:`_block_intrinsic`): on
   AVX-512 32 images per step, each weight broadcast once for two multiply-adds, no
-  register spilled; there it does multiply-adds at 70-80 % of ``torch.mm``'s rate on one
+  register spilled; there it does multiply-adds at 67-88 % of ``torch.mm``'s rate on one
   thread (benchmarks/kurtosis.py, line 4). Compiling it takes 2-3 s, once per process,
   width and dtype.
 
