@@ -225,6 +225,13 @@ def swish_grad(x, beta=1.0):
     "aten-backward-kernel": """
 def sigmoid_grad(x):
     return torch.ops.aten.sigmoid_backward(torch.ones_like(x), torch.sigmoid(x))""",
+    "enable-grad-through-getattr": """
+def mish_grad(x):
+    with getattr(torch, "enable_" + "grad")():
+        x = x.detach().clone().requires_grad_(True)
+        y = mish(x).sum()
+    y.backward()
+    return x.grad""",
     "aten-through-getattr": """
 def tanh_grad(x):
     kernel = getattr(torch.ops.aten, "tanh_" + "backward")
@@ -257,6 +264,14 @@ def test_a_derivative_not_written_by_hand_fails_derivatives_only(answer):
     assert "uses" in str(info.value) or "differentiates with torch" in str(info.value)
     grading.check_large_inputs(table)
     assert torch.is_grad_enabled()  # an answer that switches grad mode leaves it as it was
+
+
+def test_what_the_static_check_cannot_see_is_caught_while_the_answer_runs():
+    """A name computed at run time escapes the bytecode check; the run-time layer names
+    what the answer did instead."""
+    table = _reference_with(BORROWED["enable-grad-through-getattr"])
+    with pytest.raises(CheckFailed, match="differentiates with torch: autograd switched back on"):
+        grading.check_derivatives(table)
 
 
 def test_value_functions_and_own_helpers_are_allowed_in_derivatives():

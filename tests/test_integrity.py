@@ -122,7 +122,7 @@ def test_forbidden_modules_reached_through_attributes_are_found():
         "attribute_of_global": "torch.func",
         "alias_imported_inside": "torch.autograd",
         "submodule_imported_inside": "torch.func",
-        "reexported": "torch.func.vmap",
+        "reexported": "torch.vmap (torch.func.vmap)",
         "raw_operator": "torch.ops",
         "in_a_nested_function": "torch.autograd",
     }

@@ -147,8 +147,10 @@ def _attribute_chains(
 
 def _chain_uses(base: object, attrs: list[str], forbidden: tuple[str, ...]) -> str | None:
     """The forbidden module or function that ``base.attrs[0].attrs[1]...`` reaches, when
-    ``base`` is a module (or a module's dotted name), else None. Attributes are looked up
-    on modules only, so no code of the answer's objects runs."""
+    ``base`` is a module (or a module's dotted name), else None: the dotted name, or for a
+    function that another module re-exports, the name used and where it is defined
+    (``torch.vmap (torch.func.vmap)``). Attributes are looked up on modules only, so no
+    code of the answer's objects runs."""
     if isinstance(base, str):
         base = sys.modules.get(base, base)
     if isinstance(base, ModuleType):
@@ -165,7 +167,7 @@ def _chain_uses(base: object, attrs: list[str], forbidden: tuple[str, ...]) -> s
         if found:
             return found
     obj: object = base
-    for a in attrs:
+    for a, name in zip(attrs, names[1:], strict=True):
         if not isinstance(obj, ModuleType):
             break
         obj = getattr(obj, a, None)
@@ -173,6 +175,8 @@ def _chain_uses(base: object, attrs: list[str], forbidden: tuple[str, ...]) -> s
             break
         mod = getattr(obj, "__module__", None) or getattr(obj, "__name__", None) or ""
         if isinstance(mod, str) and _matches(mod, forbidden):
+            # defined in a forbidden module, reached through another (torch.enable_grad)
             own = getattr(obj, "__name__", None)
-            return mod if mod == own else f"{mod}.{own or type(obj).__name__}"
+            where = mod if mod == own else f"{mod}.{own or type(obj).__name__}"
+            return f"{name} ({where})"
     return None
