@@ -103,10 +103,10 @@ def plain_bmm_seconds(
     epochs: int = 1,
 ) -> float:
     """The engine's matrix products alone, on random tensors of the same shapes: ``epochs``
-    times ``steps`` training steps, then a validation pass over ``val_images`` images when
-    not 0; one
-    stack of C on torch's threads (``parts=1``), or ``parts`` stacks stepped on threads of
-    their own while torch runs single-threaded (the engine's layout on the CPU)."""
+    times ``steps`` training steps, each time followed by a validation pass over
+    ``val_images`` images when not 0; one stack of C on torch's threads (``parts=1``), or
+    ``parts`` stacks stepped on threads of their own while torch runs single-threaded (the
+    engine's layout on the CPU)."""
     g = torch.Generator().manual_seed(0)
     sizes = [(C * k // parts, C * (k + 1) // parts) for k in range(parts)]
     stacks = []
