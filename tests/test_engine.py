@@ -237,6 +237,46 @@ def test_progress_bar_writes_to_stdout_and_never_to_stderr(capfd, monkeypatch):
     assert capfd.readouterr() == ("", "")
 
 
+def test_progress_bar_with_parts_on_threads_reaches_the_end(capfd):
+    """With two workers the parts train on threads of their own; the bar (drawn by the
+    calling thread) counts the slowest part and ends at the total."""
+    train = _data(64)
+    engine.train(CONFIGS[:4], train, num_epochs=3, workers=2, cache=False, progress=True)
+    engine.train(
+        CONFIGS[:4], train, num_steps=5, log_every=2, workers=2, cache=False, progress=True
+    )
+    out, err = capfd.readouterr()
+    assert "3/3 epochs" in out and "5/5 steps" in out and err == ""
+
+
+def test_an_error_in_one_part_stops_the_others_and_is_raised(monkeypatch):
+    """The part that fails (the second) raises its own error, not the first part's stop, and the
+    other part stops at its next step instead of training on."""
+    calls = {}
+    step = engine._Stack.step
+
+    def failing_step(self, X, y):
+        part = self.configs[0].label()
+        calls[part] = calls.get(part, 0) + 1
+        if self.configs[0] == CONFIGS[1] and calls[part] == 3:
+            raise RuntimeError("the second part broke")
+        return step(self, X, y)
+
+    monkeypatch.setattr(engine._Stack, "step", failing_step)
+    steps = 10**6  # about 10 minutes for the other part if it went on
+    with pytest.raises(RuntimeError, match="the second part broke"):
+        engine.train(
+            CONFIGS[:2],
+            _data(64, dim=20),
+            num_steps=steps,
+            layer_sizes=(20, 10),
+            workers=2,
+            cache=False,
+            progress=False,
+        )
+    assert len(calls) == 2 and max(calls.values()) < steps
+
+
 def test_progress_bar_redraws_grow_logarithmically_with_the_run(monkeypatch):
     """An hour-long cell executed by nbconvert keeps every redraw: one per 0.5 s would be
     7,200 lines; the bar redraws at most every 0.02 x elapsed, ~290 times in an hour."""
