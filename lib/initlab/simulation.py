@@ -366,16 +366,20 @@ def _chunk_variances(
     kernel: Callable | None,
 ) -> torch.Tensor:
     """Unbiased variances ``(depth, n)`` of unit 0 for one chunk of networks: weights
-    ``W`` (depth, n, w, w), first layer ``first`` (n * w, d), inputs as columns ``Xt``;
-    the layers through the fused ``kernel`` when given, else one ``torch.bmm`` each."""
-    depth, n, width, _ = W.shape
+    ``W`` (depth, n, w, w), or (n, depth, w, w) for the fused ``kernel`` (which reads one
+    network's layers one after another), first layer ``first`` (n * w, d), inputs as
+    columns ``Xt``; the layers through the fused ``kernel`` when given, else one
+    ``torch.bmm`` each."""
+    if kernel is not None:
+        n, depth, width, _ = W.shape
+    else:
+        depth, n, width, _ = W.shape
     num_inputs = Xt.shape[1]
     k = min(image_block, num_inputs)
     H = torch.empty(n, width, k, dtype=W.dtype)
     spare = torch.empty_like(H)
     record = torch.empty(min(flush, depth), n, k, dtype=W.dtype)  # unit 0, a few layers
-    # the kernel reads one network's layers one after another: (n, depth, w, w)
-    W_np = W.transpose(0, 1).contiguous().numpy() if kernel is not None else None
+    W_np = W.numpy() if kernel is not None else None
     zero = W_np.dtype.type(0) if W_np is not None else None
     count = 0
     mean = torch.zeros(depth, n, dtype=torch.float64)
@@ -452,8 +456,9 @@ def layer_output_variances(
         raise ValueError(f"method must be 'auto', 'fused' or 'bmm'; got {method!r}")
     d = X.shape[1]
     used = _used_inputs(X)
+    columns = None if used is None else used.nonzero().squeeze(1)
     # (inputs used, num_inputs): blocks of columns feed the first layer
-    Xt = (X if used is None else X[:, used]).T.contiguous()
+    Xt = (X if columns is None else X[:, columns]).T.contiguous()
     out = torch.empty(depth, num_nets, dtype=torch.float64)
     workers = workers or torch.get_num_threads()
     threads = torch.get_num_threads()
@@ -465,12 +470,13 @@ def layer_output_variances(
                 n = min(net_chunk, num_nets - start)
                 Ws = [init(n) for _ in range(depth)]
                 width = _check_init_output(Ws[0], n)
-                W = torch.stack([w.to(dtype) for w in Ws]).contiguous()  # (depth, n, w, w)
-                first = (torch.randn(n * width, d) / math.sqrt(d)).to(dtype)
-                if used is not None:
-                    first = first[:, used]
                 if start == 0:
                     kernel = _pick_kernel(method, width, dtype, num_nets * len(X) * depth)
+                # (depth, n, w, w), or network-major (n, depth, w, w) for the fused kernel
+                W = torch.stack([w.to(dtype) for w in Ws], dim=0 if kernel is None else 1)
+                first = torch.randn(n * width, d).div_(math.sqrt(d)).to(dtype)
+                if columns is not None:
+                    first = first.index_select(1, columns)
                 job = (W, first, Xt, image_block, 10, kernel)
                 pending[pool.submit(_chunk_variances, *job)] = start
                 if len(pending) >= 2 * workers:  # bound the memory of drawn weights
