@@ -40,6 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
+from common import mnist_or_random, spread
 from initlab import engine
 
 SIZES = (784, 200, 64, 10)
@@ -56,20 +57,6 @@ def flops_per_example() -> tuple[int, int]:
     forward = sum(i * o for i, o in pairs)
     input_grad = sum(i * o for i, o in pairs[1:])
     return 2 * (2 * forward + input_grad), 2 * forward
-
-
-def data(n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    try:
-        from initlab import data as initlab_data
-
-        root = initlab_data.data_dir()
-        if all((root / "MNIST" / "raw" / f).exists() for f in initlab_data.MNIST_SHA256):
-            ds = initlab_data.mnist(train=True)
-            return ds.data[:n].reshape(n, -1).float() / 255, ds.targets[:n]
-    except Exception:  # noqa: BLE001 - fall back to random images
-        pass
-    g = torch.Generator().manual_seed(0)
-    return torch.rand(n, 784, generator=g), torch.randint(0, 10, (n,), generator=g)
 
 
 def sync(device: torch.device) -> None:
@@ -219,10 +206,7 @@ def _stats(values: list[float]) -> str:
 
 def _ratio(times: dict[str, list[float]], slow: str, fast: str, unit: str = "x") -> str:
     """Median and range over the rounds of ``slow`` time / ``fast`` time in the same round."""
-    r = [a / b for a, b in zip(times[slow], times[fast], strict=True)]
-    if unit == "%":
-        return f"{statistics.median(r):.0%} (rounds {min(r):.0%}-{max(r):.0%})"
-    return f"{statistics.median(r):.1f}x (rounds {min(r):.1f}-{max(r):.1f}x)"
+    return spread([a / b for a, b in zip(times[slow], times[fast], strict=True)], unit)
 
 
 def main() -> None:
@@ -232,7 +216,7 @@ def main() -> None:
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
     args = parser.parse_args()
     device = engine.pick_device(args.device)
-    X_all, y_all = data(N_FULL)
+    X_all, y_all = mnist_or_random(N_FULL)
     X_all, y_all = X_all.to(device), y_all.to(device)
     X, y = X_all[:N_TRAIN], y_all[:N_TRAIN]  # the notebook's split: the last 20 % validate
     val = (X_all[N_TRAIN:], y_all[N_TRAIN:])

@@ -62,6 +62,7 @@ if "--avx2" in sys.argv and any(os.environ.get(k) != v for k, v in AVX2_ENV.item
 import numpy as np  # noqa: E402 - after the restart above
 import torch  # noqa: E402
 
+from common import mnist_or_random, spread  # noqa: E402
 from initlab import simulation  # noqa: E402
 from initlab.simulation import (  # noqa: E402
     IMAGE_BLOCK,
@@ -74,24 +75,12 @@ from initlab.simulation import (  # noqa: E402
     layer_output_variances_one_by_one,
 )
 
-WIDTH, DEPTH, PIXELS = 10, 100, 784
+WIDTH, DEPTH = 10, 100
 FULL_NETS, FULL_IMAGES = 10_000, 60_000
 
 
 def he(n: int) -> torch.Tensor:
     return torch.randn(n, WIDTH, WIDTH) * math.sqrt(2 / WIDTH)
-
-
-def images(n: int) -> torch.Tensor:
-    try:
-        from initlab import data as initlab_data
-
-        root = initlab_data.data_dir()
-        if all((root / "MNIST" / "raw" / f).exists() for f in initlab_data.MNIST_SHA256):
-            return initlab_data.mnist(train=True).data[:n].reshape(n, -1).float() / 255
-    except Exception:  # noqa: BLE001 - fall back to random images
-        pass
-    return torch.rand(n, PIXELS, generator=torch.Generator().manual_seed(0))
 
 
 def timed(fns: dict, repeats: int) -> dict[str, list[float]]:
@@ -220,7 +209,7 @@ def main() -> None:
         f"ATen {torch.backends.cpu.get_cpu_capability()}"
         + (", as an AVX2 CPU (--avx2)" if args.avx2 else "")
     )
-    X = images(args.images)
+    X = mnist_or_random(args.images)[0]
     print(f"width {WIDTH}, depth {DEPTH}, {len(X)} images, He weights, float32\n")
 
     start = time.perf_counter()
@@ -263,9 +252,7 @@ def main() -> None:
             nets[fast] * ts / (nets[slow] * tf)
             for tf, ts in zip(times[fast], times[slow], strict=True)
         ]
-        if unit == "%":
-            return f"{statistics.median(r):.0%} (rounds {min(r):.0%}-{max(r):.0%})"
-        return f"{statistics.median(r):.1f}x (rounds {min(r):.1f}-{max(r):.1f}x)"
+        return spread(r, unit)
 
     print(
         f"rates: medians of {args.repeats} interleaved rounds after a warm-up; ratios: median "
@@ -320,7 +307,7 @@ def main() -> None:
         f"   the kernel at {to_mm:.0%} of torch.mm, {to_peak:.0%} of the peak"
     )
     if args.full:
-        X_full = images(FULL_IMAGES)
+        X_full = mnist_or_random(FULL_IMAGES)[0]
         torch.manual_seed(0)
         start = time.perf_counter()
         layer_output_variances(X_full, he, depth=DEPTH, num_nets=FULL_NETS)  # "auto": fused
