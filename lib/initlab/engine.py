@@ -1015,7 +1015,7 @@ def train(
     ``max_batch`` per stack, all by default; one stack per activation with
     ``split_activations``). On the CPU a stack is shared out among ``workers`` parts
     (default: torch's thread count), each with an equal share of every activation, that
-    step on threads of their own while torch runs single-threaded, so every network's
+    train on threads of their own while torch runs single-threaded, so every network's
     result is the same whatever the number of threads and whatever else is in the stack.
     ``progress`` defaults to a bar on stdout except under the ``grade`` budget.
     """
