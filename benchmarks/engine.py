@@ -1,6 +1,7 @@
 """Benchmark of the batched training engine (initlab.engine), measured in one run.
 
-    python benchmarks/engine.py [--epochs 1] [--repeats 3] [--device cpu|cuda]
+    python benchmarks/engine.py [--epochs 1] [--repeats 5] [--device cpu|cuda]
+        [--train-images 9600]
 
 Prints, each time the median of ``--repeats`` interleaved rounds after a warm-up run
 (minimum and maximum beside it, since the machine may be shared), and each ratio the
@@ -214,18 +215,27 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1, help="epochs per measurement")
     parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
+    parser.add_argument(
+        "--train-images",
+        type=int,
+        default=N_TRAIN,
+        help=f"training images (default {N_TRAIN}, the notebook's); a quarter as many validate",
+    )
     args = parser.parse_args()
     device = engine.pick_device(args.device)
-    X_all, y_all = mnist_or_random(N_FULL)
+    n_train = args.train_images
+    if n_train < BATCH:
+        parser.error(f"--train-images must be at least the batch size {BATCH}")
+    X_all, y_all = mnist_or_random(n_train + n_train // 4)
     X_all, y_all = X_all.to(device), y_all.to(device)
-    X, y = X_all[:N_TRAIN], y_all[:N_TRAIN]  # the notebook's split: the last 20 % validate
-    val = (X_all[N_TRAIN:], y_all[N_TRAIN:])
+    X, y = X_all[:n_train], y_all[:n_train]  # the notebook's split: the last 20 % validate
+    val = (X_all[n_train:], y_all[n_train:])
     configs = [engine.Config(a, float(lr), 0) for a in engine.ACTIVATIONS for lr in LRS]
     C = len(configs)
-    per_epoch = -(-N_TRAIN // BATCH)
+    per_epoch = -(-n_train // BATCH)
     steps = args.epochs * per_epoch
     step_flop, val_flop = flops_per_example()
-    flop = step_flop * N_TRAIN * args.epochs * C
+    flop = step_flop * n_train * args.epochs * C
     epoch_flop = flop + val_flop * len(val[0]) * args.epochs * C
     threads = torch.get_num_threads()
 
@@ -234,7 +244,7 @@ def main() -> None:
         f"torch {torch.__version__}, {threads} threads, device {device}"
     )
     print(
-        f"workload: {C} networks 784-200-64-10, batch {BATCH}, {N_TRAIN} training and "
+        f"workload: {C} networks 784-200-64-10, batch {BATCH}, {n_train} training and "
         f"{len(val[0])} validation images, {args.epochs} epoch(s) = {steps} steps; "
         f"times: medians of {args.repeats} interleaved rounds after a warm-up; ratios: "
         "median and range of the ratios within a round"
@@ -305,13 +315,16 @@ def main() -> None:
     print(f"   one stack, activations applied per contiguous slice: {_stats(times['engine'])}")
     print(f"   one stack per activation (6 stacks of 8):            {_stats(times['split'])}")
 
-    per_net_epoch = med["epoch"] / (C * args.epochs)
+    # the cost of an epoch is proportional to its images: scaled to the notebook's 12,000
+    per_net_epoch = med["epoch"] / (C * args.epochs) * N_FULL / (len(X) + len(val[0]))
     # network-epochs of the notebook: Part 5 (6 nets), Part 6 (48), Part 7 (6 x seeds on
     # 12,000 images), Part 8 (1 on 12,000)
     default = 6 * 10 + 48 * 5 + (18 * 5 + 5) * N_FULL / N_TRAIN
     full = (6 + 48) * 1000 + (30 + 1) * 1000 * N_FULL / N_TRAIN
     print("\n4. wall time of the notebook's training (extrapolated from the engine's epoch in 1,")
     print("   validation included; the smaller stacks of Parts 5, 7 and 8 run as fast per network)")
+    if n_train != N_TRAIN:
+        print(f"   (scaled from {n_train} + {len(val[0])} images: not the notebook's workload)")
     print(f"   {per_net_epoch:.3f} s per network and epoch of 9,600 + 2,400 images")
     print(f"   default budget: {default:.0f} network-epochs -> {default * per_net_epoch:.0f} s")
     print(f"   full protocol:  {full:.0f} network-epochs -> {full * per_net_epoch / 3600:.1f} h")

@@ -12,10 +12,11 @@ import pytest
 from conftest import REPO
 
 
-def _run(*args: str) -> str:
-    env = {**os.environ, "PYTHONPATH": str(REPO / "lib"), "OMP_NUM_THREADS": "1"}
+def _run(script: str, *args: str, threads: int = 1) -> str:
+    env = {**os.environ, "PYTHONPATH": str(REPO / "lib")}
+    env |= {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}  # torch reads both
     done = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "kurtosis.py"), *args],
+        [sys.executable, str(REPO / "benchmarks" / script), *args],
         env=env,
         capture_output=True,
         text=True,
@@ -31,7 +32,7 @@ SMALL = ("--nets", "8", "--loop-nets", "2", "--images", "256", "--repeats", "1")
 
 @pytest.mark.parametrize("isa", [(), ("--avx2",)], ids=["host", "avx2"])
 def test_kurtosis_benchmark_prints_every_figure(isa):
-    out = _run(*SMALL, *isa)
+    out = _run("kurtosis.py", *SMALL, *isa)
     for line in (
         "1. batched, fused",
         "speed-up: fused",
@@ -45,3 +46,25 @@ def test_kurtosis_benchmark_prints_every_figure(isa):
         assert line in out, f"{line!r} missing from:\n{out}"
     if isa:
         assert "ATen AVX2, as an AVX2 CPU (--avx2)" in out, out
+
+
+def test_engine_benchmark_prints_every_figure():
+    """Two threads, so the two single-threaded plain layouts run too; 128 training images
+    (2 steps per epoch)."""
+    out = _run("engine.py", "--train-images", "128", "--repeats", "1", threads=2)
+    for line in (
+        "1. achieved FLOP/s",
+        "engine, call's setup subtracted:",
+        "one stack on 2 thread(s), new tensors:",
+        "one stack on 2 thread(s), into existing:",
+        "2 single-threaded stacks, new tensors:",
+        "2 single-threaded stacks, into existing:",
+        "engine / fastest plain:",
+        "2. batched against one network at a time",
+        "faster (goal >= 3x)",
+        "3. mixed activations",
+        "4. wall time of the notebook's training",
+        "(scaled from 128 + 32 images: not the notebook's workload)",
+        "full protocol:",
+    ):
+        assert line in out, f"{line!r} missing from:\n{out}"
