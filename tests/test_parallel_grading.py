@@ -215,6 +215,30 @@ def test_workers_are_replaced_after_a_runaway_or_a_killed_worker(small_class):
     assert left == [], [_cmdline(pid) for pid in left]
 
 
+def test_a_kernel_that_does_not_answer_at_start_up_is_graded_again(small_class):
+    """A kernel start that times out (jupyter_client's "Kernel didn't respond in 60
+    seconds", before any of the student's code runs) is the machine's fault: the
+    submission is graded again, not failed."""
+    startup = (
+        "RuntimeError: Kernel didn't respond in 60 seconds\n"
+        "[ERROR] There was an error processing assignment 'gradient_descent' for student "
+        "'reference'"
+    )
+    runs = iter([grade.Attempt(startup, ok=False), grade.Attempt("", ok=True)])
+    result = grade._grade_attempts(
+        small_class, ASSIGNMENT, "reference", 60, 1, lambda: next(runs),
+        grade.gradebook_url(small_class),
+    )  # fmt: skip
+    assert (result.status, result.attempts) == ("graded", 2), result
+    # without a retry left it fails and says why
+    runs = iter([grade.Attempt(startup, ok=False)])
+    result = grade._grade_attempts(
+        small_class, ASSIGNMENT, "reference", 60, 0, lambda: next(runs),
+        grade.gradebook_url(small_class),
+    )  # fmt: skip
+    assert result.status == "failed" and "infrastructure: Kernel didn't respond in" in result.detail
+
+
 def _cwd(pid: int) -> str:
     try:
         return str(Path(f"/proc/{pid}/cwd").resolve())
