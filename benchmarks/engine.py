@@ -120,26 +120,23 @@ def plain_bmm_seconds(
         V += [torch.rand(hi - lo, val_images, n, generator=g).to(device) for n in SIZES[1:-1]]
         stacks.append((W, A, V, {} if into else None))
 
-    def epoch(W: list, A: list, V: list, outs: dict | None, steps: int) -> None:
-        _plain_products(W, A, steps, outs)
-        if val_images:
-            _plain_forward(W, V, outs)
+    def run(stack: tuple) -> None:
+        """One stack's epochs: training steps, each epoch followed by its validation pass."""
+        W, A, V, outs = stack
+        for _ in range(epochs):
+            _plain_products(W, A, steps, outs)
+            if val_images:
+                _plain_forward(W, V, outs)
 
     threads = torch.get_num_threads()
     sync(device)
     start = time.perf_counter()
     if parts == 1:
-        for _ in range(epochs):
-            epoch(*stacks[0], steps)
+        run(stacks[0])
     else:
         torch.set_num_threads(1)
         try:
             with ThreadPoolExecutor(parts) as pool:  # each part on its own, as the engine's
-
-                def run(stack: tuple) -> None:
-                    for _ in range(epochs):
-                        epoch(*stack, steps)
-
                 list(pool.map(run, stacks))
         finally:
             torch.set_num_threads(threads)

@@ -263,7 +263,7 @@ def test_an_error_in_one_part_stops_the_others_and_is_raised(monkeypatch):
         return step(self, X, y)
 
     monkeypatch.setattr(engine._Stack, "step", failing_step)
-    steps = 10**6  # about 10 minutes for the other part if it went on
+    steps = 10**6  # far more than the other part gets through before it is stopped
     with pytest.raises(RuntimeError, match="the second part broke"):
         engine.train(
             CONFIGS[:2],
