@@ -5,19 +5,23 @@
         [--repeats 5] [--full] [--avx2]
 
 Workload: the lab's Figure 2 setting, width 10, depth 100, He weights, a Gaussian first
-layer from 784 MNIST pixels. A "pass" is one network carrying one input through one of the
+layer from 784 MNIST pixels, preprocessed as the lab does (mean 0, variance 1 over all
+pixels). A "pass" is one network carrying one input through one of the
 100 layers (the first layer, 784 -> 10, is computed too but not counted). Each rate is
 the median of ``--repeats`` interleaved rounds after a warm-up, each ratio the median over
 the rounds of the ratio within a round (a round takes a few seconds, so a change in the
 machine's speed between rounds cancels). Prints:
 
-1. passes per second of the batched simulation, with its fused kernel (what the full
-   Figure 2 runs) and with one ``torch.bmm`` per layer, against the same networks computed
-   one at a time (each network over all inputs, one matrix product per layer; goal:
-   >= 10x);
-2. both against the bare matrix products of the ``bmm`` method (the same ``torch.mm`` and
-   ``torch.bmm`` calls on the same shapes, with no ReLU and no statistics; goal: >= 50 %
-   of their speed);
+1. passes per second of the batched simulation, with its fused kernel and the first layer
+   over the pixels off the background (``first_layer="auto"``: what the full Figure 2
+   runs), with the fused kernel and a dense first layer (``torch.mm``), and with one
+   ``torch.bmm`` per layer, against the same networks computed one at a time (each network
+   over all inputs, one matrix product per layer), the fastest of four plain loops in each
+   round: a network's activations as rows or as columns (matrix-multiply libraries run
+   the same products at different speeds), on torch's threads or on one (goal: >= 10x);
+2. each against the bare matrix products of the ``bmm`` method (the same ``torch.mm`` and
+   ``torch.bmm`` calls on the same shapes, dense, with no ReLU and no statistics; goal:
+   >= 50 % of their speed);
 3. the wall time of the full Figure 2 for one initialization (10,000 networks, 60,000
    images): extrapolated from (1), and measured with ``--full``;
 4. how close the fused kernel comes to what this CPU's floating-point units give: its
@@ -35,12 +39,14 @@ and the fused kernel blocked as :func:`initlab.simulation._host_vectors` would b
 such a CPU (16 registers of 256 bits). Clock and caches stay this machine's.
 
 Data: the real MNIST training images when they are in the data directory, else random
-images of the same shape (the cost does not depend on the pixel values).
+images of the same shape. The dense costs do not depend on the pixel values; the sparse
+first layer's does (on random images it finds no background, and ``"auto"`` runs dense).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import os
 import platform
@@ -67,6 +73,7 @@ from initlab import simulation  # noqa: E402
 from initlab.simulation import (  # noqa: E402
     IMAGE_BLOCK,
     NET_CHUNK,
+    _first_layer_inputs,
     _fused_kernel,
     _splat,
     _used_inputs,
@@ -77,6 +84,29 @@ from initlab.simulation import (  # noqa: E402
 
 WIDTH, DEPTH = 10, 100
 FULL_NETS, FULL_IMAGES = 10_000, 60_000
+
+
+def cpu_name() -> str:
+    """The CPU's model name where the system says it (Linux), else the machine type."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for row in f:
+                if row.startswith("model name"):
+                    return row.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def one_by_one(X: torch.Tensor, layout: str, num_nets: int, threads: int) -> None:
+    """The plain per-network loop in ``layout`` on ``threads`` torch threads."""
+    with torch_threads(threads):
+        layer_output_variances_one_by_one(X, he, depth=DEPTH, num_nets=num_nets, layout=layout)
+
+
+def normalised(X: torch.Tensor) -> torch.Tensor:
+    """The lab's preprocessing: mean 0 and variance 1 over all pixels."""
+    return (X - X.mean()) / X.std()
 
 
 def he(n: int) -> torch.Tensor:
@@ -131,10 +161,10 @@ def kernel_alone(n: int = NET_CHUNK, block: int = IMAGE_BLOCK):
     between first-layer products), and its multiply-adds."""
     kernel = _fused_kernel(WIDTH, torch.float32)
     W = he(n * DEPTH).reshape(n, DEPTH, WIDTH, WIDTH).numpy()  # network-major
-    H = torch.randn(n, WIDTH, block).numpy()
+    HT = torch.randn(block, n * WIDTH).numpy()  # the first layer's outputs, as rows
     mean, m2 = np.empty((DEPTH, n)), np.empty((DEPTH, n))
     zero = W.dtype.type(0)
-    return (lambda: kernel(W, H, mean, m2, zero)), n * block * DEPTH * WIDTH**2
+    return (lambda: kernel(W, HT, mean, m2, zero)), n * block * DEPTH * WIDTH**2
 
 
 def peak_multiply_adds(lanes: int, chains: int = 12) -> tuple[Callable[[int], float], int]:
@@ -204,17 +234,31 @@ def main() -> None:
 
     threads = torch.get_num_threads()
     print(
-        f"torch {torch.__version__} on {platform.processor() or platform.machine()}, "
+        f"torch {torch.__version__} on {cpu_name()}, "
         f"{os.cpu_count()} CPUs, {threads} torch threads, "
         f"ATen {torch.backends.cpu.get_cpu_capability()}"
         + (", as an AVX2 CPU (--avx2)" if args.avx2 else "")
     )
-    X = mnist_or_random(args.images)[0]
-    print(f"width {WIDTH}, depth {DEPTH}, {len(X)} images, He weights, float32\n")
+    X = normalised(mnist_or_random(args.images)[0])
+    inputs = _first_layer_inputs(X, "auto", fused=True)[0]
+    sparse = isinstance(inputs, simulation._SparseInputs)
+    print(
+        f"width {WIDTH}, depth {DEPTH}, {len(X)} images, He weights, float32; "
+        + (
+            f"{len(inputs.val) / X.numel():.1%} of the pixels off the background: sparse "
+            "first layer"
+            if sparse
+            else "no background value: dense first layer"
+        )
+        + "\n"
+    )
 
     start = time.perf_counter()
-    layer_output_variances(X[:2], he, depth=1, num_nets=1, method="fused")  # compiles
-    print(f"fused kernel compiled in {time.perf_counter() - start:.1f} s (once per process)\n")
+    layer_output_variances(X[:2], he, depth=1, num_nets=1, method="fused", first_layer="sparse")
+    print(
+        f"fused kernel and sparse first layer compiled in {time.perf_counter() - start:.1f} s "
+        "(once per process)\n"
+    )
 
     torch.manual_seed(0)
     times = timed(
@@ -222,18 +266,31 @@ def main() -> None:
             "fused": lambda: layer_output_variances(
                 X, he, depth=DEPTH, num_nets=args.nets, method="fused"
             ),
+            "dense": lambda: layer_output_variances(
+                X, he, depth=DEPTH, num_nets=args.nets, method="fused", first_layer="dense"
+            ),
             "bmm": lambda: layer_output_variances(
                 X, he, depth=DEPTH, num_nets=args.nets, method="bmm"
             ),
-            "loop": lambda: layer_output_variances_one_by_one(
-                X, he, depth=DEPTH, num_nets=args.loop_nets
-            ),
+            **{
+                f"loop {layout}{suffix}": functools.partial(
+                    one_by_one, X, layout, args.loop_nets, threads=n_threads
+                )
+                for layout in ("rows", "columns")
+                for suffix, n_threads in (("", threads), (", 1 thread", 1))
+                if not (suffix and threads == 1)
+            },
             "bare": lambda: bare_products(X, args.nets),
         },
         args.repeats,
     )
+    loops = [name for name in times if name.startswith("loop ")]
+    # the reference: in each round, the fastest of the plain loops
+    times["loop"] = [
+        min(round_times) for round_times in zip(*(times[n] for n in loops), strict=True)
+    ]
     t = {name: statistics.median(values) for name, values in times.items()}
-    nets = {name: args.loop_nets if name == "loop" else args.nets for name in times}
+    nets = {name: args.loop_nets if name.startswith("loop") else args.nets for name in times}
 
     def rate(name: str) -> float:
         return nets[name] * len(X) * DEPTH / t[name]
@@ -244,7 +301,7 @@ def main() -> None:
             f"min {min(times[name]):.2f} s, max {max(times[name]):.2f} s)"
         )
 
-    fused, bmm, loop, bare = (rate(k) for k in ("fused", "bmm", "loop", "bare"))
+    fused, bmm, bare = (rate(k) for k in ("fused", "bmm", "bare"))
 
     def ratio(fast: str, slow: str, unit: str) -> str:
         """Median and range over the rounds of the rate of ``fast`` over that of ``slow``."""
@@ -259,16 +316,19 @@ def main() -> None:
         "and range of the ratios within a round"
     )
     print("1. " + line("batched, fused", "fused"))
+    print("   " + line("fused, dense 1st layer", "dense"))
     print("   " + line("batched, bmm", "bmm"))
-    print("   " + line("one by one", "loop"))
+    for name in loops:
+        print("   " + line("one by one, " + name[5:], name))
     print(
-        f"   speed-up: fused {ratio('fused', 'loop', 'x')}, bmm {ratio('bmm', 'loop', 'x')}"
-        "   (goal >= 10x)"
+        f"   speed-up over the fastest loop of each round: fused {ratio('fused', 'loop', 'x')}, "
+        f"fused with a dense first layer {ratio('dense', 'loop', 'x')}, bmm "
+        f"{ratio('bmm', 'loop', 'x')}   (goal >= 10x)"
     )
     print(
         f"2. bare matrix products {bare:.3g} passes/s; the simulation runs at "
-        f"{ratio('fused', 'bare', '%')} of them fused, {ratio('bmm', 'bare', '%')} with bmm "
-        "(goal >= 50 %)"
+        f"{ratio('fused', 'bare', '%')} of them fused, {ratio('dense', 'bare', '%')} fused "
+        f"with a dense first layer, {ratio('bmm', 'bare', '%')} with bmm (goal >= 50 %)"
     )
     full_passes = FULL_NETS * FULL_IMAGES * DEPTH
     print(
@@ -307,7 +367,7 @@ def main() -> None:
         f"   the kernel at {to_mm:.0%} of torch.mm, {to_peak:.0%} of the peak"
     )
     if args.full:
-        X_full = mnist_or_random(FULL_IMAGES)[0]
+        X_full = normalised(mnist_or_random(FULL_IMAGES)[0])
         torch.manual_seed(0)
         start = time.perf_counter()
         layer_output_variances(X_full, he, depth=DEPTH, num_nets=FULL_NETS)  # "auto": fused

@@ -34,8 +34,12 @@ SMALL = ("--nets", "8", "--loop-nets", "2", "--images", "256", "--repeats", "1")
 def test_kurtosis_benchmark_prints_every_figure(isa):
     out = _run("kurtosis.py", *SMALL, *isa)
     for line in (
+        "first layer\n",  # sparse on MNIST, dense on random images
         "1. batched, fused",
-        "speed-up: fused",
+        "fused, dense 1st layer",
+        "one by one, rows",
+        "one by one, columns",
+        "speed-up over the fastest loop of each round: fused",
         "2. bare matrix products",
         "3. full Figure 2",
         "4. one thread: fused kernel",

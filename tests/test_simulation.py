@@ -22,14 +22,19 @@ def he_init(width: int):
 he = he_init(WIDTH)
 
 
-def exact_with_bound(X, num_nets, depth, dtype, seed, width=WIDTH):
+def exact_with_bound(X, num_nets, depth, dtype, seed, width=WIDTH, base=None):
     """Variances in float64 (the 'exact' values, their own error being far below the
     float32 bound) and, per network and layer, a bound on how far a ``dtype`` computation
     in any summation order can be from them.
 
     Forward: a dot product of K terms has error <= gamma_K * sum |w||x| with
-    gamma_K = K u / (1 - K u); ReLU is 1-Lipschitz, so absolute error bounds E propagate as
-    E' = |W| E + gamma_K |W| relu(h). Variance: var(y + e) - var(y) =
+    gamma_K = K u / (1 - K u). The sparse first layer computes g.x as
+    fl(c + sum g_j fl(x_j - b_j)) over the entries off the base b, with c = fl(g.b):
+    its error is at most gamma_(K+1) (|c| + sum |g||x - b|) + u sum |g||x - b| +
+    gamma_d sum |g||b| <= gamma_(2d+1) sum |g| (|x| + 2|b|) (gamma_a + gamma_b +
+    gamma_a gamma_b <= gamma_(a+b)), which covers the dense product too. ReLU is
+    1-Lipschitz, so absolute error bounds E propagate as E' = |W| E + gamma_K |W| relu(h).
+    Variance: var(y + e) - var(y) =
     (2 sum (y - ybar)(e - ebar) + sum (e - ebar)^2) / (N - 1), with |e - ebar| <= 2 max E;
     computing the variance itself (any of the usual algorithms) adds at most
     gamma_{N+4} * sum y^2 / (N - 1) (Higham, ch. 1.9 and 4).
@@ -49,7 +54,10 @@ def exact_with_bound(X, num_nets, depth, dtype, seed, width=WIDTH):
     bound = torch.empty_like(exact)
     for i in range(num_nets):
         H = Xd @ first[i].T
-        E = gamma(d + 1) * (Xd.abs() @ first[i].abs().T)  # +1: rounding the inputs to dtype
+        if base is None:
+            E = gamma(d + 1) * (Xd.abs() @ first[i].abs().T)  # +1: rounding X to dtype
+        else:
+            E = gamma(2 * d + 2) * ((Xd.abs() + 2 * base.double().abs()) @ first[i].abs().T)
         for layer in range(depth):
             A = torch.relu(H)
             W = Ws[layer][i]
@@ -62,6 +70,33 @@ def exact_with_bound(X, num_nets, depth, dtype, seed, width=WIDTH):
                 N - 1
             ) + gamma(N + 4) * (y**2).sum() / (N - 1)
     return exact, bound
+
+
+def background_data(num_inputs, d, density, at="min", seed=0):
+    """Inputs like normalised images: each column sits at its own background value (its
+    minimum, or with ``at="max"`` its maximum) except for about ``density`` of the
+    entries; returns X and the backgrounds."""
+    g = torch.Generator().manual_seed(seed)
+    base = -0.5 - torch.rand(d, generator=g)
+    off = torch.rand(num_inputs, d, generator=g) < density
+    step = 0.1 + torch.rand(num_inputs, d, generator=g)
+    return base + torch.where(off, step if at == "min" else -step, 0.0), base
+
+
+@pytest.fixture
+def sparse_calls(monkeypatch):
+    """The dtypes of the sparse first layers that runs asked for, in order."""
+    from initlab import simulation
+
+    calls = []
+    real = simulation._sparse_first_layer
+
+    def spy(dtype):
+        calls.append(dtype)
+        return real(dtype)
+
+    monkeypatch.setattr(simulation, "_sparse_first_layer", spy)
+    return calls
 
 
 @pytest.fixture
@@ -92,11 +127,12 @@ def test_batched_equals_exact_within_roundoff(dtype, width, method, one_thread):
     )
     assert got.shape == (depth, num_nets)
     assert ((got - exact).abs() <= bound).all(), float(((got - exact).abs() / bound).max())
-    torch.manual_seed(3)
-    plain = layer_output_variances_one_by_one(
-        X, he_init(width), depth=depth, num_nets=num_nets, dtype=dtype
-    )
-    assert ((plain - exact).abs() <= bound).all()
+    for layout in ("rows", "columns"):
+        torch.manual_seed(3)
+        plain = layer_output_variances_one_by_one(
+            X, he_init(width), depth=depth, num_nets=num_nets, dtype=dtype, layout=layout
+        )
+        assert ((plain - exact).abs() <= bound).all(), layout
 
 
 @pytest.mark.parametrize("method", ["bmm", "fused"])
@@ -120,6 +156,74 @@ def test_inputs_zero_in_every_row_are_left_out_exactly(method, one_thread):
         X, he_init(10), depth=8, num_nets=5, image_block=128, method=method
     )
     assert not torch.equal(without, got)
+
+
+@pytest.mark.parametrize("at", ["min", "max"])
+@pytest.mark.parametrize("method", ["bmm", "fused"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_sparse_first_layer_equals_exact_within_roundoff(
+    dtype, method, at, sparse_calls, one_thread
+):
+    """The first layer over the entries off each column's background (the most common of
+    its minimum and maximum) plus the background's product gives the variances of the
+    dense product within the bound of that computation. 7 networks of width 10 make 70
+    outputs per input, not a whole number of vectors (zero-padded); 700 inputs in blocks
+    of 128 end with a short block."""
+    X, base = background_data(700, 40, 0.2, at=at)
+    exact, bound = exact_with_bound(X, 7, 10, dtype, seed=3, width=10, base=base)
+    torch.manual_seed(3)
+    got = layer_output_variances(
+        X,
+        he_init(10),
+        depth=10,
+        num_nets=7,
+        image_block=128,
+        dtype=dtype,
+        method=method,
+        first_layer="sparse",
+    )
+    assert sparse_calls == [dtype]
+    assert ((got - exact).abs() <= bound).all(), float(((got - exact).abs() / bound).max())
+
+
+def test_auto_takes_the_sparse_first_layer_with_the_fused_kernel_on_sparse_inputs(
+    sparse_calls,
+):
+    """``first_layer="auto"`` goes sparse only where the fused kernel runs (its compile
+    time already paid) and at most SPARSE_MAX_DENSITY of the entries are off their
+    column's background; ``"sparse"`` and ``"dense"`` are obeyed."""
+    from initlab.simulation import SPARSE_MAX_DENSITY
+
+    sparse, _ = background_data(300, 20, 0.2)
+    dense, _ = background_data(300, 20, min(1.0, SPARSE_MAX_DENSITY + 0.2))
+    kwargs = dict(depth=3, num_nets=2)
+    layer_output_variances(sparse, he, method="fused", **kwargs)
+    assert sparse_calls == [torch.float32]
+    layer_output_variances(sparse, he, method="bmm", **kwargs)
+    layer_output_variances(sparse, he, method="fused", first_layer="dense", **kwargs)
+    layer_output_variances(dense, he, method="fused", **kwargs)
+    assert sparse_calls == [torch.float32]
+    layer_output_variances(dense, he, method="bmm", first_layer="sparse", **kwargs)
+    assert sparse_calls == [torch.float32] * 2
+
+
+@pytest.mark.parametrize(
+    ("vectors", "dtype"),
+    [((256, 16), torch.float32), ((128, 32), torch.float64), ((128, 16), torch.float32)],
+)
+def test_the_sparse_first_layer_for_other_cpus_is_correct(vectors, dtype, monkeypatch, one_thread):
+    """The sparse first layer's passes follow the host's vectors too (8, 2 and 4 lanes
+    here); every blocking gives the variances within the round-off bound."""
+    from initlab import simulation
+
+    monkeypatch.setattr(simulation, "_host_vectors", lambda: vectors)
+    X, base = background_data(301, 30, 0.3, seed=5)
+    exact, bound = exact_with_bound(X, 3, 6, dtype, seed=12, width=7, base=base)
+    torch.manual_seed(12)
+    got = layer_output_variances(
+        X, he_init(7), depth=6, num_nets=3, image_block=100, dtype=dtype, first_layer="sparse"
+    )
+    assert ((got - exact).abs() <= bound).all(), float(((got - exact).abs() / bound).max())
 
 
 @pytest.mark.parametrize(
@@ -149,12 +253,13 @@ def test_the_fused_kernel_blocked_for_other_cpus_is_correct(
     assert ((got - exact).abs() <= bound).all(), float(((got - exact).abs() / bound).max())
 
 
+@pytest.mark.parametrize("first_layer", ["dense", "sparse"])
 @pytest.mark.parametrize("method", ["bmm", "fused"])
-def test_chunks_of_networks_are_separate_runs(method, one_thread):
+def test_chunks_of_networks_are_separate_runs(method, first_layer, one_thread):
     """A chunk runs exactly the operations of a run with that many networks, so the
     results are bitwise equal (one thread, same generator state)."""
-    X = torch.rand(300, 20, generator=torch.Generator().manual_seed(2))
-    kwargs = dict(depth=4, image_block=64, method=method)
+    X = background_data(300, 20, 0.2, seed=2)[0]
+    kwargs = dict(depth=4, image_block=64, method=method, first_layer=first_layer)
     torch.manual_seed(5)
     got = layer_output_variances(X, he, num_nets=12, net_chunk=5, **kwargs)
     torch.manual_seed(5)
@@ -162,13 +267,21 @@ def test_chunks_of_networks_are_separate_runs(method, one_thread):
     assert torch.equal(got, torch.cat(parts, dim=1))
 
 
+@pytest.mark.parametrize("first_layer", ["dense", "sparse"])
 @pytest.mark.parametrize("method", ["bmm", "fused"])
 @pytest.mark.parametrize("workers", [1, 2, 3])
-def test_the_number_of_worker_threads_changes_nothing(workers, method):
+def test_the_number_of_worker_threads_changes_nothing(workers, method, first_layer):
     """Weights are drawn in the calling thread, chunk by chunk, and each chunk runs
     single-threaded kernels, so results are bitwise equal whatever ``workers`` is."""
-    X = torch.rand(300, 20, generator=torch.Generator().manual_seed(4))
-    kwargs = dict(depth=5, num_nets=23, net_chunk=4, image_block=64, method=method)
+    X = background_data(300, 20, 0.2, seed=4)[0]
+    kwargs = dict(
+        depth=5,
+        num_nets=23,
+        net_chunk=4,
+        image_block=64,
+        method=method,
+        first_layer=first_layer,
+    )
     torch.manual_seed(8)
     one = layer_output_variances(X, he, workers=1, **kwargs)
     torch.manual_seed(8)
@@ -208,6 +321,8 @@ def test_bad_init_shape_is_named():
         layer_output_variances(torch.rand(10), he, depth=2, num_nets=2)
     with pytest.raises(ValueError, match="method must be 'auto', 'fused' or 'bmm'"):
         layer_output_variances(torch.rand(10, 5), he, depth=2, num_nets=2, method="numba")
+    with pytest.raises(ValueError, match="first_layer must be 'auto', 'dense' or 'sparse'"):
+        layer_output_variances(torch.rand(10, 5), he, depth=2, num_nets=2, first_layer="csr")
     wide = lambda n: torch.randn(n, 17, 17)  # noqa: E731
     with pytest.raises(ValueError, match="up to width 16; got width 17.*use method='bmm'"):
         layer_output_variances(torch.rand(10, 5), wide, depth=2, num_nets=2, method="fused")
