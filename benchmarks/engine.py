@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -41,7 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-from common import mnist_or_random, spread
+from common import cpu_name, mnist_or_random, spread
 from initlab import engine
 
 SIZES = (784, 200, 64, 10)
@@ -237,7 +236,7 @@ def main() -> None:
     threads = torch.get_num_threads()
 
     print(
-        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"machine: {cpu_name()}, {os.cpu_count()} CPUs, "
         f"torch {torch.__version__}, {threads} threads, device {device}"
     )
     print(

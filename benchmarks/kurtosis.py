@@ -49,7 +49,6 @@ import argparse
 import functools
 import math
 import os
-import platform
 import statistics
 import sys
 import time
@@ -68,7 +67,7 @@ if "--avx2" in sys.argv and any(os.environ.get(k) != v for k, v in AVX2_ENV.item
 import numpy as np  # noqa: E402 - after the restart above
 import torch  # noqa: E402
 
-from common import mnist_or_random, spread  # noqa: E402
+from common import cpu_name, mnist_or_random, spread  # noqa: E402
 from initlab import simulation  # noqa: E402
 from initlab.simulation import (  # noqa: E402
     IMAGE_BLOCK,
@@ -84,18 +83,6 @@ from initlab.simulation import (  # noqa: E402
 
 WIDTH, DEPTH = 10, 100
 FULL_NETS, FULL_IMAGES = 10_000, 60_000
-
-
-def cpu_name() -> str:
-    """The CPU's model name where the system says it (Linux), else the machine type."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for row in f:
-                if row.startswith("model name"):
-                    return row.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def one_by_one(X: torch.Tensor, layout: str, num_nets: int, threads: int) -> None:
@@ -303,13 +290,14 @@ def main() -> None:
 
     fused, bmm, bare = (rate(k) for k in ("fused", "bmm", "bare"))
 
-    def ratio(fast: str, slow: str, unit: str) -> str:
-        """Median and range over the rounds of the rate of ``fast`` over that of ``slow``."""
+    def ratio(fast: str, slow: str, unit: str, goal: float | None = None) -> str:
+        """Median and range over the rounds of the rate of ``fast`` over that of ``slow``
+        (and how many rounds reach ``goal``)."""
         r = [
             nets[fast] * ts / (nets[slow] * tf)
             for tf, ts in zip(times[fast], times[slow], strict=True)
         ]
-        return spread(r, unit)
+        return spread(r, unit, goal)
 
     print(
         f"rates: medians of {args.repeats} interleaved rounds after a warm-up; ratios: median "
@@ -321,9 +309,9 @@ def main() -> None:
     for name in loops:
         print("   " + line("one by one, " + name[5:], name))
     print(
-        f"   speed-up over the fastest loop of each round: fused {ratio('fused', 'loop', 'x')}, "
-        f"fused with a dense first layer {ratio('dense', 'loop', 'x')}, bmm "
-        f"{ratio('bmm', 'loop', 'x')}   (goal >= 10x)"
+        "   speed-up over the fastest loop of each round (goal >= 10x): fused "
+        f"{ratio('fused', 'loop', 'x', 10)}, fused with a dense first layer "
+        f"{ratio('dense', 'loop', 'x', 10)}, bmm {ratio('bmm', 'loop', 'x', 10)}"
     )
     print(
         f"2. bare matrix products {bare:.3g} passes/s; the simulation runs at "
