@@ -323,6 +323,10 @@ def test_bad_init_shape_is_named():
         layer_output_variances(torch.rand(10, 5), he, depth=2, num_nets=2, method="numba")
     with pytest.raises(ValueError, match="first_layer must be 'auto', 'dense' or 'sparse'"):
         layer_output_variances(torch.rand(10, 5), he, depth=2, num_nets=2, first_layer="csr")
+    with pytest.raises(ValueError, match="layout must be 'rows' or 'columns'"):
+        layer_output_variances_one_by_one(
+            torch.rand(10, 5), he, depth=2, num_nets=2, layout="diagonal"
+        )
     wide = lambda n: torch.randn(n, 17, 17)  # noqa: E731
     with pytest.raises(ValueError, match="up to width 16; got width 17.*use method='bmm'"):
         layer_output_variances(torch.rand(10, 5), wide, depth=2, num_nets=2, method="fused")
