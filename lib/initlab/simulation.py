@@ -20,7 +20,7 @@ the columns' common values, ``x - b`` stored in compressed sparse rows once per 
 compiled code (:func:`_rows_intrinsic`) that keeps an input's outputs for all networks of
 the chunk in vector registers while its entries off the background stream past. It does
 the 19 % of the multiply-adds that are not zero, and on the development machine took a
-third of ``torch.mm``'s time (benchmarks/kurtosis.py, line 1 prints both). ``"auto"``
+third to a half of ``torch.mm``'s time (benchmarks/kurtosis.py, line 1 prints both). ``"auto"``
 takes it with the fused kernel when at most :data:`SPARSE_MAX_DENSITY` of the entries are
 off their column's common value. The ``depth`` layers after it run one of two ways
 (``method``):
@@ -33,8 +33,9 @@ off their column's common value. The ``depth`` layers after it run one of two wa
   vector code blocked for the host's vector registers (:func:`_block_intrinsic`): on
   AVX-512 32 images per step, each weight broadcast once for two multiply-adds, no
   register spilled; there it does multiply-adds at 67-88 % of ``torch.mm``'s rate on one
-  thread on an Intel development machine, 121 % on an AMD EPYC one (where ``torch.mm``
-  is slower), about 70 % of the CPU's peak on both (benchmarks/kurtosis.py, line 4).
+  thread (47-66 % of the CPU's peak) on the first development host, 121-125 % (67-70 %
+  of the peak) on an AMD EPYC one, where ``torch.mm`` is slower (benchmarks/kurtosis.py,
+  line 4).
   Compiling it and the sparse first layer takes 2-3 s, once per process, width and dtype.
 
 ``"auto"`` (the default) takes ``"fused"`` for widths up to :data:`FUSED_MAX_WIDTH` when a
@@ -105,9 +106,11 @@ and 65 % of the entries off the base, against 3.6-4.3 ms with ``torch.mm`` (brea
 _COMPILE_LOCK = threading.Lock()
 
 
+@functools.cache
 def _host_vectors() -> tuple[int, int]:
     """(bits per vector register, number of vector registers) of this CPU, for the fused
-    kernel's blocking: AVX-512 32 x 512, AVX/AVX2 16 x 256, NEON 32 x 128, else 16 x 128."""
+    kernel's blocking: AVX-512 32 x 512, AVX/AVX2 16 x 256, NEON 32 x 128, else 16 x 128.
+    Asked once per process (LLVM's query takes about a millisecond; chunks ask again)."""
     machine = platform.machine().lower()
     try:
         import llvmlite.binding as llvm
