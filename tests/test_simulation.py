@@ -229,7 +229,7 @@ def test_the_sparse_first_layer_for_other_cpus_is_correct(vectors, dtype, monkey
 @pytest.mark.parametrize(
     ("vectors", "width", "dtype"),
     [
-        ((256, 16), 10, torch.float32),  # AVX2: one image vector per block, groups of 5
+        ((256, 16), 10, torch.float32),  # AVX2: two image vectors, groups of 6, inputs re-read
         ((128, 32), 16, torch.float64),  # NEON: the widest layers, two lanes of doubles
         ((128, 16), 6, torch.float32),  # SSE
     ],
