@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor
+from nbgrader.converters import GenerateAssignment
 from nbgrader.preprocessors import GetGrades
 
 ROOT = Path(__file__).resolve().parent
@@ -32,6 +33,7 @@ from nbgrader.preprocessors import (  # noqa: E402
 
 from initlab_grading.preprocessors import (  # noqa: E402
     DropDuplicateIds,
+    DropInstructorCells,
     GuardedExecute,
     HideHiddenTests,
     RestoreDeletedCells,
@@ -50,6 +52,13 @@ c.ClearSolutions.code_stub = {
 }
 c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 c.ClearSolutions.enforce_metadata = True
+# Instructor checks (cells tagged "instructor-only": assertions that what the text says
+# about an output holds) stay in source/ and solutions/, where CI runs them, and are
+# removed from the student version before anything else sees it.
+c.GenerateAssignment.preprocessors = [
+    DropInstructorCells,
+    *GenerateAssignment.class_traits()["preprocessors"].default(),
+]
 
 # A test cell a student deleted comes back from the gradebook and runs: deleting the
 # tests of a wrong answer gains nothing (nbgrader's default is not to restore them, and

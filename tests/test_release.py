@@ -15,6 +15,7 @@ import nbformat
 import pytest
 
 from initlab_grading import course
+from initlab_grading.preprocessors import INSTRUCTOR_TAG, DropInstructorCells
 
 ASSIGNMENTS = course.ASSIGNMENTS
 REGION = re.compile(r"### BEGIN (SOLUTION|HIDDEN TESTS)(.*?)### END \1", flags=re.DOTALL)
@@ -61,6 +62,40 @@ def test_release_leaks_no_solution_or_hidden_test(repo, assignment):
     for marker in ("BEGIN SOLUTION", "HIDDEN TESTS", "initlab_grading", "Model answer"):
         assert marker not in release_text
     assert [p.name for p in (repo / "release" / assignment).iterdir()] == [f"{assignment}.ipynb"]
+
+
+def _instructor_checks(nb: nbformat.NotebookNode) -> list[str]:
+    return [c.source for c in nb.cells if INSTRUCTOR_TAG in c.metadata.get("tags", [])]
+
+
+def test_instructor_cells_are_dropped_and_nothing_else():
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("The gradient explodes."),
+        nbformat.v4.new_code_cell("assert g > 1e6", metadata={"tags": [INSTRUCTOR_TAG]}),
+        nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["nbval-ignore-output"]}),
+    ]
+    out, _ = DropInstructorCells().preprocess(nb, {})
+    assert [c.source for c in out.cells] == ["The gradient explodes.", "x = 1"]
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_claims_are_checked_in_solutions_and_absent_from_the_release(repo, assignment):
+    """Each notebook backs what its text says about its outputs with instructor checks:
+    solutions/ carries them (nbval runs them in CI), the release has none of them."""
+    source = _nb(repo / "source" / assignment / f"{assignment}.ipynb")
+    checks = _instructor_checks(source)
+    assert checks, f"source/{assignment} has no cell tagged {INSTRUCTOR_TAG!r}"
+    for cell in source.cells:
+        if INSTRUCTOR_TAG in cell.metadata.get("tags", []):
+            assert cell.cell_type == "code" and "nbgrader" not in cell.metadata, cell.id
+            assert "assert" in cell.source, f"{cell.id} asserts nothing"
+    solution = _nb(repo / "solutions" / assignment / f"{assignment}.ipynb")
+    assert _instructor_checks(solution) == checks
+    release = _nb(repo / "release" / assignment / f"{assignment}.ipynb")
+    assert not _instructor_checks(release)
+    released = {c.source for c in release.cells}
+    assert not released & set(checks)
 
 
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)

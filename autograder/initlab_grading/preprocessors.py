@@ -18,6 +18,7 @@ import re
 
 from nbclient.exceptions import DeadKernelError
 from nbconvert.exporters.exporter import ResourcesDict
+from nbconvert.preprocessors import Preprocessor
 from nbformat import v4 as nbformat_v4
 from nbformat.notebooknode import NotebookNode
 from nbgrader.preprocessors import ClearHiddenTests, DeduplicateIds, Execute, OverwriteCells
@@ -141,6 +142,22 @@ class HideHiddenTests(ClearHiddenTests):
         for output in cell.get("outputs", []):
             self._redact_output(output)
         return cell, resources
+
+
+INSTRUCTOR_TAG = "instructor-only"
+"""Cell tag of the source notebooks' instructor checks: assertions that the statements a
+notebook makes about its own outputs hold. They run in solutions/ (nbval executes them in
+CI) and never reach the release."""
+
+
+class DropInstructorCells(Preprocessor):
+    """Remove the cells tagged ``instructor-only`` (see :data:`INSTRUCTOR_TAG`) from the
+    student version. First in ``GenerateAssignment.preprocessors``, so nbgrader neither
+    locks, checksums nor records them."""
+
+    def preprocess(self, nb: NotebookNode, resources: ResourcesDict):
+        nb.cells = [c for c in nb.cells if INSTRUCTOR_TAG not in c.metadata.get("tags", [])]
+        return nb, resources
 
 
 class DropDuplicateIds(DeduplicateIds):
