@@ -107,32 +107,23 @@ def task_release() -> None:
 def task_test() -> None:
     python = ensure_venv()
     env = course_env()
-    # Reference notebooks run at the grade budget, as when they were generated.
-    env["INITLAB_BUDGET"] = "grade"
     say("ruff check")
     lint = ["lib", "autograder", "tests", "benchmarks", "tasks.py"]
     run([str(python), "-m", "ruff", "check", *lint], env=env)
-    say("pytest tests/ and nbval over solutions/")
+    # two workers (tests/conftest.py groups the tests so that a file's module fixtures are
+    # built once, and a notebook's cells run in one kernel); grading inside the tests uses
+    # both cores too; the 15 slowest tests are listed at the end
+    pytest = [str(python), "-m", "pytest", "-n", "2", "-p", "no:cacheprovider", "-q"]
+    pytest += ["--durations=15"]
+    say("pytest tests/ (experiments at the grade budget)")
+    run([*pytest, "--dist", "loadgroup", "tests"], env={**env, "INITLAB_BUDGET": "grade"})
+    # solutions/ was executed at the default budget (the one students run): nbval runs it
+    # again there, so every output it compares and every instructor check holds at that
+    # budget
+    say("nbval over solutions/ (at the default budget, as they were executed)")
     run(
-        [
-            str(python),
-            "-m",
-            "pytest",
-            "tests",
-            "solutions",
-            "--nbval",
-            "--nbval-current-env",
-            # two workers (tests/conftest.py groups the tests so that a file's module
-            # fixtures are built once); grading inside the tests uses both cores too
-            "-n",
-            "2",
-            "--dist",
-            "loadgroup",
-            "-p",
-            "no:cacheprovider",
-            "-q",
-        ],
-        env=env,
+        [*pytest, "--dist", "loadfile", "solutions", "--nbval", "--nbval-current-env"],
+        env={**env, "INITLAB_BUDGET": "default"},
     )
 
 

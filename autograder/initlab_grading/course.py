@@ -3,8 +3,10 @@
     python -m initlab_grading.course [--root DIR] [--assignment NAME ...]
 
 For each assignment: ``nbgrader generate_assignment`` (source/ -> release/),
-``nbgrader generate_solution`` (source/ -> solutions/, executed at the ``grade`` budget;
-execution timestamps are removed and consecutive stream outputs merged, so that a rebuild
+``nbgrader generate_solution`` (source/ -> solutions/, executed at the ``default`` budget,
+the one students run, so that the outputs instructors read are the ones the model answers
+discuss and the notebooks' instructor checks hold for them; execution timestamps are
+removed and consecutive stream outputs merged, so that a rebuild
 whose outputs did not change leaves the committed solution byte for byte as it was), the
 sample submissions written to submitted/, autograding with the kit's grading command
 (initlab_grading.grade: long-lived grading workers, one per CPU core, each running
@@ -40,6 +42,9 @@ ASSIGNMENTS: tuple[str, ...] = (
     "kurtosis",
 )
 """The course's assignments in teaching order; each is source/<name>/<name>.ipynb."""
+
+SOLUTION_BUDGET = "default"
+"""The experiment budget solutions/ is executed at (and nbval re-executes it at in CI)."""
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SUBMISSION_TIME = "2026-01-15 12:00:00.000000 UTC"
@@ -312,7 +317,7 @@ def build(root: Path, assignment: str) -> None:
     print(f"[{assignment}] nbgrader generate_assignment", flush=True)
     nbgrader(root, "generate_assignment", assignment, "--force")
     print(f"[{assignment}] nbgrader generate_solution (executes the reference)", flush=True)
-    nbgrader(root, "generate_solution", assignment, "--force", budget="grade")
+    nbgrader(root, "generate_solution", assignment, "--force", budget=SOLUTION_BUDGET)
     normalize_executed(root / "solutions" / assignment / notebook_name(assignment))
 
 
