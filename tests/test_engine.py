@@ -292,10 +292,14 @@ def test_progress_bar_redraws_grow_logarithmically_with_the_run(monkeypatch):
     assert stream.getvalue().endswith("36000/36000 steps, 3600 s elapsed, ~0 s left \n")
 
 
-def test_device_selection():
-    assert engine.pick_device("cpu").type == "cpu"
-    want = "cuda" if torch.cuda.is_available() else "cpu"
-    assert engine.pick_device().type == want
+def test_device_selection(monkeypatch):
+    """A device that is asked for is taken as given; otherwise CUDA exactly when torch
+    reports it (simulated both ways: CI has no GPU)."""
+    assert engine.pick_device("cpu") == torch.device("cpu")
+    assert engine.pick_device(torch.device("cuda", 1)) == torch.device("cuda", 1)
+    for available, want in ((True, "cuda"), (False, "cpu")):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda a=available: a)
+        assert engine.pick_device().type == want
 
 
 def test_bad_input_says_what_is_expected():

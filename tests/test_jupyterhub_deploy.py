@@ -155,35 +155,41 @@ def hub(tmp_path_factory):
         shutil.rmtree(base, ignore_errors=True)
 
 
-def test_student_lists_fetches_and_submits_through_the_prepared_exchange(hub):
-    listed = nbgrader_as_student(hub, "alice", "list")
-    assert re.search(rf"initlab\s+{ASSIGNMENT}", listed), listed
+@pytest.fixture(scope="module")
+def alice_submission(hub) -> str:
+    """Alice fetches the released assignment and submits it through the exchange; the
+    name of her submission's folder in inbound/. A fixture, so that each test that needs
+    the submission also runs alone."""
     nbgrader_as_student(hub, "alice", "fetch_assignment", ASSIGNMENT)
-    fetched = hub["homes"]["alice"] / ASSIGNMENT / NOTEBOOK  # path_includes_course = False
-    released_nb = REPO / "release" / ASSIGNMENT / NOTEBOOK
-    assert json.loads(fetched.read_text()) == json.loads(released_nb.read_text())
     # in the image the OS user is jovyan and nbgrader names the submission after
     # JUPYTERHUB_USER; any other OS user's name is taken instead, so it is given here
     nbgrader_as_student(hub, "alice", "submit", ASSIGNMENT, "--student=alice")
+    (submission,) = (hub["exchange"] / "initlab" / "inbound").glob(f"alice+{ASSIGNMENT}+*")
+    return submission.name
+
+
+def test_student_lists_fetches_and_submits_through_the_prepared_exchange(hub, alice_submission):
+    listed = nbgrader_as_student(hub, "alice", "list")
+    assert re.search(rf"initlab\s+{ASSIGNMENT}", listed), listed
+    fetched = hub["homes"]["alice"] / ASSIGNMENT / NOTEBOOK  # path_includes_course = False
+    released_nb = REPO / "release" / ASSIGNMENT / NOTEBOOK
+    assert json.loads(fetched.read_text()) == json.loads(released_nb.read_text())
     course_dir = hub["exchange"] / "initlab"
-    (submission,) = (course_dir / "inbound").glob(f"alice+{ASSIGNMENT}+*")
+    assert (course_dir / "inbound" / alice_submission).is_dir()
     # nbgrader kept the modes make_exchange.sh set (release_assignment resets the root
     # to 0777 unless its permission bits are rwx for all, which 1777's are)
     assert mode(hub["exchange"]) == 0o1777
     assert mode(course_dir) == mode(course_dir / "outbound") == 0o755
     assert mode(course_dir / "inbound") == 0o3733
-    hub["alice_submission"] = submission.name
 
 
 @needs_root
-def test_exchange_modes_stop_another_student_tampering(hub):
+def test_exchange_modes_stop_another_student_tampering(hub, alice_submission):
     """Mallory, another student, can submit but cannot move the course folder, publish or
     replace notebooks, list the submissions, or rename Alice's (even knowing it). Without
     make_exchange.sh (a 0777 root, nbgrader creating the course folder on the first
     release) she can move the course folder away and put her own in its place."""
-    if "alice_submission" not in hub:
-        pytest.skip("needs the submission of the test before")
-    done = tamper(hub["exchange"] / "initlab", hub["alice_submission"])
+    done = tamper(hub["exchange"] / "initlab", alice_submission)
     assert done.pop("submit her own") == "done"
     assert set(done.values()) == {"PermissionError"}, done
 
@@ -201,14 +207,12 @@ def test_exchange_modes_stop_another_student_tampering(hub):
     assert done["rename the course folder"] == "done", done
 
 
-def test_a_submission_forged_in_a_classmates_name_is_collected_as_theirs(hub):
+def test_a_submission_forged_in_a_classmates_name_is_collected_as_theirs(hub, alice_submission):
     """The risk docs/jupyterhub.md states: inbound/ must be writable by every student, and
     nbgrader's collect takes the student from the folder's name and the latest timestamp
     in it, so Mallory's folder named after Alice, dated later, is collected as Alice's
     (collect only warns when the folder's owner has another user name). As root, the
     forgery is written by another uid; otherwise by this user."""
-    if "alice_submission" not in hub:
-        pytest.skip("needs the submission of the test before")
     forged = f"alice+{ASSIGNMENT}+2999-01-01 00:00:00.000000 UTC+forged"
     nb = nbformat.read(REPO / "release" / ASSIGNMENT / NOTEBOOK, as_version=4)
     nb.cells[0].source = "Forged by mallory"

@@ -567,13 +567,16 @@ REVIEW = os.environ.get("INITLAB_REVIEW_MESSAGES") == "1"
 def test_visible_test_messages_for_plausible_mistakes(browser, lab, artifacts, assignment):
     """For review: what the visible tests say about each sample mistake (the samples of
     initlab_grading.samples), typed into the answered notebook in JupyterLab. The answer
-    cell and the test cells below it run; the reference answer is put back after."""
+    cell and the test cells below it run; the reference answer is put back after. The
+    messages are written to the artifacts for review; the test fails when one of them
+    would not tell a student what to do (``unclear``), or when no mistake was tried."""
     expected = _cells(lab["home"], assignment)
     answers = course.reference_answers(REPO, assignment)
     cell_of = {c["grade_id"]: i for i, c in enumerate(expected)}
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     student = Lab(page, lab, assignment, artifacts)
     lines = [f"## {assignment}", ""]
+    problems, tried = [], 0
     try:
         student.open()
         for i, cell in enumerate(expected):
@@ -589,6 +592,7 @@ def test_visible_test_messages_for_plausible_mistakes(browser, lab, artifacts, a
             if not code:
                 continue
             lines.append(f"- **{sample.student}** ({sample.description})")
+            tried += 1
             for grade_id in code:
                 start = cell_of[grade_id]
                 student.paste(start, sample.answers[grade_id].strip("\n"))
@@ -609,6 +613,8 @@ def test_visible_test_messages_for_plausible_mistakes(browser, lab, artifacts, a
                             said, defined_above(lab["home"], assignment, j, answers)
                         )
                         verdict += f" **(unclear: {why})**" if why else ""
+                        if why:
+                            problems.append(f"{sample.student}, {expected[j]['grade_id']}: {why}")
                         lines.append(f"  - `{expected[j]['grade_id']}`: {verdict}")
             for grade_id in code:
                 student.paste(cell_of[grade_id], answers[grade_id])
@@ -618,6 +624,8 @@ def test_visible_test_messages_for_plausible_mistakes(browser, lab, artifacts, a
         _shut_down_kernels(lab)
         with open(artifacts / "student-mistake-messages.md", "a") as out:
             out.write("\n".join(lines) + "\n\n")
+    assert tried, f"no sample mistake of {assignment} has an answer cell to type in"
+    assert not problems, "messages a student could not act on:\n" + "\n".join(problems)
 
 
 def _shut_down_kernels(lab: dict) -> None:
