@@ -20,7 +20,10 @@ change in the machine's speed between rounds cancels), with its range:
    exporting) is 0.01 % of it; it is measured apart (a call with 0 epochs), subtracted, and
    the whole one-epoch call shown beside;
 2. the same 48 networks trained together against one at a time, with the engine and with
-   the usual nn.Sequential + torch.optim.SGD loop on all threads (goal: at least 3x);
+   the usual nn.Sequential + torch.optim.SGD loop on all threads (goal: at least 3x), and
+   against the idiomatic batched peer in torch.func: per activation, the networks'
+   parameters stacked with ``stack_module_state``, one ``vmap(grad(loss))`` per step and
+   SGD on the stacked tensors;
 3. one stack with mixed activations against one stack per activation;
 4. the wall time of the notebook's training at the ``default`` budget and of the full
    protocol (1,000 epochs per network), extrapolated from the measured throughput.
@@ -161,29 +164,36 @@ def train_seconds(configs, X, y, epochs: int, device, val=None, **kwargs) -> flo
     return time.perf_counter() - start
 
 
+ACTIVATION_MODULES = {
+    "relu": torch.nn.ReLU,
+    "sigmoid": torch.nn.Sigmoid,
+    "leaky_relu": torch.nn.LeakyReLU,
+    "tanh": torch.nn.Tanh,
+    "mish": torch.nn.Mish,
+    "swish": torch.nn.SiLU,
+}
+
+
+def sequential(activation: str) -> torch.nn.Sequential:
+    """The 784-200-64-10 MLP as ``nn.Sequential`` with torch's default initialization."""
+    layers: list[torch.nn.Module] = []
+    for k, (i, o) in enumerate(zip(SIZES[:-1], SIZES[1:], strict=True)):
+        layers.append(torch.nn.Linear(i, o))
+        if k < len(SIZES) - 2:
+            layers.append(ACTIVATION_MODULES[activation]())
+    return torch.nn.Sequential(*layers)
+
+
 def torch_loop_seconds(configs, X, y, epochs: int, device) -> float:
     """The usual way: one ``nn.Sequential`` per configuration, ``torch.optim.SGD``,
     autograd, the same batch size and number of steps; networks trained one after
     another."""
-    acts = {
-        "relu": torch.nn.ReLU,
-        "sigmoid": torch.nn.Sigmoid,
-        "leaky_relu": torch.nn.LeakyReLU,
-        "tanh": torch.nn.Tanh,
-        "mish": torch.nn.Mish,
-        "swish": torch.nn.SiLU,
-    }
     sync(device)
     start = time.perf_counter()
     for config in configs:
         g = torch.Generator().manual_seed(config.seed)
         torch.manual_seed(config.seed)
-        layers = []
-        for k, (i, o) in enumerate(zip(SIZES[:-1], SIZES[1:], strict=True)):
-            layers.append(torch.nn.Linear(i, o))
-            if k < len(SIZES) - 2:
-                layers.append(acts[config.activation]())
-        net = torch.nn.Sequential(*layers).to(device)
+        net = sequential(config.activation).to(device)
         opt = torch.optim.SGD(net.parameters(), lr=config.lr)
         for _ in range(epochs):
             perm = torch.randperm(len(X), generator=g).to(device)
@@ -193,6 +203,43 @@ def torch_loop_seconds(configs, X, y, epochs: int, device) -> float:
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
+    sync(device)
+    return time.perf_counter() - start
+
+
+def torch_func_seconds(configs, X, y, epochs: int, device) -> float:
+    """The idiomatic batched peer in ``torch.func``: for each activation, its networks'
+    parameters stacked (``stack_module_state``), the loss's gradient for all of them in
+    one ``vmap(grad(loss))`` per step on the same batch, and SGD on the stacked tensors
+    with each network's learning rate."""
+    from torch.func import functional_call, grad, stack_module_state, vmap
+
+    groups: dict[str, list] = {}
+    for config in configs:
+        groups.setdefault(config.activation, []).append(config)
+    sync(device)
+    start = time.perf_counter()
+    for activation, group in groups.items():
+        torch.manual_seed(group[0].seed)
+        nets = [sequential(activation).to(device) for _ in group]
+        params, buffers = stack_module_state(nets)
+        params = {k: v.detach() for k, v in params.items()}
+        skeleton = sequential(activation).to("meta")
+
+        def loss(p, b, xb, yb, skeleton=skeleton):
+            logits = functional_call(skeleton, (p, b), (xb,))
+            return torch.nn.functional.cross_entropy(logits, yb)
+
+        step = vmap(grad(loss), in_dims=(0, 0, None, None))
+        lrs = torch.tensor([c.lr for c in group], device=device)
+        g = torch.Generator().manual_seed(group[0].seed)
+        for _ in range(epochs):
+            perm = torch.randperm(len(X), generator=g).to(device)
+            for s in range(0, len(X), BATCH):
+                idx = perm[s : s + BATCH]
+                grads = step(params, buffers, X[idx], y[idx])
+                for name, p in params.items():
+                    p.sub_(lrs.view(-1, *[1] * (p.dim() - 1)) * grads[name])
     sync(device)
     return time.perf_counter() - start
 
@@ -275,6 +322,7 @@ def main() -> None:
         record("split", train_seconds(configs, X, y, args.epochs, device, split_activations=True))
         record("alone", sum(train_seconds([c], X, y, args.epochs, device) for c in configs))
         record("loop", torch_loop_seconds(configs, X, y, args.epochs, device))
+        record("func", torch_func_seconds(configs, X, y, args.epochs, device))
     med = {name: statistics.median(v) for name, v in times.items()}
     plain = min(layouts, key=lambda k: med[k])
 
@@ -305,6 +353,10 @@ def main() -> None:
     print(
         f"   nn.Sequential + optim.SGD per net:    {_stats(times['loop'])}"
         f"\n      -> batched {_ratio(times, 'loop', 'engine')} faster (goal >= 3x)"
+    )
+    print(
+        f"   torch.func, vmap(grad) per activation: {_stats(times['func'])}"
+        f"\n      -> the engine {_ratio(times, 'func', 'engine')} faster"
     )
 
     print("\n3. mixed activations")

@@ -67,6 +67,8 @@ def test_engine_benchmark_prints_every_figure():
         "engine / fastest plain:",
         "2. batched against one network at a time",
         "faster (goal >= 3x)",
+        "torch.func, vmap(grad) per activation:",
+        "-> the engine",
         "3. mixed activations",
         "4. wall time of the notebook's training",
         "(scaled from 128 + 32 images: not the notebook's workload)",
