@@ -37,6 +37,7 @@ from initlab_grading.preprocessors import (  # noqa: E402
     GuardedExecute,
     HideHiddenTests,
     RestoreDeletedCells,
+    SanitizeMarkdown,
 )
 from initlab_grading.sandbox import CODE_FILES  # noqa: E402
 
@@ -109,6 +110,13 @@ c.CourseDirectory.ignore = [".ipynb_checkpoints", "__pycache__", "feedback", *CO
 
 # Feedback shows each test's message and points, never hidden test code.
 c.GenerateFeedback.preprocessors = [GetGrades, HideHiddenTests, CSSHTMLHeaderPreprocessor]
+# A submission's HTML (a display(HTML(...)) output, raw HTML in a markdown answer) is
+# shown as inert text in the feedback and in formgrader, which both export through
+# HTMLExporter with this config: no <script>, event handler or JavaScript output runs in
+# a student's or an instructor's browser. sanitize_html covers outputs; nbgrader's
+# templates render markdown cells on their own, which SanitizeMarkdown covers.
+c.HTMLExporter.sanitize_html = True
+c.HTMLExporter.preprocessors = [SanitizeMarkdown]
 
 # Kernel channels encrypted and authenticated with CurveZMQ where the kernelspec says the
 # kernel supports it (the kit's grading kernelspec does when its ipykernel can): without

@@ -21,6 +21,7 @@ import site
 import sqlite3
 import subprocess
 import sys
+from html.parser import HTMLParser
 from pathlib import Path
 
 import nbformat
@@ -270,3 +271,62 @@ def test_guard_accepts_torch_internals_and_flags_a_replacement(tmp_path):
     ).stdout
     assert "CLEAN []" in out, out
     assert "torch.allclose was replaced by notebook code" in out, out
+
+
+class _ActiveContent(HTMLParser):
+    """Collects what a browser would run from an HTML page: the text of <script>
+    elements and ``on*`` event-handler attributes (escaped text is not collected)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scripts: list[str] = []
+        self.handlers: list[str] = []
+        self._in_script = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self._in_script = tag == "script"
+        if self._in_script:
+            self.scripts.append("")
+        self.handlers += [f"{tag} {k}={v}" for k, v in attrs if k.lower().startswith("on")]
+
+    def handle_endtag(self, tag: str) -> None:
+        self._in_script = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_script:
+            self.scripts[-1] += data
+
+
+def _formgrader_html(root: Path, student: str) -> str:
+    """The page formgrader serves for a submitted notebook: its HTMLExporter with the
+    course's configuration and the formgrade template, as the formgrader extension sets
+    them up."""
+    from nbconvert.exporters import HTMLExporter
+    from nbgrader.server_extensions.formgrader import handlers
+
+    config = course.course_config(root)
+    config.HTMLExporter.template_name = "formgrade"
+    config.HTMLExporter.extra_template_basedirs = [handlers.template_path]
+    resources = {"assignment_id": ASSIGNMENT, "notebook_id": ASSIGNMENT, "submission_id": "x"}
+    resources |= {"index": 0, "total": 1, "base_url": "", "student": student}
+    resources |= {"last_name": "", "first_name": "", "notebook_path": "nb.ipynb"}
+    path = root / "autograded" / student / ASSIGNMENT / hostile.NOTEBOOK
+    html, _ = HTMLExporter(config=config).from_filename(str(path), resources=resources)
+    return html
+
+
+def test_submitted_html_is_inert_in_feedback_and_formgrader(graded):
+    """A submission's <script>, onerror handler and JavaScript output reach neither its
+    feedback nor formgrader's view of it as active content; they show as text."""
+    root, *_ = graded
+    student = hostile.INJECTOR
+    course.nbgrader(root, "generate_feedback", ASSIGNMENT, "--student", student, "--force")
+    (feedback,) = (root / "feedback" / student / ASSIGNMENT).glob("*.html")
+    pages = {"feedback": feedback.read_text(), "formgrader": _formgrader_html(root, student)}
+    for name, page in pages.items():
+        found = _ActiveContent()
+        found.feed(page)
+        assert not [s for s in found.scripts if hostile.INJECTED in s], name
+        assert not [h for h in found.handlers if hostile.INJECTED in h], name
+        # the submission's content is still there, as text
+        assert page.count(hostile.INJECTED) >= 3, name

@@ -83,26 +83,33 @@ def nbgrader(root: Path, *args: str, budget: str | None = None) -> str:
     return log
 
 
-def gradebook_url(root: Path) -> str:
-    """The gradebook nbgrader uses for this course: ``CourseDirectory.db_url`` from the
-    course's nbgrader_config.py (a PostgreSQL URL when several graders write at once),
-    else nbgrader's default, the sqlite file gradebook.db in the course root."""
-    from nbgrader.coursedir import CourseDirectory
+def course_config(root: Path):
+    """The traitlets config of the course's nbgrader_config.py (empty if it has none),
+    loaded without keeping the changes the file makes to sys.path and PYTHONPATH."""
+    from traitlets.config import Config
     from traitlets.config.loader import PyFileConfigLoader
 
     config_file = root / "nbgrader_config.py"
     if not config_file.exists():
-        return CourseDirectory(root=str(root)).db_url
+        return Config()
     saved_path, saved_env = list(sys.path), os.environ.get("PYTHONPATH")
     try:  # the config file edits sys.path and PYTHONPATH for nbgrader's kernels
-        config = PyFileConfigLoader(config_file.name, path=str(root)).load_config()
+        return PyFileConfigLoader(config_file.name, path=str(root)).load_config()
     finally:
         sys.path[:] = saved_path
         if saved_env is None:
             os.environ.pop("PYTHONPATH", None)
         else:
             os.environ["PYTHONPATH"] = saved_env
-    coursedir = CourseDirectory(config=config)
+
+
+def gradebook_url(root: Path) -> str:
+    """The gradebook nbgrader uses for this course: ``CourseDirectory.db_url`` from the
+    course's nbgrader_config.py (a PostgreSQL URL when several graders write at once),
+    else nbgrader's default, the sqlite file gradebook.db in the course root."""
+    from nbgrader.coursedir import CourseDirectory
+
+    coursedir = CourseDirectory(config=course_config(root))
     if not coursedir.root:
         coursedir.root = str(root)
     return coursedir.db_url

@@ -160,6 +160,41 @@ class DropInstructorCells(Preprocessor):
         return nb, resources
 
 
+_MARKDOWN_TAGS = frozenset(
+    "a abbr b blockquote br code del div em h1 h2 h3 h4 h5 h6 hr i img li ol p pre s span "
+    "strong sub sup table tbody td th thead tr ul".split()
+)
+_MARKDOWN_ATTRIBUTES = {"a": ["href", "title"], "img": ["src", "alt", "title"], "*": ["class"]}
+
+
+class SanitizeMarkdown(Preprocessor):
+    """Markdown cells that carry raw HTML or a ``javascript:`` link, rendered to HTML and
+    cleaned with bleach: tags a rendered markdown cell uses stay, anything else (a
+    ``<script>``, an ``on*`` handler, a ``javascript:`` URL) becomes inert text.
+
+    nbgrader's feedback and formgrade templates render markdown cells without nbconvert's
+    ``sanitize_html`` (which covers outputs only), and any markdown cell of a submission
+    may hold a student's text. Registered as an ``HTMLExporter`` preprocessor, so it runs
+    for ``generate_feedback`` and for formgrader's view alike."""
+
+    def preprocess_cell(self, cell: NotebookNode, resources: ResourcesDict, index: int):
+        text = cell.source if cell.cell_type == "markdown" else ""
+        if "<" in text or "javascript:" in text.lower():
+            import bleach
+            from nbconvert.filters.markdown_mistune import markdown2html_mistune
+
+            clean = bleach.clean(
+                markdown2html_mistune(text),
+                tags=_MARKDOWN_TAGS,
+                attributes=_MARKDOWN_ATTRIBUTES,
+                strip=False,
+            )
+            # one raw HTML block for the template's own markdown pass: no blank lines
+            cell.source = "<div>\n" + "\n".join(ln for ln in clean.splitlines() if ln.strip())
+            cell.source += "\n</div>"
+        return cell, resources
+
+
 class DropDuplicateIds(DeduplicateIds):
     """nbgrader's DeduplicateIds, which keeps the last cell of each grade id, without the
     failure it causes: it leaves an empty ``nbgrader`` dict on the other copies, which

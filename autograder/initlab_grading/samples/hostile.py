@@ -413,6 +413,34 @@ def grad_f(x):
 ]
 
 
+INJECTOR = "html-injection"
+INJECTED = "initlabInjected"
+"""What the injector's scripts would set, and the text its HTML shows when inert."""
+_HTML_INJECTION = f"""
+from IPython.display import HTML, Javascript, display
+display(HTML('<b>bold</b><script>window.{INJECTED} = 1</script>'
+             '<img src="x" onerror="window.{INJECTED} = 2">'))
+display(Javascript('window.{INJECTED} = 3'))
+"""
+_MARKDOWN_INJECTION = (
+    "The gradient at (8, 4) is zero, so the iterates stop moving. "
+    f'<script>window.{INJECTED} = 4</script><img src="x" onerror="window.{INJECTED} = 5">'
+)
+SAMPLES.append(
+    HostileSample(
+        INJECTOR,
+        "correct answers; an answer cell displays HTML with a script, an image with an "
+        "onerror handler and JavaScript; a written answer carries the same in raw HTML",
+        _answers(
+            stable_step="largest_stable_step = 2.0 / 3.0\n" + _HTML_INJECTION,
+            keep_going=_MARKDOWN_INJECTION,
+        ),
+        (),
+        "",
+    )
+)
+
+
 def write(root: Path, samples: list[HostileSample]) -> None:
     """Put each sample where ``nbgrader collect`` would."""
     for sample in samples:
