@@ -393,3 +393,41 @@ def test_ctrl_c_stops_grading_and_writes_what_was_graded(tiny):
     time.sleep(1.5)
     left = [pid for pid in _pids() if str(tiny) in _cwd(pid) and _alive(pid)]
     assert left == [], [_cmdline(pid) for pid in left]
+
+
+def test_names_that_are_not_utf8_never_stop_a_run(tmp_path):
+    """Under a strict UTF-8 stdout: a student folder whose name is not UTF-8 is reported
+    and not graded, a notebook under a non-UTF-8 name is reported as missing the right
+    one, a kernel that leaves a file with such a name is graded; the others are graded and
+    the report is written."""
+    root = make_course(tmp_path / "course", [ASSIGNMENT])
+    (ref,) = [s for s in samples_for(ASSIGNMENT) if s.student == "reference"]
+    litter = dataclasses.replace(ref, student="litter")
+    stable = course.reference_answers(REPO, ASSIGNMENT)["stable_step"]
+    stable += "\nopen(b'caf\\xe9.txt', 'w').close()\n"
+    litter = dataclasses.replace(litter, answers={**litter.answers, "stable_step": stable})
+    course.write_submissions(root, ASSIGNMENT, [ref, litter])
+    submitted = os.fsencode(root / "submitted")
+    bad_student = os.path.join(submitted, b"b\xf6se", os.fsencode(ASSIGNMENT))
+    os.makedirs(bad_student)
+    shutil.copy(root / "submitted" / "reference" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb",
+                os.path.join(bad_student, os.fsencode(f"{ASSIGNMENT}.ipynb")))  # fmt: skip
+    renamed = os.path.join(submitted, b"renamed", os.fsencode(ASSIGNMENT))
+    os.makedirs(renamed)
+    shutil.copy(root / "submitted" / "reference" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb",
+                os.path.join(renamed, b"gradient_d\xe9scent.ipynb"))  # fmt: skip
+    report = tmp_path / "report.json"
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8:strict", "PYTHONPATH": str(REPO / "autograder")}
+    done = subprocess.run(
+        [sys.executable, "-m", "initlab_grading.grade", ASSIGNMENT, "--root", str(root),
+         "--workers", "2", "--report", str(report)],
+        env=env, capture_output=True, timeout=900,
+    )  # fmt: skip
+    out = done.stdout.decode("utf-8")  # strict: what was printed is valid UTF-8
+    assert done.returncode == 1, out + done.stderr.decode("utf-8", "replace")[-3000:]
+    rows = {r["student"]: r for r in json.loads(report.read_text())}
+    assert rows["reference"]["status"] == rows["litter"]["status"] == "graded", rows
+    assert rows["b\\xf6se"]["status"] == "failed"
+    assert "is not valid UTF-8" in rows["b\\xf6se"]["detail"]
+    assert "gradient_d\\xe9scent.ipynb" in rows["renamed"]["detail"]
+    assert "b\\xf6se: failed" in out

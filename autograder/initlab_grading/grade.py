@@ -172,9 +172,21 @@ class GradingInterrupted(KeyboardInterrupt):
         self.results = results
 
 
+def printable(text: str) -> str:
+    """``text`` with what is not valid UTF-8 written as backslash escapes. Names read from
+    a submission (folders, files a student or a kernel made) keep undecodable bytes as
+    lone surrogates, which a strict UTF-8 stream or a database refuses."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that is no escaped byte
+        raw = text.encode("utf-8", "backslashreplace")
+    return raw.decode("utf-8", "backslashreplace")
+
+
 def print_now(line: str) -> None:
-    """Progress goes to stdout at once, also into a pipe."""
-    print(line, flush=True)
+    """Progress goes to stdout at once, also into a pipe; names that are not valid UTF-8
+    are escaped, so that no student's file name can stop the run."""
+    print(printable(line), flush=True)
 
 
 def submissions(root: Path, assignment: str) -> list[str]:
@@ -252,7 +264,7 @@ def inspect_submission(root: Path, assignment: str, student: str) -> tuple[str, 
     for base, dirs, files in os.walk(folder):
         for entry in dirs + files:
             full = Path(base, entry)
-            rel = str(full.relative_to(folder))
+            rel = printable(str(full.relative_to(folder)))
             if full.is_symlink():
                 links.append(rel)
             elif full.is_file() and rel not in (name, "timestamp.txt"):
@@ -278,7 +290,7 @@ def inspect_submission(root: Path, assignment: str, student: str) -> tuple[str, 
             + (f" and {len(other) - 8} more" if len(other) > 8 else "")
         )
     if not path.is_file():
-        others = sorted(p.name for p in folder.glob("*.ipynb"))
+        others = sorted(printable(p.name) for p in folder.glob("*.ipynb"))
         found = f" (it has {', '.join(others)})" if others else " (it has no notebook)"
         return (
             f"not graded: the submission has no {name}{found}; nbgrader grades only that "
@@ -1115,7 +1127,20 @@ def grade_class(
     Ctrl-C raises GradingInterrupted with the results so far."""
     _check_options(workers, timeout, retries, memory_limit, cell_timeout, file_limit)
     students = submissions(root, assignment)
-    if not students:
+    # a student folder whose name is not valid UTF-8 cannot be a gradebook id: reported,
+    # never graded, and the others are graded as usual
+    unnamed = [
+        GradingResult(printable(s), "failed", 0.0, 0, detail, [detail])
+        for s in students
+        if printable(s) != s
+        for detail in [
+            f"not graded: the folder name submitted/{printable(s)} is not valid UTF-8, so "
+            "nbgrader cannot record it; rename the folder to the student's id and grade "
+            "this student again"
+        ]
+    ]
+    students = [s for s in students if printable(s) == s]
+    if not students and not unnamed:
         raise SystemExit(
             f"No submissions of {assignment!r} under {root / 'submitted'}: run "
             f"`nbgrader collect {assignment}` first."
@@ -1130,7 +1155,7 @@ def grade_class(
     if engine == "dask":
         from initlab_grading.distributed import grade_on_dask
 
-        return grade_on_dask(
+        results = grade_on_dask(
             root,
             assignment,
             students,
@@ -1143,6 +1168,7 @@ def grade_class(
             kernel_python=kernel_python,
             file_limit=file_limit,
         )
+        return _with_unnamed(results, unnamed, progress)
     if isolate and os.geteuid() != 0:
         raise SystemExit(
             "--isolate runs each kernel as an unprivileged user, which needs root; "
@@ -1150,13 +1176,23 @@ def grade_class(
         )
     uids = UidPool() if isolate else None
     try:
-        return _grade_locally(
+        results = _grade_locally(
             root, assignment, students, workers, timeout, retries, progress, memory_limit,
             cell_timeout, kernel_python, file_limit, uids, on_worker,
-        )  # fmt: skip
+        ) if students else []  # fmt: skip
+        return _with_unnamed(results, unnamed, progress)
     finally:
         if uids is not None:
             uids.close()
+
+
+def _with_unnamed(
+    results: list[GradingResult], unnamed: list[GradingResult], progress: Callable[[str], object]
+) -> list[GradingResult]:
+    """The results of a run and those of the folders it could not grade for their names."""
+    for k, res in enumerate(unnamed, start=len(results) + 1):
+        progress(progress_line(k, len(results) + len(unnamed), res))
+    return sorted([*results, *unnamed], key=lambda r: r.student)
 
 
 def _grade_locally(
@@ -1464,7 +1500,7 @@ def main(argv: list[str] | None = None) -> int:
     except GradingInterrupted as stopped:
         results, interrupted = stopped.results, True
     wall = time.monotonic() - start
-    print(summary(results, wall))
+    print(printable(summary(results, wall)))
     report = args.report or root / "autograded" / f"{args.assignment}-report.json"
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(json.dumps([asdict(r) for r in results], indent=1))
