@@ -91,3 +91,35 @@ def test_export_writes_every_student(graded):
     ]
     assert len(reference) == len(graded.problems)
     assert all(float(r["raw_score"]) > 0 for r in reference), reference
+
+
+@pytest.mark.parametrize("assignment", course.ASSIGNMENTS)
+def test_class_report_counts_each_diagnosis_once_per_sample(graded, assignment):
+    """The class report of the graded samples (written by the course loop): each sample
+    is listed under exactly one diagnosis of each test cell it fails and under none of
+    the cells it passes; every count is the number of distinct students listed."""
+    graded(assignment)
+    root = graded.root
+    page = root / "reports" / f"{assignment}.html"
+    table = root / "reports" / f"{assignment}-diagnoses.csv"
+    with table.open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    for row in rows:
+        ids = row["student_ids"].split()
+        assert len(ids) == len(set(ids)) == int(row["students"]), row
+    tests = course.test_cell_ids(root, assignment)
+    for sample in samples_for(assignment):
+        failed = tests if sample.blank else set(sample.lost)
+        for cell in tests:
+            hits = [
+                r
+                for r in rows
+                if r["test_cell"] == cell and sample.student in r["student_ids"].split()
+            ]
+            assert len(hits) == (cell in failed), (sample.student, cell, hits)
+            first = hits and hits[0]["student_ids"].split()[0] == sample.student
+            if first and sample.lost.get(cell):  # the example shown is this sample's message
+                assert sample.lost[cell] in hits[0]["example"], (sample.student, cell)
+    text = page.read_text(encoding="utf-8")
+    assert "data:image/png;base64," in text
+    assert f"{len(samples_for(assignment))} graded submissions" in text

@@ -638,3 +638,36 @@ def _shut_down_kernels(lab: dict) -> None:
             f"{base}/api/sessions/{session['id']}?token={token}", method="DELETE"
         )
         urllib.request.urlopen(request).close()
+
+
+def test_class_report_renders_in_chromium(browser, artifacts, tmp_path):
+    """The instructor's class report (initlab_grading.report) in a real browser: the
+    histogram loads, a message's HTML shows as text, a screenshot is kept."""
+    from initlab_grading import report
+    from initlab_grading.course import CellResult, SampleResult
+
+    message = "CheckFailed: grad_f(1, 2) is 3.5; <b>expected</b> 4"
+    tests = {"test_grad", "test_step"}
+    results = []
+    for i in range(6):
+        cells = {
+            "test_grad": CellResult("test_grad", 0.0 if i < 4 else 2.0, 2.0,
+                                    message if i < 4 else ""),  # fmt: skip
+            "test_step": CellResult("test_step", 1.0, 1.0, ""),
+            "why": CellResult("why", None if i < 2 else 1.0, 1.0, ""),
+        }
+        results.append(SampleResult(f"student-{i}", cells))
+    path = tmp_path / "demo.html"
+    html = report.render_html("demo", results, tests, report.diagnoses(results, tests))
+    path.write_text(html, encoding="utf-8")
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    try:
+        page.goto(path.as_uri())
+        assert page.locator("h1").inner_text() == "Class report: demo"
+        assert page.locator("img").evaluate("img => img.naturalWidth") > 0
+        assert page.locator("b").count() == 0  # the message's tag is text, not markup
+        assert "<b>expected</b>" in page.locator("body").inner_text()
+        assert "4 of 6" in page.locator("body").inner_text()  # the manual answers graded
+        page.screenshot(path=str(artifacts / "class-report.png"), full_page=True)
+    finally:
+        page.close()

@@ -12,7 +12,8 @@ sample submissions written to submitted/, autograding with the kit's grading com
 (initlab_grading.grade: long-lived grading workers, one per CPU core, each running
 nbgrader's own Autograde), ``nbgrader generate_feedback`` and, for the whole course,
 ``nbgrader export`` to
-grades.csv. It prints each sample's score per test cell next to what the sample states it
+grades.csv, and the class report of each assignment (initlab_grading.report) to
+reports/. It prints each sample's score per test cell next to what the sample states it
 must score, and exits non-zero when any differ. tasks.py runs it in the course's
 virtual environment (``python3 tasks.py course``).
 """
@@ -346,6 +347,10 @@ def grade_samples(root: Path, assignment: str) -> list[str]:
         raise CourseError(f"grading failed for {[(r.student, r.detail) for r in failed]}")
     print(f"[{assignment}] nbgrader generate_feedback", flush=True)
     nbgrader(root, "generate_feedback", assignment, "--force")
+    from initlab_grading.report import write_report  # report imports this module
+
+    page, _ = write_report(root, assignment)
+    print(f"[{assignment}] class report: {page}", flush=True)
     tests = test_cell_ids(root, assignment)
     results = collect_results(root, assignment, [s.student for s in samples])
     print(format_table(assignment, results, tests), flush=True)

@@ -1505,6 +1505,14 @@ def main(argv: list[str] | None = None) -> int:
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(json.dumps([asdict(r) for r in results], indent=1))
     print(f"Report: {report}")
+    if any(r.status == "graded" for r in results):
+        from initlab_grading.report import write_report
+
+        try:
+            page, table = write_report(root, args.assignment)
+            print(f"Class report: {page} (diagnoses: {table.name})")
+        except Exception as err:  # the grades are in the gradebook whatever happens here
+            print(f"The class report could not be written: {err!r}", file=sys.stderr)
     if interrupted:
         print("Interrupted: the submissions marked 'interrupted' were not graded.")
         return 130
