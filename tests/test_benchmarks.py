@@ -1,5 +1,5 @@
 """The benchmark scripts run (on tiny workloads) and print every line their docstrings
-promise; their figures are not checked here (they are measurements, see the README)."""
+promise; their figures are not checked here (they are measurements, see docs/performance.md)."""
 
 from __future__ import annotations
 

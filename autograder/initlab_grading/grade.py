@@ -26,7 +26,7 @@ Grades land in the gradebook exactly as with ``nbgrader autograde`` (tested).
 ``--engine dask`` grades each submission as a task on a Dask cluster instead, in an
 ``nbgrader autograde --student`` process of its own (initlab_grading.distributed).
 
-Broken and hostile submissions (README, "Hostile submissions"): each kernel runs through
+Broken and hostile submissions (docs/security.md): each kernel runs through
 the launcher initlab_grading.sandbox (a reduced environment, no import from its working
 folder, a memory and a file-size limit), and with ``--isolate`` (as root, local engine) as
 an unprivileged user id of its own that cannot read the gradebook or other students'
@@ -1258,7 +1258,7 @@ def _grade_locally(
                 progress(
                     "warning: INITLAB_DATA is not set, so isolated kernels (each with a home of "
                     "its own) find no MNIST and fetch it: set INITLAB_DATA to a folder other "
-                    "users can read that holds it (see README, MNIST without internet)"
+                    "users can read that holds it (see docs/library.md, MNIST without internet)"
                 )
         if first.config:
             tail = "\n".join(first.ready_log.strip().splitlines()[-8:])
@@ -1449,7 +1449,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--isolate",
         action="store_true",
-        help="run each kernel as its own unprivileged user (needs root; local engine); see README",
+        help="run each kernel as its own unprivileged user (needs root; local engine); "
+        "see docs/security.md",
     )
     parser.add_argument(
         "--kernel-python",

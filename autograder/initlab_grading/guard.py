@@ -25,8 +25,7 @@ opens or removes; ``files`` reports them after the last cell, with whether the k
 user may actually read or write them (refused when grading with --isolate).
 
 This is detection in the student's interpreter, not a sandbox: code written against this
-module (reading its secret, replacing ``finished``) can still defeat it. See README,
-"What grading isolates".
+module (reading its secret, replacing ``finished``) can still defeat it. See docs/security.md.
 """
 
 from __future__ import annotations

@@ -68,8 +68,8 @@ class HideHiddenTests(ClearHiddenTests):
       least 12 characters), or a line the grading guard added to the notebook, is
       replaced by a note, so a notebook that prints the source of the test calling it
       (``inspect``, ``linecache``, IPython's ``In``) shows nothing of it.
-    A notebook that encodes what it read (base64, reversed) is not recognised; see README,
-    "Hostile submissions".
+    A notebook that encodes what it read (base64, reversed) is not recognised; see
+    docs/security.md.
     """
 
     def preprocess(self, nb: NotebookNode, resources: ResourcesDict):

@@ -28,7 +28,7 @@ nbgrader starts for one submission is affected (nbgrader itself runs unlimited, 
 
 After the kernel, the grading process (as root) calls ``kill_user`` and
 ``secure_folder`` before it writes anything into the kernel's folder; see
-initlab_grading.preprocessors.GuardedExecute. See README, "Hostile submissions".
+initlab_grading.preprocessors.GuardedExecute. See docs/security.md.
 """
 
 from __future__ import annotations
