@@ -108,7 +108,7 @@ def task_test() -> None:
     python = ensure_venv()
     env = course_env()
     say("ruff check")
-    lint = ["lib", "autograder", "tests", "benchmarks", "tasks.py"]
+    lint = ["lib", "autograder", "tests", "benchmarks", "results", "tasks.py"]
     run([str(python), "-m", "ruff", "check", *lint], env=env)
     # two workers (tests/conftest.py groups the tests so that a file's module fixtures are
     # built once, and a notebook's cells run in one kernel); grading inside the tests uses

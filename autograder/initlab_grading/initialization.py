@@ -22,6 +22,10 @@ Tolerances:
   the exact target distribution at level 1e-7, and for uniform ones every entry within
   the bound. A test cell splits its false-failure budget of 1e-6 evenly over its
   comparisons (union bound).
+- The notebook's visible initialiser checks (``check_initializer_basics``: a 512 x 512
+  weight, sample mean and standard deviation through ``initlab.checks.check_moments``)
+  each fail a correct answer with probability 1e-7; the notebook does not say so, as
+  students see that cell.
 """
 
 from __future__ import annotations
