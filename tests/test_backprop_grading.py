@@ -257,3 +257,83 @@ def test_the_notebooks_derived_gradient_check_threshold_passes_right_and_fails_w
         exec(cells["gradcheck-mlp"], ns)
         lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("W")]
         assert len(lines) == 3 and all(ln.endswith(verdict) for ln in lines), (student, lines)
+
+
+# -- Part 1: sigma' accurate relative to itself ---------------------------------------------
+
+_STABLE_SIGMOID = """
+def sigmoid(x):
+    x = np.asarray(x)
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+"""
+_SIGMA_PRIME_FORMS = {
+    "sigma(x) sigma(-x)": "return sigmoid(x) * sigmoid(-np.asarray(x))",
+    "e / (1 + e)^2": "e = np.exp(-np.abs(x))\n    return e / (1 + e) ** 2",
+    "s (1 - s), s = sigma(-|x|)": "s = sigmoid(-np.abs(x))\n    return s * (1 - s)",
+}
+
+
+def _sigmoid_answers(sigma_prime_source: str) -> dict:
+    ns: dict = {"np": np}
+    exec(_STABLE_SIGMOID + "\n" + sigma_prime_source, ns)
+    return ns
+
+
+@pytest.mark.parametrize("form", list(_SIGMA_PRIME_FORMS))
+def test_cancellation_free_sigma_prime_forms_stay_within_their_derived_units(form):
+    """Each form the tolerance derivation names stays within SIGMA_PRIME_REL_UNITS u of
+    50-digit values, in float32 and float64 (wherever sigma' is a normal number), and
+    passes the hidden check."""
+    from decimal import Decimal, localcontext
+
+    ns = _sigmoid_answers("def sigmoid_prime(x):\n    " + _SIGMA_PRIME_FORMS[form])
+    rng = np.random.default_rng(0)
+    with localcontext() as ctx:
+        ctx.prec = 50
+        for dtype in (np.float32, np.float64):
+            x = np.concatenate([rng.uniform(-40, 40, 1500), rng.uniform(-700, 700, 500)]).astype(
+                dtype
+            )
+            got = ns["sigmoid_prime"](x)
+            assert got.dtype == dtype
+            e = [Decimal(-abs(float(v))).exp() for v in x]
+            exact = np.array([float(t / (1 + t) ** 2) for t in e])
+            normal = exact >= np.finfo(dtype).tiny
+            units = (
+                np.abs(got[normal] - exact[normal]) / exact[normal] / grading.unit_roundoff(dtype)
+            )
+            assert units.max() <= grading.SIGMA_PRIME_REL_UNITS, (
+                form,
+                np.dtype(dtype).name,
+                units.max(),
+            )
+    grading.check_sigmoid(ns["sigmoid"], ns["sigmoid_prime"])
+
+
+def test_the_cancelling_sigma_prime_fails_by_name_in_the_hidden_and_the_visible_test():
+    import nbformat
+
+    from conftest import REPO
+    from initlab import checks
+
+    ns = sample_answers("backprop", "sigmoid-prime-cancels")
+    with pytest.raises(CheckFailed, match="1 - sigmoid\\(x\\) cancels"):
+        grading.check_sigmoid(ns["sigmoid"], ns["sigmoid_prime"])
+    nb = nbformat.read(REPO / "source" / "backprop" / "backprop.ipynb", as_version=4)
+    visible = {c.id: c.source for c in nb.cells}["test-sigmoid"].split("### BEGIN HIDDEN TESTS")[0]
+    with pytest.raises(CheckFailed, match="1 - sigmoid\\(x\\) cancels"):
+        exec(visible, {**ns, "checks": checks})
+    reference: dict = {"np": np}
+    exec({c.id: c.source for c in nb.cells}["sigmoid"], reference)
+    exec(visible, {**reference, "checks": checks})
+
+
+def test_sigma_prime_in_float32_for_float64_input_is_named_float32_sized():
+    ns = _sigmoid_answers(
+        "def sigmoid_prime(x):\n    x = np.asarray(x, dtype=np.float32)\n"
+        "    return sigmoid(x) * sigmoid(-x)"
+    )
+    with pytest.raises(CheckFailed, match="float32-sized") as info:
+        grading.check_sigmoid(ns["sigmoid"], ns["sigmoid_prime"])
+    assert "cancels" not in str(info.value)

@@ -101,3 +101,53 @@ def test_minimum_accepts_float32_solves_and_rejects_a_slip():
     assert np.all(grading.minimum_tolerance() < 1e-4)
     with pytest.raises(CheckFailed, match="x_star"):
         grading.check_minimum([8.0, 4.001], grading.HESSIAN)
+
+
+def test_the_seed_run_ends_at_max_steps_not_by_the_tolerance_rule():
+    """The 10-step run from (6, 6) with lr = 0.1 takes every step it may: its last decrease
+    is far above tol, so the notebook must not say the tolerance rule stopped it. With room
+    to go on, the tolerance rule stops it after 40 steps, short of the minimum."""
+    path = grading.SEED_CASE.reference()
+    assert len(path) - 1 == grading.SEED_CASE.max_steps
+    last = grading.f(path[-2]) - grading.f(path[-1])
+    assert last > 50 * grading.SEED_CASE.tol  # 0.0957 against 1e-3
+    longer = grading.Case(grading.F, (6.0, 6.0), 1000, 0.1, 1e-3).reference()
+    assert len(longer) - 1 == 40
+    assert grading.f(longer[-2]) - grading.f(longer[-1]) < 1e-3
+    assert np.linalg.norm(longer[-1] - grading.MINIMUM) > 0.05
+
+
+def test_one_point_short_of_a_max_steps_run_is_not_blamed_on_tol():
+    """A trajectory one point short of a reference that ended at max_steps gets the message
+    that its last step's decrease was not below tol, never 'the decrease was < tol'."""
+
+    def one_short(x0, func, grad, max_steps, lr, tol=1e-3):
+        return grading.gradient_descent(x0, func, grad, max_steps, lr, tol)[:-1]
+
+    with pytest.raises(CheckFailed) as info:
+        grading._check_against_reference(
+            grading.SEED_CASE,
+            one_short(np.array(grading.SEED_CASE.x0), grading.f, grading.grad_f, 10, 0.1),
+        )
+    message = str(info.value)
+    assert "stopped after step 9" in message and "not below tol" in message
+    assert "one point early" not in message
+
+
+def test_no_constant_step_at_the_supremum_converges():
+    """2/3 is the supremum of the converging constant steps, not a largest converging step:
+    from (6, 6) the step 2/3 alternates between (6, 6) and (10, 2) forever, and every step
+    just below it converges."""
+    eta = grading.LARGEST_STABLE_STEP
+    x = grading.X_START.copy()
+    for t in range(200):
+        x = x - eta * grading.grad_f(x)
+        np.testing.assert_allclose(x, [10.0, 2.0] if t % 2 == 0 else [6.0, 6.0], atol=1e-12)
+    x = grading.X_START.copy()
+    for _ in range(2000):
+        x = x - 0.99 * eta * grading.grad_f(x)
+    assert np.linalg.norm(x - grading.MINIMUM) < 1e-6
+    grading.check_largest_stable_step(2 / 3)
+    grading.check_largest_stable_step(np.float32(2 / 3))
+    with pytest.raises(CheckFailed, match="not the supremum of the step sizes that converge"):
+        grading.check_largest_stable_step(0.5)

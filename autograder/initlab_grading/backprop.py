@@ -18,7 +18,7 @@ when a student computes it in float32 (:func:`_forward`, :func:`_backward`):
 - a dot product of length ``n`` plus a bias: ``(n + 3) u`` times the sum of the magnitudes
   of its terms, plus the propagated error of its inputs through ``|W|``;
 - ``phi(z)``: ``|phi'(z)|`` times the error of ``z`` plus ``4 u |phi(z)|``;
-- ``phi'(z)``: an absolute ``6 u`` (each derivative used is ``1 - tanh^2``, ``s (1 - s)``
+- ``phi'(z)``: an absolute ``6 u`` (each derivative used is ``1 - tanh^2``, ``s(z) s(-z)``
   or ``s``, whose absolute round-off stays below ``6 u`` because the values are at most 1)
   plus ``max |phi''|`` times the error of ``z``; ReLU's derivative is exact as long as the
   pre-activation is farther from 0 than its error (every case asserts a margin of 0.1);
@@ -171,21 +171,55 @@ def sigmoid_points(dtype: Any) -> np.ndarray:
     return np.concatenate([base, rng.uniform(-40, 40, 40)]).astype(dtype)
 
 
-def _sigmoid_tolerances(x: np.ndarray, dtype: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Allowed absolute errors of sigma and sigma' at ``x``.
+SIGMA_REL_UNITS = 5
+"""A stable sigma is within 5 u of itself, relative: exp of -|x| (at most one spacing,
+2 u), one addition and one division (u each), and a spare u."""
+SIGMA_PRIME_REL_UNITS = 12
+"""sigma' written without cancellation is within 12 u of itself, relative:
+sigma(x) sigma(-x) is 5 u + 5 u + u (the product); e^-|x| / (1 + e^-|x|)^2 is 2 u + 2 u + u
++ u; s (1 - s) with s = sigma(-|x|) <= 1/2 keeps 1 - s >= 1/2, so 1 - s is within
+5 u s / (1 - s) + u <= 6 u and the product within 5 u + 6 u + u. tests/ check all three
+against 50-digit values."""
 
-    A stable sigma (exp of -|x|, one addition, one division) is within ``5 u`` relative.
-    sigma' = s (1 - s): the error ``5 u s`` of s becomes an absolute error of 1 - s, so
-    the product is within ``7 u sigma' + 5 u s^2`` (``u`` relative for the product). The
-    float64 oracle adds at most the same again for float64 answers; below the smallest
-    normal number (sigma of -100 in float32) a few spacings of subnormals are allowed.
+
+def _sigmoid_tolerances(x: np.ndarray, dtype: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Allowed absolute errors of sigma and sigma' at ``x``, for an answer in ``dtype``.
+
+    Both must be accurate relative to their own value, down to the subnormal range:
+    sigma within ``SIGMA_REL_UNITS`` u, sigma' within ``SIGMA_PRIME_REL_UNITS`` u. The
+    float64 oracle (the same formulas) adds the same number of float64 units. Below the
+    smallest normal number (sigma(-89) in float32, sigma'(709) in float64) every operation
+    may be off by half a subnormal spacing absolutely, so four spacings are allowed too.
+
+    sigma' as s (1 - s) fails this for large positive x, by design: s is within a rounding
+    error of 1, so 1 - s is off by up to about u absolutely while sigma'(x) ~ e^-x, a relative
+    error near u e^x, and exactly 0 once s rounds to 1 (x > 17 in float32, x > 37 in
+    float64). ``_cancellation_bound`` is the absolute error s (1 - s) can reach.
     """
-    u = unit_roundoff(dtype)
-    scale = 2.0 if np.dtype(dtype) == np.float64 else 1.0
+    u, u64 = unit_roundoff(dtype), U64
     floor = 4 * np.finfo(dtype).smallest_subnormal
     s = sigmoid_ref(x)
     sp = sigmoid_prime_ref(x)
-    return scale * 5 * u * s + floor, scale * (7 * u * sp + 5 * u * s * s) + floor
+    tol_s = SIGMA_REL_UNITS * (u + u64) * s + floor
+    tol_sp = SIGMA_PRIME_REL_UNITS * (u + u64) * sp + floor
+    return tol_s, tol_sp
+
+
+def _cancellation_bound(x: np.ndarray, dtype: Any) -> np.ndarray:
+    """The absolute error of s (1 - s) with a stable s in ``dtype`` (to first order): the
+    error 5 u s of s passes unchanged into 1 - s, which is then multiplied by s, plus
+    rounding of 1 - s and of the product: ``7 u sigma' + 5 u s^2``, twice for safety."""
+    u = unit_roundoff(dtype)
+    s = sigmoid_ref(x)
+    floor = 4 * np.finfo(dtype).smallest_subnormal
+    return 2 * (7 * u * sigmoid_prime_ref(x) + 5 * u * s * s) + floor
+
+
+CANCELLATION_HINT = (
+    "1 - sigmoid(x) cancels for large positive x: sigmoid(x) is within a rounding error of 1, "
+    "so the difference keeps only that rounding error (and is exactly 0 once sigmoid(x) rounds "
+    "to 1). Compute 1 - sigma(x) as sigma(-x): sigma'(x) = sigma(x) sigma(-x)."
+)
 
 
 def _call_sigmoid(func: Callable, x: np.ndarray, name: str) -> np.ndarray:
@@ -205,36 +239,62 @@ def _call_sigmoid(func: Callable, x: np.ndarray, name: str) -> np.ndarray:
 
 
 def check_sigmoid(sigmoid: Callable, sigmoid_prime: Callable) -> None:
-    """Hidden check: sigma and sigma' in float32 and float64 from -1e4 to 1e4."""
+    """Hidden check: sigma and sigma' in float32 and float64 from -1e4 to 1e4, each
+    accurate relative to its own value (see ``_sigmoid_tolerances``). A failure reports the
+    point where the answer is worst in units of its allowed difference."""
     for dtype in (np.float32, np.float64):
         x = sigmoid_points(dtype)
         tol_s, tol_sp = _sigmoid_tolerances(x, dtype)
-        for func, name, want, tol in (
-            (sigmoid, "sigmoid", sigmoid_ref(x), tol_s),
-            (sigmoid_prime, "sigmoid_prime", sigmoid_prime_ref(x), tol_sp),
+        # what an answer that computes in float32 whatever its input reaches: the float32
+        # tolerance plus rounding x itself to float32 (u32 |x| relative in sigma and sigma',
+        # whose logarithmic slopes sigma(-x) and 1 - 2 sigma(x) are at most 1), twice
+        tol32_s, tol32_sp = _sigmoid_tolerances(x, np.float32)
+        tol32_s = tol32_s + 2 * U32 * np.abs(x) * sigmoid_ref(x)
+        tol32_sp = tol32_sp + 2 * U32 * np.abs(x) * sigmoid_prime_ref(x)
+        for func, name, want, tol, tol32 in (
+            (sigmoid, "sigmoid", sigmoid_ref(x), tol_s, tol32_s),
+            (sigmoid_prime, "sigmoid_prime", sigmoid_prime_ref(x), tol_sp, tol32_sp),
         ):
             got = _call_sigmoid(func, x, name)
             check_finite(got, f"{name} on a {np.dtype(dtype).name} array")
-            bad = np.flatnonzero(~(np.abs(got - want) <= tol))
-            if bad.size:
-                i = int(bad[0])
-                hint = ""
-                if name == "sigmoid_prime" and abs(got[i] - sigmoid_ref(x[i])) <= tol[i]:
-                    hint = " That is sigma itself; the derivative is sigma (1 - sigma)."
-                elif dtype == np.float64 and abs(got[i] - want[i]) < 1e3 * tol[i]:
-                    hint = (
-                        " The error is float32-sized: compute in the dtype of the input "
-                        "(float64 in, float64 out)."
-                    )
-                elif name == "sigmoid" and x[i] < -30:
-                    hint = (
-                        " For large negative x, 1 - 1/(1 + e^-x)-style formulas lose every "
-                        "digit; use e^x / (1 + e^x) there."
-                    )
-                raise CheckFailed(
-                    f"{name}({x[i]:g}) in {np.dtype(dtype).name} is {got[i]:.8g}; expected "
-                    f"{want[i]:.8g} (allowed difference {tol[i]:.3g}).{hint}"
+            err = np.abs(got.astype(np.float64) - want)
+            if np.all(err <= tol):
+                continue
+            i = int(np.argmax(err / tol))
+            hint = ""
+            if name == "sigmoid_prime" and abs(got[i] - sigmoid_ref(x[i])) <= tol[i]:
+                hint = (
+                    " That is sigma itself; the derivative is "
+                    "sigma(x) sigma(-x) = sigma (1 - sigma)."
                 )
+            elif (
+                name == "sigmoid_prime"
+                and x[i] > 0
+                and np.all(err <= _cancellation_bound(x, dtype))
+            ):
+                # within the absolute round-off of s (1 - s) everywhere: the cancellation
+                hint = " " + CANCELLATION_HINT
+            elif dtype == np.float64 and np.all(err <= tol32):
+                hint = (
+                    " The error is float32-sized: compute in the dtype of the input "
+                    "(float64 in, float64 out)."
+                )
+            elif name == "sigmoid" and x[i] < -30:
+                hint = (
+                    " For large negative x, 1 - 1/(1 + e^-x)-style formulas lose every "
+                    "digit; use e^x / (1 + e^x) there."
+                )
+            accuracy = ""
+            if want[i] > 0:
+                units = SIGMA_PRIME_REL_UNITS if name == "sigmoid_prime" else SIGMA_REL_UNITS
+                accuracy = (
+                    f", a relative error of {err[i] / want[i]:.2g} where a few units of "
+                    f"round-off ({units} u = {units * unit_roundoff(dtype):.2g}) are allowed"
+                )
+            raise CheckFailed(
+                f"{name}({x[i]:g}) in {np.dtype(dtype).name} is {got[i]:.8g}; expected "
+                f"{want[i]:.8g} (allowed difference {tol[i]:.3g}{accuracy}).{hint}"
+            )
 
 
 # --------------------------------------------------------------------------------------

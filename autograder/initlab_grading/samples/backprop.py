@@ -171,11 +171,29 @@ def sigmoid(x):
 
 
 def sigmoid_prime(x):
+    return sigmoid(x) * sigmoid(-x)
+""",
+        },
+        lost={"test_sigmoid": "np.where evaluates both"},
+    ),
+    Sample(
+        "sigmoid-prime-cancels",
+        "a stable sigmoid, but sigma' as the textbook s (1 - s): 1 - s cancels for large "
+        "positive x (exactly 0 once s rounds to 1), so sigma' is not accurate relative to itself",
+        answers={
+            "sigmoid": """
+def sigmoid(x):
+    x = np.asarray(x)
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def sigmoid_prime(x):
     s = sigmoid(x)
     return s * (1 - s)
 """,
         },
-        lost={"test_sigmoid": "np.where evaluates both"},
+        lost={"test_sigmoid": "1 - sigmoid(x) cancels"},
     ),
     Sample(
         "transposed-jacobian",

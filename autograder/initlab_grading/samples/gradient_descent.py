@@ -231,7 +231,8 @@ def grad_f(x):
     ),
     Sample(
         "stable-step-one-over-lambda",
-        "largest stable step 1 / lambda_max instead of 2 / lambda_max",
+        "the supremum of the converging constant step sizes as 1 / lambda_max instead of "
+        "2 / lambda_max",
         answers={"stable_step": "largest_stable_step = 1 / np.linalg.eigvalsh(hessian).max()"},
         lost={"test_stable_step": "That is 1 / lambda_max"},
     ),
