@@ -330,3 +330,12 @@ def test_submitted_html_is_inert_in_feedback_and_formgrader(graded):
         assert not [h for h in found.handlers if hostile.INJECTED in h], name
         # the submission's content is still there, as text
         assert page.count(hostile.INJECTED) >= 3, name
+
+
+def test_output_of_every_kind_is_capped(graded):
+    """Printed output, one huge error, display updates and comm messages all stop at the
+    per-cell cap: the autograded notebooks stay small (the cap is 2 MB a cell)."""
+    root, *_ = graded
+    for student in ("huge-output", "huge-error", "display-updates", "comm-flood"):
+        path = root / "autograded" / student / ASSIGNMENT / hostile.NOTEBOOK
+        assert path.stat().st_size < 6_000_000, (student, path.stat().st_size)

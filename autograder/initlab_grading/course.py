@@ -198,6 +198,8 @@ def test_cell_ids(root: Path, assignment: str) -> set[str]:
 
 def _error_messages(root: Path, assignment: str, student: str) -> dict[str, str]:
     path = root / "autograded" / student / assignment / notebook_name(assignment)
+    if not path.is_file():  # grading failed: the gradebook has no scores either
+        return {}
     nb = nbformat.read(path, as_version=4)
     messages = {}
     for cell in nb.cells:

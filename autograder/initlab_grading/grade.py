@@ -114,7 +114,7 @@ INFRASTRUCTURE_FAILURES = (
     "Kernel died before replying to kernel_info",
     "Timeout waiting for kernel_info reply",
     # jupyter_client's wait_for_ready: the kernel started but did not answer within the
-    # start-up timeout (60 s), seen once in a course run on the 2-core development machine
+    # start-up timeout (60 s), seen once in a course run on a loaded 2-core machine
     # (a shared VM whose speed varies); the kernel never ran the student's code
     "Kernel didn't respond in",
     "Address already in use",

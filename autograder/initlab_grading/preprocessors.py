@@ -23,7 +23,7 @@ from nbformat import v4 as nbformat_v4
 from nbformat.notebooknode import NotebookNode
 from nbgrader.preprocessors import ClearHiddenTests, DeduplicateIds, Execute, OverwriteCells
 from nbgrader.utils import is_grade, is_solution
-from traitlets import Integer
+from traitlets import Bool, Integer
 
 from initlab_grading.sandbox import folder_state
 
@@ -338,6 +338,13 @@ def _used_names(source: str) -> set[str]:
     return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
 
 
+_CAPPED_KINDS = frozenset(
+    {"stream", "display_data", "execute_result", "update_display_data", "error"}
+    | {"comm_open", "comm_msg", "comm_close"}
+)
+"""Kernel messages that count against a cell's output cap (GuardedExecute)."""
+
+
 class GuardedExecute(Execute):
     """nbgrader's Execute, hardened against submissions that fight the grader.
 
@@ -352,8 +359,10 @@ class GuardedExecute(Execute):
       abort the whole submission. Here the cells that ran keep their outputs and scores,
       the cell that was running shows that the kernel died, and the test cells after it
       score zero as not run.
-    - **Huge output**: a cell's outputs stop being collected after ``max_output_bytes``
-      (the notebook, the gradebook's copy and feedback stay small) and say so.
+    - **Huge output**: a cell's messages of every kind (streams, displays, display
+      updates, comms) stop being collected after ``max_output_bytes``, and an error's text
+      is cut to ``max_error_chars`` (the notebook, the gradebook's copy, feedback and the
+      grading process stay small), with a report line.
     - **After the kernel**, before nbgrader (as root) writes the graded notebook into the
       kernel's folder and chmods the files there: every process of the kernel's sandbox
       user id is ended (--isolate), and symbolic and hard links, sockets, fifos and every
@@ -368,6 +377,14 @@ class GuardedExecute(Execute):
 
     max_output_bytes = Integer(
         2_000_000, help="Outputs kept per cell (bytes of text); the rest is dropped."
+    ).tag(config=True)
+    max_error_chars = Integer(
+        20_000, help="Characters kept of an error's message and of each traceback line."
+    ).tag(config=True)
+    store_widget_state = Bool(
+        False,
+        help="Widget state is not kept: grading needs none, and a submission's comm "
+        "messages could fill the grader's memory or break nbclient's export of it.",
     ).tag(config=True)
 
     def preprocess(self, nb: NotebookNode, resources: ResourcesDict, km=None):
@@ -540,27 +557,55 @@ class GuardedExecute(Execute):
             )
             return cell, resources
 
-    def output(self, outs, msg, display_id, cell_index):
-        size = len(str(msg.get("content", "")))
-        total = self._output_sizes.get(cell_index, 0) + size
-        self._output_sizes[cell_index] = total
-        if total > self.max_output_bytes and msg["msg_type"] in (
-            "stream",
-            "display_data",
-            "execute_result",
-            "update_display_data",
-        ):
-            if cell_index not in self._truncated:
-                self._truncated.add(cell_index)
-                outs.append(
-                    NotebookNode(
-                        output_type="stream",
-                        name="stderr",
-                        text=f"\n[Output truncated: more than {self.max_output_bytes} bytes.]\n",
-                    )
-                )
-                cell = self.nb.cells[cell_index]
+    def process_message(self, msg: dict, cell: NotebookNode, cell_index: int):
+        """Every message a cell sends counts against its ``max_output_bytes``, whatever
+        its kind: streams, displays, display updates (which nbclient applies to earlier
+        outputs before recording anything), comm messages (whose widget state nbclient
+        keeps) and errors. Past the cap, messages are dropped, except errors, which a
+        test cell's score rests on: their text is cut to ``max_error_chars``."""
+        kind = msg["msg_type"]
+        if kind in _CAPPED_KINDS:
+            content = msg.get("content", {})
+            size = len(str(content)) + sum(len(b) for b in msg.get("buffers") or ())
+            total = self._output_sizes.get(cell_index, 0) + size
+            self._output_sizes[cell_index] = total
+            if kind == "error":
+                self._cut_error(content, size, cell, cell_index)
+            elif total > self.max_output_bytes:
+                self._truncate(cell, cell_index, kind)
+                return None
+        if kind.startswith("comm"):
+            try:
+                return super().process_message(msg, cell, cell_index)
+            except Exception as err:  # nbclient trusts a widget's comm_open to be well formed
                 name = grade_id(cell) or f"cell {cell_index}"
-                self._note(f"{name}: output truncated at {self.max_output_bytes} bytes")
-            return None
-        return super().output(outs, msg, display_id, cell_index)
+                self._note(f"{name}: a malformed {kind} message was ignored ({err!r})")
+                return None
+        return super().process_message(msg, cell, cell_index)
+
+    def _truncate(self, cell: NotebookNode, cell_index: int, kind: str) -> None:
+        if cell_index in self._truncated:
+            return
+        self._truncated.add(cell_index)
+        cell.outputs.append(
+            NotebookNode(
+                output_type="stream",
+                name="stderr",
+                text=f"\n[Output truncated: more than {self.max_output_bytes} bytes.]\n",
+            )
+        )
+        name = grade_id(cell) or f"cell {cell_index}"
+        what = "" if kind in ("stream", "display_data", "execute_result") else f" ({kind})"
+        self._note(f"{name}: output truncated at {self.max_output_bytes} bytes{what}")
+
+    def _cut_error(self, content: dict, size: int, cell: NotebookNode, cell_index: int) -> None:
+        cap = self.max_error_chars
+        if size <= cap:
+            return
+        evalue = str(content.get("evalue", ""))
+        if len(evalue) > cap:
+            content["evalue"] = evalue[:cap] + f" [... {len(evalue) - cap} characters cut]"
+        lines = [str(line)[:cap] for line in (content.get("traceback") or [])]
+        content["traceback"] = lines[:20] + (lines[-20:] if len(lines) > 40 else lines[20:])
+        name = grade_id(cell) or f"cell {cell_index}"
+        self._note(f"{name}: an error message of {size} characters cut to {cap}")

@@ -2,7 +2,8 @@
 
 Each starts from the reference answers and makes one hostile change: a broken or renamed
 notebook, test cells deleted, duplicated, edited or turned into markdown, nbgrader
-metadata stripped, an endless loop, a memory bomb, a dying kernel, 100 MB of output, a
+metadata stripped, an endless loop, a memory bomb, a dying kernel, 100 MB of output
+(printed, as one error's message, as display updates, as comm messages), a
 file larger than the file limit, warnings from correct code, replaced library functions
 or error display, fake modules shipped next to the notebook, links that would make root
 overwrite or chmod other files, printing the hidden tests' source into feedback, reading
@@ -274,7 +275,7 @@ SAMPLES = [
     ),
     # np.empty: the limit (RLIMIT_DATA) counts memory when it is reserved, not when it is
     # written, so reserving reaches it at once. Writing the 1.5 GB of the tests' limit
-    # (np.ones) took 8.6 s on the 2-core development machine, and longer under load than
+    # (np.ones) took 8.6 s on 2 cores, and longer under load than
     # the tests' 10-s cell limit, which then stopped the cell first (a flaky note).
     HostileSample(
         "memory-bomb",
@@ -305,6 +306,36 @@ SAMPLES = [
         ),
         (),
         "hand_iterates: output truncated",
+    ),
+    HostileSample(
+        "huge-error",
+        "correct answers; an answer cell raises an exception with a 60 MB message",
+        _answers(hand_iterates=HAND_ITERATES + '\nraise ValueError("x" * 60_000_000)'),
+        (),
+        "hand_iterates: an error message of",
+    ),
+    HostileSample(
+        "display-updates",
+        "correct answers; an answer cell updates one display 60 times with 1 MB each",
+        _answers(
+            hand_iterates="from IPython.display import display\n"
+            "handle = display('x', display_id=True)\n"
+            "for _ in range(60):\n    handle.update('y' * 1_000_000)\n" + HAND_ITERATES
+        ),
+        (),
+        "hand_iterates: output truncated at 2000000 bytes (update_display_data)",
+    ),
+    HostileSample(
+        "comm-flood",
+        "correct answers; an answer cell sends 300 MB of widget state over a comm",
+        _answers(
+            hand_iterates="from comm import create_comm\n"
+            "channel = create_comm(target_name='jupyter.widget', data={'state': {}})\n"
+            "for _ in range(300):\n    channel.send({'state': {'value': 'z' * 1_000_000}})\n"
+            + HAND_ITERATES
+        ),
+        (),
+        "hand_iterates: a malformed comm_open message was ignored",
     ),
     HostileSample(
         "warnings",
