@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from initlab.checks import unit_roundoff
-from initlab.simulation import layer_output_variances, layer_output_variances_one_by_one
+from initlab.simulation import layer_output_variances, layer_output_variances_one_by_one, orthogonal
 
 WIDTH = 6
 
@@ -330,3 +330,76 @@ def test_bad_init_shape_is_named():
     wide = lambda n: torch.randn(n, 17, 17)  # noqa: E731
     with pytest.raises(ValueError, match="up to width 16; got width 17.*use method='bmm'"):
         layer_output_variances(torch.rand(10, 5), wide, depth=2, num_nets=2, method="fused")
+
+
+@pytest.mark.parametrize(("rows", "cols"), [(10, 10), (10, 784), (7, 3)])
+def test_orthogonal_is_torchs_orthogonal_init_with_its_gain(rows, cols):
+    """One matrix from the same generator state is torch.nn.init.orthogonal_'s (same normal draws,
+    same QR and sign fix); a batch has orthonormal rows (or columns) of norm ``gain``."""
+    gain = math.sqrt(2)
+    torch.manual_seed(4)
+    ours = orthogonal(1, rows, cols, gain=gain)
+    torch.manual_seed(4)
+    ref = torch.nn.init.orthogonal_(torch.empty(rows, cols), gain=gain)
+    assert ours.shape == (1, rows, cols)
+    assert torch.allclose(ours[0], ref, atol=1e-5), float((ours[0] - ref).abs().max())
+    batch = orthogonal(5, rows, cols, gain=gain, generator=torch.Generator().manual_seed(1))
+    gram = batch @ batch.transpose(1, 2) if rows <= cols else batch.transpose(1, 2) @ batch
+    eye = torch.eye(min(rows, cols)).expand_as(gram)
+    assert torch.allclose(gram, gain**2 * eye, atol=1e-4)
+    assert not torch.allclose(batch[0], batch[1])
+
+
+@pytest.mark.parametrize("method", ["bmm", "fused"])
+@pytest.mark.parametrize("first_layer", ["dense", "sparse"])
+def test_first_init_draws_the_first_layer_as_plain_torch_does(method, first_layer, one_thread):
+    """Orthogonal layers with gain sqrt(2), the first one included (the lab's Figure 2): the
+    batched run equals a plain float64 loop over networks with torch's own orthogonal_, fed the
+    same generator states (the weights are drawn layer by layer, then the first layer)."""
+    X, _ = background_data(300, 20, 0.3, seed=3)
+    width, depth, num_nets, gain = 6, 5, 3, math.sqrt(2)
+    init = lambda n: orthogonal(n, width, width, gain=gain)  # noqa: E731
+    first_init = lambda n: orthogonal(n, width, X.shape[1], gain=gain)  # noqa: E731
+    torch.manual_seed(7)
+    got = layer_output_variances(
+        X, init, depth=depth, num_nets=num_nets, dtype=torch.float64, method=method,
+        first_layer=first_layer, first_init=first_init, image_block=64,
+    )
+    torch.manual_seed(7)
+    Ws = [init(num_nets) for _ in range(depth)]
+    G = first_init(num_nets)
+    for i in range(num_nets):
+        H = X.double() @ G[i].double().T
+        for layer in range(depth):
+            H = torch.relu(H) @ Ws[layer][i].double().T
+            want = H[:, 0].var()
+            assert abs(float(got[layer, i]) - float(want)) <= 1e-9 * float(want), (layer, i)
+
+
+@pytest.mark.parametrize("method", ["bmm", "fused"])
+def test_zero_with_its_deterministic_first_layer(method, one_thread):
+    """ZerO's first layer (the partial identity, torch.nn.init.eye_) and identity layers: every
+    network computes relu(x_1) at every layer, so all networks and layers give var(relu(x_1));
+    inputs whose first ``width`` entries are constant give exactly 0 (MNIST's top-left pixels)."""
+    width, d = 10, 40
+    X = torch.rand(400, d, generator=torch.Generator().manual_seed(2)) - 0.5
+    eye = lambda n: torch.eye(width).expand(n, width, width)  # noqa: E731
+    first = lambda n: torch.nn.init.eye_(torch.empty(width, d)).expand(n, width, d)  # noqa: E731
+    kwargs = dict(depth=6, num_nets=5, method=method, first_init=first)
+    got = layer_output_variances(X, eye, **kwargs)
+    want = float(torch.relu(X[:, 0].double()).var())
+    assert torch.equal(got, got[:1, :1].expand_as(got))
+    assert abs(float(got[0, 0]) - want) <= 1e-5 * want
+    X[:, :width] = -0.42
+    assert (layer_output_variances(X, eye, **kwargs) == 0).all()
+
+
+def test_bad_first_init_shape_is_named():
+    with pytest.raises(ValueError, match=r"first_init\(n\) must return n first layers of shape"):
+        layer_output_variances(
+            torch.rand(10, 5),
+            he,
+            depth=2,
+            num_nets=2,
+            first_init=lambda n: torch.randn(n, 5, WIDTH),
+        )

@@ -3,10 +3,14 @@ output unit over a data set spreads across networks and depth (the kurtosis lab'
 Figure 2).
 
 Network ``i`` maps an input ``x`` (a row of ``X``, dimension ``d``) to
-``h1 = G_i x`` with a Gaussian first layer ``G_i`` (entries N(0, 1/d)), then
-``h(l+1) = W_i(l) relu(h(l))`` for ``l = 1 .. depth`` with ``W_i(l)`` drawn by the
-caller's ``init``. For each network and layer we want the variance over the inputs of
-the first unit ``h(l)_1``.
+``h1 = G_i x`` with a first layer ``G_i`` (by default Gaussian with entries N(0, 1/d);
+the caller's ``first_init`` draws another, e.g. He's, an orthogonal one or ZerO's
+deterministic partial identity), then ``h(l+1) = W_i(l) relu(h(l))`` for
+``l = 1 .. depth`` with ``W_i(l)`` drawn by the caller's ``init``. For each network and
+layer we want the variance over the inputs of the first unit ``h(l+1)_1``.
+
+:func:`orthogonal` draws the weights of ``torch.nn.init.orthogonal_`` (with its ``gain``)
+for many networks at once.
 
 The work is laid out for the CPU's caches: networks go in chunks of ``net_chunk`` and
 inputs in blocks of ``image_block``; all ``depth`` weight matrices of a chunk are drawn
@@ -19,8 +23,8 @@ background, 81 % of MNIST's pixels), ``"sparse"``: ``G x = G (x - b) + G b`` wit
 the columns' common values, ``x - b`` stored in compressed sparse rows once per call, and
 compiled code (:func:`_rows_intrinsic`) that keeps an input's outputs for all networks of
 the chunk in vector registers while its entries off the background stream past. It does
-the 19 % of the multiply-adds that are not zero, and on the development machine took a
-third to a half of ``torch.mm``'s time (benchmarks/kurtosis.py, line 1 prints both). ``"auto"``
+the 19 % of the multiply-adds that are not zero, and takes a third to a half of
+``torch.mm``'s time (benchmarks/kurtosis.py, line 1 prints both). ``"auto"``
 takes it with the fused kernel when at most :data:`SPARSE_MAX_DENSITY` of the entries are
 off their column's common value. The ``depth`` layers after it run one of two ways
 (``method``):
@@ -32,9 +36,8 @@ off their column's common value. The ``depth`` layers after it run one of two wa
   times 10 x 512 per network) and the ReLU and copy cost as much as it. Each layer is LLVM
   vector code blocked for the host's vector registers (:func:`_block_intrinsic`): on
   AVX-512 32 images per step, each weight broadcast once for two multiply-adds, no
-  register spilled; there it does multiply-adds at 67-88 % of ``torch.mm``'s rate on one
-  thread (47-66 % of the CPU's peak) on the first development host, 121-125 % (67-70 %
-  of the peak) on an AMD EPYC one, where ``torch.mm`` is slower (benchmarks/kurtosis.py,
+  register spilled; it does multiply-adds at 67-125 % of ``torch.mm``'s rate on one
+  thread, 47-70 % of the CPU's peak, depending on the CPU (benchmarks/kurtosis.py,
   line 4).
   Compiling it and the sparse first layer takes 2-3 s, once per process, width and dtype.
 
@@ -49,6 +52,10 @@ Example::
     he = lambda n: torch.randn(n, 10, 10) * math.sqrt(2 / 10)
     torch.manual_seed(0)
     v = layer_output_variances(X, he, depth=100, num_nets=1_000)  # (100, 1000)
+    # orthogonal layers with torch's ReLU gain sqrt(2), first layer included
+    ortho = lambda n: orthogonal(n, 10, 10, gain=math.sqrt(2))
+    first = lambda n: orthogonal(n, 10, X.shape[1], gain=math.sqrt(2))
+    v = layer_output_variances(X, ortho, depth=100, num_nets=1_000, first_init=first)
 """
 
 from __future__ import annotations
@@ -72,6 +79,7 @@ __all__ = [
     "SPARSE_MAX_DENSITY",
     "layer_output_variances",
     "layer_output_variances_one_by_one",
+    "orthogonal",
 ]
 
 Method = Literal["auto", "fused", "bmm"]
@@ -80,7 +88,7 @@ FirstLayer = Literal["auto", "dense", "sparse"]
 NET_CHUNK = 40
 """Networks per chunk. With IMAGE_BLOCK inputs, a chunk's activations at width 10 take
 40 x 10 x 512 x 4 bytes = 800 KB, so they and the next layer's (1.6 MB together) stay in
-a 2 MB L2 cache; on the development machine this ran about 7 % faster than chunks of 50
+a 2 MB L2 cache; this ran about 7 % faster than chunks of 50
 networks and blocks of 1,024 inputs (median of 7 interleaved runs of 400 networks)."""
 IMAGE_BLOCK = 512
 """Inputs per block (see NET_CHUNK)."""
@@ -91,7 +99,7 @@ group of outputs in vector registers (32 on AVX-512) and is written out for the 
 FUSED_MIN_PASSES = 300_000_000
 """Network-input-layer passes from which ``method="auto"`` compiles the fused kernel. A
 single call wins its compile time (2-3 s) back from about 7e8 passes (``"bmm"`` carried
-~1.5e8 passes per second on the development machine's 2 cores, the fused kernel ~4e8); the
+~1.5e8 passes per second on 2 cores, the fused kernel ~4e8); the
 threshold is lower because a process compiles once and the lab calls the simulation four
 times (5e8 passes each at the ``default`` budget)."""
 
@@ -99,7 +107,7 @@ SPARSE_MAX_DENSITY = 0.3
 """Largest fraction of input entries off their column's base at which ``first_layer="auto"``
 takes the sparse first layer (with the fused kernel). Its cost grows with that fraction,
 ``torch.mm``'s does not: for a block of 512 inputs of dimension 784 and 40 networks of width
-10 on one thread, the development machine took 1.8, 3.5, 4.9 and 6.8 ms sparse at 19, 35, 50
+10 on one thread, the sparse layer took 1.8, 3.5, 4.9 and 6.8 ms at 19, 35, 50
 and 65 % of the entries off the base, against 3.6-4.3 ms with ``torch.mm`` (break-even near
 40 %). Normalised MNIST has 19 %."""
 
@@ -135,7 +143,7 @@ def _blocking(width: int, registers: int) -> tuple[int, int]:
     width`` registers), one group's sums (``2 * group``) and a broadcast weight fit in
     ``registers``, the inputs stay in registers; else (AVX2 from width 7 on) LLVM re-reads
     them from the L1 cache, and a group takes the sums that fit beside the weight and two
-    inputs. On an AMD EPYC with AVX2, width 10, two vectors in groups of 6 did 28-32 G
+    inputs. On an AVX2 CPU, width 10, two vectors in groups of 6 did 28-32 G
     multiply-adds/s against 24-28 for the one vector in groups of 5 that kept the inputs in
     registers (width 16: 24 against 15)."""
     if 2 * width + 2 + 1 <= registers:
@@ -507,6 +515,26 @@ def _compiled_first_layer(dtype: torch.dtype, bits: int, registers: int) -> Call
     return kernel
 
 
+def orthogonal(
+    n: int, rows: int, cols: int, gain: float = 1.0, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """``n`` matrices ``(rows, cols)``, each drawn as ``torch.nn.init.orthogonal_(
+    torch.empty(rows, cols), gain)`` draws one, stacked ``(n, rows, cols)``: the QR factors
+    of Gaussian matrices (of the transpose when ``rows < cols``) with the signs of R's
+    diagonal moved into Q (which makes Q Haar-distributed), times ``gain``. Orthonormal
+    rows (``rows <= cols``) or columns, each of norm ``gain``; ``gain = sqrt(2)`` is
+    ``torch.nn.init.calculate_gain("relu")``. With ``n = 1`` and the same generator state it
+    is torch's matrix (the same normal draws in the same order)."""
+    flat = torch.randn(n, rows, cols, generator=generator)
+    if rows < cols:
+        flat = flat.transpose(1, 2)
+    q, r = torch.linalg.qr(flat)
+    q = q * torch.sign(torch.diagonal(r, dim1=1, dim2=2)).unsqueeze(1)
+    if rows < cols:
+        q = q.transpose(1, 2)
+    return (q * gain).contiguous()
+
+
 def _check_init_output(W: torch.Tensor, n: int) -> int:
     if W.dim() != 3 or W.shape[0] != n or W.shape[1] != W.shape[2]:
         raise ValueError(
@@ -514,6 +542,22 @@ def _check_init_output(W: torch.Tensor, n: int) -> int:
             f"init({n}) returned shape {tuple(W.shape)}"
         )
     return W.shape[1]
+
+
+def _first_weights(
+    first_init: Callable[[int], torch.Tensor] | None, n: int, width: int, d: int
+) -> torch.Tensor:
+    """The first layers of ``n`` networks, ``(n, width, d)``: ``first_init(n)``, checked,
+    or by default Gaussian with variance ``1/d`` (drawn from torch's global generator)."""
+    if first_init is None:
+        return torch.randn(n * width, d).div_(math.sqrt(d)).view(n, width, d)
+    G = torch.as_tensor(first_init(n))
+    if tuple(G.shape) != (n, width, d):
+        raise ValueError(
+            f"first_init(n) must return n first layers of shape (n, width, d) = "
+            f"({n}, {width}, {d}); first_init({n}) returned shape {tuple(G.shape)}"
+        )
+    return G
 
 
 class _SparseInputs(NamedTuple):
@@ -625,6 +669,7 @@ def layer_output_variances(
     dtype: torch.dtype = torch.float32,
     method: Method = "auto",
     first_layer: FirstLayer = "auto",
+    first_init: Callable[[int], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Variance over the rows of ``X`` of the first unit after each of ``depth`` layers,
     for ``num_nets`` independently drawn networks: a float64 tensor ``(depth, num_nets)``.
@@ -632,9 +677,11 @@ def layer_output_variances(
     ``init(n)`` returns the weights of one layer for ``n`` networks, shape
     ``(n, width, width)``; it is called ``depth`` times per chunk of ``net_chunk``
     networks, layer by layer, and may draw from torch's global generator (seed it with
-    ``torch.manual_seed`` for reproducible results). The first layer is Gaussian with
-    variance ``1/d``. Variances are unbiased (divided by ``len(X) - 1``). ``dtype`` is the
-    type of the forward pass.
+    ``torch.manual_seed`` for reproducible results). The first layer (``d`` inputs to
+    ``width`` units; its own output is not recorded) is ``first_init(n)``, shape ``(n,
+    width, d)``, called once per chunk after the chunk's ``init`` calls; by default it is
+    Gaussian with variance ``1/d``. Variances are unbiased (divided by ``len(X) - 1``).
+    ``dtype`` is the type of the forward pass.
 
     Chunks run on ``workers`` threads (default: torch's thread count), each with
     single-threaded torch operations: the products are too small for torch's own
@@ -673,7 +720,7 @@ def layer_output_variances(
                     rows = _sparse_first_layer(dtype) if sparse else None
                 # (depth, n, w, w), or network-major (n, depth, w, w) for the fused kernel
                 W = torch.stack([w.to(dtype) for w in Ws], dim=0 if kernel is None else 1)
-                first = torch.randn(n * width, d).div_(math.sqrt(d)).to(dtype)
+                first = _first_weights(first_init, n, width, d).reshape(n * width, d).to(dtype)
                 if columns is not None:
                     first = first.index_select(1, columns)
                 job = (W, first, inputs, image_block, 10, kernel, rows)
@@ -776,6 +823,7 @@ def layer_output_variances_one_by_one(
     num_nets: int,
     dtype: torch.dtype = torch.float32,
     layout: Literal["rows", "columns"] = "rows",
+    first_init: Callable[[int], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """The same quantity computed the plain way, one network at a time over all inputs
     (a reference for tests and benchmarks; it draws the same weights as
@@ -789,7 +837,7 @@ def layer_output_variances_one_by_one(
     num_inputs, d = X.shape
     Ws = [init(num_nets) for _ in range(depth)]
     width = _check_init_output(Ws[0], num_nets)
-    first = (torch.randn(num_nets * width, d) / math.sqrt(d)).to(dtype).view(num_nets, width, d)
+    first = _first_weights(first_init, num_nets, width, d).to(dtype)
     out = torch.empty(depth, num_nets, dtype=torch.float64)
     Xt = X.T.contiguous() if layout == "columns" else None
     for i in range(num_nets):
