@@ -152,6 +152,7 @@ def _histogram_png(totals: list[float], max_total: float) -> str:
     ax.hist(totals, bins=edges, color="#4477aa", edgecolor="white")
     ax.set_xlabel(f"autograded score (of {max_total:g})")
     ax.set_ylabel("students")
+    ax.yaxis.get_major_locator().set_params(integer=True)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
