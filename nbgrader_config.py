@@ -31,6 +31,7 @@ from nbgrader.preprocessors import (  # noqa: E402
     SaveAutoGrades,
 )
 
+from initlab_grading.kernels import SandboxedKernelManager  # noqa: E402
 from initlab_grading.preprocessors import (  # noqa: E402
     DropDuplicateIds,
     DropInstructorCells,
@@ -92,6 +93,12 @@ c.Autograde.autograde_preprocessors = [
 # (its IgnorePattern is in the default list but disabled, so it must be enabled here).
 c.IgnorePattern.pattern = r"[\s\S]"
 c.IgnorePattern.enabled = True  # nbconvert preprocessors are off unless enabled
+
+# Every kernel nbgrader starts runs through the kit's sandbox launcher: the grading
+# command's kernelspec already does (with its options' limits); plain `nbgrader autograde`
+# (and generate_solution, validate) get its default limits and the reduced environment, so
+# no grader's secret reaches a submission whichever command grades it.
+c.Execute.kernel_manager_class = SandboxedKernelManager
 
 # Per-cell time limit while grading and generating solutions (seconds).
 c.Execute.timeout = 300

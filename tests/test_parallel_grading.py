@@ -103,7 +103,11 @@ def _grades(root: Path, students: tuple[str, ...]) -> dict[str, dict]:
 def test_plain_nbgrader_grades_exactly_as_the_kit(small_class, tmp_path):
     """The same submissions graded by plain `nbgrader autograde` (one process, one after
     another) in a copy of the course: every cell's score, maximum and manual-grading flag
-    equal what the kit wrote (the test above graded small_class)."""
+    equal what the kit wrote (the test above graded small_class; run alone, this test has
+    the kit grade them first)."""
+    if not (small_class / "autograded" / "reference").exists():
+        for student in COMPARED:
+            assert grade.grade_one(small_class, ASSIGNMENT, student, 600, 1).status == "graded"
     plain = tmp_path / "plain"
     shutil.copytree(small_class, plain, symlinks=True, ignore=shutil.ignore_patterns(
         "autograded", "gradebook.db", "report.json", "broken-json", "internal"))  # fmt: skip
@@ -431,3 +435,29 @@ def test_names_that_are_not_utf8_never_stop_a_run(tmp_path):
     assert "is not valid UTF-8" in rows["b\\xf6se"]["detail"]
     assert "gradient_d\\xe9scent.ipynb" in rows["renamed"]["detail"]
     assert "b\\xf6se: failed" in out
+
+
+def test_plain_nbgrader_autograde_starts_kernels_in_the_sandbox(tmp_path, monkeypatch):
+    """With the course's configuration, plain `nbgrader autograde` starts each kernel
+    through the sandbox launcher, as the grading command does: the grader's secrets stay
+    out of the kernel, its memory and file sizes are limited."""
+    from initlab_grading import kernels
+
+    root = make_course(tmp_path / "course", [ASSIGNMENT])
+    (ref,) = [s for s in samples_for(ASSIGNMENT) if s.student == "reference"]
+    probe = course.reference_answers(REPO, ASSIGNMENT)["stable_step"] + (
+        "\nimport os, resource\n"
+        "print('PROBE', os.environ.get('PGPASSWORD'),"
+        " resource.getrlimit(resource.RLIMIT_DATA)[0],"
+        " resource.getrlimit(resource.RLIMIT_FSIZE)[0])\n"
+    )
+    answers = {**ref.answers, "stable_step": probe}
+    sample = dataclasses.replace(ref, student="probe", answers=answers)
+    course.write_submissions(root, ASSIGNMENT, [sample])
+    monkeypatch.setenv("PGPASSWORD", "a grader's password")
+    course.nbgrader(root, "autograde", ASSIGNMENT, "--student", "probe")
+    text = (root / "autograded" / "probe" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb").read_text()
+    memory = int(kernels.DEFAULT_MEMORY_LIMIT_GIB * kernels.GIB)
+    size = int(kernels.DEFAULT_FILE_LIMIT_GIB * kernels.GIB)
+    assert f"PROBE None {memory} {size}" in text
+    assert "a grader's password" not in text

@@ -63,6 +63,7 @@ from pathlib import Path
 import nbformat
 
 from initlab_grading.course import REPO_ROOT, ensure_tools_on_path, gradebook_url, notebook_name
+from initlab_grading.kernels import DEFAULT_FILE_LIMIT_GIB, DEFAULT_MEMORY_LIMIT_GIB
 from initlab_grading.preprocessors import KILLED_NOTE, REPORT_TAG
 from initlab_grading.sandbox import (
     CODE_FILES,
@@ -73,13 +74,6 @@ from initlab_grading.sandbox import (
     secure_folder,
 )
 
-DEFAULT_MEMORY_LIMIT_GIB = 6.0
-"""Per-kernel limit on private writable memory (RLIMIT_DATA). Importing torch (CUDA build)
-with numpy, matplotlib and torchvision uses 0.9 GB of it (VmData, measured); the rest is
-room for the notebooks' data and networks."""
-DEFAULT_FILE_LIMIT_GIB = 4.0
-"""Largest file a kernel may write (RLIMIT_FSIZE): a runaway writer fails with "File too
-large" instead of filling the disk under everyone's kernels."""
 DEFAULT_NPROC = max(512, 8 * (os.cpu_count() or 1))
 """Processes and threads per sandbox user id with --isolate (RLIMIT_NPROC; torch starts a
 thread per core)."""

@@ -1,0 +1,42 @@
+"""The kernel manager of the course's nbgrader configuration: every kernel nbgrader starts
+to grade goes through the launcher initlab_grading.sandbox.
+
+The kit's grading command writes a kernelspec whose command already starts with the
+launcher (with the limits its options set). Plain ``nbgrader autograde`` starts the
+environment's ordinary python3 kernel; with this manager (``Execute.kernel_manager_class``
+in nbgrader_config.py) that kernel is launched through the sandbox too, with the grading
+command's default limits, so the grader's environment (database passwords, cloud keys)
+never reaches a submission and its memory and file sizes are bounded.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from jupyter_client.manager import KernelManager
+
+SANDBOX_MODULE = "initlab_grading.sandbox"
+GIB = 1024**3
+DEFAULT_MEMORY_LIMIT_GIB = 6.0
+"""Per-kernel limit on private writable memory (RLIMIT_DATA). Importing torch (CUDA build)
+with numpy, matplotlib and torchvision uses 0.9 GB of it (VmData, measured); the rest is
+room for the notebooks' data and networks."""
+DEFAULT_FILE_LIMIT_GIB = 4.0
+"""Largest file a kernel may write (RLIMIT_FSIZE): a runaway writer fails with "File too
+large" instead of filling the disk under everyone's kernels."""
+
+
+def sandboxed(cmd: list[str], memory_gib: float, file_gib: float) -> list[str]:
+    """``cmd`` started through the sandbox launcher, unless it already is."""
+    if SANDBOX_MODULE in cmd:
+        return cmd
+    limits = ["--memory", str(int(memory_gib * GIB)), "--fsize", str(int(file_gib * GIB))]
+    return [sys.executable, "-P", "-m", SANDBOX_MODULE, *limits, "--", *cmd]
+
+
+class SandboxedKernelManager(KernelManager):
+    """A KernelManager whose kernels start through initlab_grading.sandbox."""
+
+    def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
+        cmd = super().format_kernel_cmd(extra_arguments)
+        return sandboxed(cmd, DEFAULT_MEMORY_LIMIT_GIB, DEFAULT_FILE_LIMIT_GIB)
