@@ -57,6 +57,8 @@ def test_feedback_shows_messages_not_hidden_tests(graded, assignment):
     for sample in samples_for(assignment):
         html = (root / "feedback" / sample.student / assignment / f"{assignment}.html").read_text()
         assert "initlab_grading" not in html and "BEGIN HIDDEN TESTS" not in html
+        # no frame or path of the grading machine's installed files
+        assert str(course.REPO_ROOT) not in html and "site-packages" not in html, sample.student
         assert HIDDEN_NOTE.lstrip("# ")[:30] in html
         shown = " ".join(html_lib.unescape(re.sub(r"<[^>]+>", " ", html)).split())
         for text in sample.lost.values():

@@ -57,6 +57,13 @@ def _printed_constants(source: str) -> set[str]:
     return lines
 
 
+def _notebook_frames(traceback: list[str]) -> list[str]:
+    """An IPython traceback without the frames of installed files (``File /path/...``):
+    the frames of the notebook's own cells (``Cell In[...]``) and the message stay, the
+    grading machine's paths and library code do not reach feedback."""
+    return [entry for entry in traceback if not _ANSI.sub("", entry).lstrip().startswith("File ")]
+
+
 class HideHiddenTests(ClearHiddenTests):
     """Remove hidden test code, and what could show it, from feedback.
 
@@ -64,6 +71,8 @@ class HideHiddenTests(ClearHiddenTests):
       printed output only the lines the cell's own ``print`` calls with constant text
       print are kept (the rest came from code the tests called, which may be the
       student's); an error shows ``ename: evalue`` only; rich output is dropped.
+    - Every cell: an error's traceback keeps the notebook's own frames and the message,
+      not the frames of installed files (the checks, the library, with their paths).
     - Every cell: an output line that contains a line of any hidden test (stripped, at
       least 12 characters), or a line the grading guard added to the notebook, is
       replaced by a note, so a notebook that prints the source of the test calling it
@@ -140,6 +149,8 @@ class HideHiddenTests(ClearHiddenTests):
                 )
             cell.outputs = kept
         for output in cell.get("outputs", []):
+            if output.output_type == "error":
+                output.traceback = _notebook_frames(output.traceback)
             self._redact_output(output)
         return cell, resources
 
