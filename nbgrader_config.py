@@ -31,6 +31,7 @@ from nbgrader.preprocessors import (  # noqa: E402
     SaveAutoGrades,
 )
 
+from initlab_grading.evidence import KeepSubmittedEvidence, ShowSubmittedEvidence  # noqa: E402
 from initlab_grading.kernels import SandboxedKernelManager  # noqa: E402
 from initlab_grading.preprocessors import (  # noqa: E402
     DropDuplicateIds,
@@ -66,7 +67,11 @@ c.GenerateAssignment.preprocessors = [
 # tests of a wrong answer gains nothing (nbgrader's default is not to restore them, and
 # its restoring code fails when a test cell follows an ordinary cell; RestoreDeletedCells
 # mends that).
+# The outputs of the cells a written answer discusses are kept as submitted before they
+# are cleared, and shown after the answer in the autograded notebook (formgrader, feedback):
+# initlab_grading.evidence.
 c.Autograde.sanitize_preprocessors = [
+    KeepSubmittedEvidence,
     ClearOutput,
     DropDuplicateIds,
     OverwriteKernelspec,
@@ -80,6 +85,7 @@ c.OverwriteCells.add_missing_cells = True
 # that ran before, huge output is cut (initlab_grading.preprocessors.GuardedExecute).
 c.Autograde.autograde_preprocessors = [
     GuardedExecute,
+    ShowSubmittedEvidence,
     IgnorePattern,
     ClearMetadataPreprocessor,
     LimitOutput,

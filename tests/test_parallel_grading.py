@@ -461,3 +461,56 @@ def test_plain_nbgrader_autograde_starts_kernels_in_the_sandbox(tmp_path, monkey
     size = int(kernels.DEFAULT_FILE_LIMIT_GIB * kernels.GIB)
     assert f"PROBE None {memory} {size}" in text
     assert "a grader's password" not in text
+
+
+def test_written_answers_show_the_submitted_outputs(tmp_path):
+    """The outputs a written answer discusses (gradient_descent's EVIDENCE: the divergence
+    answer and the two exploration plots) are shown after the answer as the student's run
+    made them, marked as submitted, in the autograded notebook, formgrader and feedback;
+    the fresh run's outputs stay where they were, and submitted HTML is dropped."""
+    import base64
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import nbformat
+    from test_hostile_grading import _formgrader_html
+
+    root = make_course(tmp_path / "course", [ASSIGNMENT])
+    (ref,) = [s for s in samples_for(ASSIGNMENT) if s.student == "reference"]
+    course.write_submissions(root, ASSIGNMENT, [ref])
+    path = root / "submitted" / "reference" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
+    fig, ax = plt.subplots(figsize=(2, 1))
+    ax.plot([0, 1], [1, 0])
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    png = base64.b64encode(buffer.getvalue()).decode("ascii")
+    nb = nbformat.read(path, as_version=4)
+    (cell,) = [c for c in nb.cells if course.grade_id(c) == "explore_distance"]
+    cell.outputs = [
+        nbformat.v4.new_output("stream", name="stdout", text="SUBMITTED: 200 steps\n"),
+        nbformat.v4.new_output("display_data", data={"image/png": png, "text/plain": "<Figure>"}),
+        nbformat.v4.new_output("display_data", data={"text/html": "<b>SUBMITTED-HTML</b>"}),
+    ]
+    nbformat.write(nb, path)
+    assert grade.main([ASSIGNMENT, "--root", str(root), "--workers", "1"]) == 0
+    graded = nbformat.read(root / "autograded" / "reference" / ASSIGNMENT / path.name, 4)
+    ids = [c.metadata.get("nbgrader", {}).get("grade_id", c.id) for c in graded.cells]
+    at = ids.index("divergence")
+    assert ids[at + 1 : at + 3] == ["submitted-explore_contours", "submitted-explore_distance"]
+    contours, distance = graded.cells[at + 1], graded.cells[at + 2]
+    assert contours.outputs == [] and "not run before submitting" in contours.source
+    assert "From the submitted notebook" in distance.source
+    assert distance.outputs[0].text == "SUBMITTED: 200 steps\n"
+    assert distance.outputs[1].data["image/png"] == png
+    assert len(distance.outputs) == 2  # the HTML output was not kept
+    fresh = graded.cells[ids.index("explore_distance")]
+    assert fresh.outputs and "SUBMITTED" not in json.dumps(fresh.outputs)
+    course.nbgrader(root, "generate_feedback", ASSIGNMENT, "--force")
+    feedback = (root / "feedback" / "reference" / ASSIGNMENT / f"{ASSIGNMENT}.html").read_text()
+    for page in (feedback, _formgrader_html(root, "reference")):
+        assert "SUBMITTED: 200 steps" in page and png[:200] in page
+        assert "SUBMITTED-HTML" not in page

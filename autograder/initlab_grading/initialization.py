@@ -50,6 +50,10 @@ from initlab.checks import (
 from initlab_grading.integrity import uses_library
 from initlab_grading.kurtosis import skew_adjusted_z
 
+EVIDENCE = {"together": ["putting_together"], "training_explain": ["training_curves"]}
+"""Written answers and the code cells (grade_ids) whose submitted outputs they discuss:
+formgrader and the feedback show those outputs beside the answer (initlab_grading.evidence)."""
+
 CELL_FALSE_FAILURE = 1e-6
 """Largest probability that a correct answer fails a test cell by sampling error."""
 

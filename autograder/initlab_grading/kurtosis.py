@@ -37,6 +37,10 @@ import torch
 
 from initlab.checks import CheckFailed, as_array, call_answer, check_finite, unit_roundoff
 
+EVIDENCE = {"figure2_explain": ["figure2"], "figure3_explain": ["figure3"]}
+"""Written answers and the code cells (grade_ids) whose submitted outputs they discuss:
+formgrader and the feedback show those outputs beside the answer (initlab_grading.evidence)."""
+
 CELL_FALSE_FAILURE = 1e-6
 
 # --------------------------------------------------------------------------------------

@@ -18,10 +18,10 @@ import re
 
 from nbclient.exceptions import DeadKernelError
 from nbconvert.exporters.exporter import ResourcesDict
-from nbconvert.preprocessors import Preprocessor
 from nbformat import v4 as nbformat_v4
 from nbformat.notebooknode import NotebookNode
 from nbgrader.preprocessors import ClearHiddenTests, DeduplicateIds, Execute, OverwriteCells
+from nbgrader.preprocessors.base import NbGraderPreprocessor
 from nbgrader.utils import is_grade, is_solution
 from traitlets import Bool, Integer
 
@@ -161,10 +161,11 @@ notebook makes about its own outputs hold. They run in solutions/ (nbval execute
 CI) and never reach the release."""
 
 
-class DropInstructorCells(Preprocessor):
+class DropInstructorCells(NbGraderPreprocessor):
     """Remove the cells tagged ``instructor-only`` (see :data:`INSTRUCTOR_TAG`) from the
     student version. First in ``GenerateAssignment.preprocessors``, so nbgrader neither
-    locks, checksums nor records them."""
+    locks, checksums nor records them. (An nbgrader preprocessor: nbconvert's own are
+    disabled unless enabled, and nbgrader registers them as they are.)"""
 
     def preprocess(self, nb: NotebookNode, resources: ResourcesDict):
         nb.cells = [c for c in nb.cells if INSTRUCTOR_TAG not in c.metadata.get("tags", [])]
@@ -178,7 +179,7 @@ _MARKDOWN_TAGS = frozenset(
 _MARKDOWN_ATTRIBUTES = {"a": ["href", "title"], "img": ["src", "alt", "title"], "*": ["class"]}
 
 
-class SanitizeMarkdown(Preprocessor):
+class SanitizeMarkdown(NbGraderPreprocessor):
     """Markdown cells that carry raw HTML or a ``javascript:`` link, rendered to HTML and
     cleaned with bleach: tags a rendered markdown cell uses stay, anything else (a
     ``<script>``, an ``on*`` handler, a ``javascript:`` URL) becomes inert text.
