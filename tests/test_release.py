@@ -100,6 +100,23 @@ def test_claims_are_checked_in_solutions_and_absent_from_the_release(repo, assig
     assert not released & set(checks)
 
 
+STUDENT_INTERNALS = re.compile(
+    r"nbval|numba|chebyshev|kolmogorov|false.failure|course material|instructor check",
+    flags=re.IGNORECASE,
+)
+"""What a student cannot use or does not have: the test machinery, the hidden tests'
+statistics, the kernels' implementation, the seeds the course is built from."""
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_release_shows_students_no_internals(repo, assignment):
+    release = _nb(repo / "release" / assignment / f"{assignment}.ipynb")
+    found = [
+        (c.id, m.group(0)) for c in release.cells for m in STUDENT_INTERNALS.finditer(c.source)
+    ]
+    assert not found, f"release/{assignment} speaks of internals students cannot use: {found}"
+
+
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
 def test_source_is_stored_without_outputs(repo, assignment):
     folder = repo / "source" / assignment
