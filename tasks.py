@@ -4,6 +4,9 @@
     python3 tasks.py course    the instructor's loop on the bundled sample submissions
     python3 tasks.py test      ruff, the pytest suite, and nbval over solutions/
     python3 tasks.py release   rebuild release/ and solutions/ from source/ (commit them)
+    python3 tasks.py new-assignment ID [--title TITLE]
+                               a new assignment: its master notebook, grader, samples and
+                               test, found by discovery (nothing else to register)
     python3 tasks.py student [--venv DIR]
                                a student's environment in DIR (default .venv-student):
                                initlab from a wheel, JupyterLab 4, nbgrader's validate
@@ -165,6 +168,11 @@ def task_student(args: list[str]) -> None:
     say(f"done. JupyterLab on the released notebooks: cd {ROOT / 'release'} && {jupyter} lab")
 
 
+def task_new_assignment(args: list[str]) -> None:
+    python = ensure_venv()
+    run([str(python), "-m", "initlab_grading.scaffold", *args], env=course_env())
+
+
 TASKS = {"course": task_course, "test": task_test, "release": task_release}
 
 
@@ -172,10 +180,13 @@ def main() -> None:
     name, args = (sys.argv[1], sys.argv[2:]) if len(sys.argv) > 1 else ("", [])
     if name == "student":
         task_student(args)
+    elif name == "new-assignment" and args:
+        task_new_assignment(args)
     elif name in TASKS and not args:
         TASKS[name]()
     else:
-        sys.exit(f"usage: python3 tasks.py {{{'|'.join(TASKS)}|student}}\n\n{__doc__}")
+        names = "|".join([*TASKS, "student", "new-assignment ID"])
+        sys.exit(f"usage: python3 tasks.py {{{names}}}\n\n{__doc__}")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ virtual environment (``python3 tasks.py course``).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -35,14 +36,32 @@ from nbgrader.api import Gradebook, MissingEntry
 from initlab_grading.preprocessors import grade_id, is_test_cell
 from initlab_grading.samples import Sample, samples_for
 
-ASSIGNMENTS: tuple[str, ...] = (
-    "gradient_descent",
-    "backprop",
-    "activations",
-    "initialization",
-    "kurtosis",
-)
-"""The course's assignments in teaching order; each is source/<name>/<name>.ipynb."""
+_TITLE = re.compile(r"^# Assignment (\d+)\b")
+
+
+def assignments(root: Path) -> tuple[str, ...]:
+    """The course's assignments in teaching order, found in ``root``: each folder
+    source/<id>/ with the notebook <id>.ipynb and a grader module
+    autograder/initlab_grading/<id>.py, ordered by the number in the notebook's title
+    (``# Assignment N — ...``). Adding an assignment touches no list."""
+    found = []
+    for folder in sorted((root / "source").glob("*/")):
+        name = folder.name
+        notebook = folder / f"{name}.ipynb"
+        grader = root / "autograder" / "initlab_grading" / f"{name}.py"
+        if not (notebook.is_file() and grader.is_file()):
+            continue
+        cells = json.loads(notebook.read_text(encoding="utf-8")).get("cells", [])
+        title = "".join(cells[0].get("source", "")) if cells else ""
+        match = _TITLE.match(title)
+        if not match:
+            raise CourseError(
+                f"{notebook} must open with a markdown cell titled '# Assignment N — ...' "
+                "(N orders the assignments)."
+            )
+        found.append((int(match.group(1)), name))
+    return tuple(name for _, name in sorted(found))
+
 
 SOLUTION_BUDGET = "default"
 """The experiment budget solutions/ is executed at (and nbval re-executes it at in CI)."""
@@ -54,6 +73,10 @@ _SOLUTION_MARKERS = re.compile(r"^\s*### (BEGIN|END) SOLUTION\s*$")
 
 class CourseError(RuntimeError):
     """A step of the loop failed; the message says which and why."""
+
+
+ASSIGNMENTS: tuple[str, ...] = assignments(REPO_ROOT)
+"""The course's assignments in teaching order (see :func:`assignments`)."""
 
 
 def notebook_name(assignment: str) -> str:
