@@ -139,6 +139,13 @@ def test_solutions_carry_the_source_cells(repo, assignment):
     )
 
 
+def test_the_student_guide_ships_with_the_release(repo):
+    shipped = (repo / "release" / "GUIDE.md").read_text()
+    assert shipped == (repo / course.STUDENT_GUIDE).read_text(), (
+        "release/GUIDE.md is stale: run `python3 tasks.py release` and commit release/."
+    )
+
+
 def test_student_environment_cannot_import_the_grading_package(repo, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     probe = "import initlab, importlib.util as u; print(u.find_spec('initlab_grading'))"

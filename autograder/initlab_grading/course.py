@@ -344,8 +344,18 @@ def normalize_executed(path: Path) -> bool:
     return True
 
 
+STUDENT_GUIDE = Path("docs") / "students.md"
+"""The student guide; every build copies it to release/GUIDE.md, where the notebooks'
+intros point (the JupyterHub image puts it in each student's home)."""
+
+
 def build(root: Path, assignment: str) -> None:
-    """release/ and solutions/ of one assignment, from its master in source/."""
+    """release/ and solutions/ of one assignment, from its master in source/, and the
+    student guide next to the released assignments."""
+    guide = root / STUDENT_GUIDE
+    if guide.is_file():
+        (root / "release").mkdir(exist_ok=True)
+        shutil.copyfile(guide, root / "release" / "GUIDE.md")
     forget_samples(root, assignment)
     print(f"[{assignment}] nbgrader generate_assignment", flush=True)
     nbgrader(root, "generate_assignment", assignment, "--force")
