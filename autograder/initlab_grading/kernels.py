@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 
-from jupyter_client.manager import KernelManager
+from jupyter_client.manager import AsyncKernelManager
 
 SANDBOX_MODULE = "initlab_grading.sandbox"
 GIB = 1024**3
@@ -34,8 +34,10 @@ def sandboxed(cmd: list[str], memory_gib: float, file_gib: float) -> list[str]:
     return [sys.executable, "-P", "-m", SANDBOX_MODULE, *limits, "--", *cmd]
 
 
-class SandboxedKernelManager(KernelManager):
-    """A KernelManager whose kernels start through initlab_grading.sandbox."""
+class SandboxedKernelManager(AsyncKernelManager):
+    """nbclient's kernel manager (the asynchronous one: with a synchronous manager nbclient
+    does not notice a kernel that died) whose kernels start through
+    initlab_grading.sandbox."""
 
     def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
         cmd = super().format_kernel_cmd(extra_arguments)
