@@ -12,7 +12,7 @@ test does what a student does:
 2. runs each visible test cell by itself before answering, as a student trying things
    does, and collects the message it shows (``student-messages.md`` for review); each must
    be understandable without the test's code: the kit's stub message, a NameError naming
-   something a cell above defines (the intro says to run the cells above), or a sentence
+   something a cell above defines (the student guide says to run the cells above), or a sentence
    that names what it checks;
 3. pastes the reference answers into the answer cells (select all, insert text, as a
    paste does), *Kernel → Restart Kernel and Run All Cells*: no cell fails and every
@@ -366,7 +366,7 @@ def unclear(message: str, names: set[str]) -> str | None:
     """Why a test's message would not tell a student what to do without reading the
     test's code, or None if it does: the kit's stub message (or its check's sentence about
     an answer that raised it); a NameError naming something a cell above defines (the
-    intro: run the cells above); any other error a sentence of a few words that names a
+    student guide: run the cells above); any other error a sentence of a few words that names a
     function or variable of the notebook."""
     if not message:
         return "the test fails without a message"

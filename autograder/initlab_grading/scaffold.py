@@ -47,9 +47,12 @@ def notebook(ident: str, number: int, title: str) -> dict:
             "intro",
             f"# Assignment {number} — {title}\n\n"
             "**What you learn.** Replace this with what the assignment teaches, in a sentence or "
-            "two, and what a student needs to know before it.\n\n"
-            "**Parts.** Part 1: 3 points, about 10 minutes.\n\n"
-            "How to work, run the tests and Validate: see `GUIDE.md`.",
+            "two (the whole intro stays under 120 words).\n\n"
+            "**What you need.** Python with numpy, and what the earlier assignments taught.\n\n"
+            "| Part | topic | points | minutes (estimate) |\n|---|---|---:|---:|\n"
+            "| 1 | a first function | 3 | 10 |\n| all | | 3 | 10 |\n\n"
+            "How to work, run tests and Validate, and the experiment budgets: see `GUIDE.md`, "
+            "next to the assignment folders.",
         ),
         _cell(
             "code",
