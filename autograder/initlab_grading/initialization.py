@@ -48,7 +48,7 @@ from initlab.checks import (
     z_score,
 )
 from initlab_grading.integrity import uses_library
-from initlab_grading.kurtosis import skew_adjusted_z
+from initlab_grading.thresholds import skew_adjusted_z
 
 EVIDENCE = {"together": ["putting_together"], "training_explain": ["training_curves"]}
 """Written answers and the code cells (grade_ids) whose submitted outputs they discuss:
@@ -428,7 +428,7 @@ def check_against_monte_carlo(
 ) -> None:
     """Compare the student's formula (kind: forward, backward, weight_grad) with a Monte
     Carlo estimate: each layer's mean of squares within ``z`` estimated standard errors,
-    ``z`` from :func:`initlab_grading.kurtosis.skew_adjusted_z` with the skewness bound of
+    ``z`` from :func:`initlab_grading.thresholds.skew_adjusted_z` with the skewness bound of
     :data:`MC_SKEWNESS` and the cell's budget 1e-6 split over its 4 comparisons (3 layers
     and 1 layer; union bound). A correct answer fails with probability at most 1e-6, to
     leading order. Measured calibration: over 400 seeds at 100,000 draws, at a nominal
