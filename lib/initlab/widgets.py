@@ -1,8 +1,10 @@
 """Interactive explorers that degrade to a static figure where no widget front end runs.
 
-Under nbgrader, nbval and CI (the ``grade`` budget) a widget would render nothing useful,
-and its model ids change on every run, so :func:`explore` draws the view once with the
-default values instead. In JupyterLab with ipywidgets it shows sliders and menus.
+Under nbgrader and CI (the ``grade`` budget) a widget would render nothing useful, and its
+model ids change on every run, so :func:`explore` draws the view once with the default
+values instead. In JupyterLab with ipywidgets (the ``default`` and ``full`` budgets) it
+shows sliders and menus; a notebook tags such a cell ``nbval-ignore-output``, since nbval
+(which re-runs the solutions at the ``default`` budget) has no widget front end.
 """
 
 from __future__ import annotations
