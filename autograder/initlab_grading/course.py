@@ -314,15 +314,20 @@ def forget_samples(root: Path, assignment: str) -> None:
 
 def normalize_executed(path: Path) -> bool:
     """Remove what differs between two executions with the same outputs: each cell's
-    ``metadata.execution`` (timestamps) and the split of a stream into chunks (consecutive
-    stream outputs of the same name are merged). Rewrites ``path`` only if that changed
-    something (always in nbformat's own layout); returns whether it did."""
+    ``metadata.execution`` (timestamps), the split of a stream into chunks (consecutive
+    stream outputs of the same name are merged), and widgets, whose model ids are random
+    (their saved state and views go; the text that stands for them stays). Rewrites
+    ``path`` only if that changed something (always in nbformat's own layout); returns
+    whether it did."""
     before = path.read_text(encoding="utf-8")
     nb = nbformat.reads(before, as_version=4)
+    nb.metadata.pop("widgets", None)
     for cell in nb.cells:
         cell.metadata.pop("execution", None)
         if cell.cell_type != "code":
             continue
+        for out in cell.outputs:
+            out.get("data", {}).pop("application/vnd.jupyter.widget-view+json", None)
         merged: list = []
         for out in cell.outputs:
             last = merged[-1] if merged else None
