@@ -27,6 +27,8 @@ from nbformat import v4 as nbformat_v4
 from nbformat.notebooknode import NotebookNode, from_dict
 from nbgrader.preprocessors.base import NbGraderPreprocessor
 
+from initlab_grading.preprocessors import grade_id
+
 STASH = "initlab_submitted_evidence"
 """Notebook metadata key that carries the kept outputs from sanitizing to execution."""
 MAX_EVIDENCE_BYTES = 4_000_000
@@ -74,7 +76,7 @@ class KeepSubmittedEvidence(NbGraderPreprocessor):
         kept: dict[str, list[dict]] = {}
         room = MAX_EVIDENCE_BYTES
         for cell in nb.cells:
-            name = cell.metadata.get("nbgrader", {}).get("grade_id", "")
+            name = grade_id(cell)
             if cell.cell_type != "code" or name not in wanted or name in kept:
                 continue
             kept[name] = []
@@ -99,7 +101,7 @@ class ShowSubmittedEvidence(NbGraderPreprocessor):
         cells = []
         for cell in nb.cells:
             cells.append(cell)
-            answer = cell.metadata.get("nbgrader", {}).get("grade_id", "")
+            answer = grade_id(cell)
             if cell.cell_type != "markdown" or answer not in answers:
                 continue
             for cell_id in answers[answer]:

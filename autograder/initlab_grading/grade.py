@@ -63,7 +63,7 @@ from pathlib import Path
 import nbformat
 
 from initlab_grading.course import REPO_ROOT, ensure_tools_on_path, gradebook_url, notebook_name
-from initlab_grading.kernels import DEFAULT_FILE_LIMIT_GIB, DEFAULT_MEMORY_LIMIT_GIB
+from initlab_grading.kernels import DEFAULT_FILE_LIMIT_GIB, DEFAULT_MEMORY_LIMIT_GIB, launcher
 from initlab_grading.preprocessors import KILLED_NOTE, REPORT_TAG
 from initlab_grading.sandbox import (
     CODE_FILES,
@@ -513,13 +513,8 @@ def _write_kernelspec(
     next kernel only. ``curve``: declare CurveZMQ support (encrypted channels)."""
     spec = folder / "kernels" / "python3"
     spec.mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, "-P", "-m", "initlab_grading.sandbox"]
-    argv += ["--memory", str(memory)] if memory else []
-    argv += ["--fsize", str(fsize)] if fsize else []
-    argv += ["--uid", str(uid)] if uid is not None else []
-    argv += ["--nproc", str(nproc)] if nproc and uid is not None else []
-    argv += ["--job", token] if token else []
-    argv += ["--", python or sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    argv = launcher(memory=memory, fsize=fsize, uid=uid, nproc=nproc, job=token)
+    argv += [python or sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
     argv += ["--InteractiveShellApp.ignore_cwd=True"]
     spec_json = {"argv": argv, "display_name": "Python 3 (grading)", "language": "python"}
     if curve:
@@ -1123,16 +1118,7 @@ def grade_class(
     students = submissions(root, assignment)
     # a student folder whose name is not valid UTF-8 cannot be a gradebook id: reported,
     # never graded, and the others are graded as usual
-    unnamed = [
-        GradingResult(printable(s), "failed", 0.0, 0, detail, [detail])
-        for s in students
-        if printable(s) != s
-        for detail in [
-            f"not graded: the folder name submitted/{printable(s)} is not valid UTF-8, so "
-            "nbgrader cannot record it; rename the folder to the student's id and grade "
-            "this student again"
-        ]
-    ]
+    unnamed = [_not_utf8(s) for s in students if printable(s) != s]
     students = [s for s in students if printable(s) == s]
     if not students and not unnamed:
         raise SystemExit(
@@ -1161,7 +1147,7 @@ def grade_class(
             cell_timeout=cell_timeout,
             kernel_python=kernel_python,
             file_limit=file_limit,
-        )
+        ) if students else []  # fmt: skip
         return _with_unnamed(results, unnamed, progress)
     if isolate and os.geteuid() != 0:
         raise SystemExit(
@@ -1180,10 +1166,22 @@ def grade_class(
             uids.close()
 
 
+def _not_utf8(student: str) -> GradingResult:
+    """The result of a student folder whose name is not valid UTF-8: not graded."""
+    detail = (
+        f"not graded: the folder name submitted/{printable(student)} is not valid UTF-8, so "
+        "nbgrader cannot record it; rename the folder to the student's id and grade this "
+        "student again"
+    )
+    return GradingResult(printable(student), "failed", 0.0, 0, detail, [detail])
+
+
 def _with_unnamed(
     results: list[GradingResult], unnamed: list[GradingResult], progress: Callable[[str], object]
 ) -> list[GradingResult]:
     """The results of a run and those of the folders it could not grade for their names."""
+    if not unnamed:
+        return results
     for k, res in enumerate(unnamed, start=len(results) + 1):
         progress(progress_line(k, len(results) + len(unnamed), res))
     return sorted([*results, *unnamed], key=lambda r: r.student)

@@ -26,12 +26,30 @@ DEFAULT_FILE_LIMIT_GIB = 4.0
 large" instead of filling the disk under everyone's kernels."""
 
 
+def launcher(
+    *,
+    memory: int | None = None,
+    fsize: int | None = None,
+    uid: int | None = None,
+    nproc: int | None = None,
+    job: str = "",
+) -> list[str]:
+    """The command line of the sandbox launcher up to ``--``, after which the kernel's
+    own command follows (limits in bytes; see initlab_grading.sandbox)."""
+    argv = [sys.executable, "-P", "-m", SANDBOX_MODULE]
+    argv += ["--memory", str(memory)] if memory else []
+    argv += ["--fsize", str(fsize)] if fsize else []
+    argv += ["--uid", str(uid)] if uid is not None else []
+    argv += ["--nproc", str(nproc)] if nproc and uid is not None else []
+    argv += ["--job", job] if job else []
+    return [*argv, "--"]
+
+
 def sandboxed(cmd: list[str], memory_gib: float, file_gib: float) -> list[str]:
     """``cmd`` started through the sandbox launcher, unless it already is."""
     if SANDBOX_MODULE in cmd:
         return cmd
-    limits = ["--memory", str(int(memory_gib * GIB)), "--fsize", str(int(file_gib * GIB))]
-    return [sys.executable, "-P", "-m", SANDBOX_MODULE, *limits, "--", *cmd]
+    return [*launcher(memory=int(memory_gib * GIB), fsize=int(file_gib * GIB)), *cmd]
 
 
 class SandboxedKernelManager(AsyncKernelManager):

@@ -586,14 +586,14 @@ class GuardedExecute(Execute):
             elif total > self.max_output_bytes:
                 self._truncate(cell, cell_index, kind)
                 return None
-        if kind.startswith("comm"):
-            try:
-                return super().process_message(msg, cell, cell_index)
-            except Exception as err:  # nbclient trusts a widget's comm_open to be well formed
-                name = grade_id(cell) or f"cell {cell_index}"
-                self._note(f"{name}: a malformed {kind} message was ignored ({err!r})")
-                return None
-        return super().process_message(msg, cell, cell_index)
+        try:
+            return super().process_message(msg, cell, cell_index)
+        except Exception as err:  # nbclient trusts a widget's comm_open to be well formed
+            if not kind.startswith("comm"):
+                raise
+            name = grade_id(cell) or f"cell {cell_index}"
+            self._note(f"{name}: a malformed {kind} message was ignored ({err!r})")
+            return None
 
     def _truncate(self, cell: NotebookNode, cell_index: int, kind: str) -> None:
         if cell_index in self._truncated:
