@@ -1,5 +1,8 @@
 """Assignment 3's references and hidden checks, tested directly (no nbgrader)."""
 
+import math
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -12,9 +15,13 @@ from initlab_grading.samples.activations import _REFERENCE_ACTIVATIONS
 NAMES = ("relu", "sigmoid", "tanh", "swish", "mish")
 
 
+LEARNED = SimpleNamespace(params={"beta": np.array([2.1726, 1.8118], dtype=np.float32)})
+"""Stands for Part 8's trained swish network: only its learned betas are read."""
+
+
 def _answers(student):
     (sample,) = [s for s in samples_for("activations") if s.student == student]
-    namespace = {"np": np, "torch": torch}
+    namespace = {"np": np, "torch": torch, "learned": LEARNED}
     for source in sample.answers.values():
         exec(source, namespace)
     return namespace
@@ -333,8 +340,278 @@ def test_hidden_tests_run_before_the_visible_ones(repo):
     graded = [
         c for c in nb.cells if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("grade")
     ]
-    assert len(graded) == 5
+    assert len(graded) == 10  # the test cells of Parts 1 and 3 to 8
     for cell in graded:
         before = cell.source.split("### BEGIN HIDDEN TESTS")[0]
         code = [ln for ln in before.splitlines() if ln.strip() and not ln.startswith("#")]
         assert not code, (cell.id, code)
+
+
+# --------------------------------------------------------------------------------------
+# Part 5: the student's network and training loop
+
+
+def _loop(student: str = "reference") -> dict:
+    """The namespace of a sample's network-and-loop cell (the reference by default)."""
+    from initlab_grading.samples.activations import _REFERENCE_LOOP
+
+    if student == "reference":
+        source = _REFERENCE_LOOP
+    else:
+        (sample,) = [s for s in samples_for("activations") if s.student == student]
+        source = sample.answers["mlp_training"]
+    namespace = {"np": np, "torch": torch}
+    exec(source, namespace)
+    return namespace
+
+
+@pytest.mark.parametrize("student", ["reference", "another-way"])
+def test_correct_networks_and_loops_pass(student):
+    ns = _loop(student)
+    grading.check_forward(ns["mlp_forward"])
+    grading.check_training_loop(ns["sgd_train"])
+
+
+@pytest.mark.parametrize("variant", sorted(grading.LOOP_VARIANTS))
+def test_each_loop_mistake_gets_its_own_diagnosis(variant):
+    kwargs, words = grading.LOOP_VARIANTS[variant]
+
+    def wrong(params, batches, forward, lr):
+        return grading.reference_loop(params, batches, forward, lr, **kwargs)
+
+    with pytest.raises(CheckFailed) as failure:
+        grading.check_training_loop(wrong)
+    assert words in str(failure.value)
+    # and no other diagnosis fires for it
+    others = [w for key, (_, w) in grading.LOOP_VARIANTS.items() if key != variant]
+    assert not any(w in str(failure.value) for w in others)
+
+
+def test_no_loop_diagnosis_matches_the_correct_trajectory():
+    """A diagnosis fires only when its condition holds: the correct losses are far from
+    every wrong variant's, so a correct loop can never be named by one."""
+    run, params, batches = grading.engine_trajectory("relu", 3)
+
+    def forward(p, X):
+        return grading.reference_forward(p, X, torch.relu)
+
+    want = run.history["train_loss"]
+    for kwargs, _ in grading.LOOP_VARIANTS.values():
+        variant, _ = grading.reference_loop(params, batches, forward, grading.LOOP_LR, **kwargs)
+        assert np.max(np.abs(np.asarray(variant) - want) / want) > 1e-4
+
+
+@pytest.mark.parametrize("words", sorted(grading.FORWARD_VARIANTS))
+def test_each_forward_mistake_gets_its_own_diagnosis(words):
+    variant = grading.FORWARD_VARIANTS[words]
+    with pytest.raises(CheckFailed, match=words.split(":")[0]):
+        grading.check_forward(variant)
+
+
+def test_a_loop_that_trains_the_given_weights_in_place_is_told_so():
+    def in_place(params, batches, forward, lr):
+        for W, b in params:
+            W.requires_grad_(True)
+            b.requires_grad_(True)
+        losses = []
+        for X, y in batches:
+            loss = torch.nn.functional.cross_entropy(forward(params, X), y)
+            for W, b in params:
+                W.grad = b.grad = None
+            loss.backward()
+            with torch.no_grad():
+                for W, b in params:
+                    W -= lr * W.grad
+                    b -= lr * b.grad
+            losses.append(loss.item())
+        return losses, params
+
+    with pytest.raises(CheckFailed, match="changed the weights it was given"):
+        grading.check_training_loop(in_place)
+
+
+def test_float32_arithmetic_is_named():
+    ns = _loop()
+
+    def forward32(params, X, phi):
+        return ns["mlp_forward"]([(W.float(), b.float()) for W, b in params], X.float(), phi)
+
+    with pytest.raises(CheckFailed, match="float32"):
+        grading.check_forward(forward32)
+
+    def loop32(params, batches, forward, lr):
+        losses, trained = ns["sgd_train"](
+            [(W.float(), b.float()) for W, b in params],
+            [(X.float(), y) for X, y in batches],
+            lambda p, X: forward([(W.double(), b.double()) for W, b in p], X.double()).float(),
+            lr,
+        )
+        return losses, trained
+
+    with pytest.raises(CheckFailed, match="float32"):
+        grading.check_training_loop(loop32)
+
+
+def test_the_loop_tolerance_covers_round_off_as_derived():
+    """LOOP_RTOL's derivation assumes the four steps amplify a perturbation of the starting
+    weights by at most 1.5 ** 4: measure that factor (relative perturbations of 1e-7 in a
+    few random directions), and the engine's actual distance from the reference loop."""
+    for name, phi, seed in (("relu", torch.relu, 3), ("tanh", torch.tanh, 4)):
+        run, params, batches = grading.engine_trajectory(name, seed)
+
+        def forward(p, X, phi=phi):
+            return grading.reference_forward(p, X, phi)
+
+        base, trained = grading.reference_loop(params, batches, forward, grading.LOOP_LR)
+        gen = torch.Generator().manual_seed(0)
+        for _ in range(3):
+            delta = 1e-7
+            moved = [
+                (W * (1 + delta * torch.randn(W.shape, generator=gen, dtype=W.dtype)), b)
+                for W, b in params
+            ]
+            start = max(
+                float((W1 - W0).abs().max() / W0.abs().max())
+                for (W1, _), (W0, _) in zip(moved, params, strict=True)
+            )
+            _, after = grading.reference_loop(moved, batches, forward, grading.LOOP_LR)
+            end = max(
+                float((W1 - W0).abs().max() / W0.abs().max())
+                for (W1, _), (W0, _) in zip(after, trained, strict=True)
+            )
+            assert end / start < 1.5**4, f"{name}: amplification {end / start:.3g}"
+        err = np.max(
+            np.abs(np.asarray(base) - run.history["train_loss"]) / run.history["train_loss"]
+        )
+        assert err < 1.6e-11, f"{name}: engine against the reference loop, {err:.3g} relative"
+
+
+# --------------------------------------------------------------------------------------
+# Part 6: best_lr from the student's own search
+
+
+def _fake_search():
+    """Two activations, four rates, two epochs; histories chosen so that every selection
+    rule in BEST_LR_VARIANTS picks a different rate from the right one for relu."""
+    from types import SimpleNamespace
+
+    def run(name, lr, val_acc, val_loss, train_acc):
+        history = {
+            "val_acc": np.array(val_acc),
+            "val_loss": np.array(val_loss),
+            "train_acc": np.array(train_acc),
+        }
+        return SimpleNamespace(config=SimpleNamespace(activation=name, lr=lr), history=history)
+
+    lrs = np.logspace(-3, 0, 4)
+    return lrs, [
+        # right: the last epoch's best validation accuracy is lrs[1]
+        run("relu", float(lrs[0]), [0.99, 0.55], [0.40, 0.45], [0.2, 0.3]),  # best epoch
+        run("relu", float(lrs[1]), [0.70, 0.80], [0.60, 0.70], [0.6, 0.7]),
+        run("relu", float(lrs[2]), [0.10, 0.60], [0.30, 0.20], [0.9, 0.95]),  # val loss, train acc
+        run("relu", float(lrs[3]), [0.30, 0.40], [0.90, 0.90], [0.1, 0.1]),  # worst
+        run("tanh", float(lrs[0]), [0.5, 0.7], [1.0, 1.0], [0.5, 0.5]),
+        run("tanh", float(lrs[1]), [0.5, 0.7], [1.0, 1.0], [0.5, 0.5]),  # a tie
+        run("tanh", float(lrs[2]), [0.5, 0.6], [1.0, 1.0], [0.5, 0.5]),
+        run("tanh", float(lrs[3]), [0.5, 0.6], [1.0, 1.0], [0.5, 0.5]),
+    ]
+
+
+def test_best_lr_accepts_the_right_rate_and_either_of_a_tie():
+    lrs, search = _fake_search()
+    for tanh_lr in (lrs[0], lrs[1]):
+        grading.check_best_lr({"relu": lrs[1], "tanh": tanh_lr}, search)
+
+
+@pytest.mark.parametrize(
+    ("index", "message"),
+    [
+        (0, "best validation accuracy at any epoch"),
+        (2, "lowest final validation loss"),
+        (3, "lowest final validation accuracy"),
+    ],
+)
+def test_best_lr_names_the_rule_the_student_applied(index, message):
+    lrs, search = _fake_search()
+    with pytest.raises(CheckFailed, match=message):
+        grading.check_best_lr({"relu": lrs[index], "tanh": lrs[0]}, search)
+
+
+def test_best_lr_outside_the_grid_or_missing_is_told_so():
+    lrs, search = _fake_search()
+    with pytest.raises(CheckFailed, match="not one of the searched rates"):
+        grading.check_best_lr({"relu": 0.8, "tanh": lrs[0]}, search)
+    with pytest.raises(CheckFailed, match="no rate for tanh"):
+        grading.check_best_lr({"relu": lrs[1]}, search)
+
+
+TEST_ACC = {"relu": [0.9518, 0.925, 0.9387], "sigmoid": [0.9158, 0.8986, 0.913]}
+
+
+def test_summary_reference_and_another_way_pass():
+    def reference(test_acc):
+        return {n: grading.reference_summary(a) for n, a in test_acc.items()}
+
+    grading.check_summary(reference, TEST_ACC)
+    grading.check_summary(_answers("another-way")["summarize"], TEST_ACC)
+
+
+def test_summary_in_float32_passes_and_the_bound_is_not_loose():
+    """A float32 summary is within summary_atol; an error 100 times the bound fails."""
+
+    def in_float32(test_acc):
+        out = {}
+        for name, accs in test_acc.items():
+            a = torch.tensor(accs, dtype=torch.float32)
+            std = float(a.std()) if len(a) > 1 else math.nan
+            out[name] = {
+                "mean": float(a.mean()),
+                "std": std,
+                "min": float(a.min()),
+                "max": float(a.max()),
+            }
+        return out
+
+    grading.check_summary(in_float32, TEST_ACC)
+
+    def shifted(t):
+        return {
+            n: {**r, "mean": r["mean"] + 100 * grading.summary_atol(len(t[n]))}
+            for n, r in in_float32(t).items()
+        }
+
+    with pytest.raises(CheckFailed, match="mean is"):
+        grading.check_summary(shifted, TEST_ACC)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda a, r: {**r, "std": float(np.std(a))}, "population standard deviation"),
+        (lambda a, r: {**r, "std": float(np.var(a, ddof=1))}, "the variance"),
+        (lambda a, r: {**r, "min": r["max"], "max": r["min"]}, "swapped"),
+        (lambda a, r: {**r, "std": 0.0 if len(a) == 1 else r["std"]}, "return nan"),
+    ],
+)
+def test_summary_slips_are_named(change, message):
+    def slipped(test_acc):
+        return {n: change(a, grading.reference_summary(a)) for n, a in test_acc.items()}
+
+    with pytest.raises(CheckFailed, match=message):
+        grading.check_summary(slipped, TEST_ACC)
+
+
+def test_summary_with_a_missing_key_is_told_so():
+    with pytest.raises(CheckFailed, match="keys mean, std, min, max"):
+        grading.check_summary(lambda t: {n: {"mean": np.mean(a)} for n, a in t.items()}, TEST_ACC)
+
+
+def test_learned_betas_pass_and_slips_are_named():
+    grading.check_learned_betas(_answers("another-way")["betas"], LEARNED)
+    grading.check_learned_betas(torch.tensor(LEARNED.params["beta"]), LEARNED)
+    with pytest.raises(CheckFailed, match="wrong order"):
+        grading.check_learned_betas([1.8118, 2.1726], LEARNED)
+    with pytest.raises(CheckFailed, match="starting values"):
+        grading.check_learned_betas([1.0, 1.0], LEARNED)
+    with pytest.raises(CheckFailed, match="one beta per hidden layer"):
+        grading.check_learned_betas([2.1726], LEARNED)

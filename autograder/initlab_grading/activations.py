@@ -21,10 +21,14 @@ under a tolerance derived from round-off:
   must be finite, and the values of those right on -10..10 are compared again (one
   mistake costs points once: see :func:`check_large_inputs`).
 - Part 4 (the split): exact index sets.
+- Part 7 (the table of test accuracies): within the round-off of a float32 summary
+  (:func:`summary_atol`); Part 8 (the learned betas): one float32 rounding.
 """
 
 from __future__ import annotations
 
+import copy
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -36,7 +40,11 @@ from torch.overrides import TorchFunctionMode
 from initlab.checks import CheckFailed, as_array, call_answer, check_finite, unit_roundoff
 from initlab_grading.integrity import uses_library
 
-EVIDENCE = {"observations": ["train_six"]}
+EVIDENCE = {
+    "observations": ["train_six"],
+    "retrain_explain": ["summary_table"],
+    "beta_explain": ["learned_beta"],
+}
 """Written answers and the code cells (grade_ids) whose submitted outputs they discuss:
 formgrader and the feedback show those outputs beside the answer (initlab_grading.evidence)."""
 
@@ -498,3 +506,453 @@ def check_split(train_idx: Any, val_idx: Any) -> None:
             "val_idx is not the last 20 % of the first 12,000 images (indices 9,600 to "
             "11,999): the validation images are the last ones, not a random sample."
         )
+
+
+# --------------------------------------------------------------------------------------
+# Part 5: the student's network and training loop, against the engine
+
+LOOP_LAYERS = (784, 200, 64, 10)
+LOOP_BATCH, LOOP_STEPS, LOOP_LR = 16, 4, 0.05
+LOOP_RTOL = 1e-9
+"""Relative tolerance on the losses and the trained weights (float64 throughout). Round-off:
+u = 1.1e-16; a step is 9 matrix products of inner dimension at most 785 (forward, the input
+gradients and the weight gradients of three layers), each within gamma_785 = 785 u = 8.7e-14
+of the sum of its terms' magnitudes whatever the summation order (Higham, Thm 3.5); four
+steps at lr 0.05 compound it by the step map's Lipschitz factor, at most 1 + lr ||H|| < 1.5
+on this data (tests/ measures it), so the bound is 4 x 9 x 8.7e-14 x 1.5^4, about 1.6e-11
+relative: 1e-9 is 60 times that. Every wrong variant in :data:`LOOP_VARIANTS` moves the
+losses by more than 1e-4 relative."""
+
+FLOAT32_WORDS = (
+    "it returns float32 tensors, but the tensors you are given are float64: keep their dtype "
+    "(no .float(), and no torch.tensor(..., dtype=torch.float32))."
+)
+
+Params = list[tuple[torch.Tensor, torch.Tensor]]
+
+
+def loop_data(seed: int) -> tuple[torch.Tensor, torch.Tensor, Params]:
+    """Pixel-like inputs in [0, 1], labels, and initial (W, b) from torch's default
+    initialisation U(+-1/sqrt(fan_in)), all float64, drawn from ``seed``."""
+    g = torch.Generator().manual_seed(seed)
+    n = LOOP_BATCH * LOOP_STEPS
+    X = torch.rand(n, LOOP_LAYERS[0], generator=g, dtype=torch.float64)
+    y = torch.randint(0, LOOP_LAYERS[-1], (n,), generator=g)
+    params = []
+    for fan_in, fan_out in zip(LOOP_LAYERS[:-1], LOOP_LAYERS[1:], strict=True):
+        bound = fan_in**-0.5
+        W = (torch.rand(fan_out, fan_in, generator=g, dtype=torch.float64) * 2 - 1) * bound
+        b = (torch.rand(fan_out, generator=g, dtype=torch.float64) * 2 - 1) * bound
+        params.append((W, b))
+    return X, y, params
+
+
+def reference_forward(params: Params, X: torch.Tensor, phi: Callable) -> torch.Tensor:
+    """Logits: phi after every layer but the last; X holds one example per row."""
+    h = X
+    for k, (W, b) in enumerate(params):
+        h = h @ W.T + b
+        if k < len(params) - 1:
+            h = phi(h)
+    return h
+
+
+def reference_loop(
+    params: Params,
+    batches: list[tuple[torch.Tensor, torch.Tensor]],
+    forward: Callable,
+    lr: float,
+    *,
+    reduction: str = "mean",
+    accumulate: bool = False,
+    after: bool = False,
+) -> tuple[list[float], Params]:
+    """Plain mini-batch SGD on the cross-entropy; the keyword arguments make the classic
+    mistakes of :data:`LOOP_VARIANTS`. Returns the losses and the trained (W, b)."""
+    leaves = [t.detach().clone().requires_grad_(True) for pair in params for t in pair]
+    pairs = [(leaves[i], leaves[i + 1]) for i in range(0, len(leaves), 2)]
+    losses = []
+    for X, y in batches:
+        loss = F.cross_entropy(forward(pairs, X), y, reduction=reduction)
+        if not accumulate:
+            for t in leaves:
+                t.grad = None
+        loss.backward()
+        with torch.no_grad():
+            for t in leaves:
+                t -= lr * t.grad
+            if after:
+                loss = F.cross_entropy(forward(pairs, X), y, reduction=reduction)
+        losses.append(float(loss.detach()))
+    return losses, [(W.detach(), b.detach()) for W, b in pairs]
+
+
+LOOP_VARIANTS: dict[str, tuple[dict[str, Any], str]] = {
+    "sum": (
+        {"reduction": "sum"},
+        "your losses match the cross-entropy summed over each batch; the course minimises the "
+        "mean over the batch (so a step does not grow with the batch size): use "
+        "F.cross_entropy's default reduction='mean'",
+    ),
+    "accumulate": (
+        {"accumulate": True},
+        "your first loss is right and the later ones match SGD whose gradients add up from step "
+        "to step: set every .grad to None (or zero it) before each backward pass",
+    ),
+    "after": (
+        {"after": True},
+        "your losses are each batch's loss after its update; record the loss you differentiate, "
+        "before the step",
+    ),
+}
+"""The classic mistakes of a training loop, with the diagnosis given when a student's
+losses match one of them (within :data:`LOOP_RTOL`)."""
+
+FORWARD_VARIANTS: dict[str, Callable[[Params, torch.Tensor, Callable], torch.Tensor]] = {
+    "phi is applied to the output layer too: the last layer returns logits, without phi": (
+        lambda p, X, phi: phi(reference_forward(p, X, phi))
+    ),
+    "phi is missing between the layers: apply it after each hidden layer": (
+        lambda p, X, phi: reference_forward(p, X, lambda h: h)
+    ),
+    "the biases are missing: add b after each product": (
+        lambda p, X, phi: reference_forward([(W, torch.zeros_like(b)) for W, b in p], X, phi)
+    ),
+}
+"""Wrong forward passes, each with its diagnosis."""
+
+
+def _close(got: Any, want: Any) -> bool:
+    got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
+    return got.shape == want.shape and bool(np.all(np.abs(got - want) <= LOOP_RTOL * np.abs(want)))
+
+
+def forward_bound(params: Params, X: torch.Tensor) -> np.ndarray:
+    """Bound on the round-off of one float64 forward pass, per logit: each product of inner
+    dimension n (plus its bias) is within gamma_{n+1} of its terms' magnitudes, phi (1-Lipschitz,
+    phi(0) = 0, within 2 ulp) passes errors and magnitudes on unchanged."""
+    u = unit_roundoff(np.float64)
+    mag, err = X.abs(), torch.zeros_like(X)
+    for k, (W, b) in enumerate(params):
+        n = W.shape[1] + 1
+        mag = mag @ W.abs().T + b.abs()
+        err = err @ W.abs().T + n * u / (1 - n * u) * mag
+        if k < len(params) - 1:
+            err = err + 2 * u * mag
+    return err.numpy()
+
+
+def check_forward(mlp_forward: Callable) -> None:
+    """Hidden check: the student's logits against the reference, for ReLU and tanh, on a
+    batch of 8 in float64, within twice :func:`forward_bound` (both sides round)."""
+    X, _, params = loop_data(11)
+    X = X[:8]
+    tol = 2 * forward_bound(params, X)
+    for name, phi in (("relu", torch.relu), ("tanh", torch.tanh)):
+        what = f"mlp_forward(params, X, torch.{name})"
+        given = [(W.clone(), b.clone()) for W, b in params]
+        raw = call_answer(mlp_forward, given, X.clone(), phi, what=what)
+        if getattr(raw, "dtype", None) == torch.float32:
+            raise CheckFailed(f"{what}: {FLOAT32_WORDS}")
+        got = as_array(raw, what)
+        want = reference_forward(params, X, phi).numpy()
+        if got.shape != want.shape:
+            raise CheckFailed(
+                f"{what} has shape {got.shape}; expected {want.shape}: one row of 10 logits "
+                "for each row of X (X holds one example per row)."
+            )
+        bad = np.abs(got - want) > tol
+        if not bad.any():
+            continue
+        for words, variant in FORWARD_VARIANTS.items():
+            if np.all(np.abs(got - variant(params, X, phi).numpy()) <= tol):
+                raise CheckFailed(f"{what}: {words}.")
+        i, j = (int(v) for v in np.argwhere(bad)[0])
+        raise CheckFailed(
+            f"{what} gives logit [{i}, {j}] = {got[i, j]:.10g}; expected {want[i, j]:.10g}. "
+            "Each layer computes h @ W.T + b, with phi after every layer but the last."
+        )
+
+
+def engine_trajectory(name: str, seed: int) -> tuple[Any, Params, list]:
+    """The engine's SGD run on :func:`loop_data` (float64): its result, the starting (W, b)
+    and the batches in the engine's order (the first permutation of its batch generator)."""
+    from initlab import engine
+
+    X, y, params = loop_data(seed)
+    (run,) = engine.train(
+        [engine.Config(name, lr=LOOP_LR, seed=seed)],
+        (X, y),
+        num_steps=LOOP_STEPS,
+        log_every=1,
+        batch_size=LOOP_BATCH,
+        layer_sizes=LOOP_LAYERS,
+        init_fn=lambda config, sizes, generator: params,
+        dtype=torch.float64,
+        cache=False,
+        progress=False,
+    )
+    order = torch.randperm(len(X), generator=engine.batch_generator(seed))
+    return run, params, [(X[idx], y[idx]) for idx in order.split(LOOP_BATCH)]
+
+
+def _check_loop_run(sgd_train: Callable, name: str, phi: Callable, seed: int) -> None:
+    run, params, batches = engine_trajectory(name, seed)
+
+    def forward(p: Params, X: torch.Tensor) -> torch.Tensor:
+        return reference_forward(p, X, phi)
+
+    given = [(W.clone(), b.clone()) for W, b in params]
+    what = f"sgd_train(params, batches, forward, lr={LOOP_LR}) with {name}"
+    copies = [(X.clone(), y.clone()) for X, y in batches]
+    out = call_answer(sgd_train, given, copies, forward, LOOP_LR, what=what)
+    for (W, b), (W0, b0) in zip(given, params, strict=True):
+        if not (torch.equal(W, W0) and torch.equal(b, b0)):
+            raise CheckFailed(
+                f"{what} changed the weights it was given. Train copies (W.clone()) and return "
+                "them: the caller's starting weights must stay as they were."
+            )
+    if not (isinstance(out, tuple) and len(out) == 2):
+        raise CheckFailed(f"{what} must return (losses, params): the losses and the trained pairs.")
+    losses = as_array(out[0], f"the losses of {what}").ravel()
+    try:
+        pairs = [(W, b) for W, b in out[1]]
+    except (TypeError, ValueError):
+        pairs = []
+    if len(pairs) != len(params):
+        raise CheckFailed(f"{what} must return the trained weights as a list of (W, b) pairs.")
+    want = run.history["train_loss"]
+    if len(losses) != LOOP_STEPS:
+        raise CheckFailed(
+            f"{what} returned {len(losses)} losses for {LOOP_STEPS} batches: one step and one "
+            "loss per batch."
+        )
+    if not _close(losses, want):
+        for kwargs, words in LOOP_VARIANTS.values():
+            if _close(losses, reference_loop(params, batches, forward, LOOP_LR, **kwargs)[0]):
+                raise CheckFailed(f"{what}: {words}.")
+        if any(getattr(t, "dtype", None) == torch.float32 for pair in pairs for t in pair):
+            raise CheckFailed(f"{what}: {FLOAT32_WORDS}")
+        k = int(np.argmax(~(np.abs(losses - want) <= LOOP_RTOL * np.abs(want))))
+        where = (
+            "the earlier ones match: look at the update"
+            if k
+            else "the first batch already differs: look at the loss, the mean cross-entropy of "
+            "forward(params, X) against y"
+        )
+        raise CheckFailed(
+            f"{what}: the loss of batch {k + 1} is {losses[k]:.10g}; the engine's is "
+            f"{want[k]:.10g} ({where})."
+        )
+    for k, (W, b) in enumerate(pairs, start=1):
+        for got, key in ((W, f"W{k}"), (b, f"b{k}")):
+            got_arr, want_arr = as_array(got, f"the returned {key}"), run.params[key]
+            # against the matrix's largest entry: round-off is relative to the magnitudes
+            # summed, not to each (possibly tiny) entry
+            if got_arr.shape != want_arr.shape or not np.all(
+                np.abs(got_arr - want_arr) <= LOOP_RTOL * np.abs(want_arr).max()
+            ):
+                raise CheckFailed(
+                    f"{what}: the losses match the engine's but the returned {key} does not: "
+                    "return the weights after the last step, every layer's W and b updated."
+                )
+
+
+def check_training_loop(sgd_train: Callable) -> None:
+    """Hidden check: the student's loop, given the reference forward pass, the starting
+    weights and the batches, against ``initlab.engine``'s SGD trajectory (float64), for ReLU
+    and tanh: the same losses and final weights within :data:`LOOP_RTOL`."""
+    for name, phi, seed in (("relu", torch.relu, 3), ("tanh", torch.tanh, 4)):
+        _check_loop_run(sgd_train, name, phi, seed)
+
+
+# --------------------------------------------------------------------------------------
+# Part 6: the best learning rate per activation, from the student's own search
+
+BEST_LR_VARIANTS: dict[str, tuple[Callable[[Any], float], str]] = {
+    "worst": (
+        lambda r: -float(r.history["val_acc"][-1]),
+        "that is the rate with the lowest final validation accuracy: take the largest (max, "
+        "not min)",
+    ),
+    "val_loss": (
+        lambda r: -float(r.history["val_loss"][-1]),
+        "that is the rate with the lowest final validation loss; the rule is the highest final "
+        "validation accuracy",
+    ),
+    "train_acc": (
+        lambda r: float(r.history["train_acc"][-1]),
+        "that is the rate with the highest training accuracy; choose on the validation set, "
+        "the images the network does not train on",
+    ),
+    "best_epoch": (
+        lambda r: float(np.nanmax(r.history["val_acc"])),
+        "that is the rate with the best validation accuracy at any epoch; the rule looks at "
+        "the accuracy after the last epoch",
+    ),
+}
+"""Other selection rules a student may apply, with the diagnosis given when the student's
+rate is the one a rule picks and the right rule's is not."""
+
+
+def _argmax_lrs(runs: list, key: Callable[[Any], float]) -> set[float]:
+    values = np.array([key(r) for r in runs], dtype=np.float64)
+    values = np.where(np.isnan(values), -np.inf, values)
+    return {float(r.config.lr) for r, v in zip(runs, values, strict=True) if v == values.max()}
+
+
+def check_best_lr(best_lr: Any, search: list) -> None:
+    """Hidden check: ``best_lr[name]`` is a rate whose network in the student's own
+    ``search`` has the highest validation accuracy after the last epoch (any of them when
+    several tie); rates are compared exactly, since they are the grid's own floats."""
+    names = list(dict.fromkeys(r.config.activation for r in search))
+    if not hasattr(best_lr, "keys"):
+        raise CheckFailed("best_lr must be a dict from each activation's name to its best rate.")
+    missing = [n for n in names if n not in best_lr]
+    if missing:
+        raise CheckFailed(f"best_lr has no rate for {', '.join(missing)}: give one per activation.")
+    for name in names:
+        runs = [r for r in search if r.config.activation == name]
+        try:
+            got = float(best_lr[name])
+        except (TypeError, ValueError):
+            raise CheckFailed(f"best_lr[{name!r}] must be a number (a rate from lrs).") from None
+        grid = {float(r.config.lr) for r in runs}
+        closest = min(grid, key=lambda lr: abs(lr - got))
+        if abs(closest - got) > 1e-12 * closest:
+            raise CheckFailed(
+                f"best_lr[{name!r}] is {got:.6g}, which is not one of the searched rates "
+                f"({', '.join(f'{lr:.4g}' for lr in sorted(grid))}): take it from the search."
+            )
+        best = _argmax_lrs(runs, lambda r: float(r.history["val_acc"][-1]))
+        if closest in best:
+            continue
+        final = {float(r.config.lr): float(r.history["val_acc"][-1]) for r in runs}
+        right = min(best)
+        for key, words in BEST_LR_VARIANTS.values():
+            if closest in _argmax_lrs(runs, key):
+                raise CheckFailed(f"best_lr[{name!r}] is {closest:.4g}: {words}.")
+        raise CheckFailed(
+            f"best_lr[{name!r}] is {closest:.4g}, whose network ends with validation accuracy "
+            f"{final[closest]:.4f}; lr {right:.4g} ends with {final[right]:.4f}. Pick the rate "
+            "with the highest validation accuracy after the last epoch."
+        )
+
+
+# --------------------------------------------------------------------------------------
+# Part 7: the table of test accuracies
+
+SUMMARY_KEYS = ("mean", "std", "min", "max")
+
+SUMMARY_CASES = (
+    {"relu": [0.9518, 0.925, 0.9387], "tanh": [0.9255, 0.9282, 0.9258]},
+    {"swish": [0.9605, 0.9608, 0.9599, 0.9604, 0.9607]},
+    {"mish": [0.93]},
+)
+"""Made-up accuracies the hidden test summarises besides the student's own: 3 and 5 seeds,
+and one seed (whose sample standard deviation is undefined)."""
+
+
+def summary_atol(num_seeds: int) -> float:
+    """Largest difference from the float64 summary that round-off of a float32 answer can
+    explain, for accuracies in [0, 1]: a mean of k values takes k rounded operations and the
+    input's rounding, so within (k + 1) u; a standard deviation from deviations about that
+    mean adds the subtraction, the squares, the sum, the division and the square root, so
+    within (k + 4) u of a magnitude at most 1; doubled for safety of the first-order bound."""
+    return 2 * (num_seeds + 4) * unit_roundoff(np.float32)
+
+
+def reference_summary(accs: Any) -> dict[str, float]:
+    """Mean, sample standard deviation (ddof 1; nan for one seed), min and max."""
+    a = np.asarray(accs, dtype=np.float64)
+    std = float(a.std(ddof=1)) if len(a) > 1 else float("nan")
+    return {"mean": float(a.mean()), "std": std, "min": float(a.min()), "max": float(a.max())}
+
+
+def _summary_row(table: Any, name: str) -> dict[str, float]:
+    if not hasattr(table, "keys") or name not in table:
+        raise CheckFailed(
+            f"summarize must return a dict with one entry per activation; {name!r} is missing."
+        )
+    row = table[name]
+    if not hasattr(row, "keys") or set(SUMMARY_KEYS) - set(row):
+        raise CheckFailed(
+            f"summarize(...)[{name!r}] must be a dict with the keys {', '.join(SUMMARY_KEYS)}."
+        )
+    try:
+        return {key: float(row[key]) for key in SUMMARY_KEYS}
+    except (TypeError, ValueError):
+        raise CheckFailed(f"summarize(...)[{name!r}] must hold numbers.") from None
+
+
+def check_summary(summarize: Callable, test_acc: Any) -> None:
+    """Hidden check: ``summarize`` on the student's own test accuracies and on made-up ones
+    against :func:`reference_summary`, within :func:`summary_atol`; the usual slips (the
+    population standard deviation, the variance, min and max swapped) are named."""
+    cases = [*(("made-up accuracies", c) for c in SUMMARY_CASES), ("your test_acc", test_acc)]
+    for label, accs in cases:
+        given = {name: list(map(float, values)) for name, values in accs.items()}
+        table = call_answer(summarize, copy.deepcopy(given), what=f"summarize({label})")
+        for name, values in given.items():
+            got, want = _summary_row(table, name), reference_summary(values)
+            tol = summary_atol(len(values))
+            where = f"summarize({label})[{name!r}] for accuracies {values}"
+            for key in ("mean", "min", "max"):
+                if abs(got[key] - want[key]) > tol:
+                    if (
+                        key != "mean"
+                        and abs(got[key] - want["max" if key == "min" else "min"]) <= tol
+                    ):
+                        raise CheckFailed(f"{where}: min and max are swapped.")
+                    raise CheckFailed(
+                        f"{where}: {key} is {got[key]:.6g}; expected {want[key]:.6g}."
+                    )
+            if len(values) == 1:
+                if not math.isnan(got["std"]):
+                    raise CheckFailed(
+                        f"{where}: with one seed the sample standard deviation is undefined; "
+                        f"return nan (np.std(..., ddof=1) does), not {got['std']:.6g}."
+                    )
+                continue
+            if abs(got["std"] - want["std"]) <= tol:
+                continue
+            population = want["std"] * math.sqrt((len(values) - 1) / len(values))
+            if abs(got["std"] - population) <= tol:
+                raise CheckFailed(
+                    f"{where}: std is the population standard deviation (divided by n); the spread "
+                    "over seeds is the sample standard deviation, divided by n - 1 (ddof=1)."
+                )
+            if abs(got["std"] - want["std"] ** 2) <= tol:
+                raise CheckFailed(f"{where}: std is the variance; take its square root.")
+            raise CheckFailed(f"{where}: std is {got['std']:.6g}; expected {want['std']:.6g}.")
+
+
+# --------------------------------------------------------------------------------------
+# Part 8: the learned betas
+
+
+def check_learned_betas(betas: Any, learned: Any) -> None:
+    """Hidden check: ``betas`` lists the two learned betas of ``learned`` (the student's own
+    run), layer 1 first. They are read, not computed, so float32 storage is the only
+    difference allowed: one rounding, u relative."""
+    want = np.asarray(learned.params["beta"], dtype=np.float64).ravel()
+    got = as_array(betas, "betas").ravel()
+    if got.shape != want.shape:
+        raise CheckFailed(
+            f"betas must hold one beta per hidden layer, {len(want)} numbers; it has {got.size}."
+        )
+    tol = 2 * unit_roundoff(np.float32) * np.abs(want)
+    if np.all(np.abs(got - want) <= tol):
+        return
+    if np.all(np.abs(got[::-1] - want) <= tol):
+        raise CheckFailed(
+            "betas are in the wrong order: layer 1 (after the 784 -> 200 layer) first."
+        )
+    if np.allclose(got, 1.0):
+        raise CheckFailed(
+            "betas are the starting values (1.0): read the trained values from learned.params."
+        )
+    raise CheckFailed(
+        f"betas are {got.tolist()}; your run learned {want.tolist()}: read them from "
+        "learned.params['beta']."
+    )

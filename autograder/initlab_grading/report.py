@@ -76,9 +76,7 @@ def students_of(root: Path, assignment: str) -> list[str]:
     """The students with a graded submission of ``assignment``, sorted."""
     ensure_tools_on_path()
     with Gradebook(gradebook_url(root)) as gb:
-        return sorted(
-            s.student.id for s in gb.assignment_submissions(assignment) if s.notebooks
-        )
+        return sorted(s.student.id for s in gb.assignment_submissions(assignment) if s.notebooks)
 
 
 def diagnoses(results: list[SampleResult], tests: set[str]) -> list[Diagnosis]:

@@ -56,6 +56,43 @@ def _replace(name: str, body: str) -> str:
     return _REFERENCE_ACTIVATIONS[:start] + body.strip("\n") + _REFERENCE_ACTIVATIONS[end:]
 
 
+_REFERENCE_LOOP = """
+import torch.nn.functional as F
+
+
+def mlp_forward(params, X, phi):
+    h = X
+    for k, (W, b) in enumerate(params):
+        h = h @ W.T + b
+        if k < len(params) - 1:
+            h = phi(h)
+    return h
+
+
+def sgd_train(params, batches, forward, lr):
+    params = [(W.detach().clone().requires_grad_(True), b.detach().clone().requires_grad_(True))
+              for W, b in params]
+    losses = []
+    for X, y in batches:
+        loss = F.cross_entropy(forward(params, X), y)
+        for W, b in params:
+            W.grad = b.grad = None
+        loss.backward()
+        with torch.no_grad():
+            for W, b in params:
+                W -= lr * W.grad
+                b -= lr * b.grad
+        losses.append(loss.item())
+    return losses, [(W.detach(), b.detach()) for W, b in params]
+"""
+
+
+def _loop_with(old: str, new: str) -> str:
+    """The reference network and loop with one piece of code replaced."""
+    assert _REFERENCE_LOOP.count(old) == 1, old
+    return _REFERENCE_LOOP.replace(old, new)
+
+
 SAMPLES = [
     Sample("reference", "the reference answers: full marks on every test cell"),
     Sample("blank", "the release as handed out: zero on every test cell", blank=True),
@@ -63,8 +100,23 @@ SAMPLES = [
         "another-way",
         "correct answers written another way: a five-knot interpolating ReLU net, activations "
         "from hand-written stable exponentials (tanh through the sigmoid), the split by "
-        "slicing; must score full marks",
+        "slicing, the forward pass with addmm and the loop with autograd.grad and a "
+        "hand-written log-softmax, the table with the statistics module, the betas with "
+        "tolist(); must score full marks",
         answers={
+            "summary": """
+import statistics
+
+
+def summarize(test_acc):
+    out = {}
+    for name in test_acc:
+        values = sorted(test_acc[name])
+        spread = statistics.stdev(values) if len(values) > 1 else float("nan")
+        out[name] = dict(mean=statistics.fmean(values), min=values[0], max=values[-1], std=spread)
+    return out
+""",
+            "betas": "betas = learned.params['beta'].tolist()",
             "relu_net": """
 knots = np.linspace(0, 1, 5)[:-1]              # hinges at 0, 1/4, 1/2, 3/4
 slopes = knots + (knots + 0.25)                # slope of x^2's chord on each piece
@@ -128,6 +180,29 @@ def mish_grad(x):
             "split": """
 first = np.arange(12_000)
 train_idx, val_idx = first[:9_600], first[9_600:]
+""",
+            "mlp_training": """
+def mlp_forward(params, X, phi):
+    *hidden, (W_out, b_out) = params
+    for W, b in hidden:
+        X = phi(torch.addmm(b, X, W.t()))
+    return torch.addmm(b_out, X, W_out.t())
+
+
+def sgd_train(params, batches, forward, lr):
+    # gradients through torch.autograd.grad on fresh leaves, a new list of pairs per step
+    current = [(W.detach().clone(), b.detach().clone()) for W, b in params]
+    losses = []
+    for X, y in batches:
+        leaves = [t.requires_grad_(True) for pair in current for t in pair]
+        logits = forward(current, X)
+        log_p = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+        loss = -log_p[torch.arange(len(y)), y].sum() / len(y)
+        grads = torch.autograd.grad(loss, leaves)
+        new = [(t - lr * g).detach() for t, g in zip(leaves, grads)]
+        current = [(new[i], new[i + 1]) for i in range(0, len(new), 2)]
+        losses.append(float(loss.detach()))
+    return losses, current
 """,
         },
     ),
@@ -215,5 +290,72 @@ train_idx, val_idx = first[:9_600], first[9_600:]
         "validation taken from the end of all 60,000 training images",
         answers={"split": "train_idx = np.arange(9_600)\nval_idx = np.arange(57_600, 60_000)"},
         lost={"test_split": "only the first 12,000 training images are used"},
+    ),
+    Sample(
+        "loop-sum-loss",
+        "the training loop minimises the cross-entropy summed over the batch "
+        "(reduction='sum'): every step 16 times too large",
+        answers={
+            "mlp_training": _loop_with(
+                "F.cross_entropy(forward(params, X), y)",
+                "F.cross_entropy(forward(params, X), y, reduction='sum')",
+            )
+        },
+        lost={"test_sgd_train": "summed over each batch"},
+    ),
+    Sample(
+        "loop-grads-accumulate",
+        "the training loop never clears the gradients: each step adds the earlier ones",
+        answers={
+            "mlp_training": _loop_with("            W.grad = b.grad = None\n", "            pass\n")
+        },
+        lost={"test_sgd_train": "gradients add up from step to step"},
+    ),
+    Sample(
+        "forward-phi-on-logits",
+        "the forward pass applies the activation to the output layer too; the training loop "
+        "is right, so only the forward test loses its point",
+        answers={
+            "mlp_training": _loop_with(
+                "        if k < len(params) - 1:\n            h = phi(h)",
+                "        h = phi(h)",
+            )
+        },
+        lost={"test_mlp_forward": "applied to the output layer too"},
+    ),
+    Sample(
+        "best-lr-min-not-max",
+        "the best learning rate chosen with min instead of max: each activation's worst rate",
+        answers={
+            "best_lr": "best_lr = {}\nfor name in names:\n"
+            "    mine = [r for r in search if r.config.activation == name]\n"
+            "    best_lr[name] = min(mine, key=lambda r: r.history['val_acc'][-1]).config.lr",
+        },
+        lost={"test_best_lr": "lowest final validation accuracy"},
+    ),
+    Sample(
+        "best-lr-stores-accuracy",
+        "best_lr holds each activation's best validation accuracy instead of its rate",
+        answers={
+            "best_lr": "best_lr = {name: max(r.history['val_acc'][-1] for r in search\n"
+            "                        if r.config.activation == name) for name in names}",
+        },
+        lost={"test_best_lr": "not one of the searched rates"},
+    ),
+    Sample(
+        "summary-population-std",
+        "the table's spread over seeds is the population standard deviation (np.std's default)",
+        answers={
+            "summary": "def summarize(test_acc):\n"
+            "    return {name: {'mean': np.mean(a), 'std': np.std(a), 'min': np.min(a),\n"
+            "                   'max': np.max(a)} for name, a in test_acc.items()}",
+        },
+        lost={"test_summary": "population standard deviation"},
+    ),
+    Sample(
+        "betas-reversed",
+        "the learned betas listed output side first",
+        answers={"betas": "betas = [float(b) for b in learned.params['beta']][::-1]"},
+        lost={"test_betas": "wrong order"},
     ),
 ]
