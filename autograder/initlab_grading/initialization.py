@@ -50,7 +50,11 @@ from initlab.checks import (
 from initlab_grading.integrity import uses_library
 from initlab_grading.thresholds import skew_adjusted_z
 
-EVIDENCE = {"together": ["putting_together"], "training_explain": ["training_curves"]}
+EVIDENCE = {
+    "symmetry_explain": ["symmetry_demo"],
+    "together": ["putting_together"],
+    "training_explain": ["training_curves"],
+}
 """Written answers and the code cells (grade_ids) whose submitted outputs they discuss:
 formgrader and the feedback show those outputs beside the answer (initlab_grading.evidence)."""
 
@@ -675,3 +679,75 @@ def _shape_hint(sample: np.ndarray, uniform: bool) -> str:
     if not uniform and excess < -0.6:
         return " They look uniform; this initialiser draws from a normal."
     return ""
+
+
+# --------------------------------------------------------------------------------------
+# Part 5: products of random matrices
+
+PRODUCT_SCALES = (0.8, 1.0, 1.25)
+
+
+def product_log_growth(n: int, depth: int, scale: float) -> tuple[float, float]:
+    """Mean and standard deviation of log |v_L| for v_0 a unit vector and v_k = M_k v_(k-1),
+    M_k with i.i.d. N(0, scale^2 / n) entries: given v, |M v|^2 = (scale^2 / n) |v|^2 chi2_n,
+    so log |v_L| is a sum of depth i.i.d. terms log(scale) + log(chi2_n / n) / 2, with
+    E[log chi2_n] = digamma(n / 2) + log 2 and Var[log chi2_n] = trigamma(n / 2)."""
+    from scipy.special import digamma, polygamma
+
+    mean = depth * (math.log(scale) + (digamma(n / 2) + math.log(2 / n)) / 2)
+    std = math.sqrt(depth * float(polygamma(1, n / 2)) / 4)
+    return float(mean), std
+
+
+def check_products(norms: Any, n: int, depth: int) -> None:
+    """Hidden check: for each scale, log |v_L| within z standard deviations of its mean
+    (:func:`product_log_growth`), z for a false-failure probability of CELL_FALSE_FAILURE
+    over the three scales; a sum of 60 i.i.d. log-chi-square terms, whose skewness
+    (-sqrt(2 / n) per term, /sqrt(depth) for the sum: below 0.03 here) is negligible at
+    this z. A result near a classic mistake's growth is named; one that overflows or
+    underflows float32 (the entries off by a factor sqrt(n), at these n and depth) is named
+    as too large or too small."""
+    if not hasattr(norms, "keys") or set(norms) != set(PRODUCT_SCALES):
+        raise CheckFailed(
+            f"norms must map each scale {PRODUCT_SCALES} to its list of norms (one per layer)."
+        )
+    z = z_score(CELL_FALSE_FAILURE / len(PRODUCT_SCALES))
+    for scale in PRODUCT_SCALES:
+        history = as_array(norms[scale], f"norms[{scale}]").ravel()
+        if len(history) != depth:
+            raise CheckFailed(
+                f"norms[{scale}] has {len(history)} entries; expected one per layer, {depth}."
+            )
+        last = float(history[-1])
+        if not np.isfinite(last) or last > 1e30:
+            raise CheckFailed(
+                f"norms[{scale}] grows to {last:.3g} after {depth} layers: the entries are far "
+                "too large. Their standard deviation is scale / sqrt(n), so that each layer "
+                "multiplies |v| by about scale."
+            )
+        if last <= 1e-30:
+            raise CheckFailed(
+                f"norms[{scale}] shrinks to {last:.3g} after {depth} layers: the entries are far "
+                "too small. Their standard deviation is scale / sqrt(n) (divide by math.sqrt(n), "
+                "not by n)."
+            )
+        mean, std = product_log_growth(n, depth, scale)
+        got = math.log(last)
+        if abs(got - mean) <= z * std:
+            continue
+        mistakes = {
+            "the entries have standard deviation scale**2 / sqrt(n): multiply by scale once": (
+                product_log_growth(n, depth, scale**2)[0]
+            ),
+            "v is the starting vector times one matrix: multiply the previous layer's v, so that "
+            "the matrices multiply up": product_log_growth(n, 1, scale)[0],
+        }
+        for words, value in mistakes.items():
+            if abs(got - value) <= z * std:
+                raise CheckFailed(f"norms[{scale}]: {words}.")
+        raise CheckFailed(
+            f"After {depth} layers at scale {scale}, log |v| = {got:.3f}; a product of matrices "
+            f"with entries of standard deviation {scale} / sqrt({n}) gives {mean:.3f} "
+            f"+- {z * std:.3f}. "
+            "Each layer multiplies v by a fresh n x n matrix of such entries."
+        )

@@ -352,4 +352,25 @@ def xavier_normal_(tensor, gain=1.0):
         },
         lost={"test_skorski_std": "That is the variance"},
     ),
+    Sample(
+        "products-scale-squared",
+        "the random-matrix product of Part 5 draws entries with standard deviation scale**2 / "
+        "sqrt(n), so its norm moves like scale^(2L)",
+        answers={
+            "products_demo": """
+n = budget.pick(grade=64, default=256, full=512)
+depth = 60
+gen = torch.Generator().manual_seed(0)
+norms = {}
+for scale in (0.8, 1.0, 1.25):
+    v = torch.ones(n) / math.sqrt(n)
+    history = []
+    for _ in range(depth):
+        v = (torch.randn(n, n, generator=gen) * scale**2 / math.sqrt(n)) @ v
+        history.append(float(v.norm()))
+    norms[scale] = history
+"""
+        },
+        lost={"test_products": "multiply by scale once"},
+    ),
 ]
