@@ -234,19 +234,29 @@ def test_the_zero_mean_slip_fails_the_monte_carlo_check():
         grading.check_moments_monte_carlo(ns["grad_weight_moments"])
 
 
-def test_the_notebooks_derived_gradient_check_threshold_passes_right_and_fails_wrong(capsys):
-    """Part 4's MLP gradient check (cells gradcheck-bounds and gradcheck-mlp) with the
-    reference answers, the float32 sample and a backprop bug: only the bug lands above the
-    derived bound."""
+def _gradcheck_cells() -> tuple[dict, dict]:
+    """The backprop notebook's cells by id, and a namespace with the reference answers of
+    the cells the gradient check builds on."""
     import nbformat
 
     from conftest import REPO
 
     nb = nbformat.read(REPO / "source" / "backprop" / "backprop.ipynb", as_version=4)
-    cells = {c.id: c.source for c in nb.cells}
+    cells = {
+        c.id: c.source.replace("### BEGIN SOLUTION", "").replace("### END SOLUTION", "")
+        for c in nb.cells
+    }
     ref: dict = {"np": np}
     for cid in ("mlp", "gradcheck", "steps"):
-        exec(cells[cid].replace("### BEGIN SOLUTION", "").replace("### END SOLUTION", ""), ref)
+        exec(cells[cid], ref)
+    return cells, ref
+
+
+def test_the_notebooks_derived_gradient_check_threshold_passes_right_and_fails_wrong(capsys):
+    """Part 4's MLP gradient check (cells gradcheck-bounds and gradcheck-mlp) with the
+    reference answers, the float32 sample and a backprop bug: only the bug lands above the
+    derived bound."""
+    cells, ref = _gradcheck_cells()
     for student, verdict in (
         (None, "below"),
         ("float32-loops", "below"),
@@ -337,3 +347,19 @@ def test_sigma_prime_in_float32_for_float64_input_is_named_float32_sized():
     with pytest.raises(CheckFailed, match="float32-sized") as info:
         grading.check_sigmoid(ns["sigmoid"], ns["sigmoid_prime"])
     assert "cancels" not in str(info.value)
+
+
+def test_the_planted_bug_hunt_does_not_need_a_working_backward(capsys):
+    """A student whose mlp_backward fails (shapes that do not match) still gets the gradient
+    check, u and h, and the reference hunt flags W1 and W2 only: one slip costs once."""
+    cells, ref = _gradcheck_cells()
+    ns = {**ref, **sample_answers("backprop", "wrong-layer-weights")}
+    exec(cells["gradcheck-bounds"], ns)
+    with pytest.raises(ValueError):
+        exec(cells["gradcheck-mlp"], ns)
+    capsys.readouterr()
+    exec(cells["backward-to-debug"], ns)
+    exec(cells["planted-bug"], ns)
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("W")]
+    assert [ln.split(": ")[-1] for ln in lines] == ["ABOVE", "ABOVE", "below"], lines
+    assert ns["bug_line"] == "d"

@@ -60,6 +60,11 @@ RELU_MARGIN = 0.1
 """Pre-activations of ReLU cases are at least this far from the kink at 0."""
 
 
+EVIDENCE = {"planted_bug_explain": ["planted_bug"]}
+"""Written answers and the code cells (grade_ids) whose submitted outputs they discuss:
+formgrader and the feedback show those outputs beside the answer (initlab_grading.evidence)."""
+
+
 # --------------------------------------------------------------------------------------
 # Activations: numpy versions handed to students' functions, torch versions for autograd
 
@@ -1214,6 +1219,34 @@ def check_steps(h_float64: Any, h_float32: Any) -> None:
                 f"round-off ~ eps / h balance near eps^(1/3) = {best:.2g} for "
                 f"{np.dtype(dtype).name}." + hint
             )
+
+
+# --------------------------------------------------------------------------------------
+# Part 4e: the planted bug
+
+PLANTED_BUG_LINE = "d"
+"""The labelled line of the notebook's ``backward_to_debug`` that holds the bug: phi' taken
+at the activations A[l - 1] instead of the pre-activations Z[l - 1]."""
+PLANTED_BUG_HINTS = {
+    "a": "line (a) is right: the output layer's error, and W3's gradient built from it, pass "
+    "the check; look at what changes only the layers below the output",
+    "b": "line (b) is right: it builds every layer's gradient the same way, yet W3's passes "
+    "the check; look at what reaches only the layers below the output",
+    "c": "line (c) is right: it sends the error back through W^(l) transposed, as the backward "
+    "recursion says; compare the next line with the recursion of Part 3",
+}
+
+
+def check_planted_bug(bug_line: Any) -> None:
+    """Hidden check: the letter of the planted bug's line. A wrong letter gets a hint that
+    points from the gradient check's evidence (W3 passes, W1 and W2 fail) to the line."""
+    if not isinstance(bug_line, str) or bug_line.strip().strip("()").lower() not in tuple("abcd"):
+        raise CheckFailed(
+            f"bug_line is {bug_line!r}; give the letter of one labelled line: 'a', 'b', 'c' or 'd'."
+        )
+    letter = bug_line.strip().strip("()").lower()
+    if letter != PLANTED_BUG_LINE:
+        raise CheckFailed(f"bug_line = {letter!r}: {PLANTED_BUG_HINTS[letter]}.")
 
 
 # --------------------------------------------------------------------------------------

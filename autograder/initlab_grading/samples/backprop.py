@@ -402,4 +402,10 @@ def grad_weight_moments(widths, var_w, sp_mean, sp_sq_mean, a_mean, a_sq_mean, g
             "test_moments_monte_carlo": "does not have zero mean",
         },
     ),
+    Sample(
+        "planted-bug-wrong-line",
+        "the planted bug blamed on line (b), the gradient of W^(l), instead of line (d)",
+        answers={"planted_bug": 'bug_line = "b"'},
+        lost={"test_planted_bug": "line (b) is right"},
+    ),
 ]
