@@ -350,3 +350,18 @@ def test_products_with_string_keys_are_refused_with_the_expected_keys():
     norms = {f"std = {s} / sqrt(n)": h for s, h in _product_norms(64, 60, 0).items()}
     with pytest.raises(CheckFailed, match="must map each scale"):
         grading.check_products(norms, 64, 60)
+
+
+def _kaiming_average(scale):
+    def kaiming_average_normal_(tensor):
+        fan_in, fan_out = grading.fans(tuple(tensor.shape))
+        with torch.no_grad():
+            return tensor.normal_(0.0, scale / math.sqrt((fan_in + fan_out) / 2))
+
+    return kaiming_average_normal_
+
+
+def test_kaiming_average_passes_and_a_missing_gain_is_named():
+    grading.check_initializer(_kaiming_average(math.sqrt(2)), "kaiming_average_normal", [{}])
+    with pytest.raises(CheckFailed, match="gain sqrt\\(2\\) is missing"):
+        grading.check_initializer(_kaiming_average(1.0), "kaiming_average_normal", [{}])

@@ -137,10 +137,12 @@ def gain(nonlinearity: str, param: float | None = None) -> float:
 
 def target_std(kind: str, shape: tuple[int, ...], **kw: Any) -> float:
     """Standard deviation that ``kind`` (xavier_normal, xavier_uniform, kaiming_normal,
-    kaiming_uniform) must give a tensor of ``shape``."""
+    kaiming_uniform, kaiming_average_normal) must give a tensor of ``shape``."""
     fan_in, fan_out = fans(shape)
     if kind.startswith("xavier"):
         return kw.get("gain", 1.0) * math.sqrt(2.0 / (fan_in + fan_out))
+    if kind == "kaiming_average_normal":  # ReLU's gain over the average of the two fans
+        return gain("relu") / math.sqrt((fan_in + fan_out) / 2)
     fan = fan_in if kw.get("mode", "fan_in") == "fan_in" else fan_out
     return gain(kw.get("nonlinearity", "leaky_relu"), kw.get("a", 0)) / math.sqrt(fan)
 
@@ -574,6 +576,18 @@ def _candidates(kind: str, shape: tuple[int, ...], kw: dict[str, Any]) -> dict[s
         if g != 1.0:
             out["the gain applied twice"] = g * right
             out["the gain not applied"] = right / g
+    elif kind == "kaiming_average_normal":
+        avg = (fan_in + fan_out) / 2
+        out["fan_in alone instead of the average of the fans"] = math.sqrt(2.0 / fan_in)
+        out["fan_out alone instead of the average of the fans"] = math.sqrt(2.0 / fan_out)
+        out["the variance used as the standard deviation"] = 2.0 / avg
+        out["Xavier's variance 2 / (fan_in + fan_out): ReLU's gain sqrt(2) is missing"] = (
+            1.0 / math.sqrt(avg)
+        )
+        if len(shape) > 2:
+            out["fans without the receptive field of the kernel"] = math.sqrt(
+                4.0 / (shape[0] + shape[1])
+            )
     else:
         mode = kw.get("mode", "fan_in")
         fan = fan_in if mode == "fan_in" else fan_out

@@ -16,8 +16,10 @@ def load_record(name: str, start: Path | None = None) -> dict:
         if path.is_file():
             record = json.loads(path.read_text())
             if record.get("budget") != "full":
-                raise ValueError(f"{path} records the {record.get('budget')!r} budget, not 'full': "
-                                 f"regenerate it with: {record.get('command')}")
+                raise ValueError(
+                    f"{path} records the {record.get('budget')!r} budget, not 'full': "
+                    f"regenerate it with: {record.get('command')}"
+                )
             return record
     raise FileNotFoundError(
         f"results/{name} not found above {starts[0]} or above the grading package: the instructor "

@@ -246,6 +246,7 @@ def fan_in_and_fan_out(tensor):
             "test_xavier_uniform": "without the receptive field",
             "test_kaiming_normal": "without the receptive field",
             "test_kaiming_uniform": "without the receptive field",
+            "test_kaiming_average": "without the receptive field",
         },
     ),
     Sample(
@@ -325,6 +326,7 @@ def fan_in_and_fan_out(tensor):
             "test_gain": "earns no points",
             "test_kaiming_normal": "earns no points",
             "test_kaiming_uniform": "earns no points",
+            "test_kaiming_average": "earns no points",
         },
     ),
     Sample(
@@ -372,5 +374,18 @@ for scale in (0.8, 1.0, 1.25):
 """
         },
         lost={"test_products": "multiply by scale once"},
+    ),
+    Sample(
+        "kaiming-average-no-gain",
+        "the averaged-fan Kaiming initialiser without ReLU's gain: Xavier's variance",
+        answers={
+            "kaiming_average": """
+def kaiming_average_normal_(tensor):
+    fan_in, fan_out = fan_in_and_fan_out(tensor)
+    with torch.no_grad():
+        return tensor.normal_(0.0, 1.0 / math.sqrt((fan_in + fan_out) / 2))
+"""
+        },
+        lost={"test_kaiming_average": "gain sqrt(2) is missing"},
     ),
 ]
