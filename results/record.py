@@ -83,7 +83,7 @@ _out = {
     "part6_best_val_acc": {name: _r4(_best[name].history["val_acc"][-1]) for name in names},
     "part7_seeds": list(seeds),
     "part7_test_acc": _part7_test_acc,
-    "part8": {"lr": _r4(learned.config.lr), "beta": [_r4(beta1), _r4(beta2)],
+    "part8": {"lr": _r4(learned.config.lr), "beta": [_r4(b) for b in learned.params["beta"]],
               "test_acc": _r4(engine.evaluate(learned, X_test, y_test)["acc"])},
     "curves": {
         "epochs": {**_epochs, "part6": _ep(search_epochs)},
