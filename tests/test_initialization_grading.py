@@ -365,3 +365,25 @@ def test_kaiming_average_passes_and_a_missing_gain_is_named():
     grading.check_initializer(_kaiming_average(math.sqrt(2)), "kaiming_average_normal", [{}])
     with pytest.raises(CheckFailed, match="gain sqrt\\(2\\) is missing"):
         grading.check_initializer(_kaiming_average(1.0), "kaiming_average_normal", [{}])
+
+
+def test_initialisers_are_graded_with_the_reference_fans_and_gain():
+    """An initialiser built on a wrong fan_in_and_fan_out and calculate_gain of the
+    student's passes (those slips cost their own cells), and the student's helpers are
+    back in the namespace afterwards."""
+    namespace = {"math": math, "torch": torch}
+    exec(
+        "def fan_in_and_fan_out(tensor):\n"
+        "    return tensor.shape[1], tensor.shape[0]\n"  # no receptive field
+        "def calculate_gain(nonlinearity, param=None):\n"
+        "    return math.sqrt(2.0)\n"  # the leaky slope ignored
+        "def kaiming_normal_(tensor, a=0, mode='fan_in', nonlinearity='leaky_relu'):\n"
+        "    fan_in, fan_out = fan_in_and_fan_out(tensor)\n"
+        "    fan = fan_in if mode == 'fan_in' else fan_out\n"
+        "    with torch.no_grad():\n"
+        "        return tensor.normal_(0.0, calculate_gain(nonlinearity, a) / math.sqrt(fan))\n",
+        namespace,
+    )
+    own = namespace["fan_in_and_fan_out"], namespace["calculate_gain"]
+    grading.check_initializer(namespace["kaiming_normal_"], "kaiming_normal", [{"a": 0.5}])
+    assert (namespace["fan_in_and_fan_out"], namespace["calculate_gain"]) == own

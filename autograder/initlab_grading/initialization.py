@@ -30,9 +30,10 @@ Tolerances:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -619,11 +620,47 @@ def _diagnose_std(observed: float, right: float, candidates: dict[str, float], r
     return ""
 
 
+EARLIER_ANSWERS: dict[str, Callable] = {
+    "fan_in_and_fan_out": lambda tensor: fans(tuple(tensor.shape)),
+    "calculate_gain": lambda nonlinearity, param=None: gain(nonlinearity, param),
+}
+"""Answers that the initialisers may call, with their references: test_fans and test_gain
+grade the student's own, so while an initialiser is checked these names are bound to the
+references in the student's namespace, and a slip in them costs their own cell only."""
+
+
+@contextlib.contextmanager
+def earlier_answers_as_references(student: Callable) -> Iterator[None]:
+    """While active, the names of :data:`EARLIER_ANSWERS` in ``student``'s module namespace
+    (the notebook's) are the references; the student's own come back afterwards."""
+    namespace = getattr(student, "__globals__", None)
+    saved = {}
+    if isinstance(namespace, dict):
+        for name, reference in EARLIER_ANSWERS.items():
+            if name in namespace:
+                saved[name] = namespace[name]
+                namespace[name] = reference
+    try:
+        yield
+    finally:
+        if isinstance(namespace, dict):
+            namespace.update(saved)
+
+
 def check_initializer(
     student: Callable, kind: str, calls: list[dict[str, Any]], shapes=INIT_SHAPES
 ) -> None:
     """Hidden check of one initialiser: in-place semantics, no torch.nn.init, and the
-    distribution it writes, for every keyword set in ``calls`` and every shape."""
+    distribution it writes, for every keyword set in ``calls`` and every shape. The
+    student's fan_in_and_fan_out and calculate_gain are replaced by the references while
+    it runs (:func:`earlier_answers_as_references`)."""
+    with earlier_answers_as_references(student):
+        _check_initializer(student, kind, calls, shapes)
+
+
+def _check_initializer(
+    student: Callable, kind: str, calls: list[dict[str, Any]], shapes: Any
+) -> None:
     _refuse_libraries(student, f"{kind}_")
     # three statistical comparisons per call (mean, variance, KS): split the cell's
     # false-failure budget of 1e-6 evenly (union bound)

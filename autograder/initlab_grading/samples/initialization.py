@@ -231,7 +231,8 @@ def xavier_normal_(tensor, gain=1.0):
     ),
     Sample(
         "fans-without-receptive-field",
-        "fans of convolution kernels without the receptive field",
+        "fans of convolution kernels without the receptive field; the initialisers built on "
+        "them are graded with the reference fans, so the slip costs test_fans only",
         answers={
             "xavier": """
 def fan_in_and_fan_out(tensor):
@@ -242,11 +243,6 @@ def fan_in_and_fan_out(tensor):
         },
         lost={
             "test_fans": "receptive field",
-            "test_xavier_normal": "without the receptive field",
-            "test_xavier_uniform": "without the receptive field",
-            "test_kaiming_normal": "without the receptive field",
-            "test_kaiming_uniform": "without the receptive field",
-            "test_kaiming_average": "without the receptive field",
         },
     ),
     Sample(
@@ -287,8 +283,6 @@ def fan_in_and_fan_out(tensor):
         },
         lost={
             "test_gain": "The negative slope a is ignored",
-            "test_kaiming_normal": "leaky slope a ignored",
-            "test_kaiming_uniform": "leaky slope a ignored",
         },
     ),
     Sample(
@@ -305,8 +299,9 @@ def fan_in_and_fan_out(tensor):
     ),
     Sample(
         "library-gain-and-fans",
-        "calculate_gain and fan_in_and_fan_out call torch.nn.init's own (the initialisers "
-        "built on them are otherwise right): every cell that grades them earns nothing",
+        "calculate_gain and fan_in_and_fan_out call torch.nn.init's own: their cells earn "
+        "nothing; the initialisers built on them are graded with the references and keep "
+        "their points",
         answers={
             "xavier": """
 def fan_in_and_fan_out(tensor):
@@ -321,12 +316,7 @@ def fan_in_and_fan_out(tensor):
         },
         lost={
             "test_fans": "earns no points",
-            "test_xavier_normal": "earns no points",
-            "test_xavier_uniform": "earns no points",
             "test_gain": "earns no points",
-            "test_kaiming_normal": "earns no points",
-            "test_kaiming_uniform": "earns no points",
-            "test_kaiming_average": "earns no points",
         },
     ),
     Sample(
