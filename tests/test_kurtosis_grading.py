@@ -76,9 +76,36 @@ def test_monte_carlo_catches_a_wrong_formula(wrong):
 
 
 def test_monte_carlo_catches_the_transposed_matrix():
-    ns = sample_answers("kurtosis", "matrix-transposed")
+    """A recursion that builds the transposed matrix itself (not through the answer
+    transition_matrix, which the checks replace by the reference) fails the simulation."""
+    wrong_matrix = sample_answers("kurtosis", "matrix-transposed")["transition_matrix"]
+
+    def recursion(kappa0, c0, depth, w, a, kappa_w, sigma2=1.0):
+        A = wrong_matrix(w, a, kappa_w, sigma2)
+        rows = [np.array([kappa0, c0, 1.0])]
+        for _ in range(depth):
+            rows.append(A @ rows[-1])
+        return np.array(rows)
+
     with pytest.raises(grading.CheckFailed, match="simulated networks give"):
-        grading.check_recursion_against_simulation(ns["kurtosis_recursion"])
+        grading.check_recursion_against_simulation(recursion)
+
+
+def test_a_wrong_matrix_costs_its_own_cell_only():
+    """The recursion and growth rate written on top of a wrong transition_matrix are graded
+    with the reference matrix, and the student's own is back afterwards."""
+    ns = sample_answers("kurtosis", "pairs-not-w-minus-1")
+    own = ns["transition_matrix"]
+    with pytest.raises(grading.CheckFailed, match="entry"):
+        grading.check_transition_matrix(own)
+    grading.check_recursion(ns["kurtosis_recursion"])
+    ns["growth_rate"] = eval(
+        "lambda w, a, kappa_w: float(np.max(np.linalg.eigvals("
+        "transition_matrix(w, a, kappa_w)[:2, :2]).real))",
+        ns,
+    )
+    grading.check_growth_rate(ns["growth_rate"])
+    assert ns["transition_matrix"] is own
 
 
 def test_simulation_check_refuses_too_few_draws():

@@ -30,10 +30,9 @@ Tolerances:
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -49,6 +48,7 @@ from initlab.checks import (
     z_score,
 )
 from initlab_grading.integrity import uses_library
+from initlab_grading.substitute import earlier_answers_as_references
 from initlab_grading.thresholds import skew_adjusted_z
 
 EVIDENCE = {
@@ -629,32 +629,14 @@ grade the student's own, so while an initialiser is checked these names are boun
 references in the student's namespace, and a slip in them costs their own cell only."""
 
 
-@contextlib.contextmanager
-def earlier_answers_as_references(student: Callable) -> Iterator[None]:
-    """While active, the names of :data:`EARLIER_ANSWERS` in ``student``'s module namespace
-    (the notebook's) are the references; the student's own come back afterwards."""
-    namespace = getattr(student, "__globals__", None)
-    saved = {}
-    if isinstance(namespace, dict):
-        for name, reference in EARLIER_ANSWERS.items():
-            if name in namespace:
-                saved[name] = namespace[name]
-                namespace[name] = reference
-    try:
-        yield
-    finally:
-        if isinstance(namespace, dict):
-            namespace.update(saved)
-
-
 def check_initializer(
     student: Callable, kind: str, calls: list[dict[str, Any]], shapes=INIT_SHAPES
 ) -> None:
     """Hidden check of one initialiser: in-place semantics, no torch.nn.init, and the
     distribution it writes, for every keyword set in ``calls`` and every shape. The
     student's fan_in_and_fan_out and calculate_gain are replaced by the references while
-    it runs (:func:`earlier_answers_as_references`)."""
-    with earlier_answers_as_references(student):
+    it runs (:func:`initlab_grading.substitute.earlier_answers_as_references`)."""
+    with earlier_answers_as_references(student, EARLIER_ANSWERS):
         _check_initializer(student, kind, calls, shapes)
 
 

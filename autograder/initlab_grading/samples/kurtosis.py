@@ -103,28 +103,26 @@ def he_transform(x, generator):
     ),
     Sample(
         "matrix-transposed",
-        "the 2 x 2 block of A transposed (rows and columns of kappa and c swapped)",
+        "the 2 x 2 block of A transposed (rows and columns of kappa and c swapped); the "
+        "recursion and growth rate built on it are graded with the reference A",
         answers={
             "recursion": _with_matrix(
                 "[[r * kappa_w, r * s4, 3 * (w - 1) / w], "
                 "[3 * (w - 1) / (w * s4), (w - 1) / w, -s4 / w], [0.0, 0.0, 1.0]]"
             )
         },
-        lost={"test_transition_matrix": "looks transposed", "test_recursion": "layer 1"},
+        lost={"test_transition_matrix": "looks transposed"},
     ),
     Sample(
         "pairs-not-w-minus-1",
-        "the number of pairs taken as w^2 instead of w (w - 1): 3 instead of 3 (w - 1) / w",
+        "the number of pairs taken as w^2 instead of w (w - 1): 3 instead of 3 (w - 1) / w; "
+        "the slip costs test_transition_matrix only",
         answers={
             "recursion": _with_matrix(
                 "[[r * kappa_w, 3 / s4, 3.0], [r * s4, (w - 1) / w, -s4 / w], [0.0, 0.0, 1.0]]"
             )
         },
-        lost={
-            "test_transition_matrix": "entry [0, 1]",
-            "test_recursion": "layer 1",
-            "test_growth_rate": "expected",
-        },
+        lost={"test_transition_matrix": "entry [0, 1]"},
     ),
     Sample(
         "recursion-without-input-row",

@@ -1,0 +1,27 @@
+"""Grading a function with the references of the earlier answers it calls, so that a slip
+in an earlier answer costs that answer's own test cell only."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+
+@contextlib.contextmanager
+def earlier_answers_as_references(
+    student: Callable, references: dict[str, Callable]
+) -> Iterator[None]:
+    """While active, each name of ``references`` that ``student``'s module namespace (the
+    notebook's) defines is bound to its reference; the student's own come back afterwards."""
+    namespace = getattr(student, "__globals__", None)
+    saved = {}
+    if isinstance(namespace, dict):
+        for name, reference in references.items():
+            if name in namespace:
+                saved[name] = namespace[name]
+                namespace[name] = reference
+    try:
+        yield
+    finally:
+        if isinstance(namespace, dict):
+            namespace.update(saved)
