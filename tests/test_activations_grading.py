@@ -615,3 +615,25 @@ def test_learned_betas_pass_and_slips_are_named():
         grading.check_learned_betas([1.0, 1.0], LEARNED)
     with pytest.raises(CheckFailed, match="one beta per hidden layer"):
         grading.check_learned_betas([2.1726], LEARNED)
+
+
+@pytest.mark.parametrize(
+    "val_idx, words",
+    [
+        (np.arange(2_400), "it is the first 2,400"),
+        (np.arange(4_800, 7_200), "a block from index 4,800 to 7,199"),
+        (np.random.default_rng(0).permutation(12_000)[:2_400], "like a random sample"),
+    ],
+)
+def test_split_messages_say_what_the_validation_set_is(val_idx, words):
+    train_idx = np.setdiff1d(np.arange(12_000), val_idx)
+    with pytest.raises(CheckFailed, match=words):
+        grading.check_split(train_idx, val_idx)
+
+
+def test_a_boolean_relu_grad_costs_the_derivatives_cell_only():
+    table = _reference_with("def relu_grad(x):\n    return x > 0")
+    grading.check_functions(table)
+    with pytest.raises(CheckFailed, match="keep the input's dtype"):
+        grading.check_derivatives(table)
+    grading.check_large_inputs(table)

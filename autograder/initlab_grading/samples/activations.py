@@ -283,7 +283,13 @@ def sgd_train(params, batches, forward, lr):
             "split": "perm = np.random.default_rng(0).permutation(12_000)\n"
             "train_idx, val_idx = perm[:9_600], perm[9_600:]",
         },
-        lost={"test_split": "not a random sample"},
+        lost={"test_split": "like a random sample"},
+    ),
+    Sample(
+        "split-first-fifth",
+        "validation taken from the first 20 % of the 12,000 images instead of the last",
+        answers={"split": "val_idx = np.arange(2_400)\ntrain_idx = np.arange(2_400, 12_000)"},
+        lost={"test_split": "it is the first 2,400"},
     ),
     Sample(
         "split-end-of-training-set",
@@ -357,5 +363,13 @@ def sgd_train(params, batches, forward, lr):
         "the learned betas listed output side first",
         answers={"betas": "betas = [float(b) for b in learned.params['beta']][::-1]"},
         lost={"test_betas": "wrong order"},
+    ),
+    Sample(
+        "relu-grad-bool",
+        "relu_grad returns the boolean x > 0: right values, wrong dtype, charged once",
+        answers={
+            "activation_functions": _replace("relu_grad", "def relu_grad(x):\n    return x > 0")
+        },
+        lost={"test_derivatives": "keep the input's dtype"},
     ),
 ]
