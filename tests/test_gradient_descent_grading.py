@@ -151,3 +151,30 @@ def test_no_constant_step_at_the_supremum_converges():
     grading.check_largest_stable_step(np.float32(2 / 3))
     with pytest.raises(CheckFailed, match="not the supremum of the step sizes that converge"):
         grading.check_largest_stable_step(0.5)
+
+
+def test_an_aliased_trajectory_costs_the_trajectory_cell_only():
+    """Points appended as one array updated in place: the schedule and the stopping rule
+    are judged on the points grad received; the trajectory check names the aliasing."""
+    ns = sample_answers("gradient_descent", "aliased-trajectory")
+    grading.check_step_schedule(ns["gradient_descent"])
+    grading.check_stopping_rule(ns["gradient_descent"])
+    with pytest.raises(grading.CheckFailed, match="one array changed in place"):
+        grading.check_trajectories(ns["gradient_descent"])
+
+
+def test_aliasing_is_recovered_only_from_one_grad_call_per_step():
+    """An optimiser that calls grad twice per step cannot be read off grad's arguments: the
+    aliasing is named instead of guessing the points."""
+
+    def twice(x0, func, grad, max_steps, lr, tol=1e-3):
+        x = np.array(x0, dtype=float)
+        trajectory = [x]
+        for t in range(1, max_steps + 1):
+            grad(x)
+            x -= lr / np.sqrt(t) * np.asarray(grad(x))
+            trajectory.append(x)
+        return trajectory
+
+    with pytest.raises(grading.CheckFailed, match="one array changed in place"):
+        grading.check_step_schedule(twice)

@@ -476,12 +476,38 @@ TRAJECTORY_CASES = (
 ALL_CASES = SCHEDULE_CASES + STOPPING_CASES + TRAJECTORY_CASES
 
 
-def _run_student(optimizer: Callable, case: Case) -> np.ndarray:
+ALIASED = (
+    "The trajectory's rows are one array changed in place: each step updates x in place "
+    "(x -= ...) and the list holds that same array again, so every row shows the last point. "
+    "Append a copy (x.copy()) or make a new array each step (x = x - ...)."
+)
+
+
+def _aliased(out: Any) -> bool:
+    """Whether a returned list of points holds one array object more than once."""
+    if not isinstance(out, (list, tuple)):
+        return False
+    arrays = [id(p) for p in out if isinstance(p, np.ndarray)]
+    return len(set(arrays)) < len(arrays)
+
+
+def _run_student(optimizer: Callable, case: Case, recover_aliasing: bool = False) -> np.ndarray:
+    """The student's trajectory for ``case``. A trajectory whose rows are one array changed
+    in place fails with :data:`ALIASED`; with ``recover_aliasing`` (the checks of the step
+    schedule and the stopping rule, so that this slip costs test_trajectories only) the
+    points are read instead from the copies of the arguments grad received, one per step,
+    and the last point, when grad was called exactly once per step."""
+    seen: list[np.ndarray] = []
+
+    def grad(x: Any) -> np.ndarray:
+        seen.append(np.array(x, dtype=float, copy=True))
+        return case.q.grad(x)
+
     out = call_answer(
         optimizer,
         np.array(case.x0),
         case.q.value,
-        case.q.grad,
+        grad,
         case.max_steps,
         case.lr,
         case.tol,
@@ -489,6 +515,10 @@ def _run_student(optimizer: Callable, case: Case) -> np.ndarray:
         hint="Use the func and grad passed in (they may have any number of dimensions), "
         "not f and grad_f.",
     )
+    if _aliased(out):
+        if not recover_aliasing or len(seen) != len(out) - 1:
+            raise CheckFailed(f"In {case.describe()}: {ALIASED}")
+        out = [*seen, np.array(out[-1], dtype=float)]
     traj = as_array(
         out,
         f"The trajectory returned by {case.describe()}",
@@ -515,7 +545,7 @@ def check_step_schedule(optimizer: Callable) -> None:
     """Hidden check: iteration t (counted from 1) uses step size lr / sqrt(t), and
     max_steps bounds the number of steps."""
     for case in SCHEDULE_CASES:
-        traj = _run_student(optimizer, case)
+        traj = _run_student(optimizer, case, recover_aliasing=True)
         if len(traj) != case.max_steps + 1:
             raise CheckFailed(
                 f"{case.describe()} returned {len(traj)} points; with tol=-inf the "
@@ -666,7 +696,7 @@ def check_stopping_rule(optimizer: Callable) -> None:
     """Hidden check: the optimiser stops after the first step whose decrease in f is
     below tol, keeping that step's point, and never exceeds max_steps."""
     for case in STOPPING_CASES:
-        _check_stop_consistent(case, _run_student(optimizer, case))
+        _check_stop_consistent(case, _run_student(optimizer, case, recover_aliasing=True))
 
 
 def check_trajectories(optimizer: Callable) -> None:

@@ -236,4 +236,30 @@ def grad_f(x):
         answers={"stable_step": "largest_stable_step = 1 / np.linalg.eigvalsh(hessian).max()"},
         lost={"test_stable_step": "That is 1 / lambda_max"},
     ),
+    Sample(
+        "aliased-trajectory",
+        "each step updates x in place and appends x itself: every row of the trajectory is "
+        "the last point; the schedule and the stopping rule are read off the points grad "
+        "received, so the slip costs the visible optimiser test and test_trajectories only",
+        answers={
+            "optimizer": """
+def gradient_descent(x0, func, grad, max_steps, lr, tol=1e-3):
+    x = np.array(x0, dtype=float)
+    trajectory = [x]
+    value = func(x)
+    for t in range(1, max_steps + 1):
+        x -= lr / np.sqrt(t) * np.asarray(grad(x))
+        trajectory.append(x)
+        new_value = func(x)
+        if value - new_value < tol:
+            break
+        value = new_value
+    return trajectory
+""",
+        },
+        lost={
+            "test_optimizer_visible": "holds one array several times",
+            "test_trajectories": "one array changed in place",
+        },
+    ),
 ]
