@@ -363,3 +363,43 @@ def test_the_planted_bug_hunt_does_not_need_a_working_backward(capsys):
     lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("W")]
     assert [ln.split(": ")[-1] for ln in lines] == ["ABOVE", "ABOVE", "below"], lines
     assert ns["bug_line"] == "d"
+
+
+_NOT_RESTORED = {
+    "on a copy": """
+def centred_difference(f, x, h):
+    x = np.array(x, dtype=float)
+    grad = np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+        x[i] += h
+        up = f(x)
+        x[i] -= 2 * h
+        grad[i] = (up - f(x)) / (2 * h)
+    return grad
+""",
+    "in place": """
+def centred_difference(f, x, h):
+    grad = np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+        x[i] += h
+        up = f(x)
+        x[i] -= 2 * h
+        grad[i] = (up - f(x)) / (2 * h)
+        x[i] += h
+    x[0] += h
+    return grad
+""",
+}
+
+
+@pytest.mark.parametrize(
+    "where, message",
+    [("on a copy", "several entries"), ("in place", "changed the x it was given")],
+)
+def test_a_checker_that_does_not_restore_x_fails(where, message):
+    """Right values on the separable test function, but x[i] is never put back (or the x
+    given is changed): named from the points g was evaluated at."""
+    ns: dict = {"np": np}
+    exec(_NOT_RESTORED[where], ns)
+    with pytest.raises(grading.CheckFailed, match=message):
+        grading.check_centred_difference(ns["centred_difference"])

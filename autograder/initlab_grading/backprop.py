@@ -1099,10 +1099,37 @@ def _written_by_student(func: Callable, name: str, forbidden: tuple[str, ...]) -
         )
 
 
+def _check_one_entry_at_a_time(
+    what: str, x: np.ndarray, given: np.ndarray, points: list[np.ndarray], h: float
+) -> None:
+    """The checker must leave the x it was given as it was, and evaluate g only at x or at x
+    with one entry moved (by about h): a checker that does not put x[i] back evaluates later
+    entries at a shifted point, which a separable g cannot reveal through the values. An
+    unmoved entry differs from x by round-off only (far below h / 2), a moved one by about h."""
+    if given.shape == x.shape and not np.array_equal(given, x):
+        raise CheckFailed(
+            f"{what} changed the x it was given: put each x[i] back after moving it, or "
+            "move the entries of a copy."
+        )
+    for z in points:
+        if z.shape != x.shape:
+            continue
+        moved = np.argwhere(np.abs(z - x) > h / 2)
+        if len(moved) > 1:
+            entries = ", ".join(str([int(k) for k in i]) for i in moved[:3])
+            raise CheckFailed(
+                f"{what} evaluated g at a point where several entries ({entries}) differ from "
+                "x: after moving x[i] by +h and -h, put it back before moving the next entry. "
+                "(With a g that mixes the entries, the derivatives would come out wrong.)"
+            )
+
+
 def check_centred_difference(centred_difference: Callable) -> None:
     """Hidden check: the student's difference quotient matches the exact gradient of
     ``_g_test`` within ``centred_difference_tolerance`` (truncation plus float32 round-off),
-    for x of shape (4,) and (2, 3) at h = 2^-5.
+    for x of shape (4,) and (2, 3) at h = 2^-5. The points g is evaluated at are recorded:
+    each may differ from x in one entry only, and x must come back unchanged
+    (:func:`_check_one_entry_at_a_time`).
 
     A one-sided quotient is off by ``e^x ((e^h - 1)/h - 1) + h/2 >= 0.0215`` (at x = -1),
     at least 40 times the largest allowed difference (about 5e-4; tests/ check the ratio),
@@ -1114,7 +1141,15 @@ def check_centred_difference(centred_difference: Callable) -> None:
         exact = np.exp(x) + x
         tol = centred_difference_tolerance(x, h)
         what = f"centred_difference(g, x, h={h:g}) for x of shape {x.shape}"
-        got = call_answer(centred_difference, _g_test, x.copy(), h, what=what)
+        points: list[np.ndarray] = []
+
+        def g(z: Any, _points: list = points) -> float:
+            _points.append(np.array(z, dtype=np.float64, copy=True))
+            return _g_test(z)
+
+        given = x.copy()
+        got = call_answer(centred_difference, g, given, h, what=what)
+        _check_one_entry_at_a_time(what, x, given, points, h)
         arr = as_array(got, what, shape=x.shape)
         err = np.abs(arr - exact)
         if np.all(err <= tol):

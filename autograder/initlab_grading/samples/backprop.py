@@ -346,6 +346,30 @@ def relative_error(a, b):
         lost={"test_gradcheck": "one-sided difference"},
     ),
     Sample(
+        "checker-not-restoring",
+        "centred_difference moves x[i] by +h and -h but never puts it back: right on a "
+        "separable function, wrong on any other",
+        answers={
+            "gradcheck": """
+def centred_difference(f, x, h):
+    x = np.array(x, dtype=float)
+    grad = np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+        x[i] += h
+        up = f(x)
+        x[i] -= 2 * h
+        grad[i] = (up - f(x)) / (2 * h)
+    return grad
+
+
+def relative_error(a, b):
+    scale = max(np.linalg.norm(a), np.linalg.norm(b))
+    return 0.0 if scale == 0 else float(np.linalg.norm(np.subtract(a, b)) / scale)
+""",
+        },
+        lost={"test_gradcheck": "several entries"},
+    ),
+    Sample(
         "borrowed-checker",
         "centred_difference delegated to scipy's internal three-point difference (right "
         "values), relative_error to initlab's rel_error",
