@@ -40,7 +40,7 @@ def test_every_relu_case_keeps_its_margin():
 
 def test_float32_answers_pass_every_check():
     ns = sample_answers("backprop", "float32-loops")
-    grading.check_sigmoid(ns["sigmoid"], ns["sigmoid_prime"])
+    grading.check_sigmoid(ns["sigmoid"], ns["sigmoid_grad"])
     for n, name in grading._FUNC_NAMES.items():
         grading.check_jacobians(ns[name], n)
     grading.check_forward(ns["mlp_forward"])
@@ -297,7 +297,7 @@ def test_cancellation_free_sigma_prime_forms_stay_within_their_derived_units(for
     passes the hidden check."""
     from decimal import Decimal, localcontext
 
-    ns = _sigmoid_answers("def sigmoid_prime(x):\n    " + _SIGMA_PRIME_FORMS[form])
+    ns = _sigmoid_answers("def sigmoid_grad(x):\n    " + _SIGMA_PRIME_FORMS[form])
     rng = np.random.default_rng(0)
     with localcontext() as ctx:
         ctx.prec = 50
@@ -305,7 +305,7 @@ def test_cancellation_free_sigma_prime_forms_stay_within_their_derived_units(for
             x = np.concatenate([rng.uniform(-40, 40, 1500), rng.uniform(-700, 700, 500)]).astype(
                 dtype
             )
-            got = ns["sigmoid_prime"](x)
+            got = ns["sigmoid_grad"](x)
             assert got.dtype == dtype
             e = [Decimal(-abs(float(v))).exp() for v in x]
             exact = np.array([float(t / (1 + t) ** 2) for t in e])
@@ -318,7 +318,7 @@ def test_cancellation_free_sigma_prime_forms_stay_within_their_derived_units(for
                 np.dtype(dtype).name,
                 units.max(),
             )
-    grading.check_sigmoid(ns["sigmoid"], ns["sigmoid_prime"])
+    grading.check_sigmoid(ns["sigmoid"], ns["sigmoid_grad"])
 
 
 def test_the_cancelling_sigma_prime_fails_by_name_in_the_hidden_and_the_visible_test():
@@ -329,7 +329,7 @@ def test_the_cancelling_sigma_prime_fails_by_name_in_the_hidden_and_the_visible_
 
     ns = sample_answers("backprop", "sigmoid-prime-cancels")
     with pytest.raises(CheckFailed, match="1 - sigmoid\\(x\\) cancels"):
-        grading.check_sigmoid(ns["sigmoid"], ns["sigmoid_prime"])
+        grading.check_sigmoid(ns["sigmoid"], ns["sigmoid_grad"])
     nb = nbformat.read(REPO / "source" / "backprop" / "backprop.ipynb", as_version=4)
     visible = {c.id: c.source for c in nb.cells}["test-sigmoid"].split("### BEGIN HIDDEN TESTS")[0]
     with pytest.raises(CheckFailed, match="1 - sigmoid\\(x\\) cancels"):
@@ -341,11 +341,11 @@ def test_the_cancelling_sigma_prime_fails_by_name_in_the_hidden_and_the_visible_
 
 def test_sigma_prime_in_float32_for_float64_input_is_named_float32_sized():
     ns = _sigmoid_answers(
-        "def sigmoid_prime(x):\n    x = np.asarray(x, dtype=np.float32)\n"
+        "def sigmoid_grad(x):\n    x = np.asarray(x, dtype=np.float32)\n"
         "    return sigmoid(x) * sigmoid(-x)"
     )
     with pytest.raises(CheckFailed, match="float32-sized") as info:
-        grading.check_sigmoid(ns["sigmoid"], ns["sigmoid_prime"])
+        grading.check_sigmoid(ns["sigmoid"], ns["sigmoid_grad"])
     assert "cancels" not in str(info.value)
 
 

@@ -133,7 +133,7 @@ def sigmoid_ref(x: Any) -> np.ndarray:
     return _np_sigmoid(np.asarray(x, dtype=np.float64))
 
 
-def sigmoid_prime_ref(x: Any) -> np.ndarray:
+def sigmoid_grad_ref(x: Any) -> np.ndarray:
     """sigma'(x) = sigma(x) sigma(-x), relative accuracy a few u64 for every x."""
     x = np.asarray(x, dtype=np.float64)
     return sigmoid_ref(x) * sigmoid_ref(-x)
@@ -204,7 +204,7 @@ def _sigmoid_tolerances(x: np.ndarray, dtype: Any) -> tuple[np.ndarray, np.ndarr
     u, u64 = unit_roundoff(dtype), U64
     floor = 4 * np.finfo(dtype).smallest_subnormal
     s = sigmoid_ref(x)
-    sp = sigmoid_prime_ref(x)
+    sp = sigmoid_grad_ref(x)
     tol_s = SIGMA_REL_UNITS * (u + u64) * s + floor
     tol_sp = SIGMA_PRIME_REL_UNITS * (u + u64) * sp + floor
     return tol_s, tol_sp
@@ -217,7 +217,7 @@ def _cancellation_bound(x: np.ndarray, dtype: Any) -> np.ndarray:
     u = unit_roundoff(dtype)
     s = sigmoid_ref(x)
     floor = 4 * np.finfo(dtype).smallest_subnormal
-    return 2 * (7 * u * sigmoid_prime_ref(x) + 5 * u * s * s) + floor
+    return 2 * (7 * u * sigmoid_grad_ref(x) + 5 * u * s * s) + floor
 
 
 CANCELLATION_HINT = (
@@ -243,7 +243,7 @@ def _call_sigmoid(func: Callable, x: np.ndarray, name: str) -> np.ndarray:
     return as_array(out, what, shape=x.shape)
 
 
-def check_sigmoid(sigmoid: Callable, sigmoid_prime: Callable) -> None:
+def check_sigmoid(sigmoid: Callable, sigmoid_grad: Callable) -> None:
     """Hidden check: sigma and sigma' in float32 and float64 from -1e4 to 1e4, each
     accurate relative to its own value (see ``_sigmoid_tolerances``). A failure reports the
     point where the answer is worst in units of its allowed difference."""
@@ -255,10 +255,10 @@ def check_sigmoid(sigmoid: Callable, sigmoid_prime: Callable) -> None:
         # whose logarithmic slopes sigma(-x) and 1 - 2 sigma(x) are at most 1), twice
         tol32_s, tol32_sp = _sigmoid_tolerances(x, np.float32)
         tol32_s = tol32_s + 2 * U32 * np.abs(x) * sigmoid_ref(x)
-        tol32_sp = tol32_sp + 2 * U32 * np.abs(x) * sigmoid_prime_ref(x)
+        tol32_sp = tol32_sp + 2 * U32 * np.abs(x) * sigmoid_grad_ref(x)
         for func, name, want, tol, tol32 in (
             (sigmoid, "sigmoid", sigmoid_ref(x), tol_s, tol32_s),
-            (sigmoid_prime, "sigmoid_prime", sigmoid_prime_ref(x), tol_sp, tol32_sp),
+            (sigmoid_grad, "sigmoid_grad", sigmoid_grad_ref(x), tol_sp, tol32_sp),
         ):
             got = _call_sigmoid(func, x, name)
             check_finite(got, f"{name} on a {np.dtype(dtype).name} array")
@@ -267,15 +267,13 @@ def check_sigmoid(sigmoid: Callable, sigmoid_prime: Callable) -> None:
                 continue
             i = int(np.argmax(err / tol))
             hint = ""
-            if name == "sigmoid_prime" and abs(got[i] - sigmoid_ref(x[i])) <= tol[i]:
+            if name == "sigmoid_grad" and abs(got[i] - sigmoid_ref(x[i])) <= tol[i]:
                 hint = (
                     " That is sigma itself; the derivative is "
                     "sigma(x) sigma(-x) = sigma (1 - sigma)."
                 )
             elif (
-                name == "sigmoid_prime"
-                and x[i] > 0
-                and np.all(err <= _cancellation_bound(x, dtype))
+                name == "sigmoid_grad" and x[i] > 0 and np.all(err <= _cancellation_bound(x, dtype))
             ):
                 # within the absolute round-off of s (1 - s) everywhere: the cancellation
                 hint = " " + CANCELLATION_HINT
@@ -291,7 +289,7 @@ def check_sigmoid(sigmoid: Callable, sigmoid_prime: Callable) -> None:
                 )
             accuracy = ""
             if want[i] > 0:
-                units = SIGMA_PRIME_REL_UNITS if name == "sigmoid_prime" else SIGMA_REL_UNITS
+                units = SIGMA_PRIME_REL_UNITS if name == "sigmoid_grad" else SIGMA_REL_UNITS
                 accuracy = (
                     f", a relative error of {err[i] / want[i]:.2g} where a few units of "
                     f"round-off ({units} u = {units * unit_roundoff(dtype):.2g}) are allowed"

@@ -56,7 +56,7 @@ def sigmoid(x):
     return out
 
 
-def sigmoid_prime(x):
+def sigmoid_grad(x):
     return sigmoid(x) * sigmoid(-np.asarray(x))
 """,
             "one_layer": """
@@ -170,7 +170,7 @@ def sigmoid(x):
     return np.where(x >= 0, 1 / (1 + np.exp(-x)), np.exp(x) / (1 + np.exp(x)))
 
 
-def sigmoid_prime(x):
+def sigmoid_grad(x):
     return sigmoid(x) * sigmoid(-x)
 """,
         },
@@ -188,7 +188,7 @@ def sigmoid(x):
     return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
 
 
-def sigmoid_prime(x):
+def sigmoid_grad(x):
     s = sigmoid(x)
     return s * (1 - s)
 """,
