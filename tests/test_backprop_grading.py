@@ -57,7 +57,7 @@ def test_reference_moments_pass_the_monte_carlo_check():
 
 
 def test_a_gradient_off_by_more_than_the_bound_fails():
-    def nudged(weights, Z, A, dL_dY, dphi):
+    def nudged(weights, Z, A, dL_dY, phi_grad):
         grads = [g.copy() for g in grading._mlp_grads_torch(case)]
         grads[0][0, 0] += 1e-3
         return grads
@@ -127,35 +127,37 @@ def test_a_transposed_square_jacobian_gets_the_hidden_message():
 
 
 def _backward_with(deriv_at):
-    """mlp_backward whose phi' at layer l is ``deriv_at(l, L, Z, A, dphi)``."""
+    """mlp_backward whose phi' at layer l is ``deriv_at(l, L, Z, A, phi_grad)``."""
 
-    def mlp_backward(weights, Z, A, dL_dY, dphi):
+    def mlp_backward(weights, Z, A, dL_dY, phi_grad):
         L = len(weights)
         grads = [None] * L
-        delta = deriv_at(L, L, Z, A, dphi) * dL_dY
+        delta = deriv_at(L, L, Z, A, phi_grad) * dL_dY
         for l in range(L, 0, -1):  # noqa: E741
             grads[l - 1] = delta @ A[l - 1].T
             if l > 1:
-                delta = deriv_at(l - 1, L, Z, A, dphi) * (weights[l - 1].T @ delta)
+                delta = deriv_at(l - 1, L, Z, A, phi_grad) * (weights[l - 1].T @ delta)
         return grads
 
     return mlp_backward
 
 
 def test_missing_phi_prime_at_the_output_layer_only_is_named():
-    only_output = _backward_with(lambda k, L, Z, A, dphi: 1.0 if k == L else dphi(Z[k]))
+    only_output = _backward_with(lambda k, L, Z, A, phi_grad: 1.0 if k == L else phi_grad(Z[k]))
     with pytest.raises(CheckFailed, match="phi'\\(z\\^\\(3\\)\\) of the output layer is missing"):
         grading.check_backward(only_output)
 
 
 def test_missing_phi_prime_everywhere_is_named():
-    nowhere = _backward_with(lambda k, L, Z, A, dphi: 1.0)
+    nowhere = _backward_with(lambda k, L, Z, A, phi_grad: 1.0)
     with pytest.raises(CheckFailed, match="missing from the recursion"):
         grading.check_backward(nowhere)
 
 
 def test_phi_prime_at_the_activation_of_one_hidden_layer_is_named():
-    one_layer = _backward_with(lambda k, L, Z, A, dphi: dphi(A[k]) if k == 2 else dphi(Z[k]))
+    one_layer = _backward_with(
+        lambda k, L, Z, A, phi_grad: phi_grad(A[k]) if k == 2 else phi_grad(Z[k])
+    )
     with pytest.raises(CheckFailed, match="At layer 2, phi' is evaluated at the activation"):
         grading.check_backward(one_layer)
 

@@ -15,7 +15,7 @@ _BACKWARD_HEAD = """def mlp_forward(X, weights, phi):
     return Z, A
 
 
-def mlp_backward(weights, Z, A, dL_dY, dphi):
+def mlp_backward(weights, Z, A, dL_dY, phi_grad):
     L = len(weights)
     grads = [None] * L
 """
@@ -111,16 +111,16 @@ def mlp_forward(X, weights, phi):
     return Z, A
 
 
-def mlp_backward(weights, Z, A, dL_dY, dphi):
+def mlp_backward(weights, Z, A, dL_dY, phi_grad):
     L = len(weights)
     grads = [np.zeros(np.shape(W), dtype=np.float32) for W in weights]
     for j in range(np.shape(dL_dY)[1]):
-        delta = np.float32(dphi(Z[L][:, j])) * np.float32(dL_dY[:, j])
+        delta = np.float32(phi_grad(Z[L][:, j])) * np.float32(dL_dY[:, j])
         for l in range(L, 0, -1):
             grads[l - 1] += np.outer(delta, A[l - 1][:, j]).astype(np.float32)
             if l > 1:
                 W = np.asarray(weights[l - 1], dtype=np.float32)
-                delta = np.float32(dphi(Z[l - 1][:, j])) * (W.T @ delta)
+                delta = np.float32(phi_grad(Z[l - 1][:, j])) * (W.T @ delta)
     return grads
 """,
             "gradcheck": """
@@ -281,11 +281,11 @@ def three_layer_jacobians(x, U, d, V, c, W, b, phi3, phi2, phi1):
         "backprop that evaluates phi' at A[l] instead of Z[l]",
         answers={
             "mlp": _BACKWARD_HEAD
-            + """    delta = dphi(A[L]) * dL_dY
+            + """    delta = phi_grad(A[L]) * dL_dY
     for l in range(L, 0, -1):
         grads[l - 1] = delta @ A[l - 1].T
         if l > 1:
-            delta = dphi(A[l - 1]) * (weights[l - 1].T @ delta)
+            delta = phi_grad(A[l - 1]) * (weights[l - 1].T @ delta)
     return grads
 """,
         },
@@ -296,11 +296,11 @@ def three_layer_jacobians(x, U, d, V, c, W, b, phi3, phi2, phi1):
         "backprop that propagates delta through W^(l) instead of W^(l+1)",
         answers={
             "mlp": _BACKWARD_HEAD
-            + """    delta = dphi(Z[L]) * dL_dY
+            + """    delta = phi_grad(Z[L]) * dL_dY
     for l in range(L, 0, -1):
         grads[l - 1] = delta @ A[l - 1].T
         if l > 1:
-            delta = dphi(Z[l - 1]) * (weights[l - 2].T @ delta)
+            delta = phi_grad(Z[l - 1]) * (weights[l - 2].T @ delta)
     return grads
 """,
         },
@@ -311,11 +311,11 @@ def three_layer_jacobians(x, U, d, V, c, W, b, phi3, phi2, phi1):
         "backprop that returns a^(l-1) delta^(l)^T, the transpose of each gradient",
         answers={
             "mlp": _BACKWARD_HEAD
-            + """    delta = dphi(Z[L]) * dL_dY
+            + """    delta = phi_grad(Z[L]) * dL_dY
     for l in range(L, 0, -1):
         grads[l - 1] = A[l - 1] @ delta.T
         if l > 1:
-            delta = dphi(Z[l - 1]) * (weights[l - 1].T @ delta)
+            delta = phi_grad(Z[l - 1]) * (weights[l - 1].T @ delta)
     return grads
 """,
         },
