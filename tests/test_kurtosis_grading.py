@@ -78,17 +78,13 @@ def test_monte_carlo_catches_a_wrong_formula(wrong):
 def test_monte_carlo_catches_the_transposed_matrix():
     """A recursion that builds the transposed matrix itself (not through the answer
     transition_matrix, which the checks replace by the reference) fails the simulation."""
-    wrong_matrix = sample_answers("kurtosis", "matrix-transposed")["transition_matrix"]
+    from initlab_grading.samples.kurtosis import _RECURSION
 
-    def recursion(kappa0, c0, depth, w, a, kappa_w, sigma2=1.0):
-        A = wrong_matrix(w, a, kappa_w, sigma2)
-        rows = [np.array([kappa0, c0, 1.0])]
-        for _ in range(depth):
-            rows.append(A @ rows[-1])
-        return np.array(rows)
-
+    ns = sample_answers("kurtosis", "matrix-transposed")
+    ns["wrong_matrix"] = ns["transition_matrix"]
+    exec(_RECURSION.replace("transition_matrix(", "wrong_matrix("), ns)
     with pytest.raises(grading.CheckFailed, match="simulated networks give"):
-        grading.check_recursion_against_simulation(recursion)
+        grading.check_recursion_against_simulation(ns["kurtosis_recursion"])
 
 
 def test_a_wrong_matrix_costs_its_own_cell_only():

@@ -48,7 +48,7 @@ from initlab.checks import (
     z_score,
 )
 from initlab_grading.integrity import uses_library
-from initlab_grading.substitute import earlier_answers_as_references
+from initlab_grading.substitute import graded_with_references
 from initlab_grading.thresholds import skew_adjusted_z
 
 EVIDENCE = {
@@ -629,20 +629,14 @@ grade the student's own, so while an initialiser is checked these names are boun
 references in the student's namespace, and a slip in them costs their own cell only."""
 
 
+@graded_with_references(EARLIER_ANSWERS)
 def check_initializer(
     student: Callable, kind: str, calls: list[dict[str, Any]], shapes=INIT_SHAPES
 ) -> None:
     """Hidden check of one initialiser: in-place semantics, no torch.nn.init, and the
     distribution it writes, for every keyword set in ``calls`` and every shape. The
     student's fan_in_and_fan_out and calculate_gain are replaced by the references while
-    it runs (:func:`initlab_grading.substitute.earlier_answers_as_references`)."""
-    with earlier_answers_as_references(student, EARLIER_ANSWERS):
-        _check_initializer(student, kind, calls, shapes)
-
-
-def _check_initializer(
-    student: Callable, kind: str, calls: list[dict[str, Any]], shapes: Any
-) -> None:
+    it runs (:data:`EARLIER_ANSWERS`)."""
     _refuse_libraries(student, f"{kind}_")
     # three statistical comparisons per call (mean, variance, KS): split the cell's
     # false-failure budget of 1e-6 evenly (union bound)

@@ -28,7 +28,6 @@ Tolerances:
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable
 
@@ -36,7 +35,7 @@ import numpy as np
 import torch
 
 from initlab.checks import CheckFailed, as_array, call_answer, check_finite, unit_roundoff
-from initlab_grading.substitute import earlier_answers_as_references
+from initlab_grading.substitute import graded_with_references
 from initlab_grading.thresholds import skew_adjusted_z
 
 EVIDENCE = {"figure2_explain": ["figure2"], "figure3_explain": ["figure3"]}
@@ -166,19 +165,7 @@ grades the student's own, and the later checks run with the reference in its pla
 wrong entry of A costs that cell only."""
 
 
-def _with_reference_matrix(check: Callable) -> Callable:
-    """Run ``check(student, ...)`` with the reference transition_matrix bound in the
-    student's namespace (:func:`initlab_grading.substitute.earlier_answers_as_references`)."""
-
-    @functools.wraps(check)
-    def wrapped(student: Callable, *args, **kwargs):
-        with earlier_answers_as_references(student, EARLIER_ANSWERS):
-            return check(student, *args, **kwargs)
-
-    return wrapped
-
-
-@_with_reference_matrix
+@graded_with_references(EARLIER_ANSWERS)
 def check_recursion(student: Callable) -> None:
     for w, a, kw, s2 in TRANSITION_CASES:
         for kappa0, c0, depth in ((3.0, 0.0, 6), (6.0, 0.4, 1), (1.8, -0.2, 0)):
@@ -207,7 +194,7 @@ def check_recursion(student: Callable) -> None:
                 )
 
 
-@_with_reference_matrix
+@graded_with_references(EARLIER_ANSWERS)
 def check_growth_rate(student: Callable) -> None:
     for w, a, kw, _ in TRANSITION_CASES:
         what = f"growth_rate(w={w}, a={a}, kappa_w={kw})"
@@ -368,7 +355,7 @@ and the normal approximation of a mean of such draws is poor at any affordable s
 up to layer 3, skewness about 67, and failed a correct answer for about 1 seed in 20.)"""
 
 
-@_with_reference_matrix
+@graded_with_references(EARLIER_ANSWERS)
 def check_recursion_against_simulation(
     student_rec: Callable,
     *,

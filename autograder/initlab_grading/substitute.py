@@ -4,6 +4,7 @@ in an earlier answer costs that answer's own test cell only."""
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterator
 
 
@@ -25,3 +26,18 @@ def earlier_answers_as_references(
     finally:
         if isinstance(namespace, dict):
             namespace.update(saved)
+
+
+def graded_with_references(references: dict[str, Callable]) -> Callable[[Callable], Callable]:
+    """Decorate a hidden check ``check(student, ...)`` so that it runs inside
+    :func:`earlier_answers_as_references` for ``references``."""
+
+    def decorate(check: Callable) -> Callable:
+        @functools.wraps(check)
+        def wrapped(student: Callable, *args, **kwargs):
+            with earlier_answers_as_references(student, references):
+                return check(student, *args, **kwargs)
+
+        return wrapped
+
+    return decorate
