@@ -5,18 +5,19 @@ the notebook reproduces), as JSON under results/, for the notebook's instructor 
     PYTHONPATH=lib:autograder .venv/bin/python results/record.py kurtosis [--budget full]
         [--output results/<assignment>-full.json] [--threads 2]
 
-Executes source/<assignment>/<assignment>.ipynb with its reference answers, without its
-instructor-only cells (they check the notebook's text against the file this writes), in a
-fresh kernel and a temporary folder, then reads the results from the kernel and writes them
-as JSON (accuracies rounded to 4 decimals, as the notebooks print them). Trained networks are
-cached in the initlab data folder (``INITLAB_DATA``, default ``~/.cache/initlab``), so an
-interrupted run resumes where it stopped.
+Executes source/<assignment>/<assignment>.ipynb (for ``kurtosis`` also the deep dive,
+source/kurtosis_deep_dive/) with its reference answers, without its instructor-only cells
+(they check the notebook's text against the file this writes), in a fresh kernel and a
+temporary folder, then reads the results from the kernel and writes them as JSON (accuracies
+rounded to 4 decimals, as the notebooks print them). Trained networks are cached in the
+initlab data folder (``INITLAB_DATA``, default ``~/.cache/initlab``), so an interrupted run
+resumes where it stopped.
 
 ``activations`` at ``full`` is seed 003's protocol, 1,000 epochs per network (92,750
 network-epochs, about two hours on two CPU cores): the accuracies of Parts 5 to 8 and the
 training curves (at about 60 epochs spaced evenly on a log scale), which it also draws as
-results/activations-full-curves.png. ``kurtosis`` at ``full`` is the paper's Figures 1 to 3
-(600 + 275 trained networks, Figure 2 over 10,000 networks and the 60,000 training images)
+results/activations-full-curves.png. ``kurtosis`` at ``full`` is the deep dive's Figures 1 to
+3 (600 + 275 trained networks, Figure 2 over 10,000 networks and the 60,000 training images)
 and Part 4's 10^7 draws.
 """
 
@@ -112,13 +113,24 @@ print("RESULTS " + _json.dumps(_out))
 """
 )
 
-KURTOSIS = (
+KURTOSIS_PART4 = (
     _HELPERS
     + r"""
 _out = {
     "budget": budget.current(),
     "part4": {"num_draws": int(num_draws), "kappa0": _r4(kappa0), "c0": _r4(c0),
               "se": [_r4(se[0]), _r4(se[1])]},
+}
+print("RESULTS " + _json.dumps(_out))
+"""
+)
+
+# The deep dive (Assignment 6): the paper's Figures 1 to 3.
+KURTOSIS_FIGURES = (
+    _HELPERS
+    + r"""
+_out = {
+    "budget": budget.current(),
     "figure1": {
         "widths": list(fig1_widths), "depths": list(fig1_depths), "repeats": fig1_repeats,
         "steps": fig1_steps, "batch_size": 90, "lr": 1e-4,
@@ -146,19 +158,33 @@ print("RESULTS " + _json.dumps(_out))
 """
 )
 
-DUMPS = {"activations": ACTIVATIONS, "kurtosis": KURTOSIS}
+DUMPS = {
+    "activations": [("activations", ACTIVATIONS)],
+    "kurtosis": [("kurtosis", KURTOSIS_PART4), ("kurtosis_deep_dive", KURTOSIS_FIGURES)],
+}
+"""Per record, the notebooks it executes and what each prints; their results are merged."""
 
 
-def run(assignment: str, budget: str, threads: int, best_lr: dict | None = None) -> dict:
-    """Execute the assignment's source notebook at ``budget`` and return what it computed.
+def run(record: str, budget: str, threads: int, best_lr: dict | None = None) -> dict:
+    """Execute the record's source notebooks at ``budget`` and return what they computed.
 
     With ``best_lr`` (activations only), Part 6's learning-rate search is not run: its best
     rate per activation is taken from ``best_lr`` (values rounded as recorded), and the
     notebook stops after Part 7."""
+    results: dict = {}
+    for assignment, dump in DUMPS[record]:
+        results.update(_execute(assignment, dump, budget, threads, best_lr))
+    return results
+
+
+def _execute(
+    assignment: str, dump: str, budget: str, threads: int, best_lr: dict | None = None
+) -> dict:
+    """Execute source/<assignment>/<assignment>.ipynb at ``budget`` with ``dump`` appended,
+    and return the JSON it prints."""
     notebook = REPO / "source" / assignment / f"{assignment}.ipynb"
     nb = nbformat.read(notebook, as_version=4)
     nb.cells = [c for c in nb.cells if "instructor-only" not in c.metadata.get("tags", [])]
-    dump = DUMPS[assignment]
     if best_lr is not None:
         (search,) = [i for i, c in enumerate(nb.cells) if "search = engine.train(" in c.source]
         (final,) = [i for i, c in enumerate(nb.cells) if "final = engine.train(" in c.source]
@@ -270,11 +296,12 @@ def main() -> None:
     else:
         start = time.monotonic()
         results = run(args.assignment, args.budget, args.threads)
+        notebooks = DUMPS[args.assignment]
         seconds = time.monotonic() - start
         record = {
-            "what": f"what source/{args.assignment}/{args.assignment}.ipynb (reference answers) "
-            f"computes at the {args.budget!r} experiment budget; its instructor-only cells "
-            "check the notebook's text against this file",
+            "what": f"what {' and '.join(f'source/{a}/{a}.ipynb' for a, _ in notebooks)}"
+            f" (reference answers) compute at the {args.budget!r} experiment budget; their "
+            "instructor-only cells check the notebooks' text against this file",
             "command": COMMAND.format(assignment=args.assignment, budget=args.budget),
             "measured": f"{seconds:,.0f} s end to end on {args.threads} threads"
             " (less where trained networks came from the cache)",

@@ -28,8 +28,7 @@ SAMPLES = [
     Sample(
         "written-another-way",
         "correct answers written another way: numpy weights converted to torch, an explicit "
-        "loop over powers of A, an estimator with loops over pairs, a ZerO fill with "
-        "fill_diagonal_; must score full marks",
+        "loop over powers of A, an estimator with loops over pairs; must score full marks",
         answers={
             "he_transform": """
 def he_transform(x, generator):
@@ -66,14 +65,6 @@ def estimate_kappa_c(Y):
         for i in range(w) for j in range(w) if i != j
     ]
     return kappa, np.mean(pairs) - var**2
-""",
-            "zero_init": """
-def zero_init_(tensor):
-    if tensor.dim() != 2 or tensor.size(0) != tensor.size(1):
-        raise ValueError("square weights only")
-    with torch.no_grad():
-        tensor.zero_().fill_diagonal_(1.0)
-    return tensor
 """,
         },
     ),
@@ -158,20 +149,5 @@ def estimate_kappa_c(Y):
 """,
         },
         lost={"test_estimate_kappa_c": "the covariance subtracts sigma^4"},
-    ),
-    Sample(
-        "var-s2-large-n",
-        "Var[S_n^2] with the large-n limit (kappa - 1) sigma^4 / n",
-        answers={
-            "var_s2": "def var_sample_variance(kappa, sigma2, n):\n"
-            "    return (kappa - 1) * sigma2**2 / n"
-        },
-        lost={"test_var_sample_variance": "large-n limit"},
-    ),
-    Sample(
-        "zero-new-tensor",
-        "zero_init_ returns a new identity instead of filling the weight",
-        answers={"zero_init": "def zero_init_(tensor):\n    return torch.eye(tensor.shape[0])"},
-        lost={"test_zero_init": "in place"},
     ),
 ]
