@@ -125,7 +125,7 @@ print("RESULTS " + _json.dumps(_out))
 """
 )
 
-# The deep dive (Assignment 6): the paper's Figures 1 to 3.
+# The deep dive (Assignment 5b): the paper's Figures 1 to 3.
 KURTOSIS_FIGURES = (
     _HELPERS
     + r"""

@@ -1,4 +1,4 @@
-"""Assignment 6's references and hidden checks, tested directly (no nbgrader)."""
+"""Assignment 5b's references and hidden checks, tested directly (no nbgrader)."""
 
 from __future__ import annotations
 

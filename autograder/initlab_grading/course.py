@@ -36,14 +36,15 @@ from nbgrader.api import Gradebook, MissingEntry
 from initlab_grading.preprocessors import grade_id, is_test_cell
 from initlab_grading.samples import Sample, samples_for
 
-_TITLE = re.compile(r"^# Assignment (\d+)\b")
+_TITLE = re.compile(r"^# Assignment (\d+)([a-z]?)\b")
 
 
 def assignments(root: Path) -> tuple[str, ...]:
     """The course's assignments in teaching order, found in ``root``: each folder
     source/<id>/ with the notebook <id>.ipynb and a grader module
     autograder/initlab_grading/<id>.py, ordered by the number in the notebook's title
-    (``# Assignment N — ...``). Adding an assignment touches no list."""
+    (``# Assignment N — ...``; an optional deep dive that follows assignment N is ``Nb``).
+    Adding an assignment touches no list."""
     found = []
     for folder in sorted((root / "source").glob("*/")):
         name = folder.name
@@ -57,10 +58,10 @@ def assignments(root: Path) -> tuple[str, ...]:
         if not match:
             raise CourseError(
                 f"{notebook} must open with a markdown cell titled '# Assignment N — ...' "
-                "(N orders the assignments)."
+                "(N orders the assignments; a deep dive after assignment N is numbered Nb)."
             )
-        found.append((int(match.group(1)), name))
-    return tuple(name for _, name in sorted(found))
+        found.append((int(match.group(1)), match.group(2), name))
+    return tuple(name for _, _, name in sorted(found))
 
 
 SOLUTION_BUDGET = "default"

@@ -1,4 +1,4 @@
-"""Assignment 6 (the kurtosis lab's deep dive): references and the checks its hidden tests run.
+"""Assignment 5b (the kurtosis lab's deep dive): references and the checks its hidden tests run.
 
 Instructor-only. Notation follows the paper (seed 001) and Assignment 5: ``S_n^2`` is the
 unbiased sample variance of ``n`` i.i.d. draws of variance ``sigma2`` and kurtosis ``kappa``.

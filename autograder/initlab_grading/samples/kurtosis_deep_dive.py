@@ -1,4 +1,4 @@
-"""Sample submissions for assignment 6 (the kurtosis lab's deep dive)."""
+"""Sample submissions for assignment 5b (the kurtosis lab's deep dive)."""
 
 from initlab_grading.samples import Sample
 
