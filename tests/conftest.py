@@ -69,7 +69,13 @@ ROUNDTRIP = "tests/test_autograde_roundtrip.py"
 # The round trip's longest assignments, longest first (a run on two workers starts with
 # them). Only an ordering hint: every assignment of course.ASSIGNMENTS gets a group of its
 # own whether it is listed here or not.
-ROUNDTRIP_LONGEST_FIRST = ("initialization", "kurtosis_deep_dive", "backprop", "activations")
+ROUNDTRIP_LONGEST_FIRST = (
+    "kurtosis_deep_dive",
+    "initialization_deep_dive",
+    "backprop",
+    "activations",
+    "initialization",
+)
 ROUNDTRIP_ORDER = (
     *[a for a in ROUNDTRIP_LONGEST_FIRST if a in course.ASSIGNMENTS],
     *[a for a in course.ASSIGNMENTS if a not in ROUNDTRIP_LONGEST_FIRST],

@@ -15,8 +15,9 @@ Tolerances:
   threshold widened for the squares' skewness (``skew_adjusted_z``, bounds in
   :data:`MC_SKEWNESS`): a test cell's budget of 1e-6 split over its 4 comparisons (union
   bound; to leading order, 200,000 draws).
-- Answers of Parts 6 to 8 must not use torch.nn.init or initlab (:data:`LIBRARIES`),
-  checked statically and by recording calls while they run (:func:`call_own`).
+- Answers of Parts 3 and 4 must not use torch.nn.init or initlab
+  (``initlab_grading.integrity.INIT_LIBRARIES``), checked statically and by recording calls
+  while they run (``initlab_grading.integrity.call_own``).
 - Initialisers are checked on the distribution they write: mean and variance within
   ``z_score(1e-7)`` standard errors (``check_moments``), a Kolmogorov-Smirnov test against
   the exact target distribution at level 1e-7, and for uniform ones every entry within
@@ -47,28 +48,15 @@ from initlab.checks import (
     unit_roundoff,
     z_score,
 )
-from initlab_grading.integrity import uses_library
+from initlab_grading.integrity import call_own, refuse_libraries
 from initlab_grading.substitute import graded_with_references
 from initlab_grading.thresholds import skew_adjusted_z
-
-EVIDENCE = {
-    "symmetry_explain": ["symmetry_demo"],
-    "together": ["putting_together"],
-    "training_explain": ["training_curves"],
-}
-"""Written answers and the code cells (grade_ids) whose submitted outputs they discuss:
-formgrader and the feedback show those outputs beside the answer (initlab_grading.evidence)."""
 
 CELL_FALSE_FAILURE = 1e-6
 """Largest probability that a correct answer fails a test cell by sampling error."""
 
 # --------------------------------------------------------------------------------------
 # Variance formulas (references)
-
-
-def var_product(mean_x: float, var_x: float, mean_y: float, var_y: float) -> float:
-    """Var[XY] for independent X and Y."""
-    return var_x * mean_y**2 + var_y * mean_x**2 + var_x * var_y
 
 
 def forward_variances(var_x: float, widths: Any, weight_vars: Any) -> np.ndarray:
@@ -93,16 +81,6 @@ def weight_grad_variances(
     """Var(dL/dW^(l)_ij) = Var(delta^(l)) Var(z^(l-1)), for l = 1..L."""
     fwd = np.concatenate([[var_x], forward_variances(var_x, widths, weight_vars)[:-1]])
     return backward_variances(var_grad_out, widths, weight_vars) * fwd
-
-
-def output_second_moment(n_in: int, var_w: float, mean_x: float, var_x: float) -> float:
-    """E over draws of z^2 for one unit z = sum_j w_j x_j with zero-mean weights."""
-    return n_in * var_w * (var_x + mean_x**2)
-
-
-def skorski_std(n_in: int, n_out: int) -> float:
-    """Skorski's curvature-based scale 1 / (sqrt(n_in) + sqrt(n_out))."""
-    return 1.0 / (math.sqrt(n_in) + math.sqrt(n_out))
 
 
 # --------------------------------------------------------------------------------------
@@ -149,92 +127,6 @@ def target_std(kind: str, shape: tuple[int, ...], **kw: Any) -> float:
 
 
 # --------------------------------------------------------------------------------------
-# Answers must be the student's own
-
-LIBRARIES = ("torch.nn.init", "initlab")
-"""Modules an answer of Parts 6 to 8 must not use: torch.nn.init implements every graded
-initialiser, gain and fan computation, and initlab (the student-visible library) has
-initialisation helpers of its own (``initlab.engine``)."""
-
-_OWN_WORK = (
-    "Write it yourself with math and tensor methods (tensor.normal_, tensor.uniform_ under "
-    "torch.no_grad()); calling torch.nn.init or initlab inside the answer earns no points here."
-)
-
-
-def _recorded_modules() -> list[Any]:
-    modules = [torch.nn.init]
-    try:
-        import initlab.engine as engine
-    except ImportError:  # pragma: no cover - initlab is installed wherever this runs
-        return modules
-    return [*modules, engine]
-
-
-class _CallRecorder:
-    """While active, every function defined in torch.nn.init or initlab.engine records
-    that it was called (the run-time half of the library guard: it also sees functions
-    reached through getattr or aliases the static scan misses)."""
-
-    def __init__(self) -> None:
-        self.called: list[str] = []
-        self._saved: list[tuple[Any, str, Callable]] = []
-
-    def __enter__(self) -> _CallRecorder:
-        for module in _recorded_modules():
-            for name in dir(module):
-                fn = getattr(module, name)
-                if not (callable(fn) and getattr(fn, "__module__", "") == module.__name__):
-                    continue
-                if isinstance(fn, type):
-                    continue
-                self._saved.append((module, name, fn))
-                qualified = f"{module.__name__}.{name}"
-
-                def wrapper(*a: Any, _q: str = qualified, _fn: Callable = fn, **k: Any) -> Any:
-                    self.called.append(_q)
-                    return _fn(*a, **k)
-
-                setattr(module, name, wrapper)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for module, name, fn in reversed(self._saved):
-            setattr(module, name, fn)
-
-
-def _refuse_libraries(student: Callable, name: str) -> None:
-    """Fail if the answer's code names torch.nn.init or an initlab module."""
-    forbidden = uses_library(student, LIBRARIES)
-    if forbidden:
-        raise CheckFailed(f"Your {name} uses {forbidden}. {_OWN_WORK}")
-
-
-_NO_GRAD_HINT = (
-    "The tensor requires grad, like a layer's weight: fill it inside `with torch.no_grad():` "
-    "(as torch.nn.init does), since autograd forbids in-place changes of such a tensor."
-)
-
-
-def call_own(student: Callable, *args: Any, what: str, **kwargs: Any) -> Any:
-    """Call an answer of Parts 6 to 8 with every call into torch.nn.init and initlab.engine
-    recorded; fail if it made one, and explain autograd's in-place error."""
-    with _CallRecorder() as rec:
-        try:
-            out = call_answer(student, *args, what=what, **kwargs)
-        except CheckFailed as exc:
-            cause = str(exc.__cause__ or "")
-            if "requires grad" in cause or "leaf Variable" in cause:
-                raise CheckFailed(
-                    f"{what} raised RuntimeError ({cause.rstrip('.')}). {_NO_GRAD_HINT}"
-                ) from exc.__cause__
-            raise
-    if rec.called:
-        raise CheckFailed(f"{what} called {rec.called[0]}. {_OWN_WORK}")
-    return out
-
-
-# --------------------------------------------------------------------------------------
 # Checks: variance formulas
 
 
@@ -278,23 +170,6 @@ def _same(got: np.ndarray, want: np.ndarray) -> bool:
     return got.shape == want.shape and bool(
         np.all(np.abs(got - want) <= _rel_tol(len(want)) * np.abs(want))
     )
-
-
-def check_var_product(student: Callable) -> None:
-    rng = np.random.default_rng(11)
-    for _ in range(20):
-        mx, my = rng.normal(size=2) * 3
-        vx, vy = np.exp(rng.normal(size=2))
-        what = f"var_product({mx:.3g}, {vx:.3g}, {my:.3g}, {vy:.3g})"
-        got = float(as_array(call_answer(student, mx, vx, my, vy, what=what), what, shape=()))
-        want = var_product(mx, vx, my, vy)
-        if abs(got - want) > 8 * unit_roundoff() * (vx * my**2 + vy * mx**2 + vx * vy):
-            hint = ""
-            if abs(got - vx * vy) <= 1e-6 * abs(want):
-                hint = " That is Var[X]Var[Y] alone, which holds only when both means are zero."
-            elif abs(got - (vx * my**2 + vy * mx**2)) <= 1e-6 * abs(want):
-                hint = " The term Var[X]Var[Y] is missing."
-            raise CheckFailed(f"{what} is {got:.6g}; expected {want:.6g}.{hint}")
 
 
 def check_forward_variances(student: Callable) -> None:
@@ -466,46 +341,12 @@ def check_against_monte_carlo(
                 )
 
 
-def check_output_second_moment(student: Callable) -> None:
-    rng = np.random.default_rng(5)
-    for _ in range(10):
-        n_in = int(rng.integers(1, 800))
-        var_w, var_x = np.exp(rng.normal(size=2))
-        mean_x = float(rng.normal() * 2)
-        what = f"output_second_moment({n_in}, {var_w:.3g}, {mean_x:.3g}, {var_x:.3g})"
-        got = float(as_array(call_answer(student, n_in, var_w, mean_x, var_x, what=what), what))
-        want = output_second_moment(n_in, var_w, mean_x, var_x)
-        if abs(got - want) > 8 * unit_roundoff() * want:
-            hint = ""
-            if abs(got - n_in * var_w * var_x) <= 1e-6 * want:
-                hint = (
-                    " That is n Var(w) Var(x), which holds only for zero-mean inputs: a "
-                    "nonzero mean adds n Var(w) E[x]^2."
-                )
-            raise CheckFailed(f"{what} is {got:.6g}; expected {want:.6g}.{hint}")
-
-
-def check_skorski_std(student: Callable) -> None:
-    _refuse_libraries(student, "skorski_std")
-    for n_in, n_out in [(1, 1), (784, 200), (200, 64), (3, 1000), (4096, 4096)]:
-        what = f"skorski_std({n_in}, {n_out})"
-        got = float(as_array(call_own(student, n_in, n_out, what=what), what))
-        want = skorski_std(n_in, n_out)
-        if abs(got - want) > 6 * unit_roundoff() * want:
-            hint = ""
-            if abs(got - want**2) <= 1e-6 * want**2:
-                hint = " That is the variance; return the standard deviation."
-            elif abs(got - 1 / math.sqrt(n_in + n_out)) <= 1e-6 * want:
-                hint = " That is 1/sqrt(n_in + n_out); the square roots are taken separately."
-            raise CheckFailed(f"{what} is {got:.6g}; expected {want:.6g}.{hint}")
-
-
 # --------------------------------------------------------------------------------------
 # Checks: fans, gains, initialisers
 
 
 def check_fans(student: Callable) -> None:
-    _refuse_libraries(student, "fan_in_and_fan_out")
+    refuse_libraries(student, "fan_in_and_fan_out")
     for shape in [(3, 5), (64, 16, 5, 5), (10, 4, 3), (8, 2, 3, 3, 3), (1, 1)]:
         what = f"fan_in_and_fan_out(torch.empty{shape})"
         got = call_own(student, torch.empty(shape), what=what)
@@ -536,7 +377,7 @@ def check_gain(student: Callable) -> None:
         ("conv2d", None),
         ("selu", None),
     ]
-    _refuse_libraries(student, "calculate_gain")
+    refuse_libraries(student, "calculate_gain")
     for name, param in cases:
         what = f"calculate_gain({name!r}, {param})"
         got = float(as_array(call_own(student, name, param, what=what), what))
@@ -637,7 +478,7 @@ def check_initializer(
     distribution it writes, for every keyword set in ``calls`` and every shape. The
     student's fan_in_and_fan_out and calculate_gain are replaced by the references while
     it runs (:data:`EARLIER_ANSWERS`)."""
-    _refuse_libraries(student, f"{kind}_")
+    refuse_libraries(student, f"{kind}_")
     # three statistical comparisons per call (mean, variance, KS): split the cell's
     # false-failure budget of 1e-6 evenly (union bound)
     per_check = CELL_FALSE_FAILURE / (3 * len(calls) * len(shapes))
@@ -706,75 +547,3 @@ def _shape_hint(sample: np.ndarray, uniform: bool) -> str:
     if not uniform and excess < -0.6:
         return " They look uniform; this initialiser draws from a normal."
     return ""
-
-
-# --------------------------------------------------------------------------------------
-# Part 5: products of random matrices
-
-PRODUCT_SCALES = (0.8, 1.0, 1.25)
-
-
-def product_log_growth(n: int, depth: int, scale: float) -> tuple[float, float]:
-    """Mean and standard deviation of log |v_L| for v_0 a unit vector and v_k = M_k v_(k-1),
-    M_k with i.i.d. N(0, scale^2 / n) entries: given v, |M v|^2 = (scale^2 / n) |v|^2 chi2_n,
-    so log |v_L| is a sum of depth i.i.d. terms log(scale) + log(chi2_n / n) / 2, with
-    E[log chi2_n] = digamma(n / 2) + log 2 and Var[log chi2_n] = trigamma(n / 2)."""
-    from scipy.special import digamma, polygamma
-
-    mean = depth * (math.log(scale) + (digamma(n / 2) + math.log(2 / n)) / 2)
-    std = math.sqrt(depth * float(polygamma(1, n / 2)) / 4)
-    return float(mean), std
-
-
-def check_products(norms: Any, n: int, depth: int) -> None:
-    """Hidden check: for each scale, log |v_L| within z standard deviations of its mean
-    (:func:`product_log_growth`), z for a false-failure probability of CELL_FALSE_FAILURE
-    over the three scales; a sum of 60 i.i.d. log-chi-square terms, whose skewness
-    (-sqrt(2 / n) per term, /sqrt(depth) for the sum: below 0.03 here) is negligible at
-    this z. A result near a classic mistake's growth is named; one that overflows or
-    underflows float32 (the entries off by a factor sqrt(n), at these n and depth) is named
-    as too large or too small."""
-    if not hasattr(norms, "keys") or set(norms) != set(PRODUCT_SCALES):
-        raise CheckFailed(
-            f"norms must map each scale {PRODUCT_SCALES} to its list of norms (one per layer)."
-        )
-    z = z_score(CELL_FALSE_FAILURE / len(PRODUCT_SCALES))
-    for scale in PRODUCT_SCALES:
-        history = as_array(norms[scale], f"norms[{scale}]").ravel()
-        if len(history) != depth:
-            raise CheckFailed(
-                f"norms[{scale}] has {len(history)} entries; expected one per layer, {depth}."
-            )
-        last = float(history[-1])
-        if not np.isfinite(last) or last > 1e30:
-            raise CheckFailed(
-                f"norms[{scale}] grows to {last:.3g} after {depth} layers: the entries are far "
-                "too large. Their standard deviation is scale / sqrt(n), so that each layer "
-                "multiplies |v| by about scale."
-            )
-        if last <= 1e-30:
-            raise CheckFailed(
-                f"norms[{scale}] shrinks to {last:.3g} after {depth} layers: the entries are far "
-                "too small. Their standard deviation is scale / sqrt(n) (divide by math.sqrt(n), "
-                "not by n)."
-            )
-        mean, std = product_log_growth(n, depth, scale)
-        got = math.log(last)
-        if abs(got - mean) <= z * std:
-            continue
-        mistakes = {
-            "the entries have standard deviation scale**2 / sqrt(n): multiply by scale once": (
-                product_log_growth(n, depth, scale**2)[0]
-            ),
-            "v is the starting vector times one matrix: multiply the previous layer's v, so that "
-            "the matrices multiply up": product_log_growth(n, 1, scale)[0],
-        }
-        for words, value in mistakes.items():
-            if abs(got - value) <= z * std:
-                raise CheckFailed(f"norms[{scale}]: {words}.")
-        raise CheckFailed(
-            f"After {depth} layers at scale {scale}, log |v| = {got:.3f}; a product of matrices "
-            f"with entries of standard deviation {scale} / sqrt({n}) gives {mean:.3f} "
-            f"+- {z * std:.3f}. "
-            "Each layer multiplies v by a fresh n x n matrix of such entries."
-        )

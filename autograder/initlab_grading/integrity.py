@@ -17,8 +17,8 @@ What is detected, statically (without running the answer):
 
 What is not: a forbidden function reached through ``getattr`` with a computed name,
 ``eval``, or attributes of something other than a module (an object passed in). The
-initialization grader also records, while it runs an answer, every call into
-torch.nn.init and initlab.engine (``initlab_grading.initialization``), and the
+initialization graders also record, while they run an answer, every call into
+torch.nn.init and initlab.engine (:func:`call_own`), and the
 activations grader watches for autograd and backward kernels at run time, which covers
 most of those.
 """
@@ -29,6 +29,11 @@ import dis
 import sys
 from collections.abc import Callable, Iterator
 from types import CodeType, ModuleType
+from typing import Any
+
+import torch
+
+from initlab.checks import CheckFailed, call_answer
 
 _LOAD_NAME = {
     "LOAD_GLOBAL",
@@ -180,3 +185,89 @@ def _chain_uses(base: object, attrs: list[str], forbidden: tuple[str, ...]) -> s
             where = mod if mod == own else f"{mod}.{own or type(obj).__name__}"
             return f"{name} ({where})"
     return None
+
+
+# --------------------------------------------------------------------------------------
+# Initialisation answers must be the student's own
+
+INIT_LIBRARIES = ("torch.nn.init", "initlab")
+"""Modules an initialisation answer (initialiser, gain, fans, scale) must not use:
+torch.nn.init implements every graded initialiser, gain and fan computation, and initlab
+(the student-visible library) has initialisation helpers of its own (``initlab.engine``)."""
+
+_OWN_WORK = (
+    "Write it yourself with math and tensor methods (tensor.normal_, tensor.uniform_ under "
+    "torch.no_grad()); calling torch.nn.init or initlab inside the answer earns no points here."
+)
+
+
+def _recorded_modules() -> list[Any]:
+    modules = [torch.nn.init]
+    try:
+        import initlab.engine as engine
+    except ImportError:  # pragma: no cover - initlab is installed wherever this runs
+        return modules
+    return [*modules, engine]
+
+
+class _CallRecorder:
+    """While active, every function defined in torch.nn.init or initlab.engine records
+    that it was called (the run-time half of the library guard: it also sees functions
+    reached through getattr or aliases the static scan misses)."""
+
+    def __init__(self) -> None:
+        self.called: list[str] = []
+        self._saved: list[tuple[Any, str, Callable]] = []
+
+    def __enter__(self) -> _CallRecorder:
+        for module in _recorded_modules():
+            for name in dir(module):
+                fn = getattr(module, name)
+                if not (callable(fn) and getattr(fn, "__module__", "") == module.__name__):
+                    continue
+                if isinstance(fn, type):
+                    continue
+                self._saved.append((module, name, fn))
+                qualified = f"{module.__name__}.{name}"
+
+                def wrapper(*a: Any, _q: str = qualified, _fn: Callable = fn, **k: Any) -> Any:
+                    self.called.append(_q)
+                    return _fn(*a, **k)
+
+                setattr(module, name, wrapper)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for module, name, fn in reversed(self._saved):
+            setattr(module, name, fn)
+
+
+def refuse_libraries(student: Callable, name: str) -> None:
+    """Fail if the answer's code names torch.nn.init or an initlab module."""
+    forbidden = uses_library(student, INIT_LIBRARIES)
+    if forbidden:
+        raise CheckFailed(f"Your {name} uses {forbidden}. {_OWN_WORK}")
+
+
+_NO_GRAD_HINT = (
+    "The tensor requires grad, like a layer's weight: fill it inside `with torch.no_grad():` "
+    "(as torch.nn.init does), since autograd forbids in-place changes of such a tensor."
+)
+
+
+def call_own(student: Callable, *args: Any, what: str, **kwargs: Any) -> Any:
+    """Call an initialisation answer with every call into torch.nn.init and initlab.engine
+    recorded; fail if it made one, and explain autograd's in-place error."""
+    with _CallRecorder() as rec:
+        try:
+            out = call_answer(student, *args, what=what, **kwargs)
+        except CheckFailed as exc:
+            cause = str(exc.__cause__ or "")
+            if "requires grad" in cause or "leaf Variable" in cause:
+                raise CheckFailed(
+                    f"{what} raised RuntimeError ({cause.rstrip('.')}). {_NO_GRAD_HINT}"
+                ) from exc.__cause__
+            raise
+    if rec.called:
+        raise CheckFailed(f"{what} called {rec.called[0]}. {_OWN_WORK}")
+    return out

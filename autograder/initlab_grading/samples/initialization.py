@@ -116,15 +116,6 @@ def xavier_uniform_(tensor, gain=1.0):
         },
     ),
     Sample(
-        "var-product-zero-means",
-        "Var[XY] = Var[X] Var[Y], which assumes zero means",
-        answers={
-            "var_product": "def var_product(mean_x, var_x, mean_y, var_y):\n"
-            "    return var_x * var_y"
-        },
-        lost={"test_var_product": "holds only when both means are zero"},
-    ),
-    Sample(
         "forward-own-width",
         "forward variances multiply each layer's own width n_l instead of its fan-in n_(l-1)",
         answers={
@@ -169,15 +160,6 @@ def weight_grad_variances(var_x, var_grad_out, widths, weight_vars):
 """,
         },
         lost={"test_backward_variances": "reverse order"},
-    ),
-    Sample(
-        "second-moment-ignores-mean",
-        "E[z^2] = n Var(w) Var(x), forgetting the inputs' mean",
-        answers={
-            "second_moment": "def output_second_moment(n_in, var_w, mean_x, var_x):\n"
-            "    return n_in * var_w * var_x"
-        },
-        lost={"test_output_second_moment": "a nonzero mean adds"},
     ),
     Sample(
         "xavier-std-is-variance",
@@ -334,36 +316,6 @@ def xavier_normal_(tensor, gain=1.0):
             + _XAVIER_UNIFORM
         },
         lost={"test_xavier_normal": "inside `with torch.no_grad():`"},
-    ),
-    Sample(
-        "skorski-variance",
-        "skorski_std returns the square of the standard deviation",
-        answers={
-            "skorski": "def skorski_std(n_in, n_out):\n"
-            "    return 1.0 / (math.sqrt(n_in) + math.sqrt(n_out)) ** 2"
-        },
-        lost={"test_skorski_std": "That is the variance"},
-    ),
-    Sample(
-        "products-scale-squared",
-        "the random-matrix product of Part 5 draws entries with standard deviation scale**2 / "
-        "sqrt(n), so its norm moves like scale^(2L)",
-        answers={
-            "products_demo": """
-n = budget.pick(grade=64, default=256, full=512)
-depth = 60
-gen = torch.Generator().manual_seed(0)
-norms = {}
-for scale in (0.8, 1.0, 1.25):
-    v = torch.ones(n) / math.sqrt(n)
-    history = []
-    for _ in range(depth):
-        v = (torch.randn(n, n, generator=gen) * scale**2 / math.sqrt(n)) @ v
-        history.append(float(v.norm()))
-    norms[scale] = history
-"""
-        },
-        lost={"test_products": "multiply by scale once"},
     ),
     Sample(
         "kaiming-average-no-gain",
