@@ -5,8 +5,8 @@ the notebook reproduces), as JSON under results/, for the notebook's instructor 
     PYTHONPATH=lib:autograder .venv/bin/python results/record.py kurtosis [--budget full]
         [--output results/<assignment>-full.json] [--threads 2]
 
-Executes source/<assignment>/<assignment>.ipynb (for ``kurtosis`` also the deep dive,
-source/kurtosis_deep_dive/) with its reference answers, without its instructor-only cells
+Executes source/<assignment>/<assignment>.ipynb and its deep dive,
+source/<assignment>_deep_dive/, with their reference answers, without its instructor-only cells
 (they check the notebook's text against the file this writes), in a fresh kernel and a
 temporary folder, then reads the results from the kernel and writes them as JSON (accuracies
 rounded to 4 decimals, as the notebooks print them). Trained networks are cached in the
@@ -14,7 +14,8 @@ initlab data folder (``INITLAB_DATA``, default ``~/.cache/initlab``), so an inte
 resumes where it stopped.
 
 ``activations`` at ``full`` is seed 003's protocol, 1,000 epochs per network (92,750
-network-epochs, about two hours on two CPU cores): the accuracies of Parts 5 to 8 and the
+network-epochs, about two hours on two CPU cores; Part 5 is Assignment 3's, Parts 6 to 8 its deep
+dive's): the accuracies of Parts 5 to 8 and the
 training curves (at about 60 epochs spaced evenly on a log scale), which it also draws as
 results/activations-full-curves.png. ``kurtosis`` at ``full`` is the deep dive's Figures 1 to
 3 (600 + 275 trained networks, Figure 2 over 10,000 networks and the 60,000 training images)
@@ -46,68 +47,88 @@ _r4 = lambda v: round(float(v), 4)
 _g3 = lambda v: float(f"{float(v):.3g}")
 """
 
-# Curves at about 60 epochs spaced evenly on a log scale, and Parts 5 and 7's results.
-_ACTIVATION_RUNS = r"""
+# Curves at about 60 epochs spaced evenly on a log scale.
+_CURVES = r"""
 _ep = lambda n: sorted({int(e) for e in np.round(np.logspace(0, np.log10(n), 60))})
 _curve = lambda values: [_r4(values[e - 1]) for e in _ep(len(values))]
-_epochs = {"part5": _ep(num_epochs), "part7": _ep(final_epochs)}
-_part5_curves = {r.config.activation: {k: _curve(r.history[k])
-                                       for k in ("train_loss", "val_loss", "val_acc")}
-                 for r in runs}
-_part7_curves = {name: {str(r.config.seed): _curve(r.history["train_loss"])
-                        for r in final if r.config.activation == name}
-                 for name in names}
-_part7_test_acc = {
-    name: {"lr": _r4(best_lr[name]), "mean": _r4(np.mean(test_acc[name])),
-           "std": _r4(np.std(test_acc[name], ddof=1)) if len(test_acc[name]) > 1 else None,
-           "min": _r4(np.min(test_acc[name])), "max": _r4(np.max(test_acc[name]))}
-    for name in names
-}
 """
 
-ACTIVATIONS = (
+# Assignment 3: Part 5 of the seed-003 protocol (six activations at lr 0.005), with its curves.
+ACTIVATIONS_PART5 = (
     _HELPERS
-    + _ACTIVATION_RUNS
+    + _CURVES
     + r"""
-_best = {name: max((r for r in search if r.config.activation == name),
-                   key=lambda r: r.history["val_acc"][-1])
-         for name in names}
 _out = {
     "budget": budget.current(),
-    "num_epochs": {
-        "part5": num_epochs, "part6": search_epochs, "part7": final_epochs, "part8": final_epochs
-    },
+    "num_epochs": {"part5": num_epochs},
     "batch_size": batch_size,
     "part5_lr": 0.005,
     "part5_val_acc": {r.config.activation: _r4(r.history["val_acc"][-1]) for r in runs},
-    "part6_best_lr": {name: _r4(best_lr[name]) for name in names},
-    "part6_best_val_acc": {name: _r4(_best[name].history["val_acc"][-1]) for name in names},
-    "part7_seeds": list(seeds),
-    "part7_test_acc": _part7_test_acc,
-    "part8": {"lr": _r4(learned.config.lr), "beta": [_r4(b) for b in learned.params["beta"]],
-              "test_acc": _r4(engine.evaluate(learned, X_test, y_test)["acc"])},
     "curves": {
-        "epochs": {**_epochs, "part6": _ep(search_epochs)},
-        "part5": _part5_curves,
-        "part6_best": {name: {k: _curve(_best[name].history[k]) for k in ("train_loss", "val_acc")}
-                       for name in names},
-        "part7_train_loss": _part7_curves,
+        "epochs": {"part5": _ep(num_epochs)},
+        "part5": {r.config.activation: {k: _curve(r.history[k])
+                                        for k in ("train_loss", "val_loss", "val_acc")}
+                  for r in runs},
     },
 }
 print("RESULTS " + _json.dumps(_out))
 """
 )
 
-# --curves-from: Parts 5 and 7 only, Part 6's best rates taken from the recorded file.
-ACTIVATION_CURVES = (
+# Assignment 3b, Part 3 (the protocol's Part 7): retraining with the best rates, and its curves.
+_PART7 = r"""
+_part7 = {
+    "part7_test_acc": {
+        name: {"lr": _r4(best_lr[name]), "mean": _r4(np.mean(test_acc[name])),
+               "std": _r4(np.std(test_acc[name], ddof=1)) if len(test_acc[name]) > 1 else None,
+               "min": _r4(np.min(test_acc[name])), "max": _r4(np.max(test_acc[name]))}
+        for name in names
+    },
+    "part7_curves": {name: {str(r.config.seed): _curve(r.history["train_loss"])
+                            for r in final if r.config.activation == name}
+                     for name in names},
+}
+"""
+
+# Assignment 3b: the protocol's Parts 6 to 8.
+ACTIVATIONS_DEEP = (
     _HELPERS
-    + _ACTIVATION_RUNS
+    + _CURVES
+    + _PART7
+    + r"""
+_best = {name: max((r for r in search if r.config.activation == name),
+                   key=lambda r: r.history["val_acc"][-1])
+         for name in names}
+_out = {
+    "budget": budget.current(),
+    "num_epochs": {"part6": search_epochs, "part7": final_epochs, "part8": final_epochs},
+    "part6_best_lr": {name: _r4(best_lr[name]) for name in names},
+    "part6_best_val_acc": {name: _r4(_best[name].history["val_acc"][-1]) for name in names},
+    "part7_seeds": list(seeds),
+    "part7_test_acc": _part7["part7_test_acc"],
+    "part8": {"lr": _r4(learned.config.lr), "beta": [_r4(b) for b in learned.params["beta"]],
+              "test_acc": _r4(engine.evaluate(learned, X_test, y_test)["acc"])},
+    "curves": {
+        "epochs": {"part6": _ep(search_epochs), "part7": _ep(final_epochs)},
+        "part6_best": {name: {k: _curve(_best[name].history[k]) for k in ("train_loss", "val_acc")}
+                       for name in names},
+        "part7_train_loss": _part7["part7_curves"],
+    },
+}
+print("RESULTS " + _json.dumps(_out))
+"""
+)
+
+# --curves-from: the protocol's Part 7 only, Part 6's best rates taken from the recorded file.
+ACTIVATIONS_DEEP_CURVES = (
+    _HELPERS
+    + _CURVES
+    + _PART7
     + r"""
 _out = {
     "budget": budget.current(),
-    "part5_val_acc": {r.config.activation: _r4(r.history["val_acc"][-1]) for r in runs},
-    "part7_test_acc": _part7_test_acc,
-    "curves": {"epochs": _epochs, "part5": _part5_curves, "part7_train_loss": _part7_curves},
+    "part7_test_acc": _part7["part7_test_acc"],
+    "curves": {"epochs": {"part7": _ep(final_epochs)}, "part7_train_loss": _part7["part7_curves"]},
 }
 print("RESULTS " + _json.dumps(_out))
 """
@@ -159,7 +180,10 @@ print("RESULTS " + _json.dumps(_out))
 )
 
 DUMPS = {
-    "activations": [("activations", ACTIVATIONS)],
+    "activations": [
+        ("activations", ACTIVATIONS_PART5),
+        ("activations_deep_dive", ACTIVATIONS_DEEP),
+    ],
     "kurtosis": [("kurtosis", KURTOSIS_PART4), ("kurtosis_deep_dive", KURTOSIS_FIGURES)],
 }
 """Per record, the notebooks it executes and what each prints; their results are merged."""
@@ -168,13 +192,24 @@ DUMPS = {
 def run(record: str, budget: str, threads: int, best_lr: dict | None = None) -> dict:
     """Execute the record's source notebooks at ``budget`` and return what they computed.
 
-    With ``best_lr`` (activations only), Part 6's learning-rate search is not run: its best
-    rate per activation is taken from ``best_lr`` (values rounded as recorded), and the
-    notebook stops after Part 7."""
+    With ``best_lr`` (activations only), the deep dive's learning-rate search is not run: its
+    best rate per activation is taken from ``best_lr`` (values rounded as recorded), and the
+    deep dive stops after the retraining."""
     results: dict = {}
     for assignment, dump in DUMPS[record]:
-        results.update(_execute(assignment, dump, budget, threads, best_lr))
+        if best_lr is not None and assignment == "activations_deep_dive":
+            dump = ACTIVATIONS_DEEP_CURVES
+        _merge(results, _execute(assignment, dump, budget, threads, best_lr))
     return results
+
+
+def _merge(into: dict, new: dict) -> None:
+    """Add ``new`` to ``into``, merging the dicts both hold (``curves``, ``num_epochs``)."""
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
 
 
 def _execute(
@@ -185,7 +220,7 @@ def _execute(
     notebook = REPO / "source" / assignment / f"{assignment}.ipynb"
     nb = nbformat.read(notebook, as_version=4)
     nb.cells = [c for c in nb.cells if "instructor-only" not in c.metadata.get("tags", [])]
-    if best_lr is not None:
+    if best_lr is not None and assignment == "activations_deep_dive":
         (search,) = [i for i, c in enumerate(nb.cells) if "search = engine.train(" in c.source]
         (final,) = [i for i, c in enumerate(nb.cells) if "final = engine.train(" in c.source]
         nb.cells[search].source = (
@@ -200,7 +235,6 @@ def _execute(
             if nb.cells[i].cell_type == "code" and "search" in nb.cells[i].source
         ]
         nb.cells = [c for i, c in enumerate(nb.cells[: final + 1]) if i not in between]
-        dump = ACTIVATION_CURVES
     nb.cells.append(nbformat.v4.new_code_cell(dump))
     env = {
         "INITLAB_BUDGET": budget,
@@ -255,8 +289,9 @@ def draw_activation_curves(record: dict, path: Path) -> None:
 
 
 def add_curves(record_path: Path, budget: str, threads: int) -> dict:
-    """Retrain Parts 5 and 7 of the activations notebook (Part 6's best rates from the
-    record), check that their accuracies reproduce the record's, and add their curves."""
+    """Retrain the protocol's Parts 5 and 7 (Assignment 3's six activations and the deep
+    dive's retraining, with the search's best rates from the record), check that their
+    accuracies reproduce the record's, and add their curves."""
     record = json.loads(record_path.read_text())
     start = time.monotonic()
     results = run("activations", budget, threads, best_lr=record["part6_best_lr"])

@@ -72,6 +72,7 @@ ROUNDTRIP = "tests/test_autograde_roundtrip.py"
 ROUNDTRIP_LONGEST_FIRST = (
     "kurtosis_deep_dive",
     "initialization_deep_dive",
+    "activations_deep_dive",
     "backprop",
     "activations",
     "initialization",

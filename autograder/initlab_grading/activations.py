@@ -9,7 +9,7 @@ under a tolerance derived from round-off:
   :func:`sup_error`), evaluated in float64 from the parameters as given. Allowed: 0.04
   plus the float32 round-off bound of evaluating the net (the seed's construction has
   error exactly 0.04, and its parameters 0.2, 0.6, ... are not float32 numbers).
-- Part 3 (activations and derivatives): torch.autograd in float64 on the same inputs is
+- Part 2 (activations and derivatives): torch.autograd in float64 on the same inputs is
   the oracle. Tolerance per entry ``N u (|f| + s(x))`` with ``u`` the unit round-off of
   the dtype the student computed in, ``s(x)`` a bound on the magnitudes of the
   intermediate terms of a stable formula (1 for sigmoid and tanh and their slopes,
@@ -20,15 +20,12 @@ under a tolerance derived from round-off:
   ``FORBIDDEN_IN_DERIVATIVES`` for where the line is drawn). At large |x| every answer
   must be finite, and the values of those right on -10..10 are compared again (one
   mistake costs points once: see :func:`check_large_inputs`).
-- Part 4 (the split): exact index sets.
-- Part 7 (the table of test accuracies): within the round-off of a float32 summary
-  (:func:`summary_atol`); Part 8 (the learned betas): one float32 rounding.
+- Part 3 (the split): exact index sets.
+- Part 4 (the network and its loop): against the engine's float64 trajectory (:data:`LOOP_RTOL`).
 """
 
 from __future__ import annotations
 
-import copy
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -40,11 +37,7 @@ from torch.overrides import TorchFunctionMode
 from initlab.checks import CheckFailed, as_array, call_answer, check_finite, unit_roundoff
 from initlab_grading.integrity import uses_library
 
-EVIDENCE = {
-    "observations": ["train_six"],
-    "retrain_explain": ["summary_table"],
-    "beta_explain": ["learned_beta"],
-}
+EVIDENCE = {"observations": ["train_six"]}
 """Written answers and the code cells (grade_ids) whose submitted outputs they discuss:
 formgrader and the feedback show those outputs beside the answer (initlab_grading.evidence)."""
 
@@ -170,7 +163,7 @@ def check_relu_net(d_hidden: Any, W1: Any, b1: Any, W2: Any, b2: Any) -> None:
 
 
 # --------------------------------------------------------------------------------------
-# Part 3: activation functions and their derivatives
+# Part 2: activation functions and their derivatives
 
 
 def _swish(x: torch.Tensor, beta: float) -> torch.Tensor:
@@ -271,7 +264,7 @@ FORBIDDEN_IN_DERIVATIVES = (
     "initlab",
 )
 _BY_HAND = (
-    "Part 3 asks for the derivative by hand: write the formula with torch operations on x "
+    "Part 2 asks for the derivative by hand: write the formula with torch operations on x "
     "(torch.sigmoid, torch.tanh, torch.exp, torch.nn.functional.softplus ... for the "
     "values you need); automatic differentiation and backward kernels earn no points here."
 )
@@ -475,7 +468,7 @@ def check_large_inputs(funcs: dict[str, tuple[Callable, Callable]]) -> None:
 
 
 # --------------------------------------------------------------------------------------
-# Part 4: the split
+# Part 3: the split
 
 NUM_USED, VAL_FRACTION = 12_000, 0.2
 TRAIN_IDX = np.arange(9_600)
@@ -525,7 +518,7 @@ def check_split(train_idx: Any, val_idx: Any) -> None:
 
 
 # --------------------------------------------------------------------------------------
-# Part 5: the student's network and training loop, against the engine
+# Part 4: the student's network and training loop, against the engine
 
 LOOP_LAYERS = (784, 200, 64, 10)
 LOOP_BATCH, LOOP_STEPS, LOOP_LR = 16, 4, 0.05
@@ -780,195 +773,3 @@ def check_training_loop(sgd_train: Callable) -> None:
     and tanh: the same losses and final weights within :data:`LOOP_RTOL`."""
     for name, phi, seed in (("relu", torch.relu, 3), ("tanh", torch.tanh, 4)):
         _check_loop_run(sgd_train, name, phi, seed)
-
-
-# --------------------------------------------------------------------------------------
-# Part 6: the best learning rate per activation, from the student's own search
-
-BEST_LR_VARIANTS: dict[str, tuple[Callable[[Any], float], str]] = {
-    "worst": (
-        lambda r: -float(r.history["val_acc"][-1]),
-        "that is the rate with the lowest final validation accuracy: take the largest (max, "
-        "not min)",
-    ),
-    "val_loss": (
-        lambda r: -float(r.history["val_loss"][-1]),
-        "that is the rate with the lowest final validation loss; the rule is the highest final "
-        "validation accuracy",
-    ),
-    "train_acc": (
-        lambda r: float(r.history["train_acc"][-1]),
-        "that is the rate with the highest training accuracy; choose on the validation set, "
-        "the images the network does not train on",
-    ),
-    "best_epoch": (
-        lambda r: float(np.nanmax(r.history["val_acc"])),
-        "that is the rate with the best validation accuracy at any epoch; the rule looks at "
-        "the accuracy after the last epoch",
-    ),
-}
-"""Other selection rules a student may apply, with the diagnosis given when the student's
-rate is the one a rule picks and the right rule's is not."""
-
-
-def _argmax_lrs(runs: list, key: Callable[[Any], float]) -> set[float]:
-    values = np.array([key(r) for r in runs], dtype=np.float64)
-    values = np.where(np.isnan(values), -np.inf, values)
-    return {float(r.config.lr) for r, v in zip(runs, values, strict=True) if v == values.max()}
-
-
-def check_best_lr(best_lr: Any, search: list) -> None:
-    """Hidden check: ``best_lr[name]`` is a rate whose network in the student's own
-    ``search`` has the highest validation accuracy after the last epoch (any of them when
-    several tie); rates are compared exactly, since they are the grid's own floats."""
-    names = list(dict.fromkeys(r.config.activation for r in search))
-    if not hasattr(best_lr, "keys"):
-        raise CheckFailed("best_lr must be a dict from each activation's name to its best rate.")
-    missing = [n for n in names if n not in best_lr]
-    if missing:
-        raise CheckFailed(f"best_lr has no rate for {', '.join(missing)}: give one per activation.")
-    for name in names:
-        runs = [r for r in search if r.config.activation == name]
-        try:
-            got = float(best_lr[name])
-        except (TypeError, ValueError):
-            raise CheckFailed(f"best_lr[{name!r}] must be a number (a rate from lrs).") from None
-        grid = {float(r.config.lr) for r in runs}
-        closest = min(grid, key=lambda lr: abs(lr - got))
-        if abs(closest - got) > 1e-12 * closest:
-            raise CheckFailed(
-                f"best_lr[{name!r}] is {got:.6g}, which is not one of the searched rates "
-                f"({', '.join(f'{lr:.4g}' for lr in sorted(grid))}): take it from the search."
-            )
-        best = _argmax_lrs(runs, lambda r: float(r.history["val_acc"][-1]))
-        if closest in best:
-            continue
-        final = {float(r.config.lr): float(r.history["val_acc"][-1]) for r in runs}
-        right = min(best)
-        for key, words in BEST_LR_VARIANTS.values():
-            if closest in _argmax_lrs(runs, key):
-                raise CheckFailed(f"best_lr[{name!r}] is {closest:.4g}: {words}.")
-        raise CheckFailed(
-            f"best_lr[{name!r}] is {closest:.4g}, whose network ends with validation accuracy "
-            f"{final[closest]:.4f}; lr {right:.4g} ends with {final[right]:.4f}. Pick the rate "
-            "with the highest validation accuracy after the last epoch."
-        )
-
-
-# --------------------------------------------------------------------------------------
-# Part 7: the table of test accuracies
-
-SUMMARY_KEYS = ("mean", "std", "min", "max")
-
-SUMMARY_CASES = (
-    {"relu": [0.9518, 0.925, 0.9387], "tanh": [0.9255, 0.9282, 0.9258]},
-    {"swish": [0.9605, 0.9608, 0.9599, 0.9604, 0.9607]},
-    {"mish": [0.93]},
-)
-"""Made-up accuracies the hidden test summarises besides the student's own: 3 and 5 seeds,
-and one seed (whose sample standard deviation is undefined)."""
-
-
-def summary_atol(num_seeds: int) -> float:
-    """Largest difference from the float64 summary that round-off of a float32 answer can
-    explain, for accuracies in [0, 1]: a mean of k values takes k rounded operations and the
-    input's rounding, so within (k + 1) u; a standard deviation from deviations about that
-    mean adds the subtraction, the squares, the sum, the division and the square root, so
-    within (k + 4) u of a magnitude at most 1; doubled for safety of the first-order bound."""
-    return 2 * (num_seeds + 4) * unit_roundoff(np.float32)
-
-
-def reference_summary(accs: Any) -> dict[str, float]:
-    """Mean, sample standard deviation (ddof 1; nan for one seed), min and max."""
-    a = np.asarray(accs, dtype=np.float64)
-    std = float(a.std(ddof=1)) if len(a) > 1 else float("nan")
-    return {"mean": float(a.mean()), "std": std, "min": float(a.min()), "max": float(a.max())}
-
-
-def _summary_row(table: Any, name: str) -> dict[str, float]:
-    if not hasattr(table, "keys") or name not in table:
-        raise CheckFailed(
-            f"summarize must return a dict with one entry per activation; {name!r} is missing."
-        )
-    row = table[name]
-    if not hasattr(row, "keys") or set(SUMMARY_KEYS) - set(row):
-        raise CheckFailed(
-            f"summarize(...)[{name!r}] must be a dict with the keys {', '.join(SUMMARY_KEYS)}."
-        )
-    try:
-        return {key: float(row[key]) for key in SUMMARY_KEYS}
-    except (TypeError, ValueError):
-        raise CheckFailed(f"summarize(...)[{name!r}] must hold numbers.") from None
-
-
-def check_summary(summarize: Callable, test_acc: Any) -> None:
-    """Hidden check: ``summarize`` on the student's own test accuracies and on made-up ones
-    against :func:`reference_summary`, within :func:`summary_atol`; the usual slips (the
-    population standard deviation, the variance, min and max swapped) are named."""
-    cases = [*(("made-up accuracies", c) for c in SUMMARY_CASES), ("your test_acc", test_acc)]
-    for label, accs in cases:
-        given = {name: list(map(float, values)) for name, values in accs.items()}
-        table = call_answer(summarize, copy.deepcopy(given), what=f"summarize({label})")
-        for name, values in given.items():
-            got, want = _summary_row(table, name), reference_summary(values)
-            tol = summary_atol(len(values))
-            where = f"summarize({label})[{name!r}] for accuracies {values}"
-            for key in ("mean", "min", "max"):
-                if abs(got[key] - want[key]) > tol:
-                    if (
-                        key != "mean"
-                        and abs(got[key] - want["max" if key == "min" else "min"]) <= tol
-                    ):
-                        raise CheckFailed(f"{where}: min and max are swapped.")
-                    raise CheckFailed(
-                        f"{where}: {key} is {got[key]:.6g}; expected {want[key]:.6g}."
-                    )
-            if len(values) == 1:
-                if not math.isnan(got["std"]):
-                    raise CheckFailed(
-                        f"{where}: with one seed the sample standard deviation is undefined; "
-                        f"return nan (np.std(..., ddof=1) does), not {got['std']:.6g}."
-                    )
-                continue
-            if abs(got["std"] - want["std"]) <= tol:
-                continue
-            population = want["std"] * math.sqrt((len(values) - 1) / len(values))
-            if abs(got["std"] - population) <= tol:
-                raise CheckFailed(
-                    f"{where}: std is the population standard deviation (divided by n); the spread "
-                    "over seeds is the sample standard deviation, divided by n - 1 (ddof=1)."
-                )
-            if abs(got["std"] - want["std"] ** 2) <= tol:
-                raise CheckFailed(f"{where}: std is the variance; take its square root.")
-            raise CheckFailed(f"{where}: std is {got['std']:.6g}; expected {want['std']:.6g}.")
-
-
-# --------------------------------------------------------------------------------------
-# Part 8: the learned betas
-
-
-def check_learned_betas(betas: Any, learned: Any) -> None:
-    """Hidden check: ``betas`` lists the two learned betas of ``learned`` (the student's own
-    run), layer 1 first. They are read, not computed, so float32 storage is the only
-    difference allowed: one rounding, u relative."""
-    want = np.asarray(learned.params["beta"], dtype=np.float64).ravel()
-    got = as_array(betas, "betas").ravel()
-    if got.shape != want.shape:
-        raise CheckFailed(
-            f"betas must hold one beta per hidden layer, {len(want)} numbers; it has {got.size}."
-        )
-    tol = 2 * unit_roundoff(np.float32) * np.abs(want)
-    if np.all(np.abs(got - want) <= tol):
-        return
-    if np.all(np.abs(got[::-1] - want) <= tol):
-        raise CheckFailed(
-            "betas are in the wrong order: layer 1 (after the 784 -> 200 layer) first."
-        )
-    if np.allclose(got, 1.0):
-        raise CheckFailed(
-            "betas are the starting values (1.0): read the trained values from learned.params."
-        )
-    raise CheckFailed(
-        f"betas are {got.tolist()}; your run learned {want.tolist()}: read them from "
-        "learned.params['beta']."
-    )

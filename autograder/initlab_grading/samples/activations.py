@@ -101,22 +101,8 @@ SAMPLES = [
         "correct answers written another way: a five-knot interpolating ReLU net, activations "
         "from hand-written stable exponentials (tanh through the sigmoid), the split by "
         "slicing, the forward pass with addmm and the loop with autograd.grad and a "
-        "hand-written log-softmax, the table with the statistics module, the betas with "
-        "tolist(); must score full marks",
+        "hand-written log-softmax; must score full marks",
         answers={
-            "summary": """
-import statistics
-
-
-def summarize(test_acc):
-    out = {}
-    for name in test_acc:
-        values = sorted(test_acc[name])
-        spread = statistics.stdev(values) if len(values) > 1 else float("nan")
-        out[name] = dict(mean=statistics.fmean(values), min=values[0], max=values[-1], std=spread)
-    return out
-""",
-            "betas": "betas = learned.params['beta'].tolist()",
             "relu_net": """
 knots = np.linspace(0, 1, 5)[:-1]              # hinges at 0, 1/4, 1/2, 3/4
 slopes = knots + (knots + 0.25)                # slope of x^2's chord on each piece
@@ -328,41 +314,6 @@ def sgd_train(params, batches, forward, lr):
             )
         },
         lost={"test_mlp_forward": "applied to the output layer too"},
-    ),
-    Sample(
-        "best-lr-min-not-max",
-        "the best learning rate chosen with min instead of max: each activation's worst rate",
-        answers={
-            "best_lr": "best_lr = {}\nfor name in names:\n"
-            "    mine = [r for r in search if r.config.activation == name]\n"
-            "    best_lr[name] = min(mine, key=lambda r: r.history['val_acc'][-1]).config.lr",
-        },
-        lost={"test_best_lr": "lowest final validation accuracy"},
-    ),
-    Sample(
-        "best-lr-stores-accuracy",
-        "best_lr holds each activation's best validation accuracy instead of its rate",
-        answers={
-            "best_lr": "best_lr = {name: max(r.history['val_acc'][-1] for r in search\n"
-            "                        if r.config.activation == name) for name in names}",
-        },
-        lost={"test_best_lr": "not one of the searched rates"},
-    ),
-    Sample(
-        "summary-population-std",
-        "the table's spread over seeds is the population standard deviation (np.std's default)",
-        answers={
-            "summary": "def summarize(test_acc):\n"
-            "    return {name: {'mean': np.mean(a), 'std': np.std(a), 'min': np.min(a),\n"
-            "                   'max': np.max(a)} for name, a in test_acc.items()}",
-        },
-        lost={"test_summary": "population standard deviation"},
-    ),
-    Sample(
-        "betas-reversed",
-        "the learned betas listed output side first",
-        answers={"betas": "betas = [float(b) for b in learned.params['beta']][::-1]"},
-        lost={"test_betas": "wrong order"},
     ),
     Sample(
         "relu-grad-bool",
