@@ -74,6 +74,7 @@ ROUNDTRIP_LONGEST_FIRST = (
     "initialization_deep_dive",
     "activations_deep_dive",
     "backprop",
+    "backprop_deep_dive",
     "activations",
     "initialization",
 )

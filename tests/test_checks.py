@@ -45,7 +45,7 @@ def test_call_answer_wraps_exceptions_with_a_hint():
 
 
 def test_no_graded_answer_in_the_library():
-    """Part 4 of the backprop notebook grades a centred finite-difference gradient, so the
+    """Part 2 of the backprop deep dive grades a centred finite-difference gradient, so the
     student-visible library must not offer one."""
     assert not hasattr(checks, "numerical_gradient")
     assert not hasattr(checks, "check_gradient")
