@@ -70,13 +70,14 @@ ROUNDTRIP = "tests/test_autograde_roundtrip.py"
 # them). Only an ordering hint: every assignment of course.ASSIGNMENTS gets a group of its
 # own whether it is listed here or not.
 ROUNDTRIP_LONGEST_FIRST = (
-    "kurtosis_deep_dive",
     "initialization_deep_dive",
-    "activations_deep_dive",
-    "backprop",
-    "backprop_deep_dive",
     "activations",
+    "kurtosis_deep_dive",
     "initialization",
+    "kurtosis",
+    "activations_deep_dive",
+    "backprop_deep_dive",
+    "backprop",
 )
 ROUNDTRIP_ORDER = (
     *[a for a in ROUNDTRIP_LONGEST_FIRST if a in course.ASSIGNMENTS],
@@ -98,17 +99,31 @@ def xdist_scope(nodeid: str) -> str:
     return f"{path}-{EXPORT_GROUP}"
 
 
+LONG_FILES_FIRST = (
+    "tests/test_student_lab.py",
+    "tests/test_parallel_grading.py",
+    "tests/test_hostile_grading.py",
+    "tests/test_exchange_loop.py",
+    "tests/test_distributed_grading.py",
+)
+"""The longest files after the round trip, longest first (the browser test runs every
+notebook in one JupyterLab), so that no long group starts last and leaves one worker alone
+at the end. Only an ordering hint."""
+
+
 def _order(item: pytest.Item) -> int:
     scope = xdist_scope(item.nodeid)
     for rank, assignment in enumerate(ROUNDTRIP_ORDER):
         if scope == f"{ROUNDTRIP}-{assignment}":
             return rank
-    return len(ROUNDTRIP_ORDER)
+    if scope in LONG_FILES_FIRST:
+        return len(ROUNDTRIP_ORDER) + LONG_FILES_FIRST.index(scope)
+    return len(ROUNDTRIP_ORDER) + len(LONG_FILES_FIRST)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The round trip's tests first, longest assignment first; the rest in the order
-    collected (a stable sort)."""
+    """The round trip's tests first, longest assignment first, then the longest other
+    files; the rest in the order collected (a stable sort)."""
     items.sort(key=_order)
 
 
