@@ -478,7 +478,9 @@ def check_planted_bug(bug_line: Any) -> None:
 # Part 3: mean and variance of the weight gradient under independence
 
 
-def grad_weight_moments(widths, var_w, sp_mean, sp_sq_mean, a_mean, a_sq_mean, g_mean, g_sq_mean):
+def grad_weight_moments(
+    widths, weight_vars, sp_mean, sp_sq_mean, a_mean, a_sq_mean, g_mean, g_sq_mean
+):
     """Reference: E and Var of an entry of grad W^(l), l = 1..L (index l - 1).
 
     delta^(L)_i = s^(L)_i g_i; delta^(l)_i = s^(l)_i sum_k W^(l+1)_{ki} delta^(l+1)_k.
@@ -492,7 +494,7 @@ def grad_weight_moments(widths, var_w, sp_mean, sp_sq_mean, a_mean, a_sq_mean, g
     second[L] = sp_sq_mean[L - 1] * g_sq_mean
     first[L] = sp_mean[L - 1] * g_mean
     for l in range(L - 1, 0, -1):  # noqa: E741
-        second[l] = sp_sq_mean[l - 1] * widths[l + 1] * var_w[l] * second[l + 1]
+        second[l] = sp_sq_mean[l - 1] * widths[l + 1] * weight_vars[l] * second[l + 1]
     layers = range(1, L + 1)
     mean = np.array([first[k] * a_mean[k - 1] for k in layers])
     var = np.array([second[k] * a_sq_mean[k - 1] for k in layers]) - mean**2
@@ -502,7 +504,7 @@ def grad_weight_moments(widths, var_w, sp_mean, sp_sq_mean, a_mean, a_sq_mean, g
 @dataclass
 class MomentCase:
     widths: list[int]
-    var_w: list[float]
+    weight_vars: list[float]
     sp_p: list[float]  # sigma' ~ Bernoulli(p) (ReLU's derivative) ...
     sp_scale: list[float]  # ... times this scale
     a_kind: str  # "halfnormal" (ReLU-like activations) or "uniform01" (sigmoid-like)
@@ -518,7 +520,7 @@ class MomentCase:
             am, asq = 0.5, 1 / 3
         return dict(
             widths=list(self.widths),
-            var_w=list(self.var_w),
+            weight_vars=list(self.weight_vars),
             sp_mean=[float(v) for v in p * c],
             sp_sq_mean=[float(v) for v in p * c * c],
             a_mean=[float(am)] * L,
@@ -639,7 +641,7 @@ def model_moments(case: MomentCase) -> list[dict[str, float]]:
     m2[L], m4[L] = e2, e4
     S1, S2 = n[L] * e2, n[L] * e4 + n[L] * (n[L] - 1) * e2 * e2
     for l in range(L - 1, 0, -1):  # noqa: E741
-        v = case.var_w[l]  # Var W^(l+1)
+        v = case.weight_vars[l]  # Var W^(l+1)
         m2[l] = sp(l, 2) * v * S1
         m4[l] = 3 * sp(l, 4) * v * v * S2
         S1, S2 = n[l] * m2[l], n[l] * m4[l] + n[l] * (n[l] - 1) * (sp(l, 2) * v) ** 2 * S2
@@ -701,7 +703,7 @@ def monte_carlo_moments(case: MomentCase, num_samples: int = MC_SAMPLES, seed: i
     for l in range(L, 0, -1):  # noqa: E741
         grads[l - 1] = delta[:, 0] * a(l - 1)
         if l > 1:
-            W = rng.standard_normal((N, n[l], n[l - 1])) * np.sqrt(case.var_w[l - 1])
+            W = rng.standard_normal((N, n[l], n[l - 1])) * np.sqrt(case.weight_vars[l - 1])
             delta = s(l - 1) * np.einsum("nki,nk->ni", W, delta)
     return np.array(grads)  # (L, N)
 

@@ -78,13 +78,15 @@ def relative_error(a, b):
 """,
             "steps": "h_float64 = 1e-5\nh_float32 = 1e-2",
             "moments": """
-def grad_weight_moments(widths, var_w, sp_mean, sp_sq_mean, a_mean, a_sq_mean, g_mean, g_sq_mean):
+def grad_weight_moments(
+    widths, weight_vars, sp_mean, sp_sq_mean, a_mean, a_sq_mean, g_mean, g_sq_mean
+):
     L = len(widths) - 1
     mean, var = [], []
     for l in range(1, L + 1):
         second = g_sq_mean * np.prod(np.float32(sp_sq_mean[l - 1:]))
         for k in range(l + 1, L + 1):
-            second *= widths[k] * var_w[k - 1]
+            second *= widths[k] * weight_vars[k - 1]
         m = sp_mean[-1] * g_mean * a_mean[-1] if l == L else 0.0
         mean.append(m)
         var.append(second * a_sq_mean[l - 1] - m**2)
@@ -204,14 +206,16 @@ def relative_error(a, b):
         "the course material's slip: Var[sigma'] (zero mean assumed) where E[sigma'^2] belongs",
         answers={
             "moments": """
-def grad_weight_moments(widths, var_w, sp_mean, sp_sq_mean, a_mean, a_sq_mean, g_mean, g_sq_mean):
+def grad_weight_moments(
+    widths, weight_vars, sp_mean, sp_sq_mean, a_mean, a_sq_mean, g_mean, g_sq_mean
+):
     L = len(widths) - 1
     sp_var = [q - p * p for p, q in zip(sp_mean, sp_sq_mean)]
     mean, var = np.zeros(L), np.zeros(L)
     delta_sq = sp_var[L - 1] * g_sq_mean
     for l in range(L, 0, -1):
         if l < L:
-            delta_sq = sp_var[l - 1] * widths[l + 1] * var_w[l] * delta_sq
+            delta_sq = sp_var[l - 1] * widths[l + 1] * weight_vars[l] * delta_sq
         m = sp_mean[L - 1] * g_mean * a_mean[L - 1] if l == L else 0.0
         mean[l - 1] = m
         var[l - 1] = delta_sq * a_sq_mean[l - 1] - m * m
