@@ -50,10 +50,7 @@ from initlab.checks import (
 )
 from initlab_grading.integrity import call_own, refuse_libraries
 from initlab_grading.substitute import graded_with_references
-from initlab_grading.thresholds import skew_adjusted_z
-
-CELL_FALSE_FAILURE = 1e-6
-"""Largest probability that a correct answer fails a test cell by sampling error."""
+from initlab_grading.thresholds import CELL_FALSE_FAILURE, skew_adjusted_z
 
 # --------------------------------------------------------------------------------------
 # Variance formulas (references)

@@ -22,6 +22,7 @@ import numpy as np
 
 from initlab.checks import CheckFailed, as_array, call_answer, unit_roundoff, z_score
 from initlab_grading.integrity import call_own, refuse_libraries
+from initlab_grading.thresholds import CELL_FALSE_FAILURE
 
 EVIDENCE = {
     "symmetry_explain": ["symmetry_demo"],
@@ -31,8 +32,6 @@ EVIDENCE = {
 """Written answers and the code cells (grade_ids) whose submitted outputs they discuss:
 formgrader and the feedback show those outputs beside the answer (initlab_grading.evidence)."""
 
-CELL_FALSE_FAILURE = 1e-6
-"""Largest probability that a correct answer fails a test cell by sampling error."""
 
 # --------------------------------------------------------------------------------------
 # References

@@ -36,9 +36,7 @@ import torch
 
 from initlab.checks import CheckFailed, as_array, call_answer, check_finite, unit_roundoff
 from initlab_grading.substitute import graded_with_references
-from initlab_grading.thresholds import skew_adjusted_z
-
-CELL_FALSE_FAILURE = 1e-6
+from initlab_grading.thresholds import CELL_FALSE_FAILURE, skew_adjusted_z
 
 # --------------------------------------------------------------------------------------
 # References

@@ -6,6 +6,10 @@ from __future__ import annotations
 import functools
 import math
 
+CELL_FALSE_FAILURE = 1e-6
+"""Largest probability that a correct answer fails one test cell by sampling error: a test
+cell with several random comparisons splits it over them (union bound)."""
+
 
 @functools.lru_cache(maxsize=256)
 def skew_adjusted_z(false_failure: float, n: int, skewness: float) -> float:
