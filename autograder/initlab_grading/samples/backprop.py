@@ -20,6 +20,30 @@ def mlp_backward(weights, Z, A, dL_dY, phi_grad):
     grads = [None] * L
 """
 
+FLOAT32_MLP = """
+def mlp_forward(X, weights, phi):
+    Z, A = [None], [np.asarray(X, dtype=np.float32)]
+    for W in weights:
+        Z.append(np.asarray(W, dtype=np.float32) @ A[-1])
+        A.append(np.asarray(phi(Z[-1]), dtype=np.float32))
+    return Z, A
+
+
+def mlp_backward(weights, Z, A, dL_dY, phi_grad):
+    L = len(weights)
+    grads = [np.zeros(np.shape(W), dtype=np.float32) for W in weights]
+    for j in range(np.shape(dL_dY)[1]):
+        delta = np.float32(phi_grad(Z[L][:, j])) * np.float32(dL_dY[:, j])
+        for l in range(L, 0, -1):
+            grads[l - 1] += np.outer(delta, A[l - 1][:, j]).astype(np.float32)
+            if l > 1:
+                W = np.asarray(weights[l - 1], dtype=np.float32)
+                delta = np.float32(phi_grad(Z[l - 1][:, j])) * (W.T @ delta)
+    return grads
+"""
+"""The float32-loops sample's forward and backward pass, with a loop over the batch; the
+backprop deep dive's float32-loops sample pastes the same answer."""
+
 _RELATIVE_ERROR = """
 
 def relative_error(a, b):
@@ -95,27 +119,7 @@ def three_layer_jacobians(x, U, d, V, c, W, b, phi3, phi2, phi1):
     dy_dd = J @ np.diag(phi3[1](z3)).astype(np.float32)
     return {"dy_dx": dy_dd @ U, "dy_dU": np.einsum("ij,k->ijk", dy_dd, x), "dy_dd": dy_dd}
 """,
-            "mlp": """
-def mlp_forward(X, weights, phi):
-    Z, A = [None], [np.asarray(X, dtype=np.float32)]
-    for W in weights:
-        Z.append(np.asarray(W, dtype=np.float32) @ A[-1])
-        A.append(np.asarray(phi(Z[-1]), dtype=np.float32))
-    return Z, A
-
-
-def mlp_backward(weights, Z, A, dL_dY, phi_grad):
-    L = len(weights)
-    grads = [np.zeros(np.shape(W), dtype=np.float32) for W in weights]
-    for j in range(np.shape(dL_dY)[1]):
-        delta = np.float32(phi_grad(Z[L][:, j])) * np.float32(dL_dY[:, j])
-        for l in range(L, 0, -1):
-            grads[l - 1] += np.outer(delta, A[l - 1][:, j]).astype(np.float32)
-            if l > 1:
-                W = np.asarray(weights[l - 1], dtype=np.float32)
-                delta = np.float32(phi_grad(Z[l - 1][:, j])) * (W.T @ delta)
-    return grads
-""",
+            "mlp": FLOAT32_MLP,
         },
     ),
     Sample(
