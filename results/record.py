@@ -197,9 +197,10 @@ def run(record: str, budget: str, threads: int, best_lr: dict | None = None) -> 
     deep dive stops after the retraining."""
     results: dict = {}
     for assignment, dump in DUMPS[record]:
-        if best_lr is not None and assignment == "activations_deep_dive":
+        searched = best_lr if assignment == "activations_deep_dive" else None
+        if searched is not None:
             dump = ACTIVATIONS_DEEP_CURVES
-        _merge(results, _execute(assignment, dump, budget, threads, best_lr))
+        _merge(results, _execute(assignment, dump, budget, threads, searched))
     return results
 
 
@@ -216,11 +217,12 @@ def _execute(
     assignment: str, dump: str, budget: str, threads: int, best_lr: dict | None = None
 ) -> dict:
     """Execute source/<assignment>/<assignment>.ipynb at ``budget`` with ``dump`` appended,
-    and return the JSON it prints."""
+    and return the JSON it prints. With ``best_lr``, the notebook's learning-rate search is
+    replaced by those rates and the notebook stops after the retraining."""
     notebook = REPO / "source" / assignment / f"{assignment}.ipynb"
     nb = nbformat.read(notebook, as_version=4)
     nb.cells = [c for c in nb.cells if "instructor-only" not in c.metadata.get("tags", [])]
-    if best_lr is not None and assignment == "activations_deep_dive":
+    if best_lr is not None:
         (search,) = [i for i, c in enumerate(nb.cells) if "search = engine.train(" in c.source]
         (final,) = [i for i, c in enumerate(nb.cells) if "final = engine.train(" in c.source]
         nb.cells[search].source = (
