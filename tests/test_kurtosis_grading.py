@@ -111,7 +111,7 @@ def test_skew_adjusted_threshold():
 def test_simulation_inputs_have_the_stated_moments(kind, w):
     X, kappa0, c0 = grading.he_inputs(kind, 400_000, w, torch.Generator().manual_seed(3))
     X = X.numpy()
-    # sigma^2 = 1 exactly on the sphere, and within 6 standard errors (< 0.01) otherwise
+    # variance 1 exactly on the sphere, and within 6 standard errors (< 0.01) otherwise
     assert abs(np.mean(X**2) - 1.0) < 0.01
     est_kappa, est_c = grading.estimate_kappa_c(X)
     # bounded inputs: the standard errors of both estimates are below 0.005 at this size

@@ -42,7 +42,7 @@ def var_product(mean_x: float, var_x: float, mean_y: float, var_y: float) -> flo
     return var_x * mean_y**2 + var_y * mean_x**2 + var_x * var_y
 
 
-def output_second_moment(n_in: int, var_w: float, mean_x: float, var_x: float) -> float:
+def output_second_moment(mean_x: float, var_x: float, n_in: int, var_w: float) -> float:
     """E over draws of z^2 for one unit z = sum_j w_j x_j with zero-mean weights."""
     return n_in * var_w * (var_x + mean_x**2)
 
@@ -79,9 +79,9 @@ def check_output_second_moment(student: Callable) -> None:
         n_in = int(rng.integers(1, 800))
         var_w, var_x = np.exp(rng.normal(size=2))
         mean_x = float(rng.normal() * 2)
-        what = f"output_second_moment({n_in}, {var_w:.3g}, {mean_x:.3g}, {var_x:.3g})"
-        got = float(as_array(call_answer(student, n_in, var_w, mean_x, var_x, what=what), what))
-        want = output_second_moment(n_in, var_w, mean_x, var_x)
+        what = f"output_second_moment({mean_x:.3g}, {var_x:.3g}, {n_in}, {var_w:.3g})"
+        got = float(as_array(call_answer(student, mean_x, var_x, n_in, var_w, what=what), what))
+        want = output_second_moment(mean_x, var_x, n_in, var_w)
         if abs(got - want) > 8 * unit_roundoff() * want:
             hint = ""
             if abs(got - n_in * var_w * var_x) <= 1e-6 * want:

@@ -31,7 +31,7 @@ SAMPLES = [
         answers={
             "var_product": "def var_product(mean_x, var_x, mean_y, var_y):\n"
             "    return (var_x + mean_x**2) * (var_y + mean_y**2) - (mean_x * mean_y) ** 2",
-            "second_moment": "def output_second_moment(n_in, var_w, mean_x, var_x):\n"
+            "second_moment": "def output_second_moment(mean_x, var_x, n_in, var_w):\n"
             "    return n_in * var_w * var_x + n_in * var_w * mean_x * mean_x",
             "skorski": "def skorski_std(n_in, n_out):\n    return (n_in**0.5 + n_out**0.5) ** -1",
             "products_demo": _products(
@@ -52,7 +52,7 @@ SAMPLES = [
         "second-moment-ignores-mean",
         "E[z^2] = n Var(w) Var(x), forgetting the inputs' mean",
         answers={
-            "second_moment": "def output_second_moment(n_in, var_w, mean_x, var_x):\n"
+            "second_moment": "def output_second_moment(mean_x, var_x, n_in, var_w):\n"
             "    return n_in * var_w * var_x"
         },
         lost={"test_output_second_moment": "a nonzero mean adds"},
