@@ -141,6 +141,11 @@ def check_transition_matrix(student: Callable) -> None:
                 hint = " The fourth-moment term has a factor 1/w: E[W^4] = kappa_w Var(W)^2."
             elif abs(got[i, j] - want[j, i]) <= tol[j, i] + 1e-12 and i != j:
                 hint = " The matrix looks transposed: row 1 gives kappa_(l+1), row 2 gives c_(l+1)."
+            elif (i, j) in ((0, 1), (0, 2)) and _rel(got[i, j], want[i, j] * w / (w - 1), 64):
+                hint = (
+                    " There are w (w - 1) ordered pairs i != j, so the factor is 3 (w - 1) / w: "
+                    "the pairs were counted as w^2."
+                )
             elif (i, j) in ((0, 1), (1, 0), (1, 2)) and s2 != 1:
                 hint = " Check the powers of var_y: A uses its square, var_y ** 2."
             raise CheckFailed(
@@ -152,6 +157,17 @@ EARLIER_ANSWERS = {"transition_matrix": transition_matrix}
 """The earlier answer the recursion and the growth rate may call: test_transition_matrix
 grades the student's own, and the later checks run with the reference in its place, so a
 wrong entry of A costs that cell only."""
+
+
+def _transposed_recursion(
+    kappa0: float, c0: float, depth: int, w: int, a: float, kappa_w: float, var_y: float
+) -> np.ndarray:
+    """The recursion computed as row @ A: the slip of multiplying by A's transpose."""
+    A = transition_matrix(w, a, kappa_w, var_y)
+    rows = [np.array([kappa0, c0, 1.0])]
+    for _ in range(depth):
+        rows.append(rows[-1] @ A)
+    return np.array(rows)
 
 
 @graded_with_references(EARLIER_ANSWERS)
@@ -177,9 +193,16 @@ def check_recursion(student: Callable) -> None:
             if np.any(bad):
                 layer, col = (int(v) for v in np.argwhere(bad)[0])
                 name = ["kappa", "c", "the constant 1"][col]
+                hint = " Each row is A times the row before it."
+                transposed = _transposed_recursion(kappa0, c0, depth, w, a, kw, s2)
+                if np.all(np.abs(got - transposed) <= tol):
+                    hint = (
+                        " Each new row is A @ k, A times the column k = [kappa, c, 1]; "
+                        "k @ A (the row times A) multiplies by A's transpose."
+                    )
                 raise CheckFailed(
                     f"{what}: {name} at layer {layer} is {got[layer, col]:.6g}; expected "
-                    f"{want[layer, col]:.6g}. Each row is A times the row before it."
+                    f"{want[layer, col]:.6g}.{hint}"
                 )
 
 
@@ -191,10 +214,17 @@ def check_growth_rate(student: Callable) -> None:
         want = growth_rate(w, a, kw)
         if not _rel(got, want, 256):
             hint = ""
+            block = transition_matrix(w, a, kw)[:2, :2]
             if _rel(got, 1.0, 256):
                 hint = (
                     " 1 is the eigenvalue of the constant row; the growth rate is the largest "
                     "eigenvalue of the top-left 2 x 2 block, which exceeds 1 (Lemma 4)."
+                )
+            elif _rel(got, float(np.linalg.norm(block, 2)), 256):
+                hint = (
+                    " That is the spectral norm (largest singular value) of the 2 x 2 block. "
+                    "The block is not symmetric, so it differs from the largest eigenvalue, "
+                    "which is the growth rate."
                 )
             raise CheckFailed(f"{what} is {got:.6g}; expected {want:.6g}.{hint}")
 
@@ -369,11 +399,11 @@ def check_estimate_kappa_c(student: Callable) -> None:
     batch estimate is approximately normal by the central limit theorem, 20,000 draws)."""
     from scipy import stats
 
-    num_batches = 20
+    num_batches, w = 20, 6
     t_quantile = float(stats.t.isf(CELL_FALSE_FAILURE / 4, df=num_batches - 1))
     ests = []
     for b in range(num_batches):
-        Y, kappa, c = synthetic_he_vectors(20_000, 6, seed=500 + b)
+        Y, kappa, c = synthetic_he_vectors(20_000, w, seed=500 + b)
         got = as_array(
             call_answer(student, Y.copy(), what="estimate_kappa_c(Y)"),
             "estimate_kappa_c(Y)",
@@ -386,8 +416,19 @@ def check_estimate_kappa_c(student: Callable) -> None:
     for idx, (name, truth) in enumerate((("kappa", kappa), ("c", c))):
         if abs(mean[idx] - truth) > t_quantile * se[idx] + 1e-12:
             hint = ""
+            with_diagonal = ((w - 1) * (c + v2) + kappa * v2) / w - v2
             if name == "kappa" and abs(mean[idx] - truth * v2) < 0.05 * truth * v2:
                 hint = " That is E[y^4]; the kurtosis divides it by the squared variance, v^2."
+            elif name == "kappa" and abs(mean[idx] - (truth - 3)) <= t_quantile * se[idx]:
+                hint = (
+                    " That is the excess kurtosis, kappa - 3 (scipy.stats.kurtosis's default, "
+                    "fisher=True); the recursion needs the kurtosis itself, E[y^4] / v^2."
+                )
+            elif name == "c" and abs(mean[idx] - with_diagonal) <= t_quantile * se[idx]:
+                hint = (
+                    " The average of y_i^2 y_j^2 includes the pairs i = j (the y_i^4 terms); "
+                    "average over i != j only."
+                )
             elif name == "c" and abs(mean[idx] - (truth + v2)) < 0.05 * (truth + v2):
                 hint = (
                     " That is E[y_i^2 y_j^2]; the covariance subtracts the squared variance, v^2."

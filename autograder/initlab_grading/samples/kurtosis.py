@@ -113,7 +113,7 @@ def he_transform(x, generator):
                 "[[r * kappa_w, 3 / v2, 3.0], [r * v2, (w - 1) / w, -v2 / w], [0.0, 0.0, 1.0]]"
             )
         },
-        lost={"test_transition_matrix": "entry [0, 1]"},
+        lost={"test_transition_matrix": "the pairs were counted as w^2"},
     ),
     Sample(
         "recursion-without-input-row",
@@ -133,7 +133,7 @@ def he_transform(x, generator):
             "growth": "def growth_rate(w, a, kappa_w):\n"
             "    return float(np.linalg.norm(transition_matrix(w, a, kappa_w)[:2, :2], 2))"
         },
-        lost={"test_growth_rate": "expected"},
+        lost={"test_growth_rate": "That is the spectral norm"},
     ),
     Sample(
         "covariance-without-v-squared",
@@ -149,5 +149,51 @@ def estimate_kappa_c(Y):
 """,
         },
         lost={"test_estimate_kappa_c": "the covariance subtracts the squared variance"},
+    ),
+    Sample(
+        "recursion-row-times-matrix",
+        "the recursion as rows[-1] @ A, the row times A, which multiplies by A's transpose",
+        answers={
+            "recursion": _with_matrix(
+                "[[r * kappa_w, 3 * (w - 1) / (w * v2), 3 * (w - 1) / w], "
+                "[r * v2, (w - 1) / w, -v2 / w], [0.0, 0.0, 1.0]]"
+            ).replace("rows.append(A @ rows[-1])", "rows.append(rows[-1] @ A)")
+        },
+        lost={"test_recursion": "multiplies by A's transpose"},
+    ),
+    Sample(
+        "excess-kurtosis",
+        "kappa from scipy.stats.kurtosis with its default fisher=True: the excess kurtosis "
+        "kappa - 3",
+        answers={
+            "estimator": """
+from scipy import stats
+
+
+def estimate_kappa_c(Y):
+    Y = np.asarray(Y, dtype=float)
+    sq = Y**2
+    v = sq.mean()
+    w = Y.shape[1]
+    pair_means = (sq.sum(axis=1) ** 2 - (sq**2).sum(axis=1)) / (w * (w - 1))
+    return float(stats.kurtosis(Y, axis=None)), float(pair_means.mean() - v**2)
+""",
+        },
+        lost={"test_estimate_kappa_c": "excess kurtosis"},
+    ),
+    Sample(
+        "covariance-with-diagonal-pairs",
+        "c averages y_i^2 y_j^2 over all w^2 pairs, the w pairs i = j included",
+        answers={
+            "estimator": """
+def estimate_kappa_c(Y):
+    Y = np.asarray(Y, dtype=float)
+    sq = Y**2
+    v = sq.mean()
+    w = Y.shape[1]
+    return (sq**2).mean() / v**2, (sq.sum(axis=1) ** 2 / w**2).mean() - v**2
+""",
+        },
+        lost={"test_estimate_kappa_c": "includes the pairs i = j"},
     ),
 ]
