@@ -70,6 +70,11 @@ def check_var_product(student: Callable) -> None:
                 hint = " That is Var[X]Var[Y] alone, which holds only when both means are zero."
             elif abs(got - (vx * my**2 + vy * mx**2)) <= 1e-6 * abs(want):
                 hint = " The term Var[X]Var[Y] is missing."
+            elif abs(got - (vx + mx**2) * (vy + my**2)) <= 1e-6 * abs(want):
+                hint = (
+                    " That is E[(XY)^2] = E[X^2]E[Y^2], the second moment; the variance "
+                    "subtracts E[XY]^2 = (E[X]E[Y])^2."
+                )
             raise CheckFailed(f"{what} is {got:.6g}; expected {want:.6g}.{hint}")
 
 
@@ -104,6 +109,11 @@ def check_skorski_std(student: Callable) -> None:
                 hint = " That is the variance; return the standard deviation."
             elif abs(got - 1 / math.sqrt(n_in + n_out)) <= 1e-6 * want:
                 hint = " That is 1/sqrt(n_in + n_out); the square roots are taken separately."
+            elif abs(got - math.sqrt(2 / (n_in + n_out))) <= 1e-6 * want:
+                hint = (
+                    " That is Xavier's standard deviation sqrt(2 / (n_in + n_out)), not the "
+                    "scale from the spectral norm."
+                )
             raise CheckFailed(f"{what} is {got:.6g}; expected {want:.6g}.{hint}")
 
 

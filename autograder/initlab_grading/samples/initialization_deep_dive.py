@@ -120,4 +120,21 @@ for scale in (0.8, 1.0, 1.25):
         answers={"products_demo": _products("v = (torch.randn(n, n, generator=gen) * scale) @ v")},
         lost={"test_products": "far too large"},
     ),
+    Sample(
+        "var-product-second-moment",
+        "Var[XY] as E[X^2] E[Y^2], the second moment of XY without subtracting E[XY]^2",
+        answers={
+            "var_product": "def var_product(mean_x, var_x, mean_y, var_y):\n"
+            "    return (var_x + mean_x**2) * (var_y + mean_y**2)"
+        },
+        lost={"test_var_product": "That is E[(XY)^2]"},
+    ),
+    Sample(
+        "skorski-xavier",
+        "Xavier's standard deviation sqrt(2 / (n_in + n_out)) in place of Skorski's scale",
+        answers={
+            "skorski": "def skorski_std(n_in, n_out):\n    return math.sqrt(2.0 / (n_in + n_out))"
+        },
+        lost={"test_skorski_std": "That is Xavier's standard deviation"},
+    ),
 ]
