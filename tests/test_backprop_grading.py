@@ -109,16 +109,17 @@ def test_a_transposed_square_jacobian_gets_the_hidden_message():
 
 
 def _backward_with(deriv_at):
-    """mlp_backward whose phi' at layer l is ``deriv_at(l, L, Z, A, phi_grad)``."""
+    """mlp_backward (one example per row) whose phi' at layer l is
+    ``deriv_at(l, L, Z, A, phi_grad)``."""
 
     def mlp_backward(weights, Z, A, dL_dY, phi_grad):
         L = len(weights)
         grads = [None] * L
         delta = deriv_at(L, L, Z, A, phi_grad) * dL_dY
         for l in range(L, 0, -1):  # noqa: E741
-            grads[l - 1] = delta @ A[l - 1].T
+            grads[l - 1] = delta.T @ A[l - 1]
             if l > 1:
-                delta = deriv_at(l - 1, L, Z, A, phi_grad) * (weights[l - 1].T @ delta)
+                delta = deriv_at(l - 1, L, Z, A, phi_grad) * (delta @ weights[l - 1])
         return grads
 
     return mlp_backward
@@ -126,7 +127,7 @@ def _backward_with(deriv_at):
 
 def test_missing_phi_prime_at_the_output_layer_only_is_named():
     only_output = _backward_with(lambda k, L, Z, A, phi_grad: 1.0 if k == L else phi_grad(Z[k]))
-    with pytest.raises(CheckFailed, match="phi'\\(z\\^\\(3\\)\\) of the output layer is missing"):
+    with pytest.raises(CheckFailed, match="phi'\\(Z\\^\\(3\\)\\) of the output layer is missing"):
         grading.check_backward(only_output)
 
 
