@@ -38,6 +38,18 @@ def test_float32_answers_pass_every_check():
     grading.check_backward(ns["mlp_backward"])
 
 
+def test_a_forward_pass_with_one_example_per_column_is_named():
+    def columns(X, weights, phi):
+        Z, A = [None], [X.T]
+        for W in weights:
+            Z.append(W @ A[-1])
+            A.append(phi(Z[-1]))
+        return Z, [X] + A[1:]
+
+    with pytest.raises(CheckFailed, match="one example per column; expected \\(2, 3\\)"):
+        grading.check_forward(columns)
+
+
 def test_a_gradient_off_by_more_than_the_bound_fails():
     def nudged(weights, Z, A, dL_dY, phi_grad):
         grads = [g.copy() for g in grading._mlp_grads_torch(case)]

@@ -765,7 +765,13 @@ def check_forward(mlp_forward: Callable) -> None:
     for case in mlp_cases():
         what = f"mlp_forward with {case.label}"
         out = call_answer(
-            mlp_forward, case.X.copy(), [W.copy() for W in case.weights], case.act.f, what=what
+            mlp_forward,
+            case.X.copy(),
+            [W.copy() for W in case.weights],
+            case.act.f,
+            what=what,
+            hint="X holds one example per row, shape (batch_size, n_0): a layer computes "
+            "A^(l-1) W^(l)^T (A @ W.T), not W @ A.",
         )
         if not (isinstance(out, tuple | list) and len(out) == 2):
             raise CheckFailed(f"{what} must return the pair (Z, A).")
@@ -782,7 +788,14 @@ def check_forward(mlp_forward: Callable) -> None:
             ez = np.array([fw.ez[l] for fw in rows])
             ea = np.array([fw.ea[l] for fw in rows])
             for name, got, want, tol in (("Z", Z[l], Zr[l], 2 * ez), ("A", A[l], Ar[l], 2 * ea)):
-                arr = as_array(got, f"{name}[{l}] from {what}", shape=want.shape)
+                shape = want.shape
+                if np.shape(got) == shape[::-1] and shape[0] != shape[1]:
+                    raise CheckFailed(
+                        f"{name}[{l}] from {what} has shape {np.shape(got)}, one example per "
+                        f"column; expected {shape}: one example per row, as in X, so "
+                        f"{name}^(l) has shape (batch_size, n_l) (Z^(l) = A^(l-1) W^(l)^T)."
+                    )
+                arr = as_array(got, f"{name}[{l}] from {what}", shape=shape)
                 bad = ~(np.abs(arr - want) <= tol)
                 if np.any(bad):
                     hint = ""
