@@ -38,6 +38,35 @@ def test_float32_answers_pass_every_check():
     grading.check_backward(ns["mlp_backward"])
 
 
+def test_vectorised_float32_mlp_passes():
+    """The batched float32 products (each entry of Z^(l) a sum over n_(l-1), each gradient
+    entry a sum over the batch) stay within the per-row bounds plus the batch sum."""
+    f32 = np.float32
+
+    def mlp_forward(X, weights, phi):
+        Z, A = [None], [np.asarray(X, dtype=f32)]
+        for W in weights:
+            Z.append(A[-1] @ np.asarray(W, dtype=f32).T)
+            A.append(np.asarray(phi(Z[-1]), dtype=f32))
+        return Z, A
+
+    def mlp_backward(weights, Z, A, dL_dY, phi_grad):
+        Z = [None] + [np.asarray(z, dtype=f32) for z in Z[1:]]
+        A = [np.asarray(a, dtype=f32) for a in A]
+        L = len(weights)
+        grads = [None] * L
+        delta = np.asarray(phi_grad(Z[L]), dtype=f32) * np.asarray(dL_dY, dtype=f32)
+        for l in range(L, 0, -1):  # noqa: E741
+            grads[l - 1] = delta.T @ A[l - 1]
+            if l > 1:
+                W = np.asarray(weights[l - 1], dtype=f32)
+                delta = np.asarray(phi_grad(Z[l - 1]), dtype=f32) * (delta @ W)
+        return grads
+
+    grading.check_forward(mlp_forward)
+    grading.check_backward(mlp_backward)
+
+
 def test_a_forward_pass_with_one_example_per_column_is_named():
     def columns(X, weights, phi):
         Z, A = [None], [X.T]
@@ -155,3 +184,14 @@ def test_phi_prime_at_the_activation_of_one_hidden_layer_is_named():
     )
     with pytest.raises(CheckFailed, match="At layer 2, phi' is evaluated at the activation"):
         grading.check_backward(one_layer)
+
+
+def test_wrong_layer_and_transposed_gradients_are_named_by_the_hidden_check():
+    """The samples' visible test stops these at a shape; on the square case the hidden check
+    names them from the values."""
+    for student, text in (
+        ("wrong-layer-weights", "sent back through the wrong layer's W"),
+        ("transposed-gradient", "A transposed gradient: grad W\\^\\(l\\) = Delta\\^\\(l\\)\\^T"),
+    ):
+        with pytest.raises(CheckFailed, match=text):
+            grading.check_backward(sample_answers("backprop", student)["mlp_backward"])
