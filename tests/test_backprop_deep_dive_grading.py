@@ -99,7 +99,7 @@ def test_median_of_means_plan_meets_its_false_failure_probability():
 
 
 def test_the_zero_mean_slip_fails_the_monte_carlo_check():
-    ns = sample_answers("backprop_deep_dive", "zero-mean-sigma-prime")
+    ns = sample_answers("backprop_deep_dive", "zero-mean-phi-grad")
     with pytest.raises(CheckFailed, match="does not have zero mean"):
         grading.check_moments_monte_carlo(ns["grad_weight_moments"])
 
@@ -132,7 +132,7 @@ def test_the_notebooks_derived_gradient_check_threshold_passes_right_and_fails_w
     for assignment, student, verdict in (
         (None, None, "below"),
         ("backprop_deep_dive", "float32-loops", "below"),
-        ("backprop", "phi-prime-at-activation", "ABOVE"),
+        ("backprop", "phi-grad-at-activation", "ABOVE"),
     ):
         ns = dict(ref) if student is None else {**ref, **sample_answers(assignment, student)}
         exec(cells["gradcheck-bounds"], ns)
@@ -149,27 +149,27 @@ def sigmoid(x):
     e = np.exp(-np.abs(x))
     return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
 """
-_SIGMA_PRIME_FORMS = {
+_SIGMOID_GRAD_FORMS = {
     "sigma(x) sigma(-x)": "return sigmoid(x) * sigmoid(-np.asarray(x))",
     "e / (1 + e)^2": "e = np.exp(-np.abs(x))\n    return e / (1 + e) ** 2",
     "s (1 - s), s = sigma(-|x|)": "s = sigmoid(-np.abs(x))\n    return s * (1 - s)",
 }
 
 
-def _sigmoid_answers(sigma_prime_source: str) -> dict:
+def _sigmoid_answers(sigmoid_grad_source: str) -> dict:
     ns: dict = {"np": np}
-    exec(_STABLE_SIGMOID + "\n" + sigma_prime_source, ns)
+    exec(_STABLE_SIGMOID + "\n" + sigmoid_grad_source, ns)
     return ns
 
 
-@pytest.mark.parametrize("form", list(_SIGMA_PRIME_FORMS))
-def test_cancellation_free_sigma_prime_forms_stay_within_their_derived_units(form):
+@pytest.mark.parametrize("form", list(_SIGMOID_GRAD_FORMS))
+def test_cancellation_free_sigmoid_grad_forms_stay_within_their_derived_units(form):
     """Each form the tolerance derivation names stays within SIGMA_PRIME_REL_UNITS u of
     50-digit values, in float32 and float64 (wherever sigma' is a normal number), and
     passes the hidden check."""
     from decimal import Decimal, localcontext
 
-    ns = _sigmoid_answers("def sigmoid_grad(x):\n    " + _SIGMA_PRIME_FORMS[form])
+    ns = _sigmoid_answers("def sigmoid_grad(x):\n    " + _SIGMOID_GRAD_FORMS[form])
     rng = np.random.default_rng(0)
     with localcontext() as ctx:
         ctx.prec = 50
@@ -193,13 +193,13 @@ def test_cancellation_free_sigma_prime_forms_stay_within_their_derived_units(for
     grading.check_sigmoid(ns["sigmoid"], ns["sigmoid_grad"])
 
 
-def test_the_cancelling_sigma_prime_fails_by_name_in_the_hidden_and_the_visible_test():
+def test_the_cancelling_sigmoid_grad_fails_by_name_in_the_hidden_and_the_visible_test():
     import nbformat
 
     from conftest import REPO
     from initlab import checks
 
-    ns = sample_answers("backprop_deep_dive", "sigmoid-prime-cancels")
+    ns = sample_answers("backprop_deep_dive", "sigmoid-grad-cancels")
     with pytest.raises(CheckFailed, match="1 - sigmoid\\(x\\) cancels"):
         grading.check_sigmoid(ns["sigmoid"], ns["sigmoid_grad"])
     nb = nbformat.read(
@@ -213,7 +213,7 @@ def test_the_cancelling_sigma_prime_fails_by_name_in_the_hidden_and_the_visible_
     exec(visible, {**reference, "checks": checks})
 
 
-def test_sigma_prime_in_float32_for_float64_input_is_named_float32_sized():
+def test_sigmoid_grad_in_float32_for_float64_input_is_named_float32_sized():
     ns = _sigmoid_answers(
         "def sigmoid_grad(x):\n    x = np.asarray(x, dtype=np.float32)\n"
         "    return sigmoid(x) * sigmoid(-x)"

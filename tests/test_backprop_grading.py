@@ -110,7 +110,7 @@ def test_a_finite_difference_jacobian_fails_although_its_values_pass():
             grading.check_jacobians(ns[name], n)
 
 
-def test_a_finite_difference_that_calls_phi_prime_for_show_still_fails():
+def test_a_finite_difference_that_calls_phi_grad_for_show_still_fails():
     ns = sample_answers("backprop", "finite-difference-jacobian")
 
     def disguised(x, W, b, phi):
@@ -121,7 +121,7 @@ def test_a_finite_difference_that_calls_phi_prime_for_show_still_fails():
         grading.check_jacobians(disguised, 1)
 
 
-def test_phi_prime_at_the_activation_is_named_in_jacobians():
+def test_phi_grad_at_the_activation_is_named_in_jacobians():
     def at_activation(x, V, c, W, b, phi2, phi1):
         z2 = V @ x + c
         h = phi2[0](z2)
@@ -166,19 +166,19 @@ def _backward_with(deriv_at):
     return mlp_backward
 
 
-def test_missing_phi_prime_at_the_output_layer_only_is_named():
+def test_missing_phi_grad_at_the_output_layer_only_is_named():
     only_output = _backward_with(lambda k, L, Z, A, phi_grad: 1.0 if k == L else phi_grad(Z[k]))
     with pytest.raises(CheckFailed, match="phi'\\(Z\\^\\(3\\)\\) of the output layer is missing"):
         grading.check_backward(only_output)
 
 
-def test_missing_phi_prime_everywhere_is_named():
+def test_missing_phi_grad_everywhere_is_named():
     nowhere = _backward_with(lambda k, L, Z, A, phi_grad: 1.0)
     with pytest.raises(CheckFailed, match="missing from the recursion"):
         grading.check_backward(nowhere)
 
 
-def test_phi_prime_at_the_activation_of_one_hidden_layer_is_named():
+def test_phi_grad_at_the_activation_of_one_hidden_layer_is_named():
     one_layer = _backward_with(
         lambda k, L, Z, A, phi_grad: phi_grad(A[k]) if k == 2 else phi_grad(Z[k])
     )

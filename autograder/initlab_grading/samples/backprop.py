@@ -177,7 +177,7 @@ def three_layer_jacobians(x, U, d, V, c, W, b, phi3, phi2, phi1):
         },
     ),
     Sample(
-        "missing-phi-prime",
+        "missing-phi-grad",
         "two-layer Jacobians without the hidden layer's phi2' factor",
         answers={
             "two_layer": _TWO_LAYER_HEAD
@@ -204,7 +204,7 @@ def three_layer_jacobians(x, U, d, V, c, W, b, phi3, phi2, phi1):
         lost={"test_three_layer": "wrong summation index"},
     ),
     Sample(
-        "phi-prime-at-activation",
+        "phi-grad-at-activation",
         "backprop that evaluates phi' at A[l] instead of Z[l]",
         answers={
             "mlp": _BACKWARD_HEAD

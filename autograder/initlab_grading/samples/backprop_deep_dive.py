@@ -91,7 +91,7 @@ def sigmoid_grad(x):
         lost={"test_sigmoid": "np.where evaluates both"},
     ),
     Sample(
-        "sigmoid-prime-cancels",
+        "sigmoid-grad-cancels",
         "a stable sigmoid, but sigma' as the textbook s (1 - s): 1 - s cancels for large "
         "positive x (exactly 0 once s rounds to 1), so sigma' is not accurate relative to itself",
         answers={
@@ -183,8 +183,8 @@ def relative_error(a, b):
         lost={"test_steps": "best step of a one-sided difference"},
     ),
     Sample(
-        "zero-mean-sigma-prime",
-        "the course material's slip: Var[sigma'] (zero mean assumed) where E[sigma'^2] belongs",
+        "zero-mean-phi-grad",
+        "the course material's slip: Var[phi'] (zero mean assumed) where E[phi'^2] belongs",
         answers={
             "moments": """
 def grad_weight_moments(
