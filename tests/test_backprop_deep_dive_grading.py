@@ -1,5 +1,7 @@
 """Assignment 2b's references and hidden checks, tested directly (no nbgrader)."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -266,3 +268,62 @@ def centred_difference(f, x, h):
     )
     with pytest.raises(grading.CheckFailed, match="changed the x it was given"):
         grading.check_centred_difference(ns["centred_difference"])
+
+
+# -- Part 3: each variance slip named only where its formula gives the answer -------------
+
+_SLIP_TEXTS = {
+    "zero-mean-phi-grad": "Var\\[phi'\\] where E\\[phi'\\^2\\] belongs",
+    "squared-mean-phi-grad": "E\\[phi'\\]\\^2 where E\\[phi'\\^2\\] belongs",
+    "fan-in-width": "not n\\^\\(l\\) = widths\\[l\\]",
+}
+
+
+@pytest.mark.parametrize("student", list(_SLIP_TEXTS))
+def test_each_variance_slip_is_named_by_both_checks_and_no_other_slip_is(student):
+    func = sample_answers("backprop_deep_dive", student)["grad_weight_moments"]
+    for check in (grading.check_moments_reference, grading.check_moments_monte_carlo):
+        with pytest.raises(CheckFailed, match=_SLIP_TEXTS[student]) as info:
+            check(func)
+        others = [t for s, t in _SLIP_TEXTS.items() if s != student]
+        assert not any(re.search(t, str(info.value)) for t in others)
+
+
+def test_the_squared_mean_and_the_zero_mean_slips_are_told_apart_across_the_cases():
+    """phi' of 0 or 1 with probability 1/2 each has Var[phi'] = E[phi']^2 = 1/4: the first
+    case cannot tell the two slips apart, the second one can."""
+    first, second = (case.moments() for case in grading.MOMENT_CASES[:2])
+    for m, same in ((first, True), (second, False)):
+        zero = grading.grad_weight_moments(**grading._zero_mean_slip(m))[1]
+        squared = grading.grad_weight_moments(**grading._squared_mean_slip(m))[1]
+        assert np.allclose(zero, squared, rtol=0, atol=0) == same
+
+
+def test_no_slip_is_named_for_a_right_or_an_unrelated_wrong_variance():
+    assert grading._variance_slip(grading.grad_weight_moments) == ""
+
+    def doubled(*args, **kwargs):
+        mean, var = grading.grad_weight_moments(*args, **kwargs)
+        return mean, 2 * var
+
+    for check in (grading.check_moments_reference, grading.check_moments_monte_carlo):
+        with pytest.raises(CheckFailed, match="E\\[\\(delta\\^\\(l\\)\\)\\^2\\] = ") as info:
+            check(doubled)
+        assert not any(re.search(t, str(info.value)) for t in _SLIP_TEXTS.values())
+
+
+# -- Part 2: steps far below eps^(1/3) -------------------------------------------------------
+
+
+def test_a_step_far_too_small_is_named_and_only_then():
+    ns = sample_answers("backprop_deep_dive", "tiny-step")
+    with pytest.raises(CheckFailed, match="h_float64 = 1e-12.*not a more accurate one"):
+        grading.check_steps(ns["h_float64"], ns["h_float32"])
+    ok64, ok32 = grading.optimal_step(np.float64), grading.optimal_step(np.float32)
+    with pytest.raises(CheckFailed, match="h_float32 = 1e-06.*not a more accurate one"):
+        grading.check_steps(ok64, 1e-6)
+    grading.check_steps(ok64, ok32)
+    for h64 in (0.5, np.sqrt(np.finfo(np.float64).eps)):  # too large; one-sided's sqrt(eps)
+        with pytest.raises(CheckFailed, match="far from the bottom of the V") as info:
+            grading.check_steps(h64, ok32)
+        assert "not a more accurate one" not in str(info.value)
