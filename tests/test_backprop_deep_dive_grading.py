@@ -1,5 +1,7 @@
 """Assignment 2b's references and hidden checks, tested directly (no nbgrader)."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -99,7 +101,7 @@ def test_median_of_means_plan_meets_its_false_failure_probability():
 
 
 def test_the_zero_mean_slip_fails_the_monte_carlo_check():
-    ns = sample_answers("backprop_deep_dive", "zero-mean-sigma-prime")
+    ns = sample_answers("backprop_deep_dive", "zero-mean-phi-grad")
     with pytest.raises(CheckFailed, match="does not have zero mean"):
         grading.check_moments_monte_carlo(ns["grad_weight_moments"])
 
@@ -132,7 +134,7 @@ def test_the_notebooks_derived_gradient_check_threshold_passes_right_and_fails_w
     for assignment, student, verdict in (
         (None, None, "below"),
         ("backprop_deep_dive", "float32-loops", "below"),
-        ("backprop", "phi-prime-at-activation", "ABOVE"),
+        ("backprop", "phi-grad-at-activation", "ABOVE"),
     ):
         ns = dict(ref) if student is None else {**ref, **sample_answers(assignment, student)}
         exec(cells["gradcheck-bounds"], ns)
@@ -149,27 +151,27 @@ def sigmoid(x):
     e = np.exp(-np.abs(x))
     return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
 """
-_SIGMA_PRIME_FORMS = {
+_SIGMOID_GRAD_FORMS = {
     "sigma(x) sigma(-x)": "return sigmoid(x) * sigmoid(-np.asarray(x))",
     "e / (1 + e)^2": "e = np.exp(-np.abs(x))\n    return e / (1 + e) ** 2",
     "s (1 - s), s = sigma(-|x|)": "s = sigmoid(-np.abs(x))\n    return s * (1 - s)",
 }
 
 
-def _sigmoid_answers(sigma_prime_source: str) -> dict:
+def _sigmoid_answers(sigmoid_grad_source: str) -> dict:
     ns: dict = {"np": np}
-    exec(_STABLE_SIGMOID + "\n" + sigma_prime_source, ns)
+    exec(_STABLE_SIGMOID + "\n" + sigmoid_grad_source, ns)
     return ns
 
 
-@pytest.mark.parametrize("form", list(_SIGMA_PRIME_FORMS))
-def test_cancellation_free_sigma_prime_forms_stay_within_their_derived_units(form):
+@pytest.mark.parametrize("form", list(_SIGMOID_GRAD_FORMS))
+def test_cancellation_free_sigmoid_grad_forms_stay_within_their_derived_units(form):
     """Each form the tolerance derivation names stays within SIGMA_PRIME_REL_UNITS u of
     50-digit values, in float32 and float64 (wherever sigma' is a normal number), and
     passes the hidden check."""
     from decimal import Decimal, localcontext
 
-    ns = _sigmoid_answers("def sigmoid_grad(x):\n    " + _SIGMA_PRIME_FORMS[form])
+    ns = _sigmoid_answers("def sigmoid_grad(x):\n    " + _SIGMOID_GRAD_FORMS[form])
     rng = np.random.default_rng(0)
     with localcontext() as ctx:
         ctx.prec = 50
@@ -193,13 +195,13 @@ def test_cancellation_free_sigma_prime_forms_stay_within_their_derived_units(for
     grading.check_sigmoid(ns["sigmoid"], ns["sigmoid_grad"])
 
 
-def test_the_cancelling_sigma_prime_fails_by_name_in_the_hidden_and_the_visible_test():
+def test_the_cancelling_sigmoid_grad_fails_by_name_in_the_hidden_and_the_visible_test():
     import nbformat
 
     from conftest import REPO
     from initlab import checks
 
-    ns = sample_answers("backprop_deep_dive", "sigmoid-prime-cancels")
+    ns = sample_answers("backprop_deep_dive", "sigmoid-grad-cancels")
     with pytest.raises(CheckFailed, match="1 - sigmoid\\(x\\) cancels"):
         grading.check_sigmoid(ns["sigmoid"], ns["sigmoid_grad"])
     nb = nbformat.read(
@@ -213,7 +215,7 @@ def test_the_cancelling_sigma_prime_fails_by_name_in_the_hidden_and_the_visible_
     exec(visible, {**reference, "checks": checks})
 
 
-def test_sigma_prime_in_float32_for_float64_input_is_named_float32_sized():
+def test_sigmoid_grad_in_float32_for_float64_input_is_named_float32_sized():
     ns = _sigmoid_answers(
         "def sigmoid_grad(x):\n    x = np.asarray(x, dtype=np.float32)\n"
         "    return sigmoid(x) * sigmoid(-x)"
@@ -266,3 +268,62 @@ def centred_difference(f, x, h):
     )
     with pytest.raises(grading.CheckFailed, match="changed the x it was given"):
         grading.check_centred_difference(ns["centred_difference"])
+
+
+# -- Part 3: each variance slip named only where its formula gives the answer -------------
+
+_SLIP_TEXTS = {
+    "zero-mean-phi-grad": "Var\\[phi'\\] where E\\[phi'\\^2\\] belongs",
+    "squared-mean-phi-grad": "E\\[phi'\\]\\^2 where E\\[phi'\\^2\\] belongs",
+    "fan-in-width": "not n\\^\\(l\\) = widths\\[l\\]",
+}
+
+
+@pytest.mark.parametrize("student", list(_SLIP_TEXTS))
+def test_each_variance_slip_is_named_by_both_checks_and_no_other_slip_is(student):
+    func = sample_answers("backprop_deep_dive", student)["grad_weight_moments"]
+    for check in (grading.check_moments_reference, grading.check_moments_monte_carlo):
+        with pytest.raises(CheckFailed, match=_SLIP_TEXTS[student]) as info:
+            check(func)
+        others = [t for s, t in _SLIP_TEXTS.items() if s != student]
+        assert not any(re.search(t, str(info.value)) for t in others)
+
+
+def test_the_squared_mean_and_the_zero_mean_slips_are_told_apart_across_the_cases():
+    """phi' of 0 or 1 with probability 1/2 each has Var[phi'] = E[phi']^2 = 1/4: the first
+    case cannot tell the two slips apart, the second one can."""
+    first, second = (case.moments() for case in grading.MOMENT_CASES[:2])
+    for m, same in ((first, True), (second, False)):
+        zero = grading.grad_weight_moments(**grading._zero_mean_slip(m))[1]
+        squared = grading.grad_weight_moments(**grading._squared_mean_slip(m))[1]
+        assert np.allclose(zero, squared, rtol=0, atol=0) == same
+
+
+def test_no_slip_is_named_for_a_right_or_an_unrelated_wrong_variance():
+    assert grading._variance_slip(grading.grad_weight_moments) == ""
+
+    def doubled(*args, **kwargs):
+        mean, var = grading.grad_weight_moments(*args, **kwargs)
+        return mean, 2 * var
+
+    for check in (grading.check_moments_reference, grading.check_moments_monte_carlo):
+        with pytest.raises(CheckFailed, match="E\\[\\(delta\\^\\(l\\)\\)\\^2\\] = ") as info:
+            check(doubled)
+        assert not any(re.search(t, str(info.value)) for t in _SLIP_TEXTS.values())
+
+
+# -- Part 2: steps far below eps^(1/3) -------------------------------------------------------
+
+
+def test_a_step_far_too_small_is_named_and_only_then():
+    ns = sample_answers("backprop_deep_dive", "tiny-step")
+    with pytest.raises(CheckFailed, match="h_float64 = 1e-12.*not a more accurate one"):
+        grading.check_steps(ns["h_float64"], ns["h_float32"])
+    ok64, ok32 = grading.optimal_step(np.float64), grading.optimal_step(np.float32)
+    with pytest.raises(CheckFailed, match="h_float32 = 1e-06.*not a more accurate one"):
+        grading.check_steps(ok64, 1e-6)
+    grading.check_steps(ok64, ok32)
+    for h64 in (0.5, np.sqrt(np.finfo(np.float64).eps)):  # too large; one-sided's sqrt(eps)
+        with pytest.raises(CheckFailed, match="far from the bottom of the V") as info:
+            grading.check_steps(h64, ok32)
+        assert "not a more accurate one" not in str(info.value)

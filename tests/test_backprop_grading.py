@@ -110,7 +110,7 @@ def test_a_finite_difference_jacobian_fails_although_its_values_pass():
             grading.check_jacobians(ns[name], n)
 
 
-def test_a_finite_difference_that_calls_phi_prime_for_show_still_fails():
+def test_a_finite_difference_that_calls_phi_grad_for_show_still_fails():
     ns = sample_answers("backprop", "finite-difference-jacobian")
 
     def disguised(x, W, b, phi):
@@ -121,7 +121,7 @@ def test_a_finite_difference_that_calls_phi_prime_for_show_still_fails():
         grading.check_jacobians(disguised, 1)
 
 
-def test_phi_prime_at_the_activation_is_named_in_jacobians():
+def test_phi_grad_at_the_activation_is_named_in_jacobians():
     def at_activation(x, V, c, W, b, phi2, phi1):
         z2 = V @ x + c
         h = phi2[0](z2)
@@ -166,19 +166,19 @@ def _backward_with(deriv_at):
     return mlp_backward
 
 
-def test_missing_phi_prime_at_the_output_layer_only_is_named():
+def test_missing_phi_grad_at_the_output_layer_only_is_named():
     only_output = _backward_with(lambda k, L, Z, A, phi_grad: 1.0 if k == L else phi_grad(Z[k]))
     with pytest.raises(CheckFailed, match="phi'\\(Z\\^\\(3\\)\\) of the output layer is missing"):
         grading.check_backward(only_output)
 
 
-def test_missing_phi_prime_everywhere_is_named():
+def test_missing_phi_grad_everywhere_is_named():
     nowhere = _backward_with(lambda k, L, Z, A, phi_grad: 1.0)
     with pytest.raises(CheckFailed, match="missing from the recursion"):
         grading.check_backward(nowhere)
 
 
-def test_phi_prime_at_the_activation_of_one_hidden_layer_is_named():
+def test_phi_grad_at_the_activation_of_one_hidden_layer_is_named():
     one_layer = _backward_with(
         lambda k, L, Z, A, phi_grad: phi_grad(A[k]) if k == 2 else phi_grad(Z[k])
     )
@@ -195,3 +195,126 @@ def test_wrong_layer_and_transposed_gradients_are_named_by_the_hidden_check():
     ):
         with pytest.raises(CheckFailed, match=text):
             grading.check_backward(sample_answers("backprop", student)["mlp_backward"])
+
+
+# -- the factor 1[i = j] of one layer's Jacobians with respect to b and W ------------------
+
+
+def _one_layer_with(dz_db=None, dz_dW=None, dy_db=None, dy_dW=None):
+    """The reference one_layer_jacobians (float32) with some Jacobians replaced by
+    ``f(x, W, d)``, d = phi'(z)."""
+
+    def one_layer_jacobians(x, W, b, phi):
+        x, W, b = (np.asarray(v, dtype=np.float32) for v in (x, W, b))
+        n_out = W.shape[0]
+        d = np.asarray(phi[1](W @ x + b), dtype=np.float32)
+        eye = np.eye(n_out, dtype=np.float32)
+        jac = {"dz_dx": W, "dz_dW": np.einsum("ij,k->ijk", eye, x), "dz_db": eye,
+               "dy_dx": d[:, None] * W, "dy_db": np.diag(d)}  # fmt: skip
+        jac["dy_dW"] = d[:, None, None] * jac["dz_dW"]
+        for key, f in (("dz_db", dz_db), ("dz_dW", dz_dW), ("dy_db", dy_db), ("dy_dW", dy_dW)):
+            if f is not None:
+                jac[key] = f(x, W, d)
+        return jac
+
+    return one_layer_jacobians
+
+
+def test_the_missing_indicator_is_named_for_each_jacobian_of_b_and_w():
+    n = lambda W: W.shape[0]  # noqa: E731
+    for key, f in (
+        ("dz_db", lambda x, W, d: np.ones((n(W), n(W)), dtype=np.float32)),
+        ("dz_dW", lambda x, W, d: np.tile(x, (n(W), n(W), 1))),
+        ("dy_db", lambda x, W, d: d[:, None] * np.ones((n(W), n(W)), dtype=np.float32)),
+        ("dy_db", lambda x, W, d: np.ones((n(W), n(W)), dtype=np.float32) * d),  # phi'(z_j)
+        ("dy_dW", lambda x, W, d: d[:, None, None] * np.tile(x, (n(W), n(W), 1))),
+        ("dy_dW", lambda x, W, d: d[None, :, None] * np.tile(x, (n(W), n(W), 1))),
+    ):
+        with pytest.raises(CheckFailed, match=f"^{key} from .*The factor 1\\[i = j\\] is missing"):
+            grading.check_jacobians(_one_layer_with(**{key: f}), 1)
+
+
+def test_the_indicator_diagnosis_stays_silent_for_right_and_unrelated_wrong_jacobians():
+    grading.check_jacobians(_one_layer_with(), 1)  # float32, right
+    for key, f in (
+        ("dz_db", lambda x, W, d: 2 * np.eye(W.shape[0])),
+        ("dy_db", lambda x, W, d: np.diag(d) + 1e-3),
+        ("dy_dW", lambda x, W, d: np.tile(x, (W.shape[0], W.shape[0], 1))),  # no phi', no 1[i = j]
+    ):
+        with pytest.raises(CheckFailed, match=f"^{key} from") as info:
+            grading.check_jacobians(_one_layer_with(**{key: f}), 1)
+        assert "1[i = j]" not in str(info.value)
+    with pytest.raises(CheckFailed) as info:
+        grading.check_jacobians(
+            sample_answers("backprop", "transposed-jacobian")["one_layer_jacobians"], 1
+        )
+    assert "1[i = j]" not in str(info.value)
+
+
+def test_the_indicator_samples_are_named():
+    for student in ("bias-jacobian-ones", "weight-jacobian-no-indicator"):
+        func = sample_answers("backprop", student)["one_layer_jacobians"]
+        with pytest.raises(CheckFailed, match="The factor 1\\[i = j\\] is missing"):
+            grading.check_jacobians(func, 1)
+
+
+# -- the batch mean where the loss sums the examples ----------------------------------------
+
+
+def _scaled_backward(scale_of_batch):
+    """The float32 reference backward pass with every gradient multiplied by
+    ``scale_of_batch(batch_size)``."""
+    f32 = np.float32
+
+    def mlp_backward(weights, Z, A, dL_dY, phi_grad):
+        L = len(weights)
+        grads = [None] * L
+        scale = f32(scale_of_batch(np.shape(dL_dY)[0]))
+        delta = np.asarray(phi_grad(Z[L]) * dL_dY, dtype=f32)
+        for l in range(L, 0, -1):  # noqa: E741
+            grads[l - 1] = (delta.T @ np.asarray(A[l - 1], dtype=f32)) * scale
+            if l > 1:
+                W = np.asarray(weights[l - 1], dtype=f32)
+                delta = np.asarray(phi_grad(Z[l - 1]), dtype=f32) * (delta @ W)
+        return grads
+
+    return mlp_backward
+
+
+def test_the_batch_mean_is_named_in_float32_too():
+    with pytest.raises(CheckFailed, match="the sum divided by the batch size"):
+        grading.check_backward(_scaled_backward(lambda B: 1.0 / B))
+    with pytest.raises(CheckFailed, match="the sum divided by the batch size"):
+        grading.check_backward(sample_answers("backprop", "batch-mean-gradient")["mlp_backward"])
+
+
+def test_the_batch_mean_diagnosis_stays_silent_for_right_and_unrelated_wrong_gradients():
+    grading.check_backward(_scaled_backward(lambda B: 1.0))
+    for wrong in (
+        _scaled_backward(lambda B: 2.0),  # twice the sum
+        sample_answers("backprop", "wrong-layer-weights")["mlp_backward"],
+        sample_answers("backprop", "missing-output-phi-grad")["mlp_backward"],
+    ):
+        with pytest.raises(CheckFailed) as info:
+            grading.check_backward(wrong)
+        assert "mean over the batch" not in str(info.value)
+
+
+def test_the_visible_test_names_the_batch_mean_and_only_it():
+    import nbformat
+
+    from conftest import REPO
+    from initlab import checks
+
+    nb = nbformat.read(REPO / "source" / "backprop" / "backprop.ipynb", as_version=4)
+    cells = {c.id: c.source for c in nb.cells}
+    visible = cells["test-backward"].split("### BEGIN HIDDEN TESTS")[0]
+    ns = {"np": np, "checks": checks, **sample_answers("backprop", "batch-mean-gradient")}
+    with pytest.raises(CheckFailed, match="the sum divided by the batch size"):
+        exec(visible, ns)
+    ns["mlp_backward"] = _scaled_backward(lambda B: 2.0)
+    with pytest.raises(CheckFailed) as info:
+        exec(visible, ns)
+    assert "mean over the batch" not in str(info.value)
+    ns["mlp_backward"] = _scaled_backward(lambda B: 1.0)
+    exec(visible, ns)

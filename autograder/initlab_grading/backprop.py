@@ -329,7 +329,12 @@ def _reference(case: JacCase, identity: bool = False) -> tuple[dict, dict]:
     return _torch_jacobians(layers, case.x), _jacobian_bounds(layers, case.x)
 
 
-def _variants(case: JacCase, key: str) -> list[tuple[str, np.ndarray]]:
+Variant = tuple[str, np.ndarray, np.ndarray | None]
+"""A Jacobian a common mistake produces: the message that names it, its values, and the
+round-off bound of those values (None: the same bound as the right Jacobian's)."""
+
+
+def _variants(case: JacCase, key: str) -> list[Variant]:
     """Jacobians that common mistakes produce, each with the message that names it."""
     out = []
     L = len(case.layers)
@@ -342,6 +347,7 @@ def _variants(case: JacCase, key: str) -> list[tuple[str, np.ndarray]]:
                 f"The factor {names[l]}' (the derivative of layer {l + 1}'s activation, "
                 "counting from the input) is missing from the chain rule.",
                 fixed[key],
+                None,
             )
         )
         at_a = _with_derivative(case, l, lambda z, a, act=case.layers[l].act: act.df(a))
@@ -350,6 +356,7 @@ def _variants(case: JacCase, key: str) -> list[tuple[str, np.ndarray]]:
                 f"{names[l]}' is evaluated at the activation {names[l]}(z) instead of at the "
                 "pre-activation z: evaluate the derivative at z = Wx + b of that layer.",
                 at_a[key],
+                None,
             )
         )
     for l in range(1, L):  # noqa: E741 -- the weights the backward chain multiplies by
@@ -362,9 +369,57 @@ def _variants(case: JacCase, key: str) -> list[tuple[str, np.ndarray]]:
                     f"indices swapped (layer {l + 1}, counting from the input). In z_i = sum_k "
                     "W[i, k] a_k the sum runs over the second index, so dz_i/da_k = W[i, k].",
                     alt[key],
+                    None,
                 )
             )
     return out
+
+
+_INDICATOR_TEXT = {
+    "dz_db": "The factor 1[i = j] is missing: b_j enters z_j only, so dz_i/db_j = 1[i = j] and "
+    "dz_db is the identity matrix np.eye(n_out), not a matrix of ones.",
+    "dy_db": "The factor 1[i = j] is missing: b_j enters z_j only, so dy_i/db_j = "
+    "1[i = j] phi'(z_i) and dy_db is the diagonal matrix np.diag(phi'(z)), zero off the diagonal.",
+    "dz_dW": "The factor 1[i = j] is missing: W[j, k] enters z_j only, so dz_i/dW[j, k] = "
+    "1[i = j] x_k, zero for j != i (x_k sits only at [i, i, k]).",
+    "dy_dW": "The factor 1[i = j] is missing: W[j, k] enters z_j only, so dy_i/dW[j, k] = "
+    "1[i = j] phi'(z_i) x_k, zero for j != i.",
+}
+
+
+def _indicator_variants(case: JacCase, key: str, tol: np.ndarray) -> list[Variant]:
+    """One layer's Jacobians with respect to b and W without the factor 1[i = j]: every
+    [i, j, ...] filled with the value of [i, i, ...] (the row's own phi'(z_i)) or of
+    [j, j, ...] (``np.ones(...) * d`` broadcasts phi'(z_j) along the last axis). Each such
+    entry is computed as that diagonal entry is, so its round-off bound is the diagonal
+    entry's: the variants carry ``tol``, the check's bound of the right Jacobian, spread the
+    same way."""
+    if len(case.layers) != 1 or key not in _INDICATOR_TEXT:
+        return []
+    (layer,) = case.layers
+    n_out = layer.W.shape[0]
+    if n_out == 1:  # 1[i = j] is 1: the slip changes nothing
+        return []
+    z = layer.W @ case.x + layer.b
+    d = layer.act.df(z) if key.startswith("dy") else np.ones(n_out)
+    ones = np.ones((n_out, n_out))
+    if key.endswith("_db"):
+        spreads = [
+            (d[:, None] * ones, (slice(None), None)),
+            (d[None, :] * ones, (None, slice(None))),
+        ]
+        diag_tol = np.diag(tol)
+    else:
+        x = case.x
+        spreads = [
+            (d[:, None, None] * ones[:, :, None] * x, (slice(None), None)),
+            (d[None, :, None] * ones[:, :, None] * x, (None, slice(None))),
+        ]
+        diag_tol = np.einsum("iik->ik", tol)
+    return [
+        (_INDICATOR_TEXT[key], wrong, np.broadcast_to(diag_tol[spread], wrong.shape))
+        for wrong, spread in spreads
+    ]
 
 
 def _key_map(num_layers: int) -> dict[str, str]:
@@ -411,7 +466,7 @@ def _permutations(shape: tuple[int, ...]) -> list[tuple[int, ...]]:
 
 
 def _check_jacobian(
-    got: Any, want: np.ndarray, tol: np.ndarray, what: str, variants: list[tuple[str, np.ndarray]]
+    got: Any, want: np.ndarray, tol: np.ndarray, what: str, variants: list[Variant]
 ) -> None:
     if got is None:
         raise CheckFailed(f"{what} is missing (None). Return every Jacobian in the dict.")
@@ -446,8 +501,9 @@ def _check_jacobian(
                 message + " The Jacobian is transposed: entry [i, j, ...] must be dy_i / d(the "
                 "variable's entry [j, ...]), so the first axis indexes the outputs."
             )
-    for text, wrong in variants:
-        if wrong.shape == arr.shape and np.all(np.abs(arr - wrong) <= tol):
+    for text, wrong, wrong_tol in variants:
+        bound = tol if wrong_tol is None else wrong_tol
+        if wrong.shape == arr.shape and np.all(np.abs(arr - wrong) <= bound):
             raise CheckFailed(message + " " + text)
     raise CheckFailed(
         message + " Re-derive this Jacobian with the chain rule, one factor per layer."
@@ -578,10 +634,11 @@ def check_jacobians(func: Callable, num_layers: int, seed: int = 0) -> None:
         for key, var in keys.items():
             if key.startswith("dz"):
                 w, t = want_z[var], tol_z[var]
-                variants: list = []
+                variants: list[Variant] = []
             else:
                 w, t = want[var], tol[var]
                 variants = variants_cache.setdefault(key, _variants(case, key))
+            variants = variants + _indicator_variants(case, key, t)
             _check_jacobian(out.get(key), w, t, f"{key} from {what}", variants)
         _check_chain_rule(case, traced, what)
 
@@ -689,8 +746,9 @@ def _mlp_tolerances(case: MLPCase) -> list[np.ndarray]:
 def _mlp_variant(case: MLPCase, kind: str, layer: int | None = None) -> list[np.ndarray]:
     """The gradients a common mistake gives: ``kind`` "missing" (phi' replaced by 1) or
     "at_a" (phi' evaluated at A^(l)) at ``layer`` only (1-based) or at every layer
-    (None), or "wrong_layer" (Delta sent back through W^(l) instead of W^(l+1)). An
-    empty list when the mistake gives a shape error instead."""
+    (None), "wrong_layer" (Delta sent back through W^(l) instead of W^(l+1)), or "mean"
+    (every gradient divided by the batch size, the mean over the examples where the loss
+    sums them). An empty list when the mistake gives a shape error instead."""
     Z, A = _mlp_forward_ref(case.weights, case.X, case.act)
     L = len(case.weights)
     Ws = case.weights
@@ -714,8 +772,18 @@ def _mlp_variant(case: MLPCase, kind: str, layer: int | None = None) -> list[np.
             delta = deriv(l - 1) * (delta @ W_back)
             if delta.shape != Z[l - 1].shape:
                 return []
+    if kind == "mean":
+        return [g / case.X.shape[0] for g in grads]
     return grads
 
+
+BATCH_MEAN_TEXT = (
+    "That is the mean over the batch, the sum divided by the batch size: the loss sums the "
+    "examples' losses, so grad W^(l) = Delta^(l)^T A^(l-1) adds up the examples' gradients "
+    "and is not divided by the batch size."
+)
+"""Names the batch mean; the notebook's visible test (one linear layer) names it in nearly
+the same words."""
 
 _MLP_MISTAKES = {
     "missing": "The factor phi'(Z^(l)) is missing from the recursion: "
@@ -725,6 +793,7 @@ _MLP_MISTAKES = {
     "wrong_layer": "Delta is sent back through the wrong layer's W: "
     "Delta^(l) = phi'(Z^(l)) * (Delta^(l+1) W^(l+1)) uses the weights of the layer above "
     "(weights[l] in 0-based Python indexing), not W^(l).",
+    "mean": BATCH_MEAN_TEXT,
 }
 
 
@@ -755,6 +824,8 @@ def _mlp_mistakes(case: MLPCase) -> list[tuple[str, list[np.ndarray]]]:
             out.append((text, _mlp_variant(case, kind, layer)))
         out.append((_MLP_MISTAKES[kind], _mlp_variant(case, kind)))
     out.append((_MLP_MISTAKES["wrong_layer"], _mlp_variant(case, "wrong_layer")))
+    if case.X.shape[0] > 1:  # a batch of one has its sum as its mean
+        out.append((_MLP_MISTAKES["mean"], _mlp_variant(case, "mean")))
     return [(text, grads) for text, grads in out if grads]
 
 

@@ -177,7 +177,7 @@ def three_layer_jacobians(x, U, d, V, c, W, b, phi3, phi2, phi1):
         },
     ),
     Sample(
-        "missing-phi-prime",
+        "missing-phi-grad",
         "two-layer Jacobians without the hidden layer's phi2' factor",
         answers={
             "two_layer": _TWO_LAYER_HEAD
@@ -204,7 +204,7 @@ def three_layer_jacobians(x, U, d, V, c, W, b, phi3, phi2, phi1):
         lost={"test_three_layer": "wrong summation index"},
     ),
     Sample(
-        "phi-prime-at-activation",
+        "phi-grad-at-activation",
         "backprop that evaluates phi' at A[l] instead of Z[l]",
         answers={
             "mlp": _BACKWARD_HEAD
@@ -247,5 +247,72 @@ def three_layer_jacobians(x, U, d, V, c, W, b, phi3, phi2, phi1):
 """,
         },
         lost={"test_backward": "A transposed gradient"},
+    ),
+    Sample(
+        "bias-jacobian-ones",
+        "one-layer Jacobians with dz_db a matrix of ones instead of the identity (and dy_db "
+        "built from it)",
+        answers={
+            "one_layer": """
+def one_layer_jacobians(x, W, b, phi):
+    z = W @ x + b
+    n_out = W.shape[0]
+    d = phi[1](z)
+    dz_db = np.ones((n_out, n_out))
+    dz_dW = np.einsum("ij,k->ijk", np.eye(n_out), x)
+    return {"dz_dx": W, "dz_dW": dz_dW, "dz_db": dz_db,
+            "dy_dx": d[:, None] * W, "dy_dW": d[:, None, None] * dz_dW, "dy_db": d[:, None] * dz_db}
+""",
+        },
+        lost={"test_one_layer": "dz_db is the identity matrix np.eye(n_out), not a matrix of ones"},
+    ),
+    Sample(
+        "weight-jacobian-no-indicator",
+        "one-layer Jacobians with dz_i/dW[j, k] = x_k for every i and j: the factor 1[i = j] "
+        "left out (x tiled over both output axes)",
+        answers={
+            "one_layer": """
+def one_layer_jacobians(x, W, b, phi):
+    z = W @ x + b
+    n_out = W.shape[0]
+    d = phi[1](z)
+    dz_dW = np.tile(x, (n_out, n_out, 1))
+    return {"dz_dx": W, "dz_dW": dz_dW, "dz_db": np.eye(n_out),
+            "dy_dx": d[:, None] * W, "dy_dW": d[:, None, None] * dz_dW, "dy_db": np.diag(d)}
+""",
+        },
+        lost={"test_one_layer": "so dz_i/dW[j, k] = 1[i = j] x_k, zero for j != i"},
+    ),
+    Sample(
+        "missing-output-phi-grad",
+        "backprop that starts from Delta^(L) = dL/dY, without the output layer's phi'(Z^(L))",
+        answers={
+            "mlp": _BACKWARD_HEAD
+            + """    delta = dL_dY
+    for l in range(L, 0, -1):
+        grads[l - 1] = delta.T @ A[l - 1]
+        if l > 1:
+            delta = phi_grad(Z[l - 1]) * (delta @ weights[l - 1])
+    return grads
+""",
+        },
+        lost={"test_backward": "of the output layer is missing"},
+    ),
+    Sample(
+        "batch-mean-gradient",
+        "backprop that divides every gradient by the batch size (the mean over the examples) "
+        "where the loss sums them",
+        answers={
+            "mlp": _BACKWARD_HEAD
+            + """    batch_size = dL_dY.shape[0]
+    delta = phi_grad(Z[L]) * dL_dY
+    for l in range(L, 0, -1):
+        grads[l - 1] = delta.T @ A[l - 1] / batch_size
+        if l > 1:
+            delta = phi_grad(Z[l - 1]) * (delta @ weights[l - 1])
+    return grads
+""",
+        },
+        lost={"test_backward": "the sum divided by the batch size"},
     ),
 ]

@@ -91,7 +91,7 @@ def sigmoid_grad(x):
         lost={"test_sigmoid": "np.where evaluates both"},
     ),
     Sample(
-        "sigmoid-prime-cancels",
+        "sigmoid-grad-cancels",
         "a stable sigmoid, but sigma' as the textbook s (1 - s): 1 - s cancels for large "
         "positive x (exactly 0 once s rounds to 1), so sigma' is not accurate relative to itself",
         answers={
@@ -183,8 +183,8 @@ def relative_error(a, b):
         lost={"test_steps": "best step of a one-sided difference"},
     ),
     Sample(
-        "zero-mean-sigma-prime",
-        "the course material's slip: Var[sigma'] (zero mean assumed) where E[sigma'^2] belongs",
+        "zero-mean-phi-grad",
+        "the course material's slip: Var[phi'] (zero mean assumed) where E[phi'^2] belongs",
         answers={
             "moments": """
 def grad_weight_moments(
@@ -213,5 +213,62 @@ def grad_weight_moments(
         "the planted bug blamed on line (b), the gradient of W^(l), instead of line (d)",
         answers={"planted_bug": 'bug_line = "b"'},
         lost={"test_planted_bug": "line (b) is right"},
+    ),
+    Sample(
+        "squared-mean-phi-grad",
+        "E[phi']^2 (the square of the mean, sp_mean squared) where E[phi'^2] (sp_sq_mean) belongs",
+        answers={
+            "moments": """
+def grad_weight_moments(
+    widths, weight_vars, sp_mean, sp_sq_mean, a_mean, a_sq_mean, g_mean, g_sq_mean
+):
+    L = len(widths) - 1
+    mean, var = np.zeros(L), np.zeros(L)
+    delta_sq = sp_mean[L - 1] ** 2 * g_sq_mean
+    for l in range(L, 0, -1):
+        if l < L:
+            delta_sq = sp_mean[l - 1] ** 2 * widths[l + 1] * weight_vars[l] * delta_sq
+        m = sp_mean[L - 1] * g_mean * a_mean[L - 1] if l == L else 0.0
+        mean[l - 1] = m
+        var[l - 1] = delta_sq * a_sq_mean[l - 1] - m * m
+    return mean, var
+""",
+        },
+        lost={
+            "test_moments": "E[phi']^2 where E[phi'^2] belongs",
+            "test_moments_monte_carlo": "E[phi']^2 where E[phi'^2] belongs",
+        },
+    ),
+    Sample(
+        "fan-in-width",
+        "the sum over the layer above counted with n^(l) = widths[l], the layer's own width, "
+        "instead of n^(l+1) = widths[l + 1]",
+        answers={
+            "moments": """
+def grad_weight_moments(
+    widths, weight_vars, sp_mean, sp_sq_mean, a_mean, a_sq_mean, g_mean, g_sq_mean
+):
+    L = len(widths) - 1
+    mean, var = np.zeros(L), np.zeros(L)
+    delta_sq = sp_sq_mean[L - 1] * g_sq_mean
+    for l in range(L, 0, -1):
+        if l < L:
+            delta_sq = sp_sq_mean[l - 1] * widths[l] * weight_vars[l] * delta_sq
+        m = sp_mean[L - 1] * g_mean * a_mean[L - 1] if l == L else 0.0
+        mean[l - 1] = m
+        var[l - 1] = delta_sq * a_sq_mean[l - 1] - m * m
+    return mean, var
+""",
+        },
+        lost={
+            "test_moments": "not n^(l) = widths[l]",
+            "test_moments_monte_carlo": "not n^(l) = widths[l]",
+        },
+    ),
+    Sample(
+        "tiny-step",
+        "steps 1e-12 and 1e-6, far below eps^(1/3): a smaller step taken for a more accurate one",
+        answers={"steps": "h_float64 = 1e-12\nh_float32 = 1e-6"},
+        lost={"test_steps": "a smaller step is not a more accurate one"},
     ),
 ]
