@@ -38,6 +38,8 @@ def _functions(source: str) -> list[ast.FunctionDef]:
 
 # σ is the sigmoid only: a variance is v or Var(.), a standard deviation s.
 SIGMA_AS_SPREAD = re.compile(r"\\sigma\s*[\^_]|\bsigma(?:2|4|_?sq)\b|\bsigma\^|σ[²⁴]")
+# In code and comments, sigma' is the sigmoid's derivative only: a general activation's is phi'.
+SIGMA_AS_ACTIVATION = re.compile(r"(?:E\[|Var\[)sigma'|\(sigma' = 1\)|sigma' ~")
 # φ is written \varphi, and derivatives are <name>_grad.
 OTHER_PHI = re.compile(r"\\phi(?![a-zA-Z])")
 OTHER_DERIVATIVE = re.compile(r"\b\w+_prime\b|\bd_?phi\b|\bdsigmoid\b|\bsigmoid_derivative\b")
@@ -49,6 +51,8 @@ COLUMNS_AS_EXAMPLES = re.compile(r"\((?:n_?0|n_in|n_l|n_out), ?(?:batch|batch_si
 def test_sigma_means_the_sigmoid_only(assignment):
     found = [m.group(0) for c in _cells(assignment) for m in SIGMA_AS_SPREAD.finditer(c["source"])]
     assert not found, f"{assignment}: σ used for a spread ({found}); write v, Var(.) or s"
+    general = [m.group(0) for t in _code(assignment) for m in SIGMA_AS_ACTIVATION.finditer(t)]
+    assert not general, f"{assignment}: a general activation's derivative is phi', not {general}"
 
 
 @pytest.mark.parametrize("assignment", course.ASSIGNMENTS)
@@ -89,6 +93,7 @@ def test_the_checks_see_every_notebook():
     """The patterns above are not vacuous: each would flag what it forbids."""
     assert SIGMA_AS_SPREAD.search(r"variance $\sigma^2$") and SIGMA_AS_SPREAD.search("sigma2=1.0")
     assert not SIGMA_AS_SPREAD.search(r"$\sigma(x)(1 - \sigma(x))$ and $\sigma'(x)$")
+    assert SIGMA_AS_ACTIVATION.search("use E[sigma'^2] (1), not Var[sigma'] (0)")
     assert OTHER_PHI.search(r"$\phi_a(x)$") and not OTHER_PHI.search(r"$\varphi(z)$")
     assert OTHER_DERIVATIVE.search("def sigmoid_prime(x):") and not OTHER_DERIVATIVE.search(
         "def sigmoid_grad(x):"
