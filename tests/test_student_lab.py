@@ -644,7 +644,7 @@ def test_class_report_renders_in_chromium(browser, artifacts, tmp_path):
     """The instructor's class report (initlab_grading.report) in a real browser: the
     histogram loads, a message's HTML shows as text, a screenshot is kept."""
     from initlab_grading import report
-    from initlab_grading.course import CellResult, SampleResult
+    from initlab_grading.results import CellResult, SampleResult
 
     message = "CheckFailed: grad_f(1, 2) is 3.5; <b>expected</b> 4"
     tests = {"test_grad", "test_step"}
