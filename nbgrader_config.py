@@ -117,7 +117,7 @@ c.Execute.iopub_timeout = 60
 # submission next to the notebook, and IPython would put that folder first on sys.path,
 # so a shipped initlab/checks.py or numpy.py would replace what the tests import. Code
 # files are not copied at all (collect and autograde skip these names); the kit's grading
-# command reports them (initlab_grading.grade.inspect_submission).
+# command reports them (initlab_grading.attempts.inspect_submission).
 c.Execute.extra_arguments = ["--InteractiveShellApp.ignore_cwd=True"]
 c.CourseDirectory.ignore = [".ipynb_checkpoints", "__pycache__", "feedback", *CODE_FILES]
 

@@ -35,7 +35,7 @@ The fused kernel's compile time (once per process) is printed apart, not in the 
 ``--avx2`` runs the same on this CPU as if it had AVX2 and no AVX-512 (a laptop's CPU):
 the script restarts itself with Numba compiling for Haswell (``NUMBA_CPU_NAME``), ATen's
 AVX2 kernels (``ATEN_CPU_CAPABILITY``) and MKL's AVX2 code (``MKL_ENABLE_INSTRUCTIONS``),
-and the fused kernel blocked as :func:`initlab.simulation._host_vectors` would block it on
+and the fused kernel blocked as :func:`initlab._simulation._host_vectors` would block it on
 such a CPU (16 registers of 256 bits). Clock and caches stay this machine's.
 
 Data: the real MNIST training images when they are in the data directory, else random
@@ -68,8 +68,8 @@ import numpy as np  # noqa: E402 - after the restart above
 import torch  # noqa: E402
 
 from common import cpu_name, mnist_or_random, spread  # noqa: E402
-from initlab import simulation  # noqa: E402
-from initlab.simulation import (  # noqa: E402
+from initlab import _simulation as simulation  # noqa: E402
+from initlab._simulation import (  # noqa: E402
     IMAGE_BLOCK,
     NET_CHUNK,
     _first_layer_inputs,
@@ -77,6 +77,8 @@ from initlab.simulation import (  # noqa: E402
     _splat,
     _used_inputs,
     _vector_function,
+)
+from initlab.simulation import (  # noqa: E402
     layer_output_variances,
     layer_output_variances_one_by_one,
 )

@@ -346,11 +346,11 @@ aten = torch.ops.aten
 def tanh_grad(x):
     return aten.tanh_backward(torch.ones_like(x), torch.tanh(x))""",
     "engine-helper": """
-from initlab import engine
+from initlab import _batched
 def mish_grad(x):
-    return engine._activation_backward("mish", torch.ones_like(x), x, None, None)""",
+    return _batched._activation_backward("mish", torch.ones_like(x), x, None, None)""",
     "engine-through-a-helper": """
-from initlab.engine import _activation_backward
+from initlab._batched import _activation_backward
 def _slope(x):
     return _activation_backward("tanh", torch.ones_like(x), x, torch.tanh(x), None)
 def tanh_grad(x):
@@ -494,8 +494,8 @@ def test_no_loop_diagnosis_matches_the_correct_trajectory():
     every wrong variant's, so a correct loop can never be named by one."""
     run, params, batches = grading.engine_trajectory("relu", 3)
 
-    def forward(p, X):
-        return grading.reference_forward(p, X, torch.relu)
+    def forward(X, p):
+        return grading.reference_forward(X, p, torch.relu)
 
     want = run.history["train_loss"]
     for kwargs, _ in grading.LOOP_VARIANTS.values():
@@ -528,8 +528,8 @@ def test_a_loop_that_trains_the_given_weights_in_place_is_told_so():
 def test_float32_arithmetic_is_named():
     ns = _loop()
 
-    def forward32(params, X, phi):
-        return ns["mlp_forward"]([(W.float(), b.float()) for W, b in params], X.float(), phi)
+    def forward32(X, params, phi):
+        return ns["mlp_forward"](X.float(), [(W.float(), b.float()) for W, b in params], phi)
 
     with pytest.raises(CheckFailed, match="float32"):
         grading.check_forward(forward32)
@@ -538,7 +538,7 @@ def test_float32_arithmetic_is_named():
         losses, trained = ns["sgd_train"](
             [(W.float(), b.float()) for W, b in params],
             [(X.float(), y) for X, y in batches],
-            lambda p, X: forward([(W.double(), b.double()) for W, b in p], X.double()).float(),
+            lambda X, p: forward(X.double(), [(W.double(), b.double()) for W, b in p]).float(),
             lr,
         )
         return losses, trained
@@ -554,8 +554,8 @@ def test_the_loop_tolerance_covers_round_off_as_derived():
     for name, phi, seed in (("relu", torch.relu, 3), ("tanh", torch.tanh, 4)):
         run, params, batches = grading.engine_trajectory(name, seed)
 
-        def forward(p, X, phi=phi):
-            return grading.reference_forward(p, X, phi)
+        def forward(X, p, phi=phi):
+            return grading.reference_forward(X, p, phi)
 
         base, trained = grading.reference_loop(params, batches, forward, grading.LOOP_LR)
         gen = torch.Generator().manual_seed(0)

@@ -38,6 +38,47 @@ def test_float32_answers_pass_every_check():
     grading.check_backward(ns["mlp_backward"])
 
 
+def test_vectorised_float32_mlp_passes():
+    """The batched float32 products (each entry of Z^(l) a sum over n_(l-1), each gradient
+    entry a sum over the batch) stay within the per-row bounds plus the batch sum."""
+    f32 = np.float32
+
+    def mlp_forward(X, weights, phi):
+        Z, A = [None], [np.asarray(X, dtype=f32)]
+        for W in weights:
+            Z.append(A[-1] @ np.asarray(W, dtype=f32).T)
+            A.append(np.asarray(phi(Z[-1]), dtype=f32))
+        return Z, A
+
+    def mlp_backward(weights, Z, A, dL_dY, phi_grad):
+        Z = [None] + [np.asarray(z, dtype=f32) for z in Z[1:]]
+        A = [np.asarray(a, dtype=f32) for a in A]
+        L = len(weights)
+        grads = [None] * L
+        delta = np.asarray(phi_grad(Z[L]), dtype=f32) * np.asarray(dL_dY, dtype=f32)
+        for l in range(L, 0, -1):  # noqa: E741
+            grads[l - 1] = delta.T @ A[l - 1]
+            if l > 1:
+                W = np.asarray(weights[l - 1], dtype=f32)
+                delta = np.asarray(phi_grad(Z[l - 1]), dtype=f32) * (delta @ W)
+        return grads
+
+    grading.check_forward(mlp_forward)
+    grading.check_backward(mlp_backward)
+
+
+def test_a_forward_pass_with_one_example_per_column_is_named():
+    def columns(X, weights, phi):
+        Z, A = [None], [X.T]
+        for W in weights:
+            Z.append(W @ A[-1])
+            A.append(phi(Z[-1]))
+        return Z, [X] + A[1:]
+
+    with pytest.raises(CheckFailed, match="one example per column; expected \\(2, 3\\)"):
+        grading.check_forward(columns)
+
+
 def test_a_gradient_off_by_more_than_the_bound_fails():
     def nudged(weights, Z, A, dL_dY, phi_grad):
         grads = [g.copy() for g in grading._mlp_grads_torch(case)]
@@ -109,16 +150,17 @@ def test_a_transposed_square_jacobian_gets_the_hidden_message():
 
 
 def _backward_with(deriv_at):
-    """mlp_backward whose phi' at layer l is ``deriv_at(l, L, Z, A, phi_grad)``."""
+    """mlp_backward (one example per row) whose phi' at layer l is
+    ``deriv_at(l, L, Z, A, phi_grad)``."""
 
     def mlp_backward(weights, Z, A, dL_dY, phi_grad):
         L = len(weights)
         grads = [None] * L
         delta = deriv_at(L, L, Z, A, phi_grad) * dL_dY
         for l in range(L, 0, -1):  # noqa: E741
-            grads[l - 1] = delta @ A[l - 1].T
+            grads[l - 1] = delta.T @ A[l - 1]
             if l > 1:
-                delta = deriv_at(l - 1, L, Z, A, phi_grad) * (weights[l - 1].T @ delta)
+                delta = deriv_at(l - 1, L, Z, A, phi_grad) * (delta @ weights[l - 1])
         return grads
 
     return mlp_backward
@@ -126,7 +168,7 @@ def _backward_with(deriv_at):
 
 def test_missing_phi_prime_at_the_output_layer_only_is_named():
     only_output = _backward_with(lambda k, L, Z, A, phi_grad: 1.0 if k == L else phi_grad(Z[k]))
-    with pytest.raises(CheckFailed, match="phi'\\(z\\^\\(3\\)\\) of the output layer is missing"):
+    with pytest.raises(CheckFailed, match="phi'\\(Z\\^\\(3\\)\\) of the output layer is missing"):
         grading.check_backward(only_output)
 
 
@@ -142,3 +184,14 @@ def test_phi_prime_at_the_activation_of_one_hidden_layer_is_named():
     )
     with pytest.raises(CheckFailed, match="At layer 2, phi' is evaluated at the activation"):
         grading.check_backward(one_layer)
+
+
+def test_wrong_layer_and_transposed_gradients_are_named_by_the_hidden_check():
+    """The samples' visible test stops these at a shape; on the square case the hidden check
+    names them from the values."""
+    for student, text in (
+        ("wrong-layer-weights", "sent back through the wrong layer's W"),
+        ("transposed-gradient", "A transposed gradient: grad W\\^\\(l\\) = Delta\\^\\(l\\)\\^T"),
+    ):
+        with pytest.raises(CheckFailed, match=text):
+            grading.check_backward(sample_answers("backprop", student)["mlp_backward"])

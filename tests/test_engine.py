@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from initlab import engine
+from initlab import _batched, engine
 from initlab.engine import Config
 
 
@@ -99,7 +99,7 @@ def test_parts_get_an_equal_share_of_every_activation(counts, parts):
     contiguous slice per activation), every activation's networks are split as evenly as
     they can be, and no part holds more than one network above another."""
     names = [a for a, k in zip(engine.ACTIVATIONS, counts, strict=False) for _ in range(k)]
-    members = engine._share_out(names, parts)
+    members = _batched._share_out(names, parts)
     assert sorted(i for m in members for i in m) == list(range(len(names)))
     assert all(m == sorted(m) for m in members) and all(members)
     sizes = [len(m) for m in members]
@@ -253,7 +253,7 @@ def test_an_error_in_one_part_stops_the_others_and_is_raised(monkeypatch):
     """The part that fails (the second) raises its own error, not the first part's stop, and the
     other part stops at its next step instead of training on."""
     calls = {}
-    step = engine._Stack.step
+    step = _batched._Stack.step
 
     def failing_step(self, X, y):
         part = self.configs[0].label()
@@ -262,7 +262,7 @@ def test_an_error_in_one_part_stops_the_others_and_is_raised(monkeypatch):
             raise RuntimeError("the second part broke")
         return step(self, X, y)
 
-    monkeypatch.setattr(engine._Stack, "step", failing_step)
+    monkeypatch.setattr(_batched._Stack, "step", failing_step)
     steps = 10**6  # far more than the other part gets through before it is stopped
     with pytest.raises(RuntimeError, match="the second part broke"):
         engine.train(
@@ -595,8 +595,8 @@ def test_an_activation_does_not_depend_on_where_a_network_sits_in_the_stack(name
             alone_a = engine.activation_fn(name, z[1:2], beta[1:2])
             stack_a = engine.activation_fn(name, z, beta)
             assert torch.equal(stack_a[1], alone_a[0]), (name, n, "forward")
-            alone_g = engine._activation_backward(name, g[1:2], z[1:2], alone_a, beta[1:2])
-            stack_g = engine._activation_backward(name, g, z, stack_a, beta)
+            alone_g = _batched._activation_backward(name, g[1:2], z[1:2], alone_a, beta[1:2])
+            stack_g = _batched._activation_backward(name, g, z, stack_a, beta)
             assert torch.equal(stack_g[1], alone_g[0]), (name, n, "backward")
     finally:
         torch.set_num_threads(before)

@@ -28,7 +28,7 @@ import nbformat
 import pytest
 
 from conftest import make_course
-from initlab_grading import course, grade
+from initlab_grading import course, grade, kernelspecs, layout, worker_pool
 from initlab_grading.preprocessors import QUOTE_NOTE
 from initlab_grading.samples import hostile, samples_for
 
@@ -46,7 +46,7 @@ def _kernel_python(root: Path, folder: Path) -> tuple[str | None, str]:
     (interpreter or None for this one, "") or (None, why isolation cannot be tested)."""
     if os.geteuid() != 0:
         return None, "--isolate runs kernels as another user: needs root"
-    problem = grade.check_isolation(root)
+    problem = kernelspecs.check_isolation(root)
     if not problem:
         return None, ""
     system = shutil.which(
@@ -60,7 +60,7 @@ def _kernel_python(root: Path, folder: Path) -> tuple[str | None, str]:
     (found,) = venv.glob("lib/python*/site-packages")
     found.joinpath("grading-env.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     python = str(venv / "bin" / "python")
-    problem = grade.check_isolation(root, python)
+    problem = kernelspecs.check_isolation(root, python)
     return (python, "") if not problem else (None, problem)
 
 
@@ -173,7 +173,7 @@ def test_isolated_kernel_cannot_read_or_write_other_files(graded):
         not in (root / "submitted" / "reference" / ASSIGNMENT / hostile.NOTEBOOK).read_text()
     )
     assert not (root / "autograded" / "reference" / ASSIGNMENT / "pwned.txt").exists()
-    for name in grade.PRIVATE_PATHS:
+    for name in worker_pool.PRIVATE_PATHS:
         if (root / name).exists():
             assert (root / name).stat().st_mode & 0o077 == 0, name
     # and the student's own folder came back to the course's owner
@@ -304,7 +304,7 @@ def _formgrader_html(root: Path, student: str) -> str:
     from nbconvert.exporters import HTMLExporter
     from nbgrader.server_extensions.formgrader import handlers
 
-    config = course.course_config(root)
+    config = layout.course_config(root)
     config.HTMLExporter.template_name = "formgrade"
     config.HTMLExporter.extra_template_basedirs = [handlers.template_path]
     resources = {"assignment_id": ASSIGNMENT, "notebook_id": ASSIGNMENT, "submission_id": "x"}

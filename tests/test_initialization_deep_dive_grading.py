@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from conftest import sample_answers
 from initlab.checks import CheckFailed
 from initlab_grading import initialization_deep_dive as grading
 from initlab_grading.samples import samples_for
@@ -98,3 +99,46 @@ def test_products_with_string_keys_are_refused_with_the_expected_keys():
     norms = {f"std = {s} / sqrt(n)": h for s, h in _product_norms(64, 60, 0).items()}
     with pytest.raises(CheckFailed, match="must map each scale"):
         grading.check_products(norms, 64, 60)
+
+
+@pytest.mark.parametrize(
+    "student, check, name, words",
+    [
+        ("var-product-zero-means", "check_var_product", "var_product", "both means are zero"),
+        ("var-product-missing-term", "check_var_product", "var_product", "is missing"),
+        ("var-product-second-moment", "check_var_product", "var_product", "E[(XY)^2]"),
+        (
+            "second-moment-ignores-mean",
+            "check_output_second_moment",
+            "output_second_moment",
+            "nonzero mean adds",
+        ),
+        ("skorski-variance", "check_skorski_std", "skorski_std", "That is the variance"),
+        ("skorski-one-root", "check_skorski_std", "skorski_std", "taken separately"),
+        ("skorski-xavier", "check_skorski_std", "skorski_std", "Xavier's standard deviation"),
+    ],
+)
+def test_each_formula_mistake_gets_its_own_diagnosis(student, check, name, words):
+    ns = sample_answers("initialization_deep_dive", student)
+    with pytest.raises(grading.CheckFailed) as failure:
+        getattr(grading, check)(ns[name])
+    said = str(failure.value)
+    assert words in said, said
+    named = ["both means are zero", "is missing", "E[(XY)^2]", "That is the variance"]
+    named += ["taken separately", "Xavier's standard deviation", "nonzero mean adds"]
+    assert sum(n in said for n in named) == 1, said
+
+
+def test_formula_diagnoses_stay_silent_for_other_wrong_answers():
+    """A wrong answer that is none of the named mistakes (1 % off) gets no diagnosis."""
+    for check, wrong in (
+        ("check_var_product", lambda mx, vx, my, vy: 1.01 * grading.var_product(mx, vx, my, vy)),
+        ("check_skorski_std", lambda n_in, n_out: 1.01 * grading.skorski_std(n_in, n_out)),
+        (
+            "check_output_second_moment",
+            lambda mx, vx, n, vw: 1.01 * grading.output_second_moment(mx, vx, n, vw),
+        ),
+    ):
+        with pytest.raises(grading.CheckFailed) as failure:
+            getattr(grading, check)(wrong)
+        assert "That is" not in str(failure.value) and "missing" not in str(failure.value)

@@ -32,13 +32,13 @@ def test_answers_written_another_way_pass_every_check():
 @pytest.mark.parametrize(
     "wrong, hint",
     [
-        (lambda kappa, sigma2, n: (kappa - 1) * sigma2**2 / n, "large-n limit"),
+        (lambda kappa, var_x, n: (kappa - 1) * var_x**2 / n, "large-n limit"),
         (
-            lambda kappa, sigma2, n: grading.var_sample_variance(kappa, sigma2, n) / sigma2,
-            "in place of sigma",
+            lambda kappa, var_x, n: grading.var_sample_variance(kappa, var_x, n) / var_x,
+            "var_x in place of its square",
         ),
     ],
-    ids=["large-n-limit", "sigma-squared"],
+    ids=["large-n-limit", "variance-not-squared"],
 )
 def test_var_sample_variance_names_the_slip(wrong, hint):
     with pytest.raises(grading.CheckFailed, match=hint):
@@ -48,8 +48,8 @@ def test_var_sample_variance_names_the_slip(wrong, hint):
 @pytest.mark.parametrize(
     "wrong",
     [
-        lambda kappa, sigma2, n: 1.2 * grading.var_sample_variance(kappa, sigma2, n),
-        lambda kappa, sigma2, n: (kappa - 1) * sigma2**2 / n,
+        lambda kappa, var_x, n: 1.2 * grading.var_sample_variance(kappa, var_x, n),
+        lambda kappa, var_x, n: (kappa - 1) * var_x**2 / n,
     ],
     ids=["20-percent-high", "large-n-limit"],
 )

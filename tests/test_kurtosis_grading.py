@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -111,7 +112,7 @@ def test_skew_adjusted_threshold():
 def test_simulation_inputs_have_the_stated_moments(kind, w):
     X, kappa0, c0 = grading.he_inputs(kind, 400_000, w, torch.Generator().manual_seed(3))
     X = X.numpy()
-    # sigma^2 = 1 exactly on the sphere, and within 6 standard errors (< 0.01) otherwise
+    # variance 1 exactly on the sphere, and within 6 standard errors (< 0.01) otherwise
     assert abs(np.mean(X**2) - 1.0) < 0.01
     est_kappa, est_c = grading.estimate_kappa_c(X)
     # bounded inputs: the standard errors of both estimates are below 0.005 at this size
@@ -179,3 +180,49 @@ def test_he_inputs_norm_moments_are_exact():
 def test_he_transform_check_catches_mistakes(answer, message):
     with pytest.raises(grading.CheckFailed, match=message):
         grading.check_he_transform(answer)
+
+
+@pytest.mark.parametrize(
+    "student, check, words",
+    [
+        ("pairs-not-w-minus-1", "check_transition_matrix", "the pairs were counted as w^2"),
+        ("recursion-row-times-matrix", "check_recursion", "multiplies by A's transpose"),
+        ("growth-rate-norm", "check_growth_rate", "That is the spectral norm"),
+        ("excess-kurtosis", "check_estimate_kappa_c", "excess kurtosis"),
+        ("covariance-with-diagonal-pairs", "check_estimate_kappa_c", "includes the pairs i = j"),
+        ("covariance-without-v-squared", "check_estimate_kappa_c", "subtracts the squared"),
+    ],
+)
+def test_each_mistake_is_named(student, check, words):
+    ns = sample_answers("kurtosis", student)
+    ns.setdefault("transition_matrix", grading.transition_matrix)
+    name = {
+        "check_transition_matrix": "transition_matrix",
+        "check_recursion": "kurtosis_recursion",
+        "check_growth_rate": "growth_rate",
+        "check_estimate_kappa_c": "estimate_kappa_c",
+    }[check]
+    with pytest.raises(grading.CheckFailed, match=re.escape(words)) as failure:
+        getattr(grading, check)(ns[name])
+    others = ["counted as w^2", "A's transpose", "spectral norm", "excess kurtosis", "i = j"]
+    assert sum(o in str(failure.value) for o in others) <= 1, str(failure.value)
+
+
+def test_diagnoses_stay_silent_for_other_wrong_answers():
+    """A wrong answer that is none of the named mistakes gets no diagnosis: the conditions
+    hold only for their own mistake."""
+    with pytest.raises(grading.CheckFailed) as failure:
+        grading.check_recursion(
+            lambda k0, c0, depth, w, a, kw, v=1.0: (
+                1.01 * grading.kurtosis_recursion(k0, c0, depth, w, a, kw, v)
+            )
+        )
+    assert "transpose" not in str(failure.value)
+    with pytest.raises(grading.CheckFailed) as failure:
+        grading.check_growth_rate(lambda w, a, kw: 1.01 * grading.growth_rate(w, a, kw))
+    assert "spectral norm" not in str(failure.value) and "constant row" not in str(failure.value)
+    with pytest.raises(grading.CheckFailed) as failure:
+        grading.check_estimate_kappa_c(
+            lambda Y: (grading.estimate_kappa_c(Y)[0] - 1.0, grading.estimate_kappa_c(Y)[1])
+        )
+    assert "excess" not in str(failure.value)

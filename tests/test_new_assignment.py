@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from conftest import REPO
-from initlab_grading import course, scaffold
+from initlab_grading import course, layout, scaffold
 
 
 @pytest.fixture
@@ -37,7 +37,7 @@ def test_a_scaffolded_assignment_is_found_built_and_graded(course_copy):
         capture_output=True, text=True,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert course.assignments(root) == (*course.ASSIGNMENTS, "dropout")
+    assert layout.assignments(root) == (*layout.ASSIGNMENTS, "dropout")
     assert (root / "tests" / "test_dropout_grading.py").is_file()
     # the course loop of the copy (its own initlab_grading, which discovers the new
     # assignment): release, solution, the samples graded and compared, the class report

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, make_course
-from initlab_grading import course, grade
+from initlab_grading import attempts, course, distributed, grade, layout, worker_pool
 from initlab_grading.samples import Sample, samples_for
 
 ASSIGNMENT = "gradient_descent"
@@ -50,14 +50,14 @@ def small_class(tmp_path_factory):
 
 
 def test_main_reports_progress_failures_and_writes_a_report(small_class, capsys, monkeypatch):
-    inspect = grade.inspect_submission
+    inspect = attempts.inspect_submission
 
     def faulty(root, assignment, student):
         if student == "internal":
             raise RuntimeError("a fault of the kit's")
         return inspect(root, assignment, student)
 
-    monkeypatch.setattr(grade, "inspect_submission", faulty)
+    monkeypatch.setattr(attempts, "inspect_submission", faulty)
     report = small_class / "report.json"
     code = grade.main(
         [ASSIGNMENT, "--root", str(small_class), "--workers", "2", "--report", str(report)]
@@ -107,7 +107,8 @@ def test_plain_nbgrader_grades_exactly_as_the_kit(small_class, tmp_path):
     the kit grade them first)."""
     if not (small_class / "autograded" / "reference").exists():
         for student in COMPARED:
-            assert grade.grade_one(small_class, ASSIGNMENT, student, 600, 1).status == "graded"
+            res = distributed.grade_one(small_class, ASSIGNMENT, student, 600, 1)
+            assert res.status == "graded"
     plain = tmp_path / "plain"
     shutil.copytree(small_class, plain, symlinks=True, ignore=shutil.ignore_patterns(
         "autograded", "gradebook.db", "report.json", "broken-json", "internal"))  # fmt: skip
@@ -129,7 +130,7 @@ def _alive(pid: int) -> bool:
 
 def test_a_time_limit_stops_grading(small_class):
     # nbgrader alone takes seconds to start, so half a second always runs out
-    res = grade.grade_one(small_class, ASSIGNMENT, "reference", timeout=0.5, retries=0)
+    res = distributed.grade_one(small_class, ASSIGNMENT, "reference", timeout=0.5, retries=0)
     assert res.status == "timed out" and "stopped after 0.5 s" in res.detail
 
 
@@ -155,9 +156,9 @@ def test_stopping_kills_the_kernel_of_an_infinite_loop(small_class):
     tree: list[int] = []
     while time.monotonic() < deadline and not any("ipykernel" in _cmdline(pid) for pid in tree):
         time.sleep(0.2)
-        tree = grade.descendants(proc.pid)
+        tree = attempts.descendants(proc.pid)
     assert any("ipykernel" in _cmdline(pid) for pid in tree), "no kernel started in 120 s"
-    grade._kill_tree(proc)
+    attempts._kill_tree(proc)
     time.sleep(0.2)
     assert [pid for pid in [proc.pid, *tree] if _alive(pid)] == []
 
@@ -192,7 +193,7 @@ def test_workers_are_replaced_after_a_runaway_or_a_killed_worker(small_class):
     }
     assert results["a-kills-grader"].status == "failed"
     assert results["a-kills-grader"].attempts == 2
-    assert grade.WORKER_STOPPED in results["a-kills-grader"].detail
+    assert attempts.WORKER_STOPPED in results["a-kills-grader"].detail
     assert "died each time this notebook was graded (2 times)" in " ".join(
         results["a-kills-grader"].notes
     )
@@ -228,17 +229,17 @@ def test_a_kernel_that_does_not_answer_at_start_up_is_graded_again(small_class):
         "[ERROR] There was an error processing assignment 'gradient_descent' for student "
         "'reference'"
     )
-    runs = iter([grade.Attempt(startup, ok=False), grade.Attempt("", ok=True)])
-    result = grade._grade_attempts(
+    runs = iter([attempts.Attempt(startup, ok=False), attempts.Attempt("", ok=True)])
+    result = attempts._grade_attempts(
         small_class, ASSIGNMENT, "reference", 60, 1, lambda: next(runs),
-        grade.gradebook_url(small_class),
+        layout.gradebook_url(small_class),
     )  # fmt: skip
     assert (result.status, result.attempts) == ("graded", 2), result
     # without a retry left it fails and says why
-    runs = iter([grade.Attempt(startup, ok=False)])
-    result = grade._grade_attempts(
+    runs = iter([attempts.Attempt(startup, ok=False)])
+    result = attempts._grade_attempts(
         small_class, ASSIGNMENT, "reference", 60, 0, lambda: next(runs),
-        grade.gradebook_url(small_class),
+        layout.gradebook_url(small_class),
     )  # fmt: skip
     assert result.status == "failed" and "infrastructure: Kernel didn't respond in" in result.detail
 
@@ -255,24 +256,24 @@ def test_the_worker_protocol_refuses_lines_it_did_not_send(small_class):
     worker's input without the worker's key stops the worker (it is replaced), and an
     answer line without it (or for another job) is refused: the submission is not taken as
     graded on its word."""
-    kernel = grade.KernelOptions()
-    worker = grade.GradingWorker(small_class, ASSIGNMENT, kernel, None)
+    kernel = worker_pool.KernelOptions()
+    worker = worker_pool.GradingWorker(small_class, ASSIGNMENT, kernel, None)
     try:
         # what a kernel would write into its parent's answer pipe, through /proc
         with open(f"/proc/self/fd/{worker.proc.stdout.fileno()}", "w") as pipe:
             pipe.write(json.dumps({"student": "reference", "success": True, "job": 1}) + "\n")
-        with pytest.raises(grade.WorkerFailure, match="not for this job") as failure:
+        with pytest.raises(worker_pool.WorkerFailure, match="not for this job") as failure:
             worker.grade("reference", None, 120, "token")
         assert failure.value.kind == "protocol"
         assert worker.proc.poll() is not None  # killed: it cannot be trusted any more
     finally:
         worker.stop()
-    worker = grade.GradingWorker(small_class, ASSIGNMENT, kernel, None)
+    worker = worker_pool.GradingWorker(small_class, ASSIGNMENT, kernel, None)
     try:
         worker.proc.stdin.write(json.dumps({"student": "reference"}) + "\n")  # no key
         worker.proc.stdin.flush()
         assert worker.proc.wait(timeout=60) == 3
-        with pytest.raises(grade.WorkerFailure, match="grading worker stopped") as failure:
+        with pytest.raises(worker_pool.WorkerFailure, match="grading worker stopped") as failure:
             worker.grade("reference", None, 120, "token")
         worker.stderr.seek(0)
         assert b"without this worker's key" in worker.stderr.read()

@@ -86,7 +86,7 @@ def background_data(num_inputs, d, density, at="min", seed=0):
 @pytest.fixture
 def sparse_calls(monkeypatch):
     """The dtypes of the sparse first layers that runs asked for, in order."""
-    from initlab import simulation
+    from initlab import _simulation as simulation
 
     calls = []
     real = simulation._sparse_first_layer
@@ -214,7 +214,7 @@ def test_auto_takes_the_sparse_first_layer_with_the_fused_kernel_on_sparse_input
 def test_the_sparse_first_layer_for_other_cpus_is_correct(vectors, dtype, monkeypatch, one_thread):
     """The sparse first layer's passes follow the host's vectors too (8, 2 and 4 lanes
     here); every blocking gives the variances within the round-off bound."""
-    from initlab import simulation
+    from initlab import _simulation as simulation
 
     monkeypatch.setattr(simulation, "_host_vectors", lambda: vectors)
     X, base = background_data(301, 30, 0.3, seed=5)
@@ -241,7 +241,7 @@ def test_the_fused_kernel_blocked_for_other_cpus_is_correct(
     CPUs compile here too (LLVM splits or joins the vectors) and must give the same
     variances within the round-off bound. An input count that is not a multiple of the
     block (zero-padded columns) is included."""
-    from initlab import simulation
+    from initlab import _simulation as simulation
 
     monkeypatch.setattr(simulation, "_host_vectors", lambda: vectors)
     X = torch.rand(301, 30, generator=torch.Generator().manual_seed(11))
@@ -291,7 +291,7 @@ def test_the_number_of_worker_threads_changes_nothing(workers, method, first_lay
 def test_auto_compiles_only_for_large_runs(monkeypatch):
     """``method="auto"`` keeps small runs (the grade budget) on torch.bmm and takes the
     fused kernel from FUSED_MIN_PASSES passes; too wide layers stay on bmm."""
-    from initlab import simulation
+    from initlab import _simulation as simulation
 
     picked = []
     real = simulation._fused_kernel

@@ -693,7 +693,7 @@ def loop_data(seed: int) -> tuple[torch.Tensor, torch.Tensor, Params]:
     return X, y, params
 
 
-def reference_forward(params: Params, X: torch.Tensor, phi: Callable) -> torch.Tensor:
+def reference_forward(X: torch.Tensor, params: Params, phi: Callable) -> torch.Tensor:
     """Logits: phi after every layer but the last; X holds one example per row."""
     h = X
     for k, (W, b) in enumerate(params):
@@ -719,7 +719,7 @@ def reference_loop(
     pairs = [(leaves[i], leaves[i + 1]) for i in range(0, len(leaves), 2)]
     losses = []
     for X, y in batches:
-        loss = F.cross_entropy(forward(pairs, X), y, reduction=reduction)
+        loss = F.cross_entropy(forward(X, pairs), y, reduction=reduction)
         if not accumulate:
             for t in leaves:
                 t.grad = None
@@ -728,7 +728,7 @@ def reference_loop(
             for t in leaves:
                 t -= lr * t.grad
             if after:
-                loss = F.cross_entropy(forward(pairs, X), y, reduction=reduction)
+                loss = F.cross_entropy(forward(X, pairs), y, reduction=reduction)
         losses.append(float(loss.detach()))
     return losses, [(W.detach(), b.detach()) for W, b in pairs]
 
@@ -756,13 +756,13 @@ losses match one of them (within :data:`LOOP_RTOL`)."""
 
 FORWARD_VARIANTS: dict[str, Callable[[Params, torch.Tensor, Callable], torch.Tensor]] = {
     "phi is applied to the output layer too: the last layer returns logits, without phi": (
-        lambda p, X, phi: phi(reference_forward(p, X, phi))
+        lambda X, p, phi: phi(reference_forward(X, p, phi))
     ),
     "phi is missing between the layers: apply it after each hidden layer": (
-        lambda p, X, phi: reference_forward(p, X, lambda h: h)
+        lambda X, p, phi: reference_forward(X, p, lambda h: h)
     ),
     "the biases are missing: add b after each product": (
-        lambda p, X, phi: reference_forward([(W, torch.zeros_like(b)) for W, b in p], X, phi)
+        lambda X, p, phi: reference_forward(X, [(W, torch.zeros_like(b)) for W, b in p], phi)
     ),
 }
 """Wrong forward passes, each with its diagnosis."""
@@ -773,7 +773,7 @@ def _close(got: Any, want: Any) -> bool:
     return got.shape == want.shape and bool(np.all(np.abs(got - want) <= LOOP_RTOL * np.abs(want)))
 
 
-def forward_bound(params: Params, X: torch.Tensor) -> np.ndarray:
+def forward_bound(X: torch.Tensor, params: Params) -> np.ndarray:
     """Bound on the round-off of one float64 forward pass, per logit: each product of inner
     dimension n (plus its bias) is within gamma_{n+1} of its terms' magnitudes, phi (1-Lipschitz,
     phi(0) = 0, within 2 ulp) passes errors and magnitudes on unchanged."""
@@ -793,15 +793,15 @@ def check_forward(mlp_forward: Callable) -> None:
     batch of 8 in float64, within twice :func:`forward_bound` (both sides round)."""
     X, _, params = loop_data(11)
     X = X[:8]
-    tol = 2 * forward_bound(params, X)
+    tol = 2 * forward_bound(X, params)
     for name, phi in (("relu", torch.relu), ("tanh", torch.tanh)):
-        what = f"mlp_forward(params, X, torch.{name})"
+        what = f"mlp_forward(X, params, torch.{name})"
         given = [(W.clone(), b.clone()) for W, b in params]
-        raw = call_answer(mlp_forward, given, X.clone(), phi, what=what)
+        raw = call_answer(mlp_forward, X.clone(), given, phi, what=what)
         if getattr(raw, "dtype", None) == torch.float32:
             raise CheckFailed(f"{what}: {FLOAT32_WORDS}")
         got = as_array(raw, what)
-        want = reference_forward(params, X, phi).numpy()
+        want = reference_forward(X, params, phi).numpy()
         if got.shape != want.shape:
             raise CheckFailed(
                 f"{what} has shape {got.shape}; expected {want.shape}: one row of 10 logits "
@@ -811,7 +811,7 @@ def check_forward(mlp_forward: Callable) -> None:
         if not bad.any():
             continue
         for words, variant in FORWARD_VARIANTS.items():
-            if np.all(np.abs(got - variant(params, X, phi).numpy()) <= tol):
+            if np.all(np.abs(got - variant(X, params, phi).numpy()) <= tol):
                 raise CheckFailed(f"{what}: {words}.")
         i, j = (int(v) for v in np.argwhere(bad)[0])
         raise CheckFailed(
@@ -845,8 +845,8 @@ def engine_trajectory(name: str, seed: int) -> tuple[Any, Params, list]:
 def _check_loop_run(sgd_train: Callable, name: str, phi: Callable, seed: int) -> None:
     run, params, batches = engine_trajectory(name, seed)
 
-    def forward(p: Params, X: torch.Tensor) -> torch.Tensor:
-        return reference_forward(p, X, phi)
+    def forward(X: torch.Tensor, p: Params) -> torch.Tensor:
+        return reference_forward(X, p, phi)
 
     given = [(W.clone(), b.clone()) for W, b in params]
     what = f"sgd_train(params, batches, forward, lr={LOOP_LR}) with {name}"
@@ -884,7 +884,7 @@ def _check_loop_run(sgd_train: Callable, name: str, phi: Callable, seed: int) ->
             "the earlier ones match: look at the update"
             if k
             else "the first batch already differs: look at the loss, the mean cross-entropy of "
-            "forward(params, X) against y"
+            "forward(X, params) against y"
         )
         raise CheckFailed(
             f"{what}: the loss of batch {k + 1} is {losses[k]:.10g}; the engine's is "

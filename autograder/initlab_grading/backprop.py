@@ -8,6 +8,10 @@ Index convention (stated in the notebook): ``W`` has shape ``(n_out, n_in)``,
 ``z = W x + b`` so ``z_i = sum_k W[i, k] x[k] + b[i]``, and a Jacobian of ``y`` (shape
 ``(n_out,)``) with respect to an array of shape ``S`` has shape ``(n_out, *S)`` with entry
 ``[i, ...] = dy_i / d(that entry)``, the layout of ``torch.autograd.functional.jacobian``.
+That is Part 1, one input vector ``x``. Part 2 (the MLP) takes a batch with one example per
+row, as the kit's convention and ``torch.nn.Linear`` do: ``X`` of shape ``(batch, n_0)``,
+``Z^(l) = A^(l-1) W^(l)^T``, ``Delta^(l) = phi'(Z^(l)) * (Delta^(l+1) W^(l+1))`` and
+``grad W^(l) = Delta^(l)^T A^(l-1)`` (the shape of ``W^(l)``, summed over the batch).
 
 Tolerances for Jacobians and gradients (unit round-off ``u`` of float32, the coarsest
 type accepted). Each quantity is carried with a first-order bound on its absolute error
@@ -25,6 +29,9 @@ when a student computes it in float32 (:func:`_forward`, :func:`_backward`):
   factor's magnitude, plus ``u`` of the product.
 
 The check allows twice that bound (the factor 2 covers the dropped second-order terms).
+Part 2 bounds each example's row with the same model (row ``b`` of a batched product sums
+the same terms as one example's product does) and adds the sum over the batch that each
+gradient entry makes (:func:`_mlp_tolerances`).
 
 Right values are not enough for Part 1: the activations handed to a student's Jacobian
 function record where they are evaluated (``_check_chain_rule``), so a finite-difference
@@ -580,14 +587,14 @@ def check_jacobians(func: Callable, num_layers: int, seed: int = 0) -> None:
 
 
 # --------------------------------------------------------------------------------------
-# Part 2: backpropagation through an L-layer MLP without biases
+# Part 2: backpropagation through an L-layer MLP without biases, one example per row
 
 
 @dataclass
 class MLPCase:
-    weights: list[np.ndarray]
-    X: np.ndarray  # (n_0, batch_size), one example per column
-    dL_dY: np.ndarray  # (n_L, batch_size)
+    weights: list[np.ndarray]  # W^(l) of shape (n_l, n_(l-1)), as in Part 1
+    X: np.ndarray  # (batch_size, n_0), one example per row
+    dL_dY: np.ndarray  # (batch_size, n_L), one example per row
     act: Act
     label: str
 
@@ -611,11 +618,11 @@ def mlp_cases(seed: int = 7) -> list[MLPCase]:
                 rng.normal(size=(widths[i + 1], widths[i])) / np.sqrt(widths[i]) * 1.5
                 for i in range(depth)
             ]
-            X = rng.normal(size=(widths[0], batch))
+            X = rng.normal(size=(batch, widths[0]))
             zs = _mlp_forward_ref(weights, X, act)[0][1:]
             if not act.kink or all(np.all(np.abs(z) >= RELU_MARGIN) for z in zs):
                 break
-        dL_dY = rng.normal(size=(widths[-1], batch))
+        dL_dY = rng.normal(size=(batch, widths[-1]))
         cases.append(
             MLPCase(
                 weights,
@@ -629,9 +636,11 @@ def mlp_cases(seed: int = 7) -> list[MLPCase]:
 
 
 def _mlp_forward_ref(weights, X, act):
+    """Z = [None, Z^(1), ..., Z^(L)] and A = [X, A^(1), ..., A^(L)], one example per row:
+    Z^(l) = A^(l-1) W^(l)^T."""
     Z, A = [None], [X]
     for W in weights:
-        Z.append(W @ A[-1])
+        Z.append(A[-1] @ W.T)
         A.append(act.f(Z[-1]))
     return Z, A
 
@@ -640,22 +649,38 @@ def _mlp_grads_torch(case: MLPCase) -> list[np.ndarray]:
     Ws = [torch.tensor(W, dtype=torch.float64, requires_grad=True) for W in case.weights]
     a = torch.as_tensor(case.X, dtype=torch.float64)
     for W in Ws:
-        a = case.act.torch_f(W @ a)
+        a = case.act.torch_f(a @ W.T)
     (a * torch.as_tensor(case.dL_dY)).sum().backward()
     return [W.grad.numpy() for W in Ws]
 
 
-def _mlp_tolerances(case: MLPCase) -> list[np.ndarray]:
-    """Per-example error bounds summed over the batch, plus the summation over the batch
-    (``B u`` times the sum of the magnitudes), doubled."""
+def _per_example(case: MLPCase) -> list[tuple[Forward, Backward]]:
+    """The error-bounded forward and backward pass of each example (row) on its own."""
     layers = [Layer(W, None, case.act) for W in case.weights]
-    B = case.X.shape[1]
+    out = []
+    for x, g in zip(case.X, case.dL_dY, strict=True):
+        fw = _forward(layers, x)
+        out.append((fw, _backward(layers, fw, g)))
+    return out
+
+
+def _mlp_tolerances(case: MLPCase) -> list[np.ndarray]:
+    """Allowed errors of grad W^(l) = Delta^(l)^T A^(l-1), doubled (as in Part 1).
+
+    The batched products have the same sums per entry as one example's: Z^(l)[b, i] sums
+    the n_(l-1) products A^(l-1)[b, k] W^(l)[i, k], and (Delta^(l+1) W^(l+1))[b, k] the
+    n_(l+1) products Delta^(l+1)[b, i] W^(l+1)[i, k], so each example's error is bounded
+    by ``_forward`` and ``_backward`` on its row. Entry (i, k) of the gradient adds up the
+    B = batch_size per-example terms Delta^(l)[b, i] A^(l-1)[b, k] (each term's error,
+    its own product's rounding included, is ``egW``), and that sum over the batch adds at
+    most B - 1 roundings (B when accumulated onto a zero array): ``(B + 1) u`` times the
+    sum of the terms' magnitudes is allowed for it.
+    """
+    B = case.X.shape[0]
     err = [np.zeros_like(W) for W in case.weights]
     mag = [np.zeros_like(W) for W in case.weights]
-    for j in range(B):
-        fw = _forward(layers, case.X[:, j])
-        bw = _backward(layers, fw, case.dL_dY[:, j])
-        for l in range(len(layers)):  # noqa: E741
+    for _, bw in _per_example(case):
+        for l in range(len(case.weights)):  # noqa: E741
             err[l] += bw.egW[l]
             mag[l] += np.abs(bw.gW[l])
     return [2.0 * (e + (B + 1) * U32 * m) for e, m in zip(err, mag, strict=True)]
@@ -663,8 +688,8 @@ def _mlp_tolerances(case: MLPCase) -> list[np.ndarray]:
 
 def _mlp_variant(case: MLPCase, kind: str, layer: int | None = None) -> list[np.ndarray]:
     """The gradients a common mistake gives: ``kind`` "missing" (phi' replaced by 1) or
-    "at_a" (phi' evaluated at a^(l)) at ``layer`` only (1-based) or at every layer
-    (None), or "wrong_layer" (delta propagated through W^(l) instead of W^(l+1)). An
+    "at_a" (phi' evaluated at A^(l)) at ``layer`` only (1-based) or at every layer
+    (None), or "wrong_layer" (Delta sent back through W^(l) instead of W^(l+1)). An
     empty list when the mistake gives a shape error instead."""
     Z, A = _mlp_forward_ref(case.weights, case.X, case.act)
     L = len(case.weights)
@@ -681,24 +706,24 @@ def _mlp_variant(case: MLPCase, kind: str, layer: int | None = None) -> list[np.
     delta = deriv(L) * case.dL_dY
     grads = [None] * L
     for l in range(L, 0, -1):  # noqa: E741
-        grads[l - 1] = delta @ A[l - 1].T
+        grads[l - 1] = delta.T @ A[l - 1]
         if l > 1:
             W_back = Ws[l - 2] if kind == "wrong_layer" else Ws[l - 1]
-            if W_back.shape[0] != delta.shape[0]:
+            if W_back.shape[0] != delta.shape[1]:
                 return []
-            delta = deriv(l - 1) * (W_back.T @ delta)
+            delta = deriv(l - 1) * (delta @ W_back)
             if delta.shape != Z[l - 1].shape:
                 return []
     return grads
 
 
 _MLP_MISTAKES = {
-    "missing": "The factor phi'(z^(l)) is missing from the recursion: "
-    "delta^(l) = phi'(z^(l)) * (W^(l+1)^T delta^(l+1)), and delta^(L) = phi'(z^(L)) * dL/dy.",
-    "at_a": "phi' is evaluated at the activation a^(l) = phi(z^(l)) instead of at the "
-    "pre-activation z^(l): use Z[l], not A[l].",
-    "wrong_layer": "delta is propagated through the transpose of the wrong layer's W: "
-    "delta^(l) = phi'(z^(l)) * (W^(l+1)^T delta^(l+1)) uses the weights of the layer above "
+    "missing": "The factor phi'(Z^(l)) is missing from the recursion: "
+    "Delta^(l) = phi'(Z^(l)) * (Delta^(l+1) W^(l+1)), and Delta^(L) = phi'(Z^(L)) * dL/dY.",
+    "at_a": "phi' is evaluated at the activation A^(l) = phi(Z^(l)) instead of at the "
+    "pre-activation Z^(l): use Z[l], not A[l].",
+    "wrong_layer": "Delta is sent back through the wrong layer's W: "
+    "Delta^(l) = phi'(Z^(l)) * (Delta^(l+1) W^(l+1)) uses the weights of the layer above "
     "(weights[l] in 0-based Python indexing), not W^(l).",
 }
 
@@ -712,19 +737,19 @@ def _mlp_mistakes(case: MLPCase) -> list[tuple[str, list[np.ndarray]]]:
         for layer in range(L, 0, -1):
             if kind == "missing" and layer == L:
                 text = (
-                    f"The factor phi'(z^({L})) of the output layer is missing: "
-                    f"delta^({L}) = phi'(z^({L})) * dL/dy, not dL/dy itself."
+                    f"The factor phi'(Z^({L})) of the output layer is missing: "
+                    f"Delta^({L}) = phi'(Z^({L})) * dL/dY, not dL/dY itself."
                 )
             elif kind == "missing":
                 text = (
-                    f"The factor phi'(z^({layer})) is missing at layer {layer}: "
-                    f"delta^({layer}) = phi'(z^({layer})) * (W^({layer + 1})^T "
-                    f"delta^({layer + 1}))."
+                    f"The factor phi'(Z^({layer})) is missing at layer {layer}: "
+                    f"Delta^({layer}) = phi'(Z^({layer})) * (Delta^({layer + 1}) "
+                    f"W^({layer + 1}))."
                 )
             else:
                 text = (
-                    f"At layer {layer}, phi' is evaluated at the activation a^({layer}) = "
-                    f"phi(z^({layer})) instead of at the pre-activation z^({layer}): use "
+                    f"At layer {layer}, phi' is evaluated at the activation A^({layer}) = "
+                    f"phi(Z^({layer})) instead of at the pre-activation Z^({layer}): use "
                     f"Z[{layer}], not A[{layer}]."
                 )
             out.append((text, _mlp_variant(case, kind, layer)))
@@ -734,11 +759,19 @@ def _mlp_mistakes(case: MLPCase) -> list[tuple[str, list[np.ndarray]]]:
 
 
 def check_forward(mlp_forward: Callable) -> None:
-    """Hidden check of the forward pass: Z and A of every layer, against float64 values."""
+    """Hidden check of the forward pass: Z and A of every layer, one example per row,
+    against float64 values, within twice the float32 error bound of each example's row
+    (``_forward``: Z^(l)[b, i] sums n_(l-1) products, as z^(l)_i of one example does)."""
     for case in mlp_cases():
         what = f"mlp_forward with {case.label}"
         out = call_answer(
-            mlp_forward, case.X.copy(), [W.copy() for W in case.weights], case.act.f, what=what
+            mlp_forward,
+            case.X.copy(),
+            [W.copy() for W in case.weights],
+            case.act.f,
+            what=what,
+            hint="X holds one example per row, shape (batch_size, n_0): a layer computes "
+            "A^(l-1) W^(l)^T (A @ W.T), not W @ A.",
         )
         if not (isinstance(out, tuple | list) and len(out) == 2):
             raise CheckFailed(f"{what} must return the pair (Z, A).")
@@ -747,34 +780,38 @@ def check_forward(mlp_forward: Callable) -> None:
         if len(Z) != L + 1 or len(A) != L + 1:
             raise CheckFailed(
                 f"{what} returned {len(Z)} pre-activations and {len(A)} activations; expected "
-                f"{L + 1} of each: Z = [None, z^(1), ..., z^(L)] and A = [X, a^(1), ..., a^(L)]."
+                f"{L + 1} of each: Z = [None, Z^(1), ..., Z^(L)] and A = [X, A^(1), ..., A^(L)]."
             )
-        layers = [Layer(W, None, case.act) for W in case.weights]
         Zr, Ar = _mlp_forward_ref(case.weights, case.X, case.act)
+        rows = [fw for fw, _ in _per_example(case)]
         for l in range(1, L + 1):  # noqa: E741
-            ez = np.zeros_like(Zr[l])
-            ea = np.zeros_like(Ar[l])
-            for j in range(case.X.shape[1]):
-                fw = _forward(layers, case.X[:, j])
-                ez[:, j], ea[:, j] = fw.ez[l], fw.ea[l]
+            ez = np.array([fw.ez[l] for fw in rows])
+            ea = np.array([fw.ea[l] for fw in rows])
             for name, got, want, tol in (("Z", Z[l], Zr[l], 2 * ez), ("A", A[l], Ar[l], 2 * ea)):
-                arr = as_array(got, f"{name}[{l}] from {what}", shape=want.shape)
+                shape = want.shape
+                if np.shape(got) == shape[::-1] and shape[0] != shape[1]:
+                    raise CheckFailed(
+                        f"{name}[{l}] from {what} has shape {np.shape(got)}, one example per "
+                        f"column; expected {shape}: one example per row, as in X, so "
+                        f"{name}^(l) has shape (batch_size, n_l) (Z^(l) = A^(l-1) W^(l)^T)."
+                    )
+                arr = as_array(got, f"{name}[{l}] from {what}", shape=shape)
                 bad = ~(np.abs(arr - want) <= tol)
                 if np.any(bad):
                     hint = ""
                     if name == "Z" and np.allclose(arr, case.act.f(want), atol=np.max(tol)):
-                        hint = " That is phi(z): Z[l] holds the pre-activation W^(l) a^(l-1)."
+                        hint = " That is phi(Z): Z[l] holds the pre-activation A^(l-1) W^(l)^T."
                     raise CheckFailed(
                         f"{name}[{l}] from {what} differs from the reference by up to "
                         f"{np.max(np.abs(arr - want)):.3g} (allowed {np.max(tol):.3g}). "
-                        "z^(l) = W^(l) a^(l-1) and a^(l) = phi(z^(l)), one example per column."
+                        "Z^(l) = A^(l-1) W^(l)^T and A^(l) = phi(Z^(l)), one example per row."
                         + hint
                     )
 
 
 def check_backward(mlp_backward: Callable) -> None:
     """Hidden check of the gradients of every W^(l) against float64 autograd, summed
-    over the batch, naming the common mistakes."""
+    over the batch (rows), within ``_mlp_tolerances``, naming the common mistakes."""
     for case in mlp_cases():
         what = f"mlp_backward with {case.label}"
         Z, A = _mlp_forward_ref(case.weights, case.X, case.act)
@@ -786,7 +823,8 @@ def check_backward(mlp_backward: Callable) -> None:
             case.dL_dY.copy(),
             case.act.df,
             what=what,
-            hint="delta^(l) has the shape of z^(l); check which layer's W each step uses.",
+            hint="Delta^(l) has the shape of Z^(l), (batch_size, n_l) with one example per "
+            "row; check which layer's W each step uses.",
         )
         L = len(case.weights)
         if not isinstance(out, tuple | list) or len(out) != L:
@@ -801,8 +839,8 @@ def check_backward(mlp_backward: Callable) -> None:
             if arr is not None and arr.shape == shape[::-1] and shape[0] != shape[1]:
                 raise CheckFailed(
                     f"{name} has shape {arr.shape}; expected {shape}, the shape of W^({l + 1}). "
-                    "A transposed gradient: grad W^(l) = delta^(l) a^(l-1)^T, "
-                    "not a^(l-1) delta^(l)^T."
+                    "A transposed gradient: grad W^(l) = Delta^(l)^T A^(l-1), "
+                    "not A^(l-1)^T Delta^(l)."
                 )
             arrays.append(as_array(out[l], name, shape=shape))
         # from the output layer down: a slip at layer k first shows in grad W^(k)
@@ -820,15 +858,15 @@ def check_backward(mlp_backward: Callable) -> None:
             )
             if np.all(np.abs(arr - want[l].T.reshape(shape)) <= tols[l]) and shape[0] == shape[1]:
                 raise CheckFailed(
-                    message + " A transposed gradient: grad W^(l) = delta^(l) a^(l-1)^T, "
-                    "not a^(l-1) delta^(l)^T."
+                    message + " A transposed gradient: grad W^(l) = Delta^(l)^T A^(l-1), "
+                    "not A^(l-1)^T Delta^(l)."
                 )
             for text, wrong in _mlp_mistakes(case):
                 if all(np.all(np.abs(arrays[k] - wrong[k]) <= tols[k]) for k in range(L)):
                     raise CheckFailed(message + " " + text)
             raise CheckFailed(
-                message + " Check the recursion delta^(L) = phi'(z^(L)) * dL/dy, "
-                "delta^(l) = phi'(z^(l)) * (W^(l+1)^T delta^(l+1)), "
-                "grad W^(l) = delta^(l) a^(l-1)^T "
-                "summed over the batch."
+                message + " Check the recursion Delta^(L) = phi'(Z^(L)) * dL/dY, "
+                "Delta^(l) = phi'(Z^(l)) * (Delta^(l+1) W^(l+1)), "
+                "grad W^(l) = Delta^(l)^T A^(l-1) "
+                "summed over the batch (rows)."
             )

@@ -457,8 +457,8 @@ PLANTED_BUG_HINTS = {
     "the check; look at what changes only the layers below the output",
     "b": "line (b) is right: it builds every layer's gradient the same way, yet W3's passes "
     "the check; look at what reaches only the layers below the output",
-    "c": "line (c) is right: it sends the error back through W^(l) transposed, as the backward "
-    "recursion says; compare the next line with the recursion of Assignment 2, Part 2",
+    "c": "line (c) is right: it sends the error back through W^(l), Delta^(l) W^(l), as the "
+    "backward recursion says; compare the next line with the recursion of Assignment 2, Part 2",
 }
 
 
@@ -481,7 +481,8 @@ def check_planted_bug(bug_line: Any) -> None:
 def grad_weight_moments(
     widths, weight_vars, sp_mean, sp_sq_mean, a_mean, a_sq_mean, g_mean, g_sq_mean
 ):
-    """Reference: E and Var of an entry of grad W^(l), l = 1..L (index l - 1).
+    """Reference: E and Var of an entry of grad W^(l), l = 1..L (index l - 1), for one
+    example (a batch of one: Delta^(l) is the single row delta^(l)).
 
     delta^(L)_i = s^(L)_i g_i; delta^(l)_i = s^(l)_i sum_k W^(l+1)_{ki} delta^(l+1)_k.
     With W zero-mean and everything independent, E[delta^(l)] = 0 for l < L and
@@ -613,7 +614,7 @@ def model_moments(case: MomentCase) -> list[dict[str, float]]:
     independently of ``grad_weight_moments``; the Monte Carlo check needs the variances
     of X and X^2 to bound its sampling error.
 
-    Given delta^(l+1), the entries G_i = sum_k W_ki delta_k of W^T delta are independent
+    Given delta^(l+1), the entries G_i = sum_k delta_k W_ki of the row delta W are independent
     N(0, v S) with S = sum_k delta_k^2 (the columns of W are independent), so with
     q_k = E[sigma'^k] of layer l: E[delta_i^2] = q_2 v E[S], E[delta_i^4] = 3 q_4 v^2 E[S^2],
     E[delta_i^2 delta_j^2] = q_2^2 v^2 E[S^2] (i != j), which gives E[S] and E[S^2] of

@@ -21,127 +21,33 @@ virtual environment (``python3 tasks.py course``).
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import re
 import shutil
-import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
 from nbgrader.api import Gradebook, MissingEntry
 
-from initlab_grading.preprocessors import grade_id, is_test_cell
+from initlab_grading.grade import grade_class
+from initlab_grading.layout import (
+    ASSIGNMENTS,
+    REPO_ROOT,
+    SOLUTION_BUDGET,
+    CourseError,
+    ensure_tools_on_path,
+    gradebook_url,
+    nbgrader,
+    notebook_name,
+    test_cell_ids,
+)
+from initlab_grading.preprocessors import grade_id
+from initlab_grading.report import write_report
+from initlab_grading.results import SampleResult, collect_results
 from initlab_grading.samples import Sample, samples_for
 
-_TITLE = re.compile(r"^# Assignment (\d+)([a-z]?)\b")
-
-
-def assignments(root: Path) -> tuple[str, ...]:
-    """The course's assignments in teaching order, found in ``root``: each folder
-    source/<id>/ with the notebook <id>.ipynb and a grader module
-    autograder/initlab_grading/<id>.py, ordered by the number in the notebook's title
-    (``# Assignment N — ...``; an optional deep dive that follows assignment N is ``Nb``).
-    Adding an assignment touches no list."""
-    found = []
-    for folder in sorted((root / "source").glob("*/")):
-        name = folder.name
-        notebook = folder / f"{name}.ipynb"
-        grader = root / "autograder" / "initlab_grading" / f"{name}.py"
-        if not (notebook.is_file() and grader.is_file()):
-            continue
-        cells = json.loads(notebook.read_text(encoding="utf-8")).get("cells", [])
-        title = "".join(cells[0].get("source", "")) if cells else ""
-        match = _TITLE.match(title)
-        if not match:
-            raise CourseError(
-                f"{notebook} must open with a markdown cell titled '# Assignment N — ...' "
-                "(N orders the assignments; a deep dive after assignment N is numbered Nb)."
-            )
-        found.append((int(match.group(1)), match.group(2), name))
-    return tuple(name for _, _, name in sorted(found))
-
-
-SOLUTION_BUDGET = "default"
-"""The experiment budget solutions/ is executed at (and nbval re-executes it at in CI)."""
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
 SUBMISSION_TIME = "2026-01-15 12:00:00.000000 UTC"
 _SOLUTION_MARKERS = re.compile(r"^\s*### (BEGIN|END) SOLUTION\s*$")
-
-
-class CourseError(RuntimeError):
-    """A step of the loop failed; the message says which and why."""
-
-
-ASSIGNMENTS: tuple[str, ...] = assignments(REPO_ROOT)
-"""The course's assignments in teaching order (see :func:`assignments`)."""
-
-
-def notebook_name(assignment: str) -> str:
-    """Each assignment has one notebook, named after it (its nbgrader notebook id)."""
-    return f"{assignment}.ipynb"
-
-
-def ensure_tools_on_path() -> None:
-    """Put this interpreter's scripts folder first on PATH. nbgrader's gradebook runs the
-    `alembic` command by name, which fails in a virtual environment that is not
-    activated (as when tasks.py or a test calls its python directly)."""
-    scripts = str(Path(sys.executable).parent)
-    if os.environ.get("PATH", "").split(os.pathsep)[0] != scripts:
-        os.environ["PATH"] = os.pathsep.join([scripts, os.environ.get("PATH", "")])
-
-
-def nbgrader(root: Path, *args: str, budget: str | None = None) -> str:
-    """Run one nbgrader command in the course root; return its log, raise on failure."""
-    ensure_tools_on_path()
-    cmd = [str(Path(sys.executable).with_name("nbgrader")), *args]
-    env = dict(os.environ)
-    if budget:
-        env["INITLAB_BUDGET"] = budget
-    proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
-    log = proc.stdout + proc.stderr
-    if proc.returncode != 0:
-        raise CourseError(f"`nbgrader {' '.join(args)}` failed in {root}:\n{log[-4000:]}")
-    return log
-
-
-def course_config(root: Path):
-    """The traitlets config of the course's nbgrader_config.py (empty if it has none),
-    loaded without keeping the changes the file makes to sys.path and PYTHONPATH."""
-    from traitlets.config import Config
-    from traitlets.config.loader import PyFileConfigLoader
-
-    config_file = root / "nbgrader_config.py"
-    if not config_file.exists():
-        return Config()
-    saved_path, saved_env = list(sys.path), os.environ.get("PYTHONPATH")
-    try:  # the config file edits sys.path and PYTHONPATH for nbgrader's kernels
-        return PyFileConfigLoader(config_file.name, path=str(root)).load_config()
-    finally:
-        sys.path[:] = saved_path
-        if saved_env is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = saved_env
-
-
-def gradebook_url(root: Path) -> str:
-    """The gradebook nbgrader uses for this course: ``CourseDirectory.db_url`` from the
-    course's nbgrader_config.py (a PostgreSQL URL when several graders write at once),
-    else nbgrader's default, the sqlite file gradebook.db in the course root."""
-    from nbgrader.coursedir import CourseDirectory
-
-    coursedir = CourseDirectory(config=course_config(root))
-    if not coursedir.root:
-        coursedir.root = str(root)
-    return coursedir.db_url
-
-
-# --------------------------------------------------------------------------------------
-# Submissions
 
 
 def reference_answers(root: Path, assignment: str) -> dict[str, str]:
@@ -192,66 +98,6 @@ def write_submissions(root: Path, assignment: str, samples: list[Sample]) -> Non
 
 # --------------------------------------------------------------------------------------
 # Results
-
-
-@dataclass
-class CellResult:
-    grade_id: str
-    score: float | None  # None: waits for manual grading
-    max_score: float
-    message: str  # the failure's "ename: evalue", or ""
-
-
-@dataclass
-class SampleResult:
-    student: str
-    cells: dict[str, CellResult]
-
-    @property
-    def auto_score(self) -> float:
-        return sum(c.score or 0.0 for c in self.cells.values() if c.score is not None)
-
-    def auto_max(self, test_ids: set[str]) -> float:
-        return sum(c.max_score for c in self.cells.values() if c.grade_id in test_ids)
-
-
-def test_cell_ids(root: Path, assignment: str) -> set[str]:
-    nb = nbformat.read(root / "source" / assignment / notebook_name(assignment), as_version=4)
-    return {grade_id(c) for c in nb.cells if is_test_cell(c)}
-
-
-def _error_messages(root: Path, assignment: str, student: str) -> dict[str, str]:
-    path = root / "autograded" / student / assignment / notebook_name(assignment)
-    if not path.is_file():  # grading failed: the gradebook has no scores either
-        return {}
-    nb = nbformat.read(path, as_version=4)
-    messages = {}
-    for cell in nb.cells:
-        for out in cell.get("outputs", []):
-            if out.output_type == "error":
-                messages[grade_id(cell)] = f"{out.ename}: {out.evalue}"
-    return messages
-
-
-def collect_results(root: Path, assignment: str, students: list[str]) -> list[SampleResult]:
-    """Per-cell scores from the gradebook and failure messages from the graded notebooks."""
-    ensure_tools_on_path()
-    results = []
-    with Gradebook(gradebook_url(root)) as gb:
-        for student in students:
-            nb_sub = gb.find_submission_notebook(assignment, assignment, student)
-            messages = _error_messages(root, assignment, student)
-            cells = {
-                g.name: CellResult(
-                    g.name,
-                    g.score if not g.needs_manual_grade else None,
-                    g.max_score,
-                    messages.get(g.name, ""),
-                )
-                for g in nb_sub.grades
-            }
-            results.append(SampleResult(student, cells))
-    return results
 
 
 def compare_with_samples(
@@ -379,7 +225,6 @@ def grade_samples(root: Path, assignment: str) -> list[str]:
         f"[{assignment}] autograde {len(samples)} sample submissions (initlab_grading.grade)",
         flush=True,
     )
-    from initlab_grading.grade import grade_class  # grade imports this module
 
     failed = [
         r for r in grade_class(root, assignment, progress=lambda _: None) if r.status != "graded"
@@ -388,7 +233,6 @@ def grade_samples(root: Path, assignment: str) -> list[str]:
         raise CourseError(f"grading failed for {[(r.student, r.detail) for r in failed]}")
     print(f"[{assignment}] nbgrader generate_feedback", flush=True)
     nbgrader(root, "generate_feedback", assignment, "--force")
-    from initlab_grading.report import write_report  # report imports this module
 
     page, _ = write_report(root, assignment)
     print(f"[{assignment}] class report: {page}", flush=True)

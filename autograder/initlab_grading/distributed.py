@@ -5,7 +5,7 @@
     PYTHONPATH=autograder python -m initlab_grading.grade ASSIGNMENT \\
         --engine dask --scheduler tcp://HOST:8786
 
-Each submission is one Dask task that runs ``initlab_grading.grade.grade_one``: one
+Each submission is one Dask task that runs :func:`grade_one`: one
 ``nbgrader autograde ASSIGNMENT --student STUDENT --force`` process (the local engine keeps
 long-lived grading workers instead, initlab_grading.worker), with the same inspection of
 the submission, kernel launcher and limits (``--memory-limit``, ``--file-limit``,
@@ -39,20 +39,38 @@ What this assumes:
 
 from __future__ import annotations
 
+import math
+import os
+import secrets
+import shutil
 import socket
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from initlab_grading.course import gradebook_url
-from initlab_grading.grade import (
-    DEFAULT_FILE_LIMIT_GIB,
-    DEFAULT_MEMORY_LIMIT_GIB,
+from initlab_grading.attempts import (
+    Attempt,
     GradingInterrupted,
     GradingResult,
-    grade_one,
+    _discard_autograded,
+    _grade_attempts,
+    _kill_job,
+    _kill_tree,
+    _reclaim,
     progress_line,
 )
+from initlab_grading.kernels import DEFAULT_FILE_LIMIT_GIB, DEFAULT_MEMORY_LIMIT_GIB, DEFAULT_NPROC
+from initlab_grading.kernelspecs import (
+    _grader_supports_curve,
+    _ipykernel_supports_curve,
+    _jupyter_path,
+    _write_kernelspec,
+)
+from initlab_grading.layout import ensure_tools_on_path, gradebook_url
+from initlab_grading.sandbox import remove_private_folders
 
 
 class ClusterError(RuntimeError):
@@ -163,7 +181,7 @@ def grade_on_dask(
     """Grade ``students``' submissions of ``assignment`` as tasks on the Dask cluster at
     ``scheduler`` (``tcp://host:port``); results as ``grade.grade_class`` returns them.
     ``memory_limit``, ``file_limit`` (GiB per kernel), ``cell_timeout`` and
-    ``kernel_python`` as in ``grade.grade_one``."""
+    ``kernel_python`` as in :func:`grade_one`."""
     try:
         from distributed import Client, as_completed
     except ImportError as err:
@@ -247,3 +265,74 @@ def grade_on_dask(
             ]
             raise GradingInterrupted(sorted(results, key=lambda r: r.student)) from None
     return sorted(results, key=lambda r: r.student)
+
+
+# --------------------------------------------------------------------------------------
+# One submission in an nbgrader process of its own (the Dask engine)
+
+
+def grade_one(
+    root: Path,
+    assignment: str,
+    student: str,
+    timeout: float,
+    retries: int,
+    memory_limit: float | None = DEFAULT_MEMORY_LIMIT_GIB,
+    cell_timeout: float | None = None,
+    uid: int | None = None,
+    kernel_python: str | None = None,
+    file_limit: float | None = DEFAULT_FILE_LIMIT_GIB,
+) -> GradingResult:
+    """Autograde one submission in its own ``nbgrader autograde --student`` process (the
+    Dask engine's way; grade_class's local engine keeps workers running instead).
+    ``memory_limit`` and ``file_limit`` (GiB) and ``uid`` apply to its kernel only;
+    ``cell_timeout`` overrides Execute.timeout; ``kernel_python`` is the interpreter the
+    kernel runs (default: this one)."""
+    ensure_tools_on_path()
+    db_url = gradebook_url(root)
+    cmd = [
+        str(Path(sys.executable).with_name("nbgrader")),
+        "autograde",
+        assignment,
+        f"--student={student}",
+        "--force",
+    ]
+    if cell_timeout:
+        cmd.append(f"--Execute.timeout={math.ceil(cell_timeout)}")
+    memory = int(memory_limit * 2**30) if memory_limit else None
+    fsize = int(file_limit * 2**30) if file_limit else None
+    spec = Path(tempfile.mkdtemp(prefix="initlab-kernelspec-"))
+    env = {**os.environ, "JUPYTER_PATH": _jupyter_path(spec)}
+    if uid is not None:
+        env["INITLAB_SANDBOX_UID"] = str(uid)
+    nproc = DEFAULT_NPROC if uid is not None else None
+    curve = kernel_python in (None, sys.executable) and _grader_supports_curve()
+    curve = curve and _ipykernel_supports_curve()
+    if curve:
+        cmd.append("--KernelManager.transport_encryption=required")
+
+    def run() -> Attempt:
+        token = secrets.token_hex(8)
+        _write_kernelspec(
+            spec, memory, uid, kernel_python, token=token, fsize=fsize, nproc=nproc, curve=curve
+        )
+        proc = subprocess.Popen(
+            cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        try:
+            log, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_tree(proc)  # nbgrader and the kernel it started
+            _kill_job(token, uid)
+            _discard_autograded(root, assignment, student)
+            return Attempt(timed_out=True)
+        _kill_job(token, uid)
+        return Attempt(log, proc.returncode == 0)
+
+    try:
+        return _grade_attempts(root, assignment, student, timeout, retries, run, db_url)
+    finally:
+        shutil.rmtree(spec, ignore_errors=True)
+        if uid is not None:
+            _reclaim(root, assignment, student)
+            remove_private_folders(uid)

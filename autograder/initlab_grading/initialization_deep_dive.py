@@ -42,7 +42,7 @@ def var_product(mean_x: float, var_x: float, mean_y: float, var_y: float) -> flo
     return var_x * mean_y**2 + var_y * mean_x**2 + var_x * var_y
 
 
-def output_second_moment(n_in: int, var_w: float, mean_x: float, var_x: float) -> float:
+def output_second_moment(mean_x: float, var_x: float, n_in: int, var_w: float) -> float:
     """E over draws of z^2 for one unit z = sum_j w_j x_j with zero-mean weights."""
     return n_in * var_w * (var_x + mean_x**2)
 
@@ -70,6 +70,11 @@ def check_var_product(student: Callable) -> None:
                 hint = " That is Var[X]Var[Y] alone, which holds only when both means are zero."
             elif abs(got - (vx * my**2 + vy * mx**2)) <= 1e-6 * abs(want):
                 hint = " The term Var[X]Var[Y] is missing."
+            elif abs(got - (vx + mx**2) * (vy + my**2)) <= 1e-6 * abs(want):
+                hint = (
+                    " That is E[(XY)^2] = E[X^2]E[Y^2], the second moment; the variance "
+                    "subtracts E[XY]^2 = (E[X]E[Y])^2."
+                )
             raise CheckFailed(f"{what} is {got:.6g}; expected {want:.6g}.{hint}")
 
 
@@ -79,9 +84,9 @@ def check_output_second_moment(student: Callable) -> None:
         n_in = int(rng.integers(1, 800))
         var_w, var_x = np.exp(rng.normal(size=2))
         mean_x = float(rng.normal() * 2)
-        what = f"output_second_moment({n_in}, {var_w:.3g}, {mean_x:.3g}, {var_x:.3g})"
-        got = float(as_array(call_answer(student, n_in, var_w, mean_x, var_x, what=what), what))
-        want = output_second_moment(n_in, var_w, mean_x, var_x)
+        what = f"output_second_moment({mean_x:.3g}, {var_x:.3g}, {n_in}, {var_w:.3g})"
+        got = float(as_array(call_answer(student, mean_x, var_x, n_in, var_w, what=what), what))
+        want = output_second_moment(mean_x, var_x, n_in, var_w)
         if abs(got - want) > 8 * unit_roundoff() * want:
             hint = ""
             if abs(got - n_in * var_w * var_x) <= 1e-6 * want:
@@ -104,6 +109,11 @@ def check_skorski_std(student: Callable) -> None:
                 hint = " That is the variance; return the standard deviation."
             elif abs(got - 1 / math.sqrt(n_in + n_out)) <= 1e-6 * want:
                 hint = " That is 1/sqrt(n_in + n_out); the square roots are taken separately."
+            elif abs(got - math.sqrt(2 / (n_in + n_out))) <= 1e-6 * want:
+                hint = (
+                    " That is Xavier's standard deviation sqrt(2 / (n_in + n_out)), not the "
+                    "scale from the spectral norm."
+                )
             raise CheckFailed(f"{what} is {got:.6g}; expected {want:.6g}.{hint}")
 
 

@@ -11,6 +11,7 @@ never reaches a submission and its memory and file sizes are bounded.
 
 from __future__ import annotations
 
+import os
 import sys
 
 from jupyter_client.manager import AsyncKernelManager
@@ -21,6 +22,9 @@ DEFAULT_MEMORY_LIMIT_GIB = 6.0
 """Per-kernel limit on private writable memory (RLIMIT_DATA). Importing torch (CUDA build)
 with numpy, matplotlib and torchvision uses 0.9 GB of it (VmData, measured); the rest is
 room for the notebooks' data and networks."""
+DEFAULT_NPROC = max(512, 8 * (os.cpu_count() or 1))
+"""Processes and threads per sandbox user id with --isolate (RLIMIT_NPROC; torch starts a
+thread per core)."""
 DEFAULT_FILE_LIMIT_GIB = 4.0
 """Largest file a kernel may write (RLIMIT_FSIZE): a runaway writer fails with "File too
 large" instead of filling the disk under everyone's kernels."""

@@ -3,13 +3,13 @@
 Instructor-only. Notation follows the paper (seed 001): constant width ``w``, leaky ReLU
 ``phi_a``, ``y^(l) = W^(l) phi_a(y^(l-1))``, He initialization with
 ``Var(W) = 2 / (w (a^2 + 1))`` and weight kurtosis ``kappa_w``; ``k^(l) = [kappa_l, c_l, 1]``
-with ``c_l = Cov[(y_i)^2, (y_j)^2]`` and ``sigma2`` the (preserved) variance of every entry.
+with ``c_l = Cov[(y_i)^2, (y_j)^2]`` and ``var_y`` the (preserved) variance ``v`` of every entry.
 
 Tolerances:
 
 - Deterministic formulas: an entry of A takes at most 10 rounded operations, so ``64 u``
   relative in float32 (``u`` float32's unit round-off) bounds a correct answer. A is not
-  entrywise positive (``A[1, 2] = -sigma^4 / w``) and ``c_l`` may be negative or cancel to
+  entrywise positive (``A[1, 2] = -v^2 / w``) and ``c_l`` may be negative or cancel to
   nearly 0, so the recursion is judged against the magnitudes that enter it:
   ``M^(l) = |A|^l |k^(0)|`` (``|A|`` entrywise). Each layer multiplies by an A whose entries
   carry relative errors of at most 10 u, in a sum of 3 products (3 u), so to first order
@@ -42,24 +42,24 @@ from initlab_grading.thresholds import CELL_FALSE_FAILURE, skew_adjusted_z
 # References
 
 
-def transition_matrix(w: int, a: float, kappa_w: float, sigma2: float = 1.0) -> np.ndarray:
+def transition_matrix(w: int, a: float, kappa_w: float, var_y: float = 1.0) -> np.ndarray:
     """The matrix A of Proposition 3: k^(l+1) = A k^(l)."""
-    s4 = sigma2**2
+    v2 = var_y**2
     r = 2 * (a**4 + 1) / (w * (a**2 + 1) ** 2)
     return np.array(
         [
-            [r * kappa_w, 3 * (w - 1) / (w * s4), 3 * (w - 1) / w],
-            [r * s4, (w - 1) / w, -s4 / w],
+            [r * kappa_w, 3 * (w - 1) / (w * v2), 3 * (w - 1) / w],
+            [r * v2, (w - 1) / w, -v2 / w],
             [0.0, 0.0, 1.0],
         ]
     )
 
 
 def kurtosis_recursion(
-    kappa0: float, c0: float, depth: int, w: int, a: float, kappa_w: float, sigma2: float = 1.0
+    kappa0: float, c0: float, depth: int, w: int, a: float, kappa_w: float, var_y: float = 1.0
 ) -> np.ndarray:
     """Rows k^(0), ..., k^(depth), each [kappa, c, 1]."""
-    A = transition_matrix(w, a, kappa_w, sigma2)
+    A = transition_matrix(w, a, kappa_w, var_y)
     rows = [np.array([kappa0, c0, 1.0])]
     for _ in range(depth):
         rows.append(A @ rows[-1])
@@ -67,11 +67,11 @@ def kurtosis_recursion(
 
 
 def magnitudes(
-    kappa0: float, c0: float, depth: int, w: int, a: float, kappa_w: float, sigma2: float = 1.0
+    kappa0: float, c0: float, depth: int, w: int, a: float, kappa_w: float, var_y: float = 1.0
 ) -> np.ndarray:
     """Rows ``|A|^l |k^(0)|``, l = 0..depth: the magnitude of the terms that add up to each
     entry of the recursion (the scale of its round-off)."""
-    A = np.abs(transition_matrix(w, a, kappa_w, sigma2))
+    A = np.abs(transition_matrix(w, a, kappa_w, var_y))
     rows = [np.abs(np.array([kappa0, c0, 1.0]))]
     for _ in range(depth):
         rows.append(A @ rows[-1])
@@ -88,12 +88,12 @@ def estimate_kappa_c(Y: np.ndarray) -> tuple[float, float]:
     pooled over entries (they are identically distributed) and over pairs."""
     Y = np.asarray(Y, dtype=np.float64)
     sq = Y**2
-    s4 = sq.mean() ** 2
-    kappa = float((sq**2).mean() / s4)
+    v2 = sq.mean() ** 2
+    kappa = float((sq**2).mean() / v2)
     w = Y.shape[1]
     row = sq.sum(axis=1)
     pairs = (row**2 - (sq**2).sum(axis=1)) / (w * (w - 1))  # mean of y_i^2 y_j^2, i != j
-    return kappa, float(pairs.mean() - s4)
+    return kappa, float(pairs.mean() - v2)
 
 
 WEIGHT_DISTRIBUTIONS = {"bernoulli": 1.0, "uniform": 1.8, "normal": 3.0}
@@ -129,7 +129,7 @@ TRANSITION_CASES = (
 
 def check_transition_matrix(student: Callable) -> None:
     for w, a, kw, s2 in TRANSITION_CASES:
-        what = f"transition_matrix(w={w}, a={a}, kappa_w={kw}, sigma2={s2})"
+        what = f"transition_matrix(w={w}, a={a}, kappa_w={kw}, var_y={s2})"
         got = as_array(call_answer(student, w, a, kw, s2, what=what), what, shape=(3, 3))
         want = transition_matrix(w, a, kw, s2)
         tol = 64 * unit_roundoff() * np.abs(want)
@@ -141,8 +141,13 @@ def check_transition_matrix(student: Callable) -> None:
                 hint = " The fourth-moment term has a factor 1/w: E[W^4] = kappa_w Var(W)^2."
             elif abs(got[i, j] - want[j, i]) <= tol[j, i] + 1e-12 and i != j:
                 hint = " The matrix looks transposed: row 1 gives kappa_(l+1), row 2 gives c_(l+1)."
+            elif (i, j) in ((0, 1), (0, 2)) and _rel(got[i, j], want[i, j] * w / (w - 1), 64):
+                hint = (
+                    " There are w (w - 1) ordered pairs i != j, so the factor is 3 (w - 1) / w: "
+                    "the pairs were counted as w^2."
+                )
             elif (i, j) in ((0, 1), (1, 0), (1, 2)) and s2 != 1:
-                hint = " Check the powers of sigma2 (sigma^4 = sigma2 ** 2)."
+                hint = " Check the powers of var_y: A uses its square, var_y ** 2."
             raise CheckFailed(
                 f"{what}: entry [{i}, {j}] is {got[i, j]:.6g}; expected {want[i, j]:.6g}.{hint}"
             )
@@ -152,6 +157,17 @@ EARLIER_ANSWERS = {"transition_matrix": transition_matrix}
 """The earlier answer the recursion and the growth rate may call: test_transition_matrix
 grades the student's own, and the later checks run with the reference in its place, so a
 wrong entry of A costs that cell only."""
+
+
+def _transposed_recursion(
+    kappa0: float, c0: float, depth: int, w: int, a: float, kappa_w: float, var_y: float
+) -> np.ndarray:
+    """The recursion computed as row @ A: the slip of multiplying by A's transpose."""
+    A = transition_matrix(w, a, kappa_w, var_y)
+    rows = [np.array([kappa0, c0, 1.0])]
+    for _ in range(depth):
+        rows.append(rows[-1] @ A)
+    return np.array(rows)
 
 
 @graded_with_references(EARLIER_ANSWERS)
@@ -177,9 +193,16 @@ def check_recursion(student: Callable) -> None:
             if np.any(bad):
                 layer, col = (int(v) for v in np.argwhere(bad)[0])
                 name = ["kappa", "c", "the constant 1"][col]
+                hint = " Each row is A times the row before it."
+                transposed = _transposed_recursion(kappa0, c0, depth, w, a, kw, s2)
+                if np.all(np.abs(got - transposed) <= tol):
+                    hint = (
+                        " Each new row is A @ k, A times the column k = [kappa, c, 1]; "
+                        "k @ A (the row times A) multiplies by A's transpose."
+                    )
                 raise CheckFailed(
                     f"{what}: {name} at layer {layer} is {got[layer, col]:.6g}; expected "
-                    f"{want[layer, col]:.6g}. Each row is A times the row before it."
+                    f"{want[layer, col]:.6g}.{hint}"
                 )
 
 
@@ -191,10 +214,17 @@ def check_growth_rate(student: Callable) -> None:
         want = growth_rate(w, a, kw)
         if not _rel(got, want, 256):
             hint = ""
+            block = transition_matrix(w, a, kw)[:2, :2]
             if _rel(got, 1.0, 256):
                 hint = (
                     " 1 is the eigenvalue of the constant row; the growth rate is the largest "
                     "eigenvalue of the top-left 2 x 2 block, which exceeds 1 (Lemma 4)."
+                )
+            elif _rel(got, float(np.linalg.norm(block, 2)), 256):
+                hint = (
+                    " That is the spectral norm (largest singular value) of the 2 x 2 block. "
+                    "The block is not symmetric, so it differs from the largest eigenvalue, "
+                    "which is the growth rate."
                 )
             raise CheckFailed(f"{what} is {got:.6g}; expected {want:.6g}.{hint}")
 
@@ -239,7 +269,7 @@ def simulate_conditional_moments(
     - ``E[y_i^4 | phi] = v^2 (kappa_w sum_k phi_k^4 + 3 sum_(j != k) phi_j^2 phi_k^2)
       = v^2 ((kappa_w - 3) sum_k phi_k^4 + 3 (sum_k phi_k^2)^2)``;
     - rows i != j are independent given phi: ``E[y_i^2 y_j^2 | phi] = (v sum_k phi_k^2)^2``,
-      so ``E[y_i^2 y_j^2 | phi] - sigma^4`` (``sigma^2 = 1``) has mean ``c_l``.
+      so ``E[y_i^2 y_j^2 | phi] - 1`` (the entries' variance is 1) has mean ``c_l``.
 
     Their means over networks are ``kappa_l`` and ``c_l`` (tower rule), with far lighter
     tails than ``y^4`` itself: the heavy tail of the last layer is averaged out exactly.
@@ -341,7 +371,7 @@ def check_recursion_against_simulation(
                 if not abs(predicted - est) <= z * se:
                     raise CheckFailed(
                         f"For width {w}, slope a = {a}, {kind} weights and inputs with kappa0 = "
-                        f"{kappa0:.4g}, c0 = {c0:.4g} (sigma^2 = 1), your recursion gives {name} = "
+                        f"{kappa0:.4g}, c0 = {c0:.4g} (variance 1), your recursion gives {name} = "
                         f"{predicted:.4g} at layer {layer}, but {num_draws} simulated networks "
                         f"give {est:.4g} +- {se:.2g} (standard error)."
                     )
@@ -354,7 +384,7 @@ def synthetic_he_vectors(num_draws: int, w: int, seed: int) -> tuple[np.ndarray,
     """He random vectors with known kurtosis and covariance of squares: y = 1.5 s g with
     g i.i.d. standard normal and one random scale per draw, s^2 = 0.5 + Exp(mean 0.5), so
     E[s^2] = 1 and E[s^4] = 1.25. Returns (Y, kappa, c): kappa = 3 E[s^4] / E[s^2]^2 =
-    3.75 and c = 1.5^4 (E[s^4] - E[s^2]^2) = 1.265625 (sigma^2 = 2.25)."""
+    3.75 and c = 1.5^4 (E[s^4] - E[s^2]^2) = 1.265625 (variance 2.25)."""
     rng = np.random.default_rng(seed)
     s2 = 0.5 + rng.exponential(0.5, size=num_draws)
     Y = SYNTHETIC_SCALE * rng.standard_normal((num_draws, w)) * np.sqrt(s2)[:, None]
@@ -369,11 +399,11 @@ def check_estimate_kappa_c(student: Callable) -> None:
     batch estimate is approximately normal by the central limit theorem, 20,000 draws)."""
     from scipy import stats
 
-    num_batches = 20
+    num_batches, w = 20, 6
     t_quantile = float(stats.t.isf(CELL_FALSE_FAILURE / 4, df=num_batches - 1))
     ests = []
     for b in range(num_batches):
-        Y, kappa, c = synthetic_he_vectors(20_000, 6, seed=500 + b)
+        Y, kappa, c = synthetic_he_vectors(20_000, w, seed=500 + b)
         got = as_array(
             call_answer(student, Y.copy(), what="estimate_kappa_c(Y)"),
             "estimate_kappa_c(Y)",
@@ -382,16 +412,29 @@ def check_estimate_kappa_c(student: Callable) -> None:
         ests.append(got)
     ests = np.array(ests)
     mean, se = ests.mean(axis=0), ests.std(axis=0, ddof=1) / math.sqrt(num_batches)
-    sigma4 = SYNTHETIC_SCALE**4
+    v2 = SYNTHETIC_SCALE**4
     for idx, (name, truth) in enumerate((("kappa", kappa), ("c", c))):
         if abs(mean[idx] - truth) > t_quantile * se[idx] + 1e-12:
             hint = ""
-            if name == "kappa" and abs(mean[idx] - truth * sigma4) < 0.05 * truth * sigma4:
-                hint = " That is E[y^4]; the kurtosis divides it by sigma^4."
-            elif name == "c" and abs(mean[idx] - (truth + sigma4)) < 0.05 * (truth + sigma4):
-                hint = " That is E[y_i^2 y_j^2]; the covariance subtracts sigma^4."
+            with_diagonal = ((w - 1) * (c + v2) + kappa * v2) / w - v2
+            if name == "kappa" and abs(mean[idx] - truth * v2) < 0.05 * truth * v2:
+                hint = " That is E[y^4]; the kurtosis divides it by the squared variance, v^2."
+            elif name == "kappa" and abs(mean[idx] - (truth - 3)) <= t_quantile * se[idx]:
+                hint = (
+                    " That is the excess kurtosis, kappa - 3 (scipy.stats.kurtosis's default, "
+                    "fisher=True); the recursion needs the kurtosis itself, E[y^4] / v^2."
+                )
+            elif name == "c" and abs(mean[idx] - with_diagonal) <= t_quantile * se[idx]:
+                hint = (
+                    " The average of y_i^2 y_j^2 includes the pairs i = j (the y_i^4 terms); "
+                    "average over i != j only."
+                )
+            elif name == "c" and abs(mean[idx] - (truth + v2)) < 0.05 * (truth + v2):
+                hint = (
+                    " That is E[y_i^2 y_j^2]; the covariance subtracts the squared variance, v^2."
+                )
             raise CheckFailed(
-                f"On He vectors with known {name} = {truth:.4g} (sigma^2 = "
+                f"On He vectors with known {name} = {truth:.4g} (variance "
                 f"{SYNTHETIC_SCALE**2:g}), estimate_kappa_c gives {mean[idx]:.4g} on average "
                 f"over {num_batches} batches (standard error {se[idx]:.2g}).{hint}"
             )

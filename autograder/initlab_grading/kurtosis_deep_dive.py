@@ -1,11 +1,11 @@
 """Assignment 5b (the kurtosis lab's deep dive): references and the checks its hidden tests run.
 
 Instructor-only. Notation follows the paper (seed 001) and Assignment 5: ``S_n^2`` is the
-unbiased sample variance of ``n`` i.i.d. draws of variance ``sigma2`` and kurtosis ``kappa``.
+unbiased sample variance of ``n`` i.i.d. draws of variance ``var_x`` and kurtosis ``kappa``.
 
 Tolerances:
 
-- ``Var[S_n^2]`` is a handful of rounded operations on values of size ``(kappa + 1) sigma^4 / n``
+- ``Var[S_n^2]`` is a handful of rounded operations on values of size ``(kappa + 1) var_x^2 / n``
   at most, so ``32 u`` of that size (``u`` float32's unit round-off) bounds a correct answer
   written in any order.
 - The simulation check compares the formula with 20 independent batch estimates of
@@ -34,9 +34,9 @@ formgrader and the feedback show those outputs beside the answer (initlab_gradin
 # References
 
 
-def var_sample_variance(kappa: float, sigma2: float, n: int) -> float:
+def var_sample_variance(kappa: float, var_x: float, n: int) -> float:
     """Var[S_n^2] of the unbiased sample variance of n i.i.d. draws."""
-    return (kappa - (n - 3) / (n - 1)) * sigma2**2 / n
+    return (kappa - (n - 3) / (n - 1)) * var_x**2 / n
 
 
 # --------------------------------------------------------------------------------------
@@ -45,7 +45,7 @@ def var_sample_variance(kappa: float, sigma2: float, n: int) -> float:
 
 def check_var_sample_variance(student: Callable) -> None:
     for kappa, s2, n in ((3.0, 1.0, 10), (1.8, 2.0, 4), (9.0, 0.5, 1000), (1.0, 1.0, 2)):
-        what = f"var_sample_variance(kappa={kappa}, sigma2={s2}, n={n})"
+        what = f"var_sample_variance(kappa={kappa}, var_x={s2}, n={n})"
         got = float(as_array(call_answer(student, kappa, s2, n, what=what), what, shape=()))
         want = var_sample_variance(kappa, s2, n)
         if not abs(got - want) <= 32 * unit_roundoff() * (kappa + 1) * s2**2 / n:
@@ -54,13 +54,13 @@ def check_var_sample_variance(student: Callable) -> None:
             one_power = want / s2
             if abs(got - large_n) <= 64 * unit_roundoff() * abs(large_n):
                 hint = (
-                    " That is the large-n limit (kappa - 1) sigma^4 / n; keep the exact "
+                    " That is the large-n limit (kappa - 1) var_x^2 / n; keep the exact "
                     "(n - 3) / (n - 1)."
                 )
             elif abs(got - one_power) <= 64 * unit_roundoff() * abs(one_power):
                 hint = (
-                    " That is the formula with sigma^2 in place of sigma^4: the variance of "
-                    "a variance scales with the square of sigma2."
+                    " That is the formula with var_x in place of its square, var_x ** 2: "
+                    "the variance of a variance scales with the square of the variance."
                 )
             raise CheckFailed(f"{what} is {got:.6g}; expected {want:.6g}.{hint}")
 
@@ -92,7 +92,7 @@ def check_var_sample_variance_by_simulation(student: Callable) -> None:
     for dist, kappa, n in VAR_MC_CASES:
         est = np.array([_sample_variances(dist, n, 5_000, rng).var(ddof=1) for _ in range(20)])
         mean, se = est.mean(), est.std(ddof=1) / math.sqrt(len(est))
-        what = f"var_sample_variance(kappa={kappa}, sigma2=1.0, n={n})"
+        what = f"var_sample_variance(kappa={kappa}, var_x=1.0, n={n})"
         got = float(as_array(call_answer(student, kappa, 1.0, n, what=what), what, shape=()))
         if abs(got - mean) > t_q * se:
             raise CheckFailed(

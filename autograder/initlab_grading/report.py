@@ -34,13 +34,8 @@ from pathlib import Path
 
 from nbgrader.api import Gradebook
 
-from initlab_grading.course import (
-    SampleResult,
-    collect_results,
-    ensure_tools_on_path,
-    gradebook_url,
-    test_cell_ids,
-)
+from initlab_grading.layout import ensure_tools_on_path, gradebook_url, test_cell_ids
+from initlab_grading.results import SampleResult, collect_results
 
 _NUMBER = re.compile(r"(?<![\w.])[-+]?(?:\d+(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?(?!\w|\.\d)")
 """A number standing alone: not the digit of a name such as x0 or float32."""

@@ -3,8 +3,9 @@
     python -m initlab_grading.sandbox [--memory BYTES] [--fsize BYTES] [--uid UID]
         [--nproc N] [--job TOKEN] -- KERNEL ARGV...
 
-grade.py writes a kernelspec whose argv starts with this module, so only the kernel
-nbgrader starts for one submission is affected (nbgrader itself runs unlimited, as root).
+The grading command (initlab_grading.kernelspecs) writes a kernelspec whose argv starts
+with this module, so only the kernel nbgrader starts for one submission is affected
+(nbgrader itself runs unlimited, as root).
 
 - The kernel's environment is reduced to what a kernel needs (``kernel_environment``):
   the grader's credentials (``PGPASSWORD``, cloud keys, ...) never reach it.

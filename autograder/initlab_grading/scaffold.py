@@ -13,7 +13,7 @@ Writes, for an assignment ``ID`` (a Python identifier not yet used):
   plausible mistake, each stating what it scores;
 - ``tests/test_ID_grading.py``: the check against the samples' answers.
 
-The assignment is found by discovery (``course.assignments``): no list to edit. Replace the
+The assignment is found by discovery (``layout.assignments``): no list to edit. Replace the
 example function ``double`` by the assignment's own, then ``python3 tasks.py course``
 builds and grades it (docs/instructors/authoring.md).
 """
@@ -25,7 +25,7 @@ import json
 import sys
 from pathlib import Path
 
-from initlab_grading.course import REPO_ROOT, CourseError, assignments
+from initlab_grading.layout import REPO_ROOT, CourseError, assignments
 
 _CELL_META = {"schema_version": 3, "task": False}
 

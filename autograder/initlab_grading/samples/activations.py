@@ -60,7 +60,7 @@ _REFERENCE_LOOP = """
 import torch.nn.functional as F
 
 
-def mlp_forward(params, X, phi):
+def mlp_forward(X, params, phi):
     h = X
     for k, (W, b) in enumerate(params):
         h = h @ W.T + b
@@ -74,7 +74,7 @@ def sgd_train(params, batches, forward, lr):
               for W, b in params]
     losses = []
     for X, y in batches:
-        loss = F.cross_entropy(forward(params, X), y)
+        loss = F.cross_entropy(forward(X, params), y)
         for W, b in params:
             W.grad = b.grad = None
         loss.backward()
@@ -168,7 +168,7 @@ first = np.arange(12_000)
 train_idx, val_idx = first[:9_600], first[9_600:]
 """,
             "mlp_training": """
-def mlp_forward(params, X, phi):
+def mlp_forward(X, params, phi):
     *hidden, (W_out, b_out) = params
     for W, b in hidden:
         X = phi(torch.addmm(b, X, W.t()))
@@ -181,7 +181,7 @@ def sgd_train(params, batches, forward, lr):
     losses = []
     for X, y in batches:
         leaves = [t.requires_grad_(True) for pair in current for t in pair]
-        logits = forward(current, X)
+        logits = forward(X, current)
         log_p = logits - torch.logsumexp(logits, dim=1, keepdim=True)
         loss = -log_p[torch.arange(len(y)), y].sum() / len(y)
         grads = torch.autograd.grad(loss, leaves)
@@ -301,8 +301,8 @@ def sgd_train(params, batches, forward, lr):
         "(reduction='sum'): every step 16 times too large",
         answers={
             "mlp_training": _loop_with(
-                "F.cross_entropy(forward(params, X), y)",
-                "F.cross_entropy(forward(params, X), y, reduction='sum')",
+                "F.cross_entropy(forward(X, params), y)",
+                "F.cross_entropy(forward(X, params), y, reduction='sum')",
             )
         },
         lost={"test_sgd_train": "summed over each batch"},

@@ -10,7 +10,7 @@ _TWO_LAYER_HEAD = """def two_layer_jacobians(x, V, c, W, b, phi2, phi1):
 _BACKWARD_HEAD = """def mlp_forward(X, weights, phi):
     Z, A = [None], [X]
     for W in weights:
-        Z.append(W @ A[-1])
+        Z.append(A[-1] @ W.T)
         A.append(phi(Z[-1]))
     return Z, A
 
@@ -24,7 +24,7 @@ FLOAT32_MLP = """
 def mlp_forward(X, weights, phi):
     Z, A = [None], [np.asarray(X, dtype=np.float32)]
     for W in weights:
-        Z.append(np.asarray(W, dtype=np.float32) @ A[-1])
+        Z.append(A[-1] @ np.asarray(W, dtype=np.float32).T)
         A.append(np.asarray(phi(Z[-1]), dtype=np.float32))
     return Z, A
 
@@ -32,17 +32,17 @@ def mlp_forward(X, weights, phi):
 def mlp_backward(weights, Z, A, dL_dY, phi_grad):
     L = len(weights)
     grads = [np.zeros(np.shape(W), dtype=np.float32) for W in weights]
-    for j in range(np.shape(dL_dY)[1]):
-        delta = np.float32(phi_grad(Z[L][:, j])) * np.float32(dL_dY[:, j])
+    for j in range(np.shape(dL_dY)[0]):
+        delta = np.float32(phi_grad(Z[L][j])) * np.float32(dL_dY[j])
         for l in range(L, 0, -1):
-            grads[l - 1] += np.outer(delta, A[l - 1][:, j]).astype(np.float32)
+            grads[l - 1] += np.outer(delta, A[l - 1][j]).astype(np.float32)
             if l > 1:
                 W = np.asarray(weights[l - 1], dtype=np.float32)
-                delta = np.float32(phi_grad(Z[l - 1][:, j])) * (W.T @ delta)
+                delta = np.float32(phi_grad(Z[l - 1][j])) * (delta @ W)
     return grads
 """
-"""The float32-loops sample's forward and backward pass, with a loop over the batch; the
-backprop deep dive's float32-loops sample pastes the same answer."""
+"""The float32-loops sample's forward and backward pass, with a loop over the batch's rows
+(one example each); the backprop deep dive's float32-loops sample pastes the same answer."""
 
 _RELATIVE_ERROR = """
 
@@ -210,39 +210,39 @@ def three_layer_jacobians(x, U, d, V, c, W, b, phi3, phi2, phi1):
             "mlp": _BACKWARD_HEAD
             + """    delta = phi_grad(A[L]) * dL_dY
     for l in range(L, 0, -1):
-        grads[l - 1] = delta @ A[l - 1].T
+        grads[l - 1] = delta.T @ A[l - 1]
         if l > 1:
-            delta = phi_grad(A[l - 1]) * (weights[l - 1].T @ delta)
+            delta = phi_grad(A[l - 1]) * (delta @ weights[l - 1])
     return grads
 """,
         },
-        lost={"test_backward": "instead of at the pre-activation z^(l)"},
+        lost={"test_backward": "instead of at the pre-activation Z^(l)"},
     ),
     Sample(
         "wrong-layer-weights",
-        "backprop that propagates delta through W^(l) instead of W^(l+1)",
+        "backprop that sends Delta back through W^(l) instead of W^(l+1)",
         answers={
             "mlp": _BACKWARD_HEAD
             + """    delta = phi_grad(Z[L]) * dL_dY
     for l in range(L, 0, -1):
-        grads[l - 1] = delta @ A[l - 1].T
+        grads[l - 1] = delta.T @ A[l - 1]
         if l > 1:
-            delta = phi_grad(Z[l - 1]) * (weights[l - 2].T @ delta)
+            delta = phi_grad(Z[l - 1]) * (delta @ weights[l - 2])
     return grads
 """,
         },
-        lost={"test_backward": "through the transpose of the wrong layer"},
+        lost={"test_backward": "sent back through the wrong layer's W"},
     ),
     Sample(
         "transposed-gradient",
-        "backprop that returns a^(l-1) delta^(l)^T, the transpose of each gradient",
+        "backprop that returns A^(l-1)^T Delta^(l), the transpose of each gradient",
         answers={
             "mlp": _BACKWARD_HEAD
             + """    delta = phi_grad(Z[L]) * dL_dY
     for l in range(L, 0, -1):
-        grads[l - 1] = A[l - 1] @ delta.T
+        grads[l - 1] = A[l - 1].T @ delta
         if l > 1:
-            delta = phi_grad(Z[l - 1]) * (weights[l - 1].T @ delta)
+            delta = phi_grad(Z[l - 1]) * (delta @ weights[l - 1])
     return grads
 """,
         },

@@ -31,7 +31,7 @@ SAMPLES = [
         answers={
             "var_product": "def var_product(mean_x, var_x, mean_y, var_y):\n"
             "    return (var_x + mean_x**2) * (var_y + mean_y**2) - (mean_x * mean_y) ** 2",
-            "second_moment": "def output_second_moment(n_in, var_w, mean_x, var_x):\n"
+            "second_moment": "def output_second_moment(mean_x, var_x, n_in, var_w):\n"
             "    return n_in * var_w * var_x + n_in * var_w * mean_x * mean_x",
             "skorski": "def skorski_std(n_in, n_out):\n    return (n_in**0.5 + n_out**0.5) ** -1",
             "products_demo": _products(
@@ -52,7 +52,7 @@ SAMPLES = [
         "second-moment-ignores-mean",
         "E[z^2] = n Var(w) Var(x), forgetting the inputs' mean",
         answers={
-            "second_moment": "def output_second_moment(n_in, var_w, mean_x, var_x):\n"
+            "second_moment": "def output_second_moment(mean_x, var_x, n_in, var_w):\n"
             "    return n_in * var_w * var_x"
         },
         lost={"test_output_second_moment": "a nonzero mean adds"},
@@ -119,5 +119,22 @@ for scale in (0.8, 1.0, 1.25):
         "entries of standard deviation scale instead of scale / sqrt(n)",
         answers={"products_demo": _products("v = (torch.randn(n, n, generator=gen) * scale) @ v")},
         lost={"test_products": "far too large"},
+    ),
+    Sample(
+        "var-product-second-moment",
+        "Var[XY] as E[X^2] E[Y^2], the second moment of XY without subtracting E[XY]^2",
+        answers={
+            "var_product": "def var_product(mean_x, var_x, mean_y, var_y):\n"
+            "    return (var_x + mean_x**2) * (var_y + mean_y**2)"
+        },
+        lost={"test_var_product": "That is E[(XY)^2]"},
+    ),
+    Sample(
+        "skorski-xavier",
+        "Xavier's standard deviation sqrt(2 / (n_in + n_out)) in place of Skorski's scale",
+        answers={
+            "skorski": "def skorski_std(n_in, n_out):\n    return math.sqrt(2.0 / (n_in + n_out))"
+        },
+        lost={"test_skorski_std": "That is Xavier's standard deviation"},
     ),
 ]

@@ -4,8 +4,8 @@ from initlab_grading.samples import Sample
 
 _RECURSION = """
 
-def kurtosis_recursion(kappa0, c0, depth, w, a, kappa_w, sigma2=1.0):
-    A = transition_matrix(w, a, kappa_w, sigma2)
+def kurtosis_recursion(kappa0, c0, depth, w, a, kappa_w, var_y=1.0):
+    A = transition_matrix(w, a, kappa_w, var_y)
     rows = [np.array([kappa0, c0, 1.0])]
     for _ in range(depth):
         rows.append(A @ rows[-1])
@@ -15,8 +15,8 @@ def kurtosis_recursion(kappa0, c0, depth, w, a, kappa_w, sigma2=1.0):
 
 def _with_matrix(rows: str) -> str:
     return (
-        "def transition_matrix(w, a, kappa_w, sigma2=1.0):\n"
-        "    s4 = sigma2**2\n"
+        "def transition_matrix(w, a, kappa_w, var_y=1.0):\n"
+        "    v2 = var_y**2\n"
         "    r = 2 * (a**4 + 1) / (w * (a**2 + 1) ** 2)\n"
         f"    return np.array({rows})\n" + _RECURSION
     )
@@ -37,21 +37,21 @@ def he_transform(x, generator):
     return torch.mv(W, x.to(W.dtype))
 """,
             "recursion": """
-def transition_matrix(w, a, kappa_w, sigma2=1.0):
+def transition_matrix(w, a, kappa_w, var_y=1.0):
     A = np.zeros((3, 3))
     A[0, 0] = 2 * (a**4 + 1) * kappa_w / (w * (a**2 + 1) ** 2)
-    A[0, 1] = 3 * (w - 1) / (w * sigma2 * sigma2)
+    A[0, 1] = 3 * (w - 1) / (w * var_y * var_y)
     A[0, 2] = 3 * (w - 1) / w
-    A[1, 0] = 2 * (a**4 + 1) * sigma2 * sigma2 / (w * (a**2 + 1) ** 2)
+    A[1, 0] = 2 * (a**4 + 1) * var_y * var_y / (w * (a**2 + 1) ** 2)
     A[1, 1] = (w - 1) / w
-    A[1, 2] = -sigma2 * sigma2 / w
+    A[1, 2] = -var_y * var_y / w
     A[2, 2] = 1.0
     return A
 
 
-def kurtosis_recursion(kappa0, c0, depth, w, a, kappa_w, sigma2=1.0):
+def kurtosis_recursion(kappa0, c0, depth, w, a, kappa_w, var_y=1.0):
     k0 = np.array([kappa0, c0, 1.0])
-    A = transition_matrix(w, a, kappa_w, sigma2)
+    A = transition_matrix(w, a, kappa_w, var_y)
     return np.stack([np.linalg.matrix_power(A, d) @ k0 for d in range(depth + 1)])
 """,
             "estimator": """
@@ -98,8 +98,8 @@ def he_transform(x, generator):
         "recursion and growth rate built on it are graded with the reference A",
         answers={
             "recursion": _with_matrix(
-                "[[r * kappa_w, r * s4, 3 * (w - 1) / w], "
-                "[3 * (w - 1) / (w * s4), (w - 1) / w, -s4 / w], [0.0, 0.0, 1.0]]"
+                "[[r * kappa_w, r * v2, 3 * (w - 1) / w], "
+                "[3 * (w - 1) / (w * v2), (w - 1) / w, -v2 / w], [0.0, 0.0, 1.0]]"
             )
         },
         lost={"test_transition_matrix": "looks transposed"},
@@ -110,18 +110,18 @@ def he_transform(x, generator):
         "the slip costs test_transition_matrix only",
         answers={
             "recursion": _with_matrix(
-                "[[r * kappa_w, 3 / s4, 3.0], [r * s4, (w - 1) / w, -s4 / w], [0.0, 0.0, 1.0]]"
+                "[[r * kappa_w, 3 / v2, 3.0], [r * v2, (w - 1) / w, -v2 / w], [0.0, 0.0, 1.0]]"
             )
         },
-        lost={"test_transition_matrix": "entry [0, 1]"},
+        lost={"test_transition_matrix": "the pairs were counted as w^2"},
     ),
     Sample(
         "recursion-without-input-row",
         "kurtosis_recursion returns k^(1..depth) without the input row",
         answers={
             "recursion": _with_matrix(
-                "[[r * kappa_w, 3 * (w - 1) / (w * s4), 3 * (w - 1) / w], "
-                "[r * s4, (w - 1) / w, -s4 / w], [0.0, 0.0, 1.0]]"
+                "[[r * kappa_w, 3 * (w - 1) / (w * v2), 3 * (w - 1) / w], "
+                "[r * v2, (w - 1) / w, -v2 / w], [0.0, 0.0, 1.0]]"
             ).replace("    return np.array(rows)\n", "    return np.array(rows[1:])\n")
         },
         lost={"test_recursion": "expected depth + 1"},
@@ -133,11 +133,11 @@ def he_transform(x, generator):
             "growth": "def growth_rate(w, a, kappa_w):\n"
             "    return float(np.linalg.norm(transition_matrix(w, a, kappa_w)[:2, :2], 2))"
         },
-        lost={"test_growth_rate": "expected"},
+        lost={"test_growth_rate": "That is the spectral norm"},
     ),
     Sample(
-        "covariance-without-sigma4",
-        "c estimated as E[y_i^2 y_j^2] without subtracting sigma^4",
+        "covariance-without-v-squared",
+        "c estimated as E[y_i^2 y_j^2] without subtracting the squared variance v^2",
         answers={
             "estimator": """
 def estimate_kappa_c(Y):
@@ -148,6 +148,52 @@ def estimate_kappa_c(Y):
     return kappa, ((sq.sum(axis=1) ** 2 - (sq**2).sum(axis=1)) / (w * (w - 1))).mean()
 """,
         },
-        lost={"test_estimate_kappa_c": "the covariance subtracts sigma^4"},
+        lost={"test_estimate_kappa_c": "the covariance subtracts the squared variance"},
+    ),
+    Sample(
+        "recursion-row-times-matrix",
+        "the recursion as rows[-1] @ A, the row times A, which multiplies by A's transpose",
+        answers={
+            "recursion": _with_matrix(
+                "[[r * kappa_w, 3 * (w - 1) / (w * v2), 3 * (w - 1) / w], "
+                "[r * v2, (w - 1) / w, -v2 / w], [0.0, 0.0, 1.0]]"
+            ).replace("rows.append(A @ rows[-1])", "rows.append(rows[-1] @ A)")
+        },
+        lost={"test_recursion": "multiplies by A's transpose"},
+    ),
+    Sample(
+        "excess-kurtosis",
+        "kappa from scipy.stats.kurtosis with its default fisher=True: the excess kurtosis "
+        "kappa - 3",
+        answers={
+            "estimator": """
+from scipy import stats
+
+
+def estimate_kappa_c(Y):
+    Y = np.asarray(Y, dtype=float)
+    sq = Y**2
+    v = sq.mean()
+    w = Y.shape[1]
+    pair_means = (sq.sum(axis=1) ** 2 - (sq**2).sum(axis=1)) / (w * (w - 1))
+    return float(stats.kurtosis(Y, axis=None)), float(pair_means.mean() - v**2)
+""",
+        },
+        lost={"test_estimate_kappa_c": "excess kurtosis"},
+    ),
+    Sample(
+        "covariance-with-diagonal-pairs",
+        "c averages y_i^2 y_j^2 over all w^2 pairs, the w pairs i = j included",
+        answers={
+            "estimator": """
+def estimate_kappa_c(Y):
+    Y = np.asarray(Y, dtype=float)
+    sq = Y**2
+    v = sq.mean()
+    w = Y.shape[1]
+    return (sq**2).mean() / v**2, (sq.sum(axis=1) ** 2 / w**2).mean() - v**2
+""",
+        },
+        lost={"test_estimate_kappa_c": "includes the pairs i = j"},
     ),
 ]

@@ -10,8 +10,8 @@ SAMPLES = [
         "correct answers written another way: Var[S_n^2] with 1 - 2 / (n - 1) for "
         "(n - 3) / (n - 1), a ZerO fill with fill_diagonal_; must score full marks",
         answers={
-            "var_s2": "def var_sample_variance(kappa, sigma2, n):\n"
-            "    return (kappa - 1 + 2 / (n - 1)) * sigma2 * sigma2 / n",
+            "var_s2": "def var_sample_variance(kappa, var_x, n):\n"
+            "    return (kappa - 1 + 2 / (n - 1)) * var_x * var_x / n",
             "zero_init": """
 def zero_init_(tensor):
     if tensor.dim() != 2 or tensor.size(0) != tensor.size(1):
@@ -30,21 +30,21 @@ def zero_init_(tensor):
     ),
     Sample(
         "var-s2-large-n",
-        "Var[S_n^2] with the large-n limit (kappa - 1) sigma^4 / n",
+        "Var[S_n^2] with the large-n limit (kappa - 1) v^2 / n",
         answers={
-            "var_s2": "def var_sample_variance(kappa, sigma2, n):\n"
-            "    return (kappa - 1) * sigma2**2 / n"
+            "var_s2": "def var_sample_variance(kappa, var_x, n):\n"
+            "    return (kappa - 1) * var_x**2 / n"
         },
         lost={"test_var_sample_variance": "large-n limit"},
     ),
     Sample(
-        "var-s2-sigma-squared",
-        "Var[S_n^2] with sigma^2 where sigma^4 belongs",
+        "var-s2-variance-not-squared",
+        "Var[S_n^2] with the variance v where its square v^2 belongs",
         answers={
-            "var_s2": "def var_sample_variance(kappa, sigma2, n):\n"
-            "    return (kappa - (n - 3) / (n - 1)) * sigma2 / n"
+            "var_s2": "def var_sample_variance(kappa, var_x, n):\n"
+            "    return (kappa - (n - 3) / (n - 1)) * var_x / n"
         },
-        lost={"test_var_sample_variance": "sigma^2 in place of sigma^4"},
+        lost={"test_var_sample_variance": "var_x in place of its square"},
     ),
     Sample(
         "zero-new-tensor",
