@@ -77,7 +77,11 @@ def test_best_lr_names_the_rule_the_student_applied(index, message):
 
 def test_best_lr_outside_the_grid_or_missing_is_told_so():
     lrs, search = _fake_search()
-    with pytest.raises(CheckFailed, match="not one of the searched rates"):
+    with pytest.raises(CheckFailed, match="not one of the searched rates") as info:
+        grading.check_best_lr({"relu": 0.85, "tanh": lrs[0]}, search)
+    assert "validation accuracy" not in str(info.value)
+    # a validation accuracy of the search (relu's lrs[1] ends at 0.8) is named as one
+    with pytest.raises(CheckFailed, match="that is a validation accuracy of your search"):
         grading.check_best_lr({"relu": 0.8, "tanh": lrs[0]}, search)
     with pytest.raises(CheckFailed, match="no rate for tanh"):
         grading.check_best_lr({"relu": lrs[1]}, search)

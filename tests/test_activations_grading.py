@@ -83,6 +83,21 @@ def test_a_net_just_over_the_bound_fails():
         grading.check_relu_net(3, grading.SEED_W1, grading.SEED_B1, grading.SEED_W2, 1e-4)
 
 
+def test_an_interpolating_net_with_pieces_too_wide_is_told_so():
+    """The n-piece interpolant has error exactly 1 / (4 n^2): 1/16 for n = 2, named with its
+    piece width; a net off x^2 at its breakpoints (shifted) is not called an interpolant."""
+    with pytest.raises(CheckFailed, match=r"0\.062500 on a piece of width 0\.5\. Use pieces"):
+        grading.check_relu_net(2, *_interpolant(2))
+    grading.check_relu_net(3, *_interpolant(3))  # 1/36 < 0.04
+    W1, b1, W2, _ = _interpolant(2)
+    with pytest.raises(CheckFailed, match="largest error") as info:
+        grading.check_relu_net(2, W1, b1, W2, -0.001)
+    assert "breakpoints and at 0 and 1" not in str(info.value)
+    with pytest.raises(CheckFailed, match="largest error") as info:
+        grading.check_relu_net(3, grading.SEED_W1, grading.SEED_B1, grading.SEED_W2, 1e-4)
+    assert "breakpoints and at 0 and 1" not in str(info.value)
+
+
 def test_flipped_bias_signs_get_the_hint():
     with pytest.raises(CheckFailed, match="With the signs of b1 flipped"):
         grading.check_relu_net(3, grading.SEED_W1, -grading.SEED_B1, grading.SEED_W2, 0.0)

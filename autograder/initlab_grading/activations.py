@@ -94,6 +94,21 @@ def sup_error(W1, b1, W2, b2) -> tuple[float, float]:
     return float(err[worst]), float(xs[worst])
 
 
+def interpolation_width(W1, b1, W2, b2) -> float | None:
+    """The widest piece of a net that interpolates x^2 (equals it, to within
+    :func:`net_roundoff`, at its breakpoints in (0, 1) and at 0 and 1), or None. Such a net is
+    the chord of x^2 on every piece, so its sup error is exactly (widest piece)^2 / 4."""
+    W1, b1, W2 = (np.asarray(a, dtype=np.float64) for a in (W1, b1, W2))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kinks = -b1 / W1
+    kinks = kinks[np.isfinite(kinks) & (kinks > 0) & (kinks < 1)]
+    ends = np.unique(np.concatenate([[0.0, 1.0], kinks]))
+    gap = np.abs(relu_net(ends, W1, b1, W2, b2) - ends**2)
+    if np.all(gap <= net_roundoff(W1, b1, W2, b2)):
+        return float(np.max(np.diff(ends)))
+    return None
+
+
 def net_roundoff(W1, b1, W2, b2) -> float:
     """Float32 round-off bound of evaluating the net and x^2 on [0, 1] (and of rounding
     its parameters to float32): ``(d' + 8) u32`` times the largest sum of the terms'
@@ -153,6 +168,16 @@ def check_relu_net(d_hidden: Any, W1: Any, b1: Any, W2: Any, b2: Any) -> None:
             "kink sits at x = beta is relu(a (x - beta)) = relu(a x - a beta), so its bias "
             "is -a * beta."
         )
+    else:
+        width = interpolation_width(w1, bias, w2, float(c.ravel()[0]))
+        if width is not None:
+            hint = (
+                f" Your net equals x^2 at its breakpoints and at 0 and 1: on a piece of width "
+                f"h between them it is the chord of x^2, which lies up to h^2/4 above x^2 (in "
+                f"the middle), here {width**2 / 4:.6f} on a piece of width {width:.4g}. Use "
+                "pieces at most 0.4 wide (0.4^2/4 = 0.04), or shift the net down so that its "
+                "error is split between above and below."
+            )
     raise CheckFailed(
         f"The net's largest error on [0, 1] is {err:.6f}, at x = {where:.4f}; it must be "
         f"at most 0.04 everywhere (checked at every breakpoint of your net)." + hint

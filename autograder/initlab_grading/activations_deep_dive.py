@@ -70,7 +70,8 @@ def check_best_lr(best_lr: Any, search: list) -> None:
     several tie); rates are compared exactly, since they are the grid's own floats.
 
     Named slips: the position of the best rate in the grid instead of the rate (a whole
-    number that is no searched rate, whose grid entry is the best rate); one rate for every
+    number that is no searched rate, whose grid entry is the best rate); a validation
+    accuracy of the search instead of a rate (equal to one); one rate for every
     activation, the best network's over the whole search; and the other selection rules of
     :data:`BEST_LR_VARIANTS`."""
     names = list(dict.fromkeys(r.config.activation for r in search))
@@ -99,6 +100,13 @@ def check_best_lr(best_lr: Any, search: list) -> None:
                     f"best_lr[{name!r}] is {got:g}: that is the position of the best rate in "
                     f"lrs, not the rate. Give the rate itself, lrs[{got:g}] = "
                     f"{ordered[int(got)]:.4g}."
+                )
+            accuracies = {float(a) for r in runs for a in np.ravel(r.history["val_acc"])}
+            if got in accuracies:
+                raise CheckFailed(
+                    f"best_lr[{name!r}] is {got:.6g}: that is a validation accuracy of your "
+                    "search, not a learning rate. Store the rate of the best network, "
+                    "r.config.lr."
                 )
             raise CheckFailed(
                 f"best_lr[{name!r}] is {got:.6g}, which is not one of the searched rates "

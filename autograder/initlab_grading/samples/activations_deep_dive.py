@@ -46,7 +46,7 @@ def summarize(test_acc):
             "best_lr": "best_lr = {name: max(r.history['val_acc'][-1] for r in search\n"
             "                        if r.config.activation == name) for name in names}",
         },
-        lost={"test_best_lr": "not one of the searched rates"},
+        lost={"test_best_lr": "that is a validation accuracy of your search, not a learning rate"},
     ),
     Sample(
         "best-lr-index",
