@@ -60,8 +60,20 @@ def test_var_sample_variance_simulation_catches_a_wrong_formula(wrong):
 
 def test_zero_init_check_accepts_identity_and_rejects_copies():
     grading.check_zero_init(_reference_zero_init)
-    with pytest.raises(grading.CheckFailed, match="in place"):
+    with pytest.raises(grading.CheckFailed, match="return it; it returned a new tensor and left"):
         grading.check_zero_init(lambda t: torch.eye(t.shape[0]))
+
+    def no_return(t):
+        _reference_zero_init(t)
+
+    with pytest.raises(grading.CheckFailed, match="return it; it returned None"):
+        grading.check_zero_init(no_return)
+
+    def filled_but_copy(t):
+        return _reference_zero_init(t).clone()
+
+    with pytest.raises(grading.CheckFailed, match="return it; it filled the tensor but returned"):
+        grading.check_zero_init(filled_but_copy)
 
 
 def _fill_eye(t):

@@ -131,7 +131,16 @@ def check_zero_init(student: Callable) -> None:
         what = f"zero_init_(torch.empty({w}, {w}))"
         out = call_answer(student, t, what=what)
         if out is not t:
-            raise CheckFailed(f"{what} must fill the tensor in place and return it.")
+            if out is None:
+                how = "returned None: return the tensor after filling it"
+            elif torch.isnan(t).all():
+                how = (
+                    "returned a new tensor and left the one it was given unchanged: fill that "
+                    "one (tensor.copy_ or fill_diagonal_ under torch.no_grad()) and return it"
+                )
+            else:
+                how = "filled the tensor but returned another one: return the tensor it was given"
+            raise CheckFailed(f"{what} must fill the tensor in place and return it; it {how}.")
         if not torch.equal(t, torch.eye(w)):
             off = ~torch.eye(w, dtype=torch.bool)
             if torch.all(t == 0):

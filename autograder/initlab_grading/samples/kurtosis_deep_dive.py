@@ -67,7 +67,7 @@ def zero_init_(tensor):
         "zero-new-tensor",
         "zero_init_ returns a new identity instead of filling the weight",
         answers={"zero_init": "def zero_init_(tensor):\n    return torch.eye(tensor.shape[0])"},
-        lost={"test_zero_init": "in place"},
+        lost={"test_zero_init": "returned a new tensor and left the one it was given unchanged"},
     ),
     Sample(
         "zero-any-shape",
