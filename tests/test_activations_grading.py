@@ -83,6 +83,21 @@ def test_a_net_just_over_the_bound_fails():
         grading.check_relu_net(3, grading.SEED_W1, grading.SEED_B1, grading.SEED_W2, 1e-4)
 
 
+def test_an_interpolating_net_with_pieces_too_wide_is_told_so():
+    """The n-piece interpolant has error exactly 1 / (4 n^2): 1/16 for n = 2, named with its
+    piece width; a net off x^2 at its breakpoints (shifted) is not called an interpolant."""
+    with pytest.raises(CheckFailed, match=r"0\.062500 on a piece of width 0\.5\. Use pieces"):
+        grading.check_relu_net(2, *_interpolant(2))
+    grading.check_relu_net(3, *_interpolant(3))  # 1/36 < 0.04
+    W1, b1, W2, _ = _interpolant(2)
+    with pytest.raises(CheckFailed, match="largest error") as info:
+        grading.check_relu_net(2, W1, b1, W2, -0.001)
+    assert "breakpoints and at 0 and 1" not in str(info.value)
+    with pytest.raises(CheckFailed, match="largest error") as info:
+        grading.check_relu_net(3, grading.SEED_W1, grading.SEED_B1, grading.SEED_W2, 1e-4)
+    assert "breakpoints and at 0 and 1" not in str(info.value)
+
+
 def test_flipped_bias_signs_get_the_hint():
     with pytest.raises(CheckFailed, match="With the signs of b1 flipped"):
         grading.check_relu_net(3, grading.SEED_W1, -grading.SEED_B1, grading.SEED_W2, 0.0)
@@ -127,22 +142,127 @@ def test_reference_and_another_way_pass_every_check():
     grading.check_split(grading.TRAIN_IDX, grading.VAL_IDX)
 
 
+CORRECT_MISH = {
+    "F.mish": "def mish(x):\n    return torch.nn.functional.mish(x)",
+    "tanh-of-F.softplus": (
+        "import torch.nn.functional as F\ndef mish(x):\n    return x * torch.tanh(F.softplus(x))"
+    ),
+    "log1p-exp": "def mish(x):\n    return x * torch.tanh(torch.log1p(torch.exp(x)))",
+    "logaddexp": "def mish(x):\n    return x * torch.tanh(torch.logaddexp(x, torch.zeros_like(x)))",
+    "numpy-float64": (
+        "def mish(x):\n    a = x.numpy().astype(np.float64)\n"
+        "    return torch.from_numpy(a * np.tanh(np.logaddexp(0.0, a))).to(x.dtype)"
+    ),
+}
+"""Correct ways to write mish: each passes every check."""
+
+
 def test_torch_float32_is_within_the_derived_tolerance_everywhere():
-    """The reference formulas in float32 against autograd in float64 use a small part of
-    the allowed difference (a margin test for the N_OPS = 32 bound)."""
-    ns = _answers("another-way")
-    xs = torch.tensor(np.concatenate([grading.MODERATE, grading.LARGE]), dtype=torch.float32)
-    x64 = xs.double().numpy()
-    for name, (f, df) in _table(ns).items():
-        for beta in grading.BETAS if name == "swish" else (1.0,):
-            args = (beta,) if name == "swish" else ()
-            want_f, want_df = grading.reference(name, x64, beta)
-            for func, want in ((f, want_f), (df, want_df)):
-                got = func(xs, *args).double().numpy()
-                tol = grading.N_OPS * grading.unit_roundoff(np.float32)
-                tol = tol * (np.abs(want) + grading.SCALE[name](x64, beta))
-                ok = (np.abs(got - want) <= tol / 4) | ((x64 == 0) & (name == "relu"))
-                assert ok.all(), (name, x64[~ok])
+    """The reference formulas, another way's and the correct mish variants, in float32 and
+    float64, against autograd in float64, use at most a quarter of the allowed difference
+    (a margin test for the N_OPS = 32 bound and the magnitudes c(x) of grading.tolerance)."""
+    tables = [_table(_answers("another-way")), _reference_with()]
+    tables += [_reference_with(source) for source in CORRECT_MISH.values()]
+    for dtype, tdtype in ((np.float32, torch.float32), (np.float64, torch.float64)):
+        xs = torch.tensor(np.concatenate([grading.MODERATE, grading.LARGE]), dtype=tdtype)
+        x64 = xs.double().numpy()
+        for table in tables:
+            for name, (f, df) in table.items():
+                for beta in grading.BETAS if name == "swish" else (1.0,):
+                    args = (beta,) if name == "swish" else ()
+                    want_f, want_df = grading.reference(name, x64, beta)
+                    for func, want, derivative in ((f, want_f, False), (df, want_df, True)):
+                        got = func(xs, *args).double().numpy()
+                        tol = grading.tolerance(name, derivative, x64, want, beta, dtype)
+                        ok = np.abs(got - want) <= tol / 4
+                        ok |= (x64 == 0) & (name == "relu")
+                        assert ok.all(), (name, derivative, dtype, x64[~ok])
+
+
+@pytest.mark.parametrize("source", CORRECT_MISH.values(), ids=CORRECT_MISH.keys())
+def test_correct_ways_to_write_mish_pass(source):
+    table = _reference_with(source)
+    grading.check_functions(table)
+    grading.check_large_inputs(table)
+
+
+NAIVE_SOFTPLUS = "def _softplus(x):\n    return torch.log(1 + torch.exp(x))\n"
+
+
+def test_mish_with_softplus_as_log_of_1_plus_exp_fails_with_its_diagnosis():
+    """log(1 + exp(x)) is right in absolute terms only: in float32 it is exactly 0 below
+    -16.6, so mish is 0 at -20, -25 and -30 where it is about x e^x; on -10..10 its relative
+    error (about 1e-3 near x = -10 in float32) is far above the relative round-off bound."""
+    table = _table(_answers("mish-naive-softplus"))
+    x = torch.tensor([-20.0, -25.0, -30.0])
+    assert torch.all(table["mish"][0](x) == 0)
+    assert torch.all(torch.log1p(torch.exp(x)) > 0)  # log1p keeps them: the fix is right
+    x = torch.tensor(grading.MODERATE, dtype=torch.float32)
+    want, _ = grading.reference("mish", x.double().numpy())
+    error = np.abs(table["mish"][0](x).double().numpy() - want) / np.abs(want + 1e-300)
+    assert error.max() > 50 * grading.N_OPS * grading.unit_roundoff(np.float32)  # about 1e-3
+    with pytest.raises(CheckFailed, match=r"softplus is computed as log\(1 \+ exp\(x\)\)"):
+        grading.check_functions(table)
+    grading.check_derivatives(table)
+    grading.check_large_inputs(table)  # finite everywhere: charged once
+    # the same helper in the slope costs the derivatives cell, with the same diagnosis
+    slope = NAIVE_SOFTPLUS + (
+        "def mish_grad(x):\n    t = torch.tanh(_softplus(x))\n"
+        "    return t + x * (1 - t**2) * torch.sigmoid(x)"
+    )
+    with pytest.raises(CheckFailed, match=r"softplus is computed as log\(1 \+ exp\(x\)\)"):
+        grading.check_derivatives(_reference_with(slope))
+
+
+def test_mish_right_on_moderate_inputs_but_naive_far_out_fails_there():
+    """The large-|x| inputs -20, -25 and -30 catch log(1 + exp(x)) used only far out (float64
+    is checked first: there the first one reached is -300)."""
+    source = NAIVE_SOFTPLUS + (
+        "import torch.nn.functional as F\n"
+        "def mish(x):\n    sp = torch.where(x > -15, F.softplus(x), _softplus(x))\n"
+        "    return x * torch.tanh(sp)"
+    )
+    table = _reference_with(source)
+    grading.check_functions(table)
+    with pytest.raises(CheckFailed, match=r"at x = -300;.*log\(1 \+ exp\(x\)\)"):
+        grading.check_large_inputs(table)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "def sigmoid(x):\n    return (1 + torch.tanh(x / 2)) / 2",
+        "def sigmoid_grad(x):\n    return (1 - torch.tanh(x / 2) ** 2) / 4",
+        "def swish(x, beta=1.0):\n    return x * (1 - torch.sigmoid(-beta * x))",
+    ],
+    ids=["sigmoid-through-tanh", "sigmoid-slope-through-tanh", "swish-one-minus"],
+)
+def test_small_values_lost_to_round_off_are_named(answer):
+    """Right in absolute terms, wrong relative to the small values for negative x: the
+    message says so (and not the mish-specific softplus words)."""
+    table = _reference_with(answer)
+    with pytest.raises(CheckFailed, match=r"loses the\s+digits of a small number") as info:
+        check = grading.check_derivatives if "_grad" in answer else grading.check_functions
+        check(table)
+    assert "log(1 + exp(x))" not in str(info.value)
+    grading.check_large_inputs(table)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "def mish(x):\n    return x * torch.tanh(x)",
+        "def mish(x):\n    return x * torch.tanh(torch.nn.functional.softplus(x)) + 1e-3",
+        "def sigmoid(x):\n    return torch.sigmoid(x) * (1 + 1e-4)",
+    ],
+    ids=["mish-tanh-of-x", "mish-shifted", "sigmoid-scaled"],
+)
+def test_the_small_values_diagnosis_fires_only_for_answers_right_in_absolute_terms(answer):
+    table = _reference_with(answer)
+    with pytest.raises(CheckFailed) as info:
+        grading.check_functions(table)
+    assert "digits of a small number" not in str(info.value)
+    assert "log(1 + exp(x))" not in str(info.value)
 
 
 @pytest.mark.parametrize(

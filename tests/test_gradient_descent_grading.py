@@ -178,3 +178,49 @@ def test_aliasing_is_recovered_only_from_one_grad_call_per_step():
 
     with pytest.raises(grading.CheckFailed, match="one array changed in place"):
         grading.check_step_schedule(twice)
+
+
+def test_a_single_point_instead_of_the_trajectory_is_named():
+    ns = sample_answers("gradient_descent", "final-point-only")
+    for check in (
+        grading.check_step_schedule,
+        grading.check_stopping_rule,
+        grading.check_trajectories,
+    ):
+        with pytest.raises(CheckFailed, match="that is one point, not the trajectory"):
+            check(ns["gradient_descent"])
+
+    def ends_only(x0, func, grad, max_steps, lr, tol=1e-3):  # two points: not one
+        path = grading.gradient_descent(x0, func, grad, max_steps, lr, tol)
+        return path[[0, -1]]
+
+    with pytest.raises(CheckFailed) as info:
+        grading.check_trajectories(ends_only)
+    assert "one point" not in str(info.value)
+
+
+def test_the_trajectory_check_names_a_wrong_schedule_only_when_the_steps_follow_it():
+    ns = sample_answers("gradient_descent", "schedule-one-over-t")
+    with pytest.raises(CheckFailed, match="point 2 of the trajectory.*The steps follow lr / t"):
+        grading.check_trajectories(ns["gradient_descent"])
+
+    def constant(x0, func, grad, max_steps, lr, tol=1e-3):
+        x, path = np.array(x0, dtype=float), [np.array(x0, dtype=float)]
+        for _ in range(max_steps):
+            x = x - lr * np.asarray(grad(x))
+            path.append(x)
+            if func(path[-2]) - func(x) < tol:
+                break
+        return np.array(path)
+
+    with pytest.raises(CheckFailed, match="The steps follow a constant lr"):
+        grading.check_trajectories(constant)
+
+    def doubled_gradient(x0, func, grad, max_steps, lr, tol=1e-3):  # right schedule, wrong step
+        return grading.gradient_descent(
+            x0, func, lambda x: 2 * np.asarray(grad(x)), max_steps, lr, tol
+        )
+
+    with pytest.raises(CheckFailed, match="point 1 of the trajectory") as info:
+        grading.check_trajectories(doubled_gradient)
+    assert "The steps follow" not in str(info.value)

@@ -86,13 +86,29 @@ def test_correct_products_pass(n):
     [
         ({"factor": lambda scale, n: scale**2 / math.sqrt(n)}, "multiply by scale once"),
         ({"update": False}, "multiply the previous layer's v"),
-        ({"factor": lambda scale, n: scale}, "far too large"),
-        ({"factor": lambda scale, n: scale / n}, "far too small"),
+        ({"factor": lambda scale, n: scale}, "far too large. .*division by sqrt.n. is missing"),
+        (
+            {"factor": lambda scale, n: scale / n},
+            "far too small. .*divide by math.sqrt.n., not by n",
+        ),
     ],
 )
 def test_product_mistakes_are_named(kwargs, message):
     with pytest.raises(CheckFailed, match=message):
         grading.check_products(_product_norms(64, 60, 0, **kwargs), 64, 60)
+
+
+@pytest.mark.parametrize(
+    "factor, words",
+    [
+        (lambda scale, n: 3 * scale, "far too large"),  # std 3 scale / sqrt(n): not scale
+        (lambda scale, n: scale / 20, "far too small"),  # std scale / (20 sqrt(n)): not scale / n
+    ],
+)
+def test_overflow_and_underflow_name_the_cause_only_when_the_growth_matches(factor, words):
+    with pytest.raises(CheckFailed, match=words) as info:
+        grading.check_products(_product_norms(64, 60, 0, factor=factor), 64, 60)
+    assert "missing" not in str(info.value) and "not by n" not in str(info.value)
 
 
 def test_products_with_string_keys_are_refused_with_the_expected_keys():

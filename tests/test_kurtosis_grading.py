@@ -162,24 +162,40 @@ def test_he_inputs_norm_moments_are_exact():
 
 
 @pytest.mark.parametrize(
-    "answer, message",
+    "answer, message, silent",
     [
-        (lambda x, gen: 2 * _reference_he_transform(x, gen), "variance of entry 0"),
+        (
+            lambda x, gen: 2 * _reference_he_transform(x, gen),
+            r"variance of entry 0 .*variance about 4(\.0\d)?;",  # no slip of the list: not named
+            ["as with", "same W"],
+        ),
         (
             lambda x, gen: (torch.rand(len(x), len(x), generator=gen, dtype=x.dtype) - 0.5) @ x,
-            "variance of entry 0",
+            r"variance about 0\.08\d*, as with W uniform on \[-1/2, 1/2\]",
+            ["He's"],
+        ),
+        (
+            lambda x, gen: math.sqrt(2 / 5) * _reference_he_transform(x, gen),
+            r"as with W scaled by He's sqrt\(2 / w\)",
+            ["uniform"],
         ),
         (
             lambda x, gen: torch.randn(5, 5, generator=torch.Generator().manual_seed(0)) @ x,
-            "Draw a new W",
+            "the same W on every call",
+            ["variance about"],
         ),
-        (lambda x, gen: _reference_he_transform(x, gen).abs(), "mean of entry 0"),
+        (
+            lambda x, gen: _reference_he_transform(x, gen).abs(),
+            "mean of entry 0",
+            ["same W", "variance about"],
+        ),
     ],
-    ids=["std-2", "uniform-variance-1/12", "same-W-every-call", "not-symmetric"],
+    ids=["std-2", "uniform-variance-1/12", "he-scaled", "same-W-every-call", "not-symmetric"],
 )
-def test_he_transform_check_catches_mistakes(answer, message):
-    with pytest.raises(grading.CheckFailed, match=message):
+def test_he_transform_check_catches_and_names_mistakes(answer, message, silent):
+    with pytest.raises(grading.CheckFailed, match=message) as failure:
         grading.check_he_transform(answer)
+    assert not any(words in str(failure.value) for words in silent), str(failure.value)
 
 
 @pytest.mark.parametrize(

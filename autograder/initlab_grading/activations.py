@@ -10,13 +10,10 @@ under a tolerance derived from round-off:
   plus the float32 round-off bound of evaluating the net (the seed's construction has
   error exactly 0.04, and its parameters 0.2, 0.6, ... are not float32 numbers).
 - Part 2 (activations and derivatives): torch.autograd in float64 on the same inputs is
-  the oracle. Tolerance per entry ``N u (|f| + s(x))`` with ``u`` the unit round-off of
-  the dtype the student computed in, ``s(x)`` a bound on the magnitudes of the
-  intermediate terms of a stable formula (1 for sigmoid and tanh and their slopes,
-  ``1 + |beta x|`` for swish, ``1 + |x|`` for mish, ``|x|`` for relu) and ``N = 32``:
-  each formula has at most 8 elementary operations, each within 2 ulp (exp, log1p and
-  tanh in libm), and each step's relative condition number is at most 2 once the
-  magnitudes are bounded by ``s(x)``. Derivatives must be written by hand (see
+  the oracle, and an answer passes where ``|got - f| <= N u (|f| + c(x)) + N lam m(x)``
+  (:func:`tolerance`): a relative bound, an absolute one for the terms a correct formula
+  cancels, and one for underflow, so that a small value wrong by a large relative error
+  fails even where it is tiny in absolute terms. Derivatives must be written by hand (see
   ``FORBIDDEN_IN_DERIVATIVES`` for where the line is drawn). At large |x| every answer
   must be finite, and the values of those right on -10..10 are compared again (one
   mistake costs points once: see :func:`check_large_inputs`).
@@ -97,6 +94,21 @@ def sup_error(W1, b1, W2, b2) -> tuple[float, float]:
     return float(err[worst]), float(xs[worst])
 
 
+def interpolation_width(W1, b1, W2, b2) -> float | None:
+    """The widest piece of a net that interpolates x^2 (equals it, to within
+    :func:`net_roundoff`, at its breakpoints in (0, 1) and at 0 and 1), or None. Such a net is
+    the chord of x^2 on every piece, so its sup error is exactly (widest piece)^2 / 4."""
+    W1, b1, W2 = (np.asarray(a, dtype=np.float64) for a in (W1, b1, W2))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kinks = -b1 / W1
+    kinks = kinks[np.isfinite(kinks) & (kinks > 0) & (kinks < 1)]
+    ends = np.unique(np.concatenate([[0.0, 1.0], kinks]))
+    gap = np.abs(relu_net(ends, W1, b1, W2, b2) - ends**2)
+    if np.all(gap <= net_roundoff(W1, b1, W2, b2)):
+        return float(np.max(np.diff(ends)))
+    return None
+
+
 def net_roundoff(W1, b1, W2, b2) -> float:
     """Float32 round-off bound of evaluating the net and x^2 on [0, 1] (and of rounding
     its parameters to float32): ``(d' + 8) u32`` times the largest sum of the terms'
@@ -156,6 +168,16 @@ def check_relu_net(d_hidden: Any, W1: Any, b1: Any, W2: Any, b2: Any) -> None:
             "kink sits at x = beta is relu(a (x - beta)) = relu(a x - a beta), so its bias "
             "is -a * beta."
         )
+    else:
+        width = interpolation_width(w1, bias, w2, float(c.ravel()[0]))
+        if width is not None:
+            hint = (
+                f" Your net equals x^2 at its breakpoints and at 0 and 1: on a piece of width "
+                f"h between them it is the chord of x^2, which lies up to h^2/4 above x^2 (in "
+                f"the middle), here {width**2 / 4:.6f} on a piece of width {width:.4g}. Use "
+                "pieces at most 0.4 wide (0.4^2/4 = 0.04), or shift the net down so that its "
+                "error is split between above and below."
+            )
     raise CheckFailed(
         f"The net's largest error on [0, 1] is {err:.6f}, at x = {where:.4f}; it must be "
         f"at most 0.04 everywhere (checked at every breakpoint of your net)." + hint
@@ -179,20 +201,94 @@ REFERENCES: dict[str, Callable[..., torch.Tensor]] = {
 }
 """The oracle functions (torch's own), differentiated by autograd in float64."""
 
-SCALE: dict[str, Callable[[np.ndarray, float], np.ndarray]] = {
-    "relu": lambda x, beta: np.abs(x),
-    "sigmoid": lambda x, beta: np.ones_like(x),
-    "tanh": lambda x, beta: np.ones_like(x),
-    "swish": lambda x, beta: 1.0 + np.abs(beta * x),
-    "mish": lambda x, beta: 1.0 + np.abs(x),
-}
 N_OPS = 32
 BETAS = (1.0, 0.5, 2.0)
 
 MODERATE = np.concatenate([np.linspace(-10, 10, 401), [-1e-3, 1e-3, 0.25, -0.75]])
 LARGE = np.array(
-    [-1000.0, -300.0, -100.0, -90.0, -50.0, -20.0, 20.0, 50.0, 90.0, 100.0, 300.0, 1000.0]
+    [-1000.0, -300.0, -100.0, -90.0, -50.0, -30.0, -25.0, -20.0]
+    + [20.0, 50.0, 90.0, 100.0, 300.0, 1000.0]
 )
+"""-20, -25 and -30 lie below -16.6, where exp(x) < u32 = 6e-8 and 1 + exp(x) is 1 in
+float32: a mish, swish or sigmoid that adds its small value to 1 returns 0 there."""
+
+
+SOFTPLUS_THRESHOLD = 20.0
+"""torch.nn.functional.softplus(y) returns y itself for y > 20 (its default threshold),
+dropping log1p(exp(-y)) < exp(-y): below float32's round-off, not below float64's."""
+
+
+def _expit(z: np.ndarray) -> np.ndarray:
+    """The logistic sigmoid in float64 without overflow (for the magnitudes below)."""
+    e = np.exp(-np.abs(z))
+    return np.where(z >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def _cancelled(name: str, derivative: bool, x: np.ndarray, beta: float) -> np.ndarray:
+    """c(x): the magnitudes of the terms that a correct formula for the function subtracts
+    from one another (0 where it subtracts nothing), in units of the result."""
+    zero = np.zeros_like(x)
+    if name == "relu":
+        return zero  # max(x, 0) and the step are exact
+    if name == "tanh":
+        # the textbook (e^2x - 1) / (e^2x + 1), or 2 sigma(2x) - 1, subtracts terms of size 1
+        # near 0; the slope 1 - tanh^2 subtracts 1 and tanh^2
+        return 1 + np.tanh(x) ** 2 if derivative else 1 + zero
+    if name == "sigmoid":
+        s = _expit(x)
+        return s * (1 + s) if derivative else zero  # s (1 - s): 1 - s for large x
+    if name == "swish":
+        s = _expit(beta * x)
+        # s + beta x s (1 - s): the two terms, and 1 - s for large beta x
+        return s + np.abs(beta * x) * s * (1 + s) if derivative else zero
+    if name == "mish":
+        t = np.tanh(np.logaddexp(0.0, x))
+        # t + x (1 - t^2) sigma(x): the two terms, and 1 - t^2 for large x
+        return np.abs(t) + np.abs(x) * _expit(x) * (1 + t**2) if derivative else zero
+    raise KeyError(name)
+
+
+def tolerance(
+    name: str, derivative: bool, x: np.ndarray, want: np.ndarray, beta: float, dtype
+) -> np.ndarray:
+    """Largest difference allowed between an answer computed in ``dtype`` and the float64
+    oracle ``want`` at the (``dtype``-representable) inputs ``x``:
+    ``N (u + t(x)) (|f| + c(x)) + N lam (1 + max(1, beta) |x|)``, an absolute bound plus a
+    relative one, ``N u |f|``, so that a small value wrong by a large relative error fails
+    even where it is tiny in absolute terms.
+
+    Derivation, with ``u`` the unit round-off of ``dtype`` and ``lam`` its smallest normal
+    number:
+
+    - Relative part, ``N u |f|`` with ``N = 32``. Each formula of the course written with
+      torch's building blocks (torch.sigmoid, torch.tanh, torch.exp, torch.log1p,
+      F.softplus) takes at most 8 operations; each returns its exact result times ``1 + d``
+      with ``|d| <= 2u`` (one ulp; tests/ measures torch's float32 and float64 results at a
+      quarter of the bound or less). Their exponentials and sigmoids get exact arguments (x,
+      -x, beta x with beta a power of 2), and the other steps (log1p(y) at y >= 0, tanh,
+      products, quotients, sums of terms of one sign) have relative condition numbers at
+      most 1, so each error reaches the result amplified by at most 2: ``8 x 2u x 2 = 32u``.
+    - Cancellation, ``N u c(x)``. A subtraction of rounded terms is off relative to the
+      terms, not to their difference: ``c`` is the terms' magnitudes (:func:`_cancelled`: 0
+      for relu, sigmoid, swish and mish, whose formulas subtract nothing; 1 for tanh, whose
+      textbook formula (e^2x - 1) / (e^2x + 1) or 2 sigma(2x) - 1 subtracts terms of size 1
+      near 0, and for tanh' = 1 - tanh^2; ``s (1 + s)`` for sigma' = s (1 - s); the terms of
+      swish' and mish' with their own ``1 - s`` and ``1 - t^2``).
+    - Softplus' threshold, ``t(x)``: F.softplus(y) returns y for y > 20, off by less than
+      exp(-y) (:data:`SOFTPLUS_THRESHOLD`), a relative error ``exp(-|x|)`` for |x| > 20 in
+      whatever uses it (the sigmoid as exp(-softplus(-x)), say); below u32, not below u64.
+    - Underflow, ``N lam (1 + max(1, beta) |x|)``: far in the tails exp(x) or the sigmoid
+      may fall below ``lam``; each operation is then off by at most ``lam`` in absolute
+      terms (flush-to-zero included), carried to the result by at most ``1 + max(1, beta) |x|``.
+
+    A formula that adds a tiny number to 1 is not among the correct ones: log(1 + exp(x))
+    keeps only the digits of exp(x) above 1's precision (none in float32 once x < -16.6),
+    so its mish is wrong relative to |f| for negative x, by 100 % below -16.6."""
+    u = unit_roundoff(dtype)
+    lam = float(np.finfo(dtype).tiny)
+    threshold = np.where(np.abs(x) > SOFTPLUS_THRESHOLD, np.exp(-np.abs(x)), 0.0)
+    magnitude = np.abs(want) + _cancelled(name, derivative, x, beta)
+    return N_OPS * (u + threshold) * magnitude + N_OPS * lam * (1 + max(1.0, beta) * np.abs(x))
 
 
 def reference(name: str, x: np.ndarray, beta: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
@@ -385,25 +481,91 @@ def _compare(
         )
     if want is None:
         return
-    tol = N_OPS * unit_roundoff(dtype) * (np.abs(want) + SCALE[name](xs, beta))
+    derivative = what.endswith("_grad")
+    tol = tolerance(name, derivative, xs, want, beta, dtype)
     bad = ~(np.abs(got - want) <= tol)
-    if name == "relu" and what.endswith("_grad"):
+    if name == "relu" and derivative:
         bad &= xs != 0  # the slope at the kink may be 0 or 1
     if not np.any(bad):
         return
     i = int(np.argmax(bad))
     hint = ""
-    if what.endswith("_grad"):
+    if derivative:
         for message, wrong in _MISTAKES.get(name, ()):
             with np.errstate(all="ignore"):
                 w = wrong(xs, beta)
             if np.all(np.abs(got - w) <= tol + 1e-12):
                 hint = " " + message
                 break
+    if not hint:
+        hint = _small_values_lost(name, derivative, got, want, xs, beta, dtype, bad)
+    # enough digits to show the difference
+    digits = 10 if abs(got[i] - want[i]) > 1e-8 * abs(want[i]) else 17
     raise CheckFailed(
-        f"{label} is {got[i]:.10g} at x = {xs[i]:g}; expected {want[i]:.10g} (autograd; "
-        f"allowed difference {tol[i]:.3g})." + hint
+        f"{label} is {got[i]:.{digits}g} at x = {xs[i]:g}; expected {want[i]:.{digits}g} "
+        f"(autograd; allowed difference {tol[i]:.3g})." + hint
     )
+
+
+SMALL_VALUES_LOST = (
+    "Your values are right in absolute terms (within {absolute:.2g}) but not relative to "
+    "their size where they are small: at x = {x:g} yours is off by {error:.2g}, {relative:.2g} "
+    "of the value {want:.4g} (allowed: {allowed:.2g} of it). Somewhere the formula loses the "
+    "digits of a small number: it adds it to 1, subtracts two nearly equal numbers, or sets it "
+    "to 0."
+)
+SMALL_VALUES_FIX = (
+    " Compute small values directly: torch.sigmoid, torch.nn.functional.softplus, torch.log1p "
+    "and torch.expm1 keep them exact."
+)
+NAIVE_SOFTPLUS = (
+    " It happens when softplus is computed as log(1 + exp(x)): 1 + exp(x) keeps only the digits "
+    "of exp(x) above 1's precision, none at all once x is below about -17 in float32 (-37 in "
+    "float64), where log(1 + exp(x)) is 0 and mish(x) comes out 0 instead of about x e^x. "
+    "Compute softplus with "
+    "a form that is exact for very negative x, such as torch.nn.functional.softplus or "
+    "torch.log1p(torch.exp(x)), and its tanh with torch.tanh."
+)
+
+
+def _small_values_lost(
+    name: str,
+    derivative: bool,
+    got: np.ndarray,
+    want: np.ndarray,
+    xs: np.ndarray,
+    beta: float,
+    dtype,
+    bad: np.ndarray,
+) -> str:
+    """The diagnosis of an answer right in absolute terms but not relative to its small
+    values, or "".
+
+    Its condition: every value lies within ``N u (|f| + 1 + max(1, beta) |x|)`` (plus
+    underflow) of the oracle, the round-off of a formula whose terms are as large as 1 and
+    |beta x| (the absolute tolerance this check used to apply), so the answer fails only the
+    relative part of :func:`tolerance`. Such an answer lost a small number's digits (the
+    message says how that happens); for mish (and its slope) the message adds how
+    softplus computed as log(1 + exp(x)) does it, the usual way."""
+    u = unit_roundoff(dtype)
+    lam = float(np.finfo(dtype).tiny)
+    scale = 1 + max(1.0, beta) * np.abs(xs)
+    absolute = N_OPS * u * (np.abs(want) + scale) + N_OPS * lam * scale
+    if not np.all(np.abs(got - want) <= absolute):
+        return ""
+    error = np.abs(got - want)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        relative = np.where(bad, error / np.abs(want), 0.0)
+    k = int(np.nanargmax(relative))
+    words = SMALL_VALUES_LOST.format(
+        absolute=float(np.max(N_OPS * u * scale)),
+        x=xs[k],
+        error=error[k],
+        relative=relative[k],
+        want=want[k],
+        allowed=N_OPS * u,
+    )
+    return " " + words + (NAIVE_SOFTPLUS if name == "mish" else SMALL_VALUES_FIX)
 
 
 def _check_one(

@@ -60,34 +60,69 @@ def _argmax_lrs(runs: list, key: Callable[[Any], float]) -> set[float]:
     return {float(r.config.lr) for r, v in zip(runs, values, strict=True) if v == values.max()}
 
 
+def _final_val_acc(r: Any) -> float:
+    return float(r.history["val_acc"][-1])
+
+
 def check_best_lr(best_lr: Any, search: list) -> None:
     """Hidden check: ``best_lr[name]`` is a rate whose network in the student's own
     ``search`` has the highest validation accuracy after the last epoch (any of them when
-    several tie); rates are compared exactly, since they are the grid's own floats."""
+    several tie); rates are compared exactly, since they are the grid's own floats.
+
+    Named slips: the position of the best rate in the grid instead of the rate (a whole
+    number that is no searched rate, whose grid entry is the best rate); a validation
+    accuracy of the search instead of a rate (equal to one); one rate for every
+    activation, the best network's over the whole search; and the other selection rules of
+    :data:`BEST_LR_VARIANTS`."""
     names = list(dict.fromkeys(r.config.activation for r in search))
     if not hasattr(best_lr, "keys"):
         raise CheckFailed("best_lr must be a dict from each activation's name to its best rate.")
     missing = [n for n in names if n not in best_lr]
     if missing:
         raise CheckFailed(f"best_lr has no rate for {', '.join(missing)}: give one per activation.")
+    given: dict[str, float] = {}
     for name in names:
-        runs = [r for r in search if r.config.activation == name]
         try:
-            got = float(best_lr[name])
+            given[name] = float(best_lr[name])
         except (TypeError, ValueError):
             raise CheckFailed(f"best_lr[{name!r}] must be a number (a rate from lrs).") from None
+    pooled = _argmax_lrs(search, _final_val_acc)
+    for name in names:
+        runs = [r for r in search if r.config.activation == name]
+        got = given[name]
         grid = {float(r.config.lr) for r in runs}
+        ordered = sorted(grid)
+        best = _argmax_lrs(runs, _final_val_acc)
         closest = min(grid, key=lambda lr: abs(lr - got))
-        if abs(closest - got) > 1e-12 * closest:
+        if not abs(closest - got) <= 1e-12 * closest:  # nan too
+            if got.is_integer() and 0 <= got < len(ordered) and ordered[int(got)] in best:
+                raise CheckFailed(
+                    f"best_lr[{name!r}] is {got:g}: that is the position of the best rate in "
+                    f"lrs, not the rate. Give the rate itself, lrs[{got:g}] = "
+                    f"{ordered[int(got)]:.4g}."
+                )
+            accuracies = {float(a) for r in runs for a in np.ravel(r.history["val_acc"])}
+            if got in accuracies:
+                raise CheckFailed(
+                    f"best_lr[{name!r}] is {got:.6g}: that is a validation accuracy of your "
+                    "search, not a learning rate. Store the rate of the best network, "
+                    "r.config.lr."
+                )
             raise CheckFailed(
                 f"best_lr[{name!r}] is {got:.6g}, which is not one of the searched rates "
-                f"({', '.join(f'{lr:.4g}' for lr in sorted(grid))}): take it from the search."
+                f"({', '.join(f'{lr:.4g}' for lr in ordered)}): take it from the search."
             )
-        best = _argmax_lrs(runs, lambda r: float(r.history["val_acc"][-1]))
         if closest in best:
             continue
-        final = {float(r.config.lr): float(r.history["val_acc"][-1]) for r in runs}
+        final = {float(r.config.lr): _final_val_acc(r) for r in runs}
         right = min(best)
+        if len(set(given.values())) == 1 and closest in pooled:
+            raise CheckFailed(
+                f"best_lr gives every activation the same rate, {closest:.4g}, the rate of the "
+                "best network over the whole search; each activation gets its own rate, the "
+                f"best among its own networks: for {name}, lr {right:.4g} (validation accuracy "
+                f"{final[right]:.4f} against {final[closest]:.4f})."
+            )
         for key, words in BEST_LR_VARIANTS.values():
             if closest in _argmax_lrs(runs, key):
                 raise CheckFailed(f"best_lr[{name!r}] is {closest:.4g}: {words}.")
@@ -147,11 +182,21 @@ def _summary_row(table: Any, name: str) -> dict[str, float]:
 def check_summary(summarize: Callable, test_acc: Any) -> None:
     """Hidden check: ``summarize`` on the student's own test accuracies and on made-up ones
     against :func:`reference_summary`, within :func:`summary_atol`; the usual slips (the
-    population standard deviation, the variance, min and max swapped) are named."""
+    population standard deviation, the variance, the standard error of the mean, min and
+    max swapped, a number or an error instead of nan for one seed) are named."""
     cases = [*(("made-up accuracies", c) for c in SUMMARY_CASES), ("your test_acc", test_acc)]
+    several_passed = False  # a case where every activation has several seeds came through
     for label, accs in cases:
         given = {name: list(map(float, values)) for name, values in accs.items()}
-        table = call_answer(summarize, copy.deepcopy(given), what=f"summarize({label})")
+        one_seed = any(len(values) == 1 for values in given.values())
+        hint = ""
+        if one_seed and several_passed:
+            hint = (
+                "It works with several seeds and fails with one: with a single seed the sample "
+                "standard deviation is undefined, so return nan there (as np.std(..., ddof=1) "
+                "does) instead of computing it."
+            )
+        table = call_answer(summarize, copy.deepcopy(given), what=f"summarize({given})", hint=hint)
         for name, values in given.items():
             got, want = _summary_row(table, name), reference_summary(values)
             tol = summary_atol(len(values))
@@ -183,17 +228,32 @@ def check_summary(summarize: Callable, test_acc: Any) -> None:
                 )
             if abs(got["std"] - want["std"] ** 2) <= tol:
                 raise CheckFailed(f"{where}: std is the variance; take its square root.")
+            if abs(got["std"] - want["std"] / math.sqrt(len(values))) <= tol:
+                raise CheckFailed(
+                    f"{where}: std is the standard error of the mean (the standard deviation "
+                    "divided by sqrt(n)); the spread over seeds is the sample standard deviation "
+                    "itself."
+                )
             raise CheckFailed(f"{where}: std is {got['std']:.6g}; expected {want['std']:.6g}.")
+        several_passed = several_passed or not one_seed
 
 
 # --------------------------------------------------------------------------------------
 # Part 4: the learned betas
 
 
+ROUNDED_DECIMALS = (0, 1, 2, 3, 4, 5)
+"""Roundings the betas check names. Float32 keeps about 7 significant digits, so a beta
+between 1 and 10 rounded to 6 decimals may pass as stored; rounded to at most 5 it is off
+by up to 5e-6, far above the tolerance (1.2e-7 relative), and fails unless the learned value
+happens to lie that close to a number with so few decimals."""
+
+
 def check_learned_betas(betas: Any, learned: Any) -> None:
     """Hidden check: ``betas`` lists the two learned betas of ``learned`` (the student's own
     run), layer 1 first. They are read, not computed, so float32 storage is the only
-    difference allowed: one rounding, u relative."""
+    difference allowed: one rounding, u relative. Named slips: the order, the starting
+    values, and values rounded to a few decimals (:data:`ROUNDED_DECIMALS`)."""
     want = np.asarray(learned.params["beta"], dtype=np.float64).ravel()
     got = as_array(betas, "betas").ravel()
     if got.shape != want.shape:
@@ -211,6 +271,14 @@ def check_learned_betas(betas: Any, learned: Any) -> None:
         raise CheckFailed(
             "betas are the starting values (1.0): read the trained values from learned.params."
         )
+    for decimals in ROUNDED_DECIMALS:
+        rounded = np.round(want, decimals)
+        if np.all(np.abs(got - rounded) <= 2 * unit_roundoff(np.float32) * np.abs(rounded)):
+            raise CheckFailed(
+                f"betas are {got.tolist()}, your run's values {want.tolist()} rounded to "
+                f"{decimals} decimal{'s' * (decimals != 1)}: give them as learned, unrounded "
+                "(the test allows only float32 storage)."
+            )
     raise CheckFailed(
         f"betas are {got.tolist()}; your run learned {want.tolist()}: read them from "
         "learned.params['beta']."

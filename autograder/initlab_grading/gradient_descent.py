@@ -519,17 +519,67 @@ def _run_student(optimizer: Callable, case: Case, recover_aliasing: bool = False
         if not recover_aliasing or len(seen) != len(out) - 1:
             raise CheckFailed(f"In {case.describe()}: {ALIASED}")
         out = [*seen, np.array(out[-1], dtype=float)]
-    traj = as_array(
-        out,
-        f"The trajectory returned by {case.describe()}",
-        shape=(None, case.q.dim),
-    )
+    what = f"The trajectory returned by {case.describe()}"
+    if _one_point(out, case.q.dim):
+        raise CheckFailed(
+            f"{what} has shape ({case.q.dim},); expected (any, {case.q.dim}): {ONE_POINT}"
+        )
+    traj = as_array(out, what, shape=(None, case.q.dim))
     if len(traj) == 0 or not np.array_equal(traj[0], np.array(case.x0)):
         raise CheckFailed(
             f"The trajectory returned by {case.describe()} does not start with x0. "
             "Return every point, x0 first, one row each."
         )
     return traj
+
+
+ONE_POINT = (
+    "that is one point, not the trajectory. Return x0 and every point reached, one row each "
+    "(collect them in a list as you go), not only the last one."
+)
+
+
+def _one_point(out: Any, dim: int) -> bool:
+    """Whether an optimiser's output is a single point of the problem's dimension (a 1-d
+    array or list of ``dim`` numbers) instead of a trajectory."""
+    try:
+        arr = np.asarray(out, dtype=float)
+    except (TypeError, ValueError):
+        return False
+    return arr.shape == (dim,)
+
+
+def _schedules(lr: float, t: np.ndarray) -> dict[str, np.ndarray]:
+    """Step sizes of the usual wrong schedules at iterations ``t`` (counted from 1)."""
+    return {
+        "lr / t": lr / t,
+        "a constant lr": np.full(t.shape, lr),
+        "lr / sqrt(t + 1) (t counted from 0 and shifted)": lr / np.sqrt(t + 1),
+        "lr * sqrt(t)": lr * np.sqrt(t),
+        "lr / t**2": lr / t**2,
+    }
+
+
+def _schedule_followed(case: Case, traj: np.ndarray) -> str:
+    """The diagnosis of a trajectory whose steps follow one of :func:`_schedules`, or "".
+
+    The step sizes are read off the trajectory's own points (:func:`_step_sizes`), each
+    within the trajectory tolerance relative to the step length, as in
+    :func:`check_step_schedule`."""
+    ref = case.reference()
+    n = min(len(traj), len(ref))
+    if n < 2:
+        return ""
+    with np.errstate(all="ignore"):
+        etas = _step_sizes(case.q, traj[:n])
+        tol_pts = trajectory_tolerance(case.q, ref, case.lr)[:n]
+        step_len = np.linalg.norm(np.diff(ref[:n], axis=0), axis=1)
+        rel_tol = 2 * (tol_pts[:-1] + tol_pts[1:]) / step_len
+    t = np.arange(1, n, dtype=float)
+    for name, seq in _schedules(case.lr, t).items():
+        if np.all(np.abs(etas - seq) <= rel_tol * seq):
+            return f" The steps follow {name}; use lr / sqrt(t) with t = 1 for the first step."
+    return ""
 
 
 def _step_sizes(q: Quadratic, traj: np.ndarray) -> np.ndarray:
@@ -565,20 +615,8 @@ def check_step_schedule(optimizer: Callable) -> None:
         if np.all(ok):
             continue
         first = int(np.argmax(~ok))
-        candidates = {
-            "lr / t": case.lr / t,
-            "a constant lr": np.full_like(want, case.lr),
-            "lr / sqrt(t + 1) (t counted from 0 and shifted)": case.lr / np.sqrt(t + 1),
-            "lr * sqrt(t)": case.lr * np.sqrt(t),
-            "lr / t**2": case.lr / t**2,
-        }
-        hint = next(
-            (
-                f" The steps follow {name}; use lr / sqrt(t) with t = 1 for the first step."
-                for name, seq in candidates.items()
-                if np.all(np.abs(etas - seq) <= rel_tol * seq)
-            ),
-            " Use step size lr / sqrt(t) at iteration t = 1, 2, 3, ...",
+        hint = _schedule_followed(case, traj) or (
+            " Use step size lr / sqrt(t) at iteration t = 1, 2, 3, ..."
         )
         raise CheckFailed(
             f"In {case.describe()}, step {first + 1} had step size {etas[first]:.6g}; "
@@ -597,6 +635,7 @@ def _compare_points(case: Case, traj: np.ndarray, ref: np.ndarray) -> None:
             f"In {case.describe()}, point {t} of the trajectory is {traj[t].tolist()}; "
             f"expected {ref[t].tolist()} (distance {dist[t]:.3g}, allowed {tol[t]:.3g}). "
             f"Point t is x_(t-1) - lr / sqrt(t) * grad(x_(t-1)), using the grad passed in."
+            + _schedule_followed(case, traj)
         )
 
 

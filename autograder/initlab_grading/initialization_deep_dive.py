@@ -135,6 +135,18 @@ def product_log_growth(n: int, depth: int, scale: float) -> tuple[float, float]:
     return float(mean), std
 
 
+def _grows_as(history: np.ndarray, n: int, scale: float, z: float) -> bool:
+    """Whether the norms, up to the last layer before they leave [1e-30, 1e30] (float32's
+    range, with room), grow as :func:`product_log_growth` says for ``scale``: within z
+    standard deviations at that layer."""
+    inside = (history > 1e-30) & (history < 1e30)
+    k = int(np.argmin(inside)) if not inside.all() else len(history)
+    if k == 0:
+        return False
+    mean, std = product_log_growth(n, k, scale)
+    return abs(math.log(float(history[k - 1])) - mean) <= z * std
+
+
 def check_products(norms: Any, n: int, depth: int) -> None:
     """Hidden check: for each scale, log |v_L| within z standard deviations of its mean
     (:func:`product_log_growth`), z for a false-failure probability of CELL_FALSE_FAILURE
@@ -156,16 +168,27 @@ def check_products(norms: Any, n: int, depth: int) -> None:
             )
         last = float(history[-1])
         if not np.isfinite(last) or last > 1e30:
+            how = ""
+            if _grows_as(history, n, scale * math.sqrt(n), z):
+                how = (
+                    " Your norms grow as with entries of standard deviation scale: the division "
+                    "by sqrt(n) is missing."
+                )
             raise CheckFailed(
                 f"norms[{scale}] grows to {last:.3g} after {depth} layers: the entries are far "
-                "too large. Their standard deviation is scale / sqrt(n), so that each layer "
+                f"too large.{how} Their standard deviation is scale / sqrt(n), so that each layer "
                 "multiplies |v| by about scale."
             )
         if last <= 1e-30:
+            how = ""
+            if _grows_as(history, n, scale / math.sqrt(n), z):
+                how = (
+                    " Your norms shrink as with entries of standard deviation scale / n: divide "
+                    "by math.sqrt(n), not by n."
+                )
             raise CheckFailed(
                 f"norms[{scale}] shrinks to {last:.3g} after {depth} layers: the entries are far "
-                "too small. Their standard deviation is scale / sqrt(n) (divide by math.sqrt(n), "
-                "not by n)."
+                f"too small.{how} Their standard deviation is scale / sqrt(n)."
             )
         mean, std = product_log_growth(n, depth, scale)
         got = math.log(last)

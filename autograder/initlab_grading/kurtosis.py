@@ -474,6 +474,46 @@ def he_norm_moments() -> tuple[float, float, float]:
     return tuple(float(m) for m in moments)
 
 
+HE_WEIGHT_VARIANCES = {
+    1 / 12: "W uniform on [-1/2, 1/2] (torch.rand(...) - 0.5)",
+    1 / 3: "W uniform on [-1, 1]",
+    2 / 5: "W scaled by He's sqrt(2 / w), w = 5",
+    1 / 5: "W scaled by 1 / sqrt(w), w = 5",
+}
+"""Variances of W's entries that the usual slips give, with how they arise (w = 5 inputs)."""
+
+
+def _weight_variance_hint(ratio: float, allowed: float) -> str:
+    """The hint for an entry whose variance is ``ratio`` E||x||^2 instead of E||x||^2: given
+    x, z_i = sum_j W_ij x_j has variance E||x||^2 Var(W_ij) for i.i.d. zero-mean W (the mean
+    checks, run first, passed), so ``ratio`` estimates the variance of W's entries, within
+    ``allowed``; a slip of :data:`HE_WEIGHT_VARIANCES` within it is named."""
+    named = next(
+        (how for var, how in HE_WEIGHT_VARIANCES.items() if abs(ratio - var) <= allowed), ""
+    )
+    return (
+        f" That is E||x||^2 times {ratio:.3g}: W's entries have variance about {ratio:.3g}"
+        + (f", as with {named}" if named else "")
+        + "; they must be standard normal (variance 1, torch.randn), so that E[z_i^2] = E||x||^2."
+    )
+
+
+def _same_matrix_hint(X: np.ndarray, Z: np.ndarray) -> str:
+    """The hint for outputs that are one fixed linear map of the inputs (the same W on every
+    call), or "": the least-squares W of Z = X W^T leaves, for every call, a residual within
+    the float32 round-off of a 5-term product (8 u32 times sum_j |W_ij x_j|, a factor 8 over
+    gamma_5 for the fit), which a new W per call (residuals of the size of z) never does."""
+    W, *_ = np.linalg.lstsq(X, Z, rcond=None)
+    residual = np.abs(Z - X @ W)
+    bound = 8 * unit_roundoff(np.float32) * (np.abs(X) @ np.abs(W))
+    if np.all(residual <= bound):
+        return (
+            " Your outputs are one fixed linear map of x, the same W on every call (drawn "
+            "once, or from a generator re-seeded on every call)."
+        )
+    return ""
+
+
 def check_he_transform(student: Callable) -> None:
     """Proposition 2 with a random input: each of 60,000 calls gets a fresh float32 x from
     :func:`he_test_inputs` (skewed, correlated, nonzero mean; its entries are multiples of
@@ -517,12 +557,13 @@ def check_he_transform(student: Callable) -> None:
         z = skew_adjusted_z(per, HE_CALLS, skew)
         est, se = float(sample.mean()), float(sample.std(ddof=1)) / math.sqrt(HE_CALLS)
         if not abs(est - want) <= z * se:
-            hint = (
-                " W's entries must be standard normal (variance 1): then E[z_i^2] = E||x||^2."
-                if name.startswith("variance")
-                else " Draw a new W with i.i.d. standard normal entries from the generator on "
-                "every call and return W @ x."
-            )
+            if name.startswith("variance"):
+                hint = _weight_variance_hint(est / r1, z * se / r1)
+            else:
+                hint = _same_matrix_hint(X, Z) + (
+                    " Draw a new W with i.i.d. standard normal entries from the generator on "
+                    "every call and return W @ x."
+                )
             raise CheckFailed(
                 f"Over {HE_CALLS} calls of he_transform, each on a new random x (skewed, "
                 f"correlated, nonzero mean; E||x||^2 = {r1:.4g}), the {name} is {est:.4g}; "

@@ -39,29 +39,53 @@ def var_sample_variance(kappa: float, var_x: float, n: int) -> float:
     return (kappa - (n - 3) / (n - 1)) * var_x**2 / n
 
 
+VAR_S2_CASES = ((3.0, 1.0, 10), (1.8, 2.0, 4), (9.0, 0.5, 1000), (1.0, 1.0, 2))
+"""(kappa, var_x, n) of the formula check: normal, uniform and heavy-tailed data, n from 2."""
+
+
 # --------------------------------------------------------------------------------------
 # Checks
 
 
+VAR_S2_SLIPS: tuple[tuple[Callable[[float, float, int], float], str], ...] = (
+    (
+        lambda kappa, var_x, n: (kappa - 1) * var_x**2 / n,
+        "That is the large-n limit (kappa - 1) var_x^2 / n; keep the exact (n - 3) / (n - 1).",
+    ),
+    (
+        lambda kappa, var_x, n: var_sample_variance(kappa, var_x, n) / var_x,
+        "That is the formula with var_x in place of its square, var_x ** 2: the variance of a "
+        "variance scales with the square of the variance.",
+    ),
+    (
+        lambda kappa, var_x, n: 2 * var_x**2 / (n - 1),
+        "That is 2 var_x^2 / (n - 1), the value for normal data only (kappa = 3); the formula "
+        "depends on kappa: (kappa - (n - 3) / (n - 1)) var_x^2 / n.",
+    ),
+    (
+        lambda kappa, var_x, n: kappa - (n - 3) / (n - 1) * var_x**2 / n,
+        "That is kappa - (n - 3) / (n - 1) * var_x**2 / n: without parentheses only the fraction "
+        "is multiplied by var_x^2 / n; write (kappa - (n - 3) / (n - 1)) * var_x**2 / n.",
+    ),
+)
+"""Wrong formulas for Var[S_n^2], each with the diagnosis given when a student's value is
+within 64 u of it (twice the tolerance, relative to its own size) on a case the answer fails;
+on every case of :func:`check_var_sample_variance` where they differ from the truth, they
+differ from each other by far more (tests/ checks it)."""
+
+
 def check_var_sample_variance(student: Callable) -> None:
-    for kappa, s2, n in ((3.0, 1.0, 10), (1.8, 2.0, 4), (9.0, 0.5, 1000), (1.0, 1.0, 2)):
+    for kappa, s2, n in VAR_S2_CASES:
         what = f"var_sample_variance(kappa={kappa}, var_x={s2}, n={n})"
         got = float(as_array(call_answer(student, kappa, s2, n, what=what), what, shape=()))
         want = var_sample_variance(kappa, s2, n)
         if not abs(got - want) <= 32 * unit_roundoff() * (kappa + 1) * s2**2 / n:
             hint = ""
-            large_n = (kappa - 1) * s2**2 / n
-            one_power = want / s2
-            if abs(got - large_n) <= 64 * unit_roundoff() * abs(large_n):
-                hint = (
-                    " That is the large-n limit (kappa - 1) var_x^2 / n; keep the exact "
-                    "(n - 3) / (n - 1)."
-                )
-            elif abs(got - one_power) <= 64 * unit_roundoff() * abs(one_power):
-                hint = (
-                    " That is the formula with var_x in place of its square, var_x ** 2: "
-                    "the variance of a variance scales with the square of the variance."
-                )
+            for slip, words in VAR_S2_SLIPS:
+                wrong = slip(kappa, s2, n)
+                if abs(got - wrong) <= 64 * unit_roundoff() * abs(wrong):
+                    hint = " " + words
+                    break
             raise CheckFailed(f"{what} is {got:.6g}; expected {want:.6g}.{hint}")
 
 
@@ -107,8 +131,29 @@ def check_zero_init(student: Callable) -> None:
         what = f"zero_init_(torch.empty({w}, {w}))"
         out = call_answer(student, t, what=what)
         if out is not t:
-            raise CheckFailed(f"{what} must fill the tensor in place and return it.")
+            if out is None:
+                how = "returned None: return the tensor after filling it"
+            elif torch.isnan(t).all():
+                how = (
+                    "returned a new tensor and left the one it was given unchanged: fill that "
+                    "one (tensor.copy_ or fill_diagonal_ under torch.no_grad()) and return it"
+                )
+            else:
+                how = "filled the tensor but returned another one: return the tensor it was given"
+            raise CheckFailed(f"{what} must fill the tensor in place and return it; it {how}.")
         if not torch.equal(t, torch.eye(w)):
+            off = ~torch.eye(w, dtype=torch.bool)
+            if torch.all(t == 0):
+                raise CheckFailed(
+                    f"{what} wrote zeros everywhere. ZerO, despite its name, initializes a square "
+                    "layer to the identity matrix: ones on the diagonal, zeros elsewhere."
+                )
+            if torch.all(t.diagonal() == 1) and torch.all(torch.isnan(t[off])):
+                raise CheckFailed(
+                    f"{what} set the diagonal to 1 but left the other entries as they were "
+                    "(the test passes a tensor full of nan; torch.empty may hold anything): set "
+                    "them to 0 too, e.g. tensor.zero_() before filling the diagonal."
+                )
             raise CheckFailed(
                 f"{what} did not write the identity; ZerO initializes a square layer to "
                 "the identity matrix (ones on the diagonal, zeros elsewhere)."

@@ -58,7 +58,7 @@ def grad_f(x):
 """,
         },
         lost={
-            "test_f_and_grad_visible": "grad_f((6, 6))",
+            "test_f_and_grad_visible": "The gradient has the wrong sign: it points downhill",
             "test_f_and_grad_hidden": "wrong sign",
         },
     ),
@@ -97,7 +97,7 @@ def grad_f(x):
         },
         lost={
             "test_step_schedule": "The steps follow lr / t",
-            "test_trajectories": "point 2 of the trajectory",
+            "test_trajectories": "The steps follow lr / t",
         },
     ),
     Sample(
@@ -119,7 +119,7 @@ def grad_f(x):
         deleted=("test_step_schedule", "test_trajectories"),
         lost={
             "test_step_schedule": "The steps follow lr / t",
-            "test_trajectories": "point 2 of the trajectory",
+            "test_trajectories": "The steps follow lr / t",
         },
     ),
     Sample(
@@ -198,10 +198,10 @@ def grad_f(x):
 """,
         },
         lost={
-            "test_optimizer_visible": "The trajectory on the 3-d bowl has shape (3,)",
-            "test_step_schedule": "has shape (2,); expected (any, 2)",
-            "test_stopping_rule": "has shape (2,); expected (any, 2)",
-            "test_trajectories": "has shape (2,); expected (any, 2)",
+            "test_optimizer_visible": "has shape (3,): that is one point, not the trajectory",
+            "test_step_schedule": "expected (any, 2): that is one point, not the trajectory",
+            "test_stopping_rule": "expected (any, 2): that is one point, not the trajectory",
+            "test_trajectories": "expected (any, 2): that is one point, not the trajectory",
         },
     ),
     Sample(

@@ -118,7 +118,7 @@ for scale in (0.8, 1.0, 1.25):
         "products-std-not-divided",
         "entries of standard deviation scale instead of scale / sqrt(n)",
         answers={"products_demo": _products("v = (torch.randn(n, n, generator=gen) * scale) @ v")},
-        lost={"test_products": "far too large"},
+        lost={"test_products": "the division by sqrt(n) is missing"},
     ),
     Sample(
         "var-product-second-moment",

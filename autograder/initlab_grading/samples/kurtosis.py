@@ -78,7 +78,7 @@ def he_transform(x, generator):
     return W @ x
 """,
         },
-        lost={"test_he_transform": "Draw a new W"},
+        lost={"test_he_transform": "the same W on every call"},
     ),
     Sample(
         "he-uniform-weights",
@@ -90,7 +90,7 @@ def he_transform(x, generator):
     return W @ x
 """,
         },
-        lost={"test_he_transform": "variance of entry"},
+        lost={"test_he_transform": "as with W uniform on [-1/2, 1/2]"},
     ),
     Sample(
         "matrix-transposed",

@@ -47,10 +47,27 @@ def zero_init_(tensor):
         lost={"test_var_sample_variance": "var_x in place of its square"},
     ),
     Sample(
+        "var-s2-normal-case",
+        "Var[S_n^2] as 2 v^2 / (n - 1), the visible test's normal case, for every kappa",
+        answers={
+            "var_s2": "def var_sample_variance(kappa, var_x, n):\n    return 2 * var_x**2 / (n - 1)"
+        },
+        lost={"test_var_sample_variance": "the value for normal data only"},
+    ),
+    Sample(
+        "var-s2-missing-parentheses",
+        "Var[S_n^2] typed without the parentheses: kappa - (n - 3) / (n - 1) * v^2 / n",
+        answers={
+            "var_s2": "def var_sample_variance(kappa, var_x, n):\n"
+            "    return kappa - (n - 3) / (n - 1) * var_x**2 / n"
+        },
+        lost={"test_var_sample_variance": "without parentheses only the fraction"},
+    ),
+    Sample(
         "zero-new-tensor",
         "zero_init_ returns a new identity instead of filling the weight",
         answers={"zero_init": "def zero_init_(tensor):\n    return torch.eye(tensor.shape[0])"},
-        lost={"test_zero_init": "in place"},
+        lost={"test_zero_init": "returned a new tensor and left the one it was given unchanged"},
     ),
     Sample(
         "zero-any-shape",
@@ -62,5 +79,42 @@ def zero_init_(tensor):
             "        return tensor.copy_(torch.eye(*tensor.shape))"
         },
         lost={"test_zero_init": "did not raise"},
+    ),
+    Sample(
+        "zero-zeros",
+        "zero_init_ fills the weight with zeros, taking ZerO's name literally",
+        answers={
+            "zero_init": "def zero_init_(tensor):\n"
+            "    if tensor.shape[0] != tensor.shape[1]:\n"
+            "        raise ValueError('ZerO needs a square weight')\n"
+            "    with torch.no_grad():\n"
+            "        return tensor.zero_()"
+        },
+        lost={"test_zero_init": "wrote zeros everywhere"},
+    ),
+    Sample(
+        "zero-diagonal-only",
+        "zero_init_ sets the diagonal to 1 and leaves the rest of the uninitialised weight as "
+        "it was",
+        answers={
+            "zero_init": "def zero_init_(tensor):\n"
+            "    if tensor.shape[0] != tensor.shape[1]:\n"
+            "        raise ValueError('ZerO needs a square weight')\n"
+            "    with torch.no_grad():\n"
+            "        return tensor.fill_diagonal_(1.0)"
+        },
+        lost={"test_zero_init": "left the other entries as they were"},
+    ),
+    Sample(
+        "zero-assert-square",
+        "zero_init_ checks the shape with assert, so a weight that is not square raises "
+        "AssertionError instead of ValueError",
+        answers={
+            "zero_init": "def zero_init_(tensor):\n"
+            "    assert tensor.shape[0] == tensor.shape[1], 'ZerO needs a square weight'\n"
+            "    with torch.no_grad():\n"
+            "        return tensor.copy_(torch.eye(tensor.shape[0]))"
+        },
+        lost={"test_zero_init": "raised AssertionError"},
     ),
 ]
