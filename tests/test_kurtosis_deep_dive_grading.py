@@ -114,6 +114,7 @@ def test_zero_init_on_a_non_square_weight_needs_a_value_error(answer, message):
         ("var-s2-variance-not-squared", "var_x in place of its square"),
         ("var-s2-normal-case", "the value for normal data only"),
         ("var-s2-missing-parentheses", "without parentheses only the fraction"),
+        ("var-s2-excess-kurtosis-formula", "the formula for the excess kurtosis"),
     ],
 )
 def test_each_var_sample_variance_sample_gets_its_own_diagnosis(student, hint):

@@ -63,6 +63,12 @@ VAR_S2_SLIPS: tuple[tuple[Callable[[float, float, int], float], str], ...] = (
         "depends on kappa: (kappa - (n - 3) / (n - 1)) var_x^2 / n.",
     ),
     (
+        lambda kappa, var_x, n: (kappa / n + 2 / (n - 1)) * var_x**2,
+        "That is (kappa / n + 2 / (n - 1)) var_x^2, the formula for the excess kurtosis "
+        "kappa - 3, with the kurtosis itself put in: here kappa is the kurtosis (3 for normal "
+        "data), so subtract 3 first or use (kappa - (n - 3) / (n - 1)) var_x^2 / n.",
+    ),
+    (
         lambda kappa, var_x, n: kappa - (n - 3) / (n - 1) * var_x**2 / n,
         "That is kappa - (n - 3) / (n - 1) * var_x**2 / n: without parentheses only the fraction "
         "is multiplied by var_x^2 / n; write (kappa - (n - 3) / (n - 1)) * var_x**2 / n.",

@@ -55,6 +55,16 @@ def zero_init_(tensor):
         lost={"test_var_sample_variance": "the value for normal data only"},
     ),
     Sample(
+        "var-s2-excess-kurtosis-formula",
+        "Var[S_n^2] from the formula for the excess kurtosis, (kappa / n + 2 / (n - 1)) v^2, "
+        "given the kurtosis itself",
+        answers={
+            "var_s2": "def var_sample_variance(kappa, var_x, n):\n"
+            "    return (kappa / n + 2 / (n - 1)) * var_x**2"
+        },
+        lost={"test_var_sample_variance": "the formula for the excess kurtosis"},
+    ),
+    Sample(
         "var-s2-missing-parentheses",
         "Var[S_n^2] typed without the parentheses: kappa - (n - 3) / (n - 1) * v^2 / n",
         answers={
