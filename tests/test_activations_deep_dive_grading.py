@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from initlab.checks import CheckFailed
-from initlab_grading import activations_deep_dive as grading
+from initlab_grading.assignments.activations_deep_dive import grader as grading
 from initlab_grading.samples import samples_for
 
 LEARNED = SimpleNamespace(params={"beta": np.array([2.1726, 1.8118], dtype=np.float32)})

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from initlab.checks import CheckFailed
-from initlab_grading import activations as grading
+from initlab_grading.assignments.activations import grader as grading
+from initlab_grading.assignments.activations.samples import _REFERENCE_ACTIVATIONS
 from initlab_grading.samples import samples_for
-from initlab_grading.samples.activations import _REFERENCE_ACTIVATIONS
 
 NAMES = ("relu", "sigmoid", "tanh", "swish", "mish")
 
@@ -470,7 +470,7 @@ def test_hidden_tests_run_before_the_visible_ones(repo):
 
 def _loop(student: str = "reference") -> dict:
     """The namespace of a sample's network-and-loop cell (the reference by default)."""
-    from initlab_grading.samples.activations import _REFERENCE_LOOP
+    from initlab_grading.assignments.activations.samples import _REFERENCE_LOOP
 
     if student == "reference":
         source = _REFERENCE_LOOP
@@ -526,7 +526,7 @@ def test_each_forward_mistake_gets_its_own_diagnosis(words):
 
 
 def test_a_loop_that_trains_the_given_weights_in_place_is_told_so():
-    from initlab_grading.samples.activations import _loop_with
+    from initlab_grading.assignments.activations.samples import _loop_with
 
     namespace = {"np": np, "torch": torch}
     exec(

@@ -8,7 +8,7 @@ import torch
 
 from conftest import sample_answers
 from initlab.checks import CheckFailed
-from initlab_grading import backprop_deep_dive as grading
+from initlab_grading.assignments.backprop_deep_dive import grader as grading
 
 
 def test_sigmoid_oracle_agrees_with_torch_where_both_are_normal():

@@ -5,7 +5,7 @@ import pytest
 
 from conftest import sample_answers
 from initlab.checks import CheckFailed
-from initlab_grading import backprop as grading
+from initlab_grading.assignments.backprop import grader as grading
 
 
 def test_numpy_chain_rule_agrees_with_autograd():

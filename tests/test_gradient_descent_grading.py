@@ -5,7 +5,7 @@ import pytest
 
 from conftest import sample_answers
 from initlab.checks import CheckFailed
-from initlab_grading import gradient_descent as grading
+from initlab_grading.assignments.gradient_descent import grader as grading
 
 
 def test_reference_reproduces_the_seed():

@@ -9,7 +9,7 @@ import torch
 
 from conftest import sample_answers
 from initlab.checks import CheckFailed
-from initlab_grading import initialization_deep_dive as grading
+from initlab_grading.assignments.initialization_deep_dive import grader as grading
 from initlab_grading.samples import samples_for
 
 

@@ -10,7 +10,7 @@ import torch
 
 from conftest import sample_answers
 from initlab.checks import CheckFailed, check_moments
-from initlab_grading import initialization as grading
+from initlab_grading.assignments.initialization import grader as grading
 
 KW_CASES = {
     "xavier_normal": [{}, {"gain": 5 / 3}],

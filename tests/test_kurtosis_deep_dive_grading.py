@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import sample_answers
-from initlab_grading import kurtosis_deep_dive as grading
+from initlab_grading.assignments.kurtosis_deep_dive import grader as grading
 
 
 def _reference_zero_init(t):

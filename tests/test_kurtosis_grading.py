@@ -11,7 +11,7 @@ import torch
 
 from conftest import sample_answers
 from initlab.checks import z_score
-from initlab_grading import kurtosis as grading
+from initlab_grading.assignments.kurtosis import grader as grading
 
 
 def _reference_he_transform(x, gen):
@@ -69,7 +69,7 @@ def test_monte_carlo_catches_a_wrong_formula(wrong):
 def test_monte_carlo_catches_the_transposed_matrix():
     """A recursion that builds the transposed matrix itself (not through the answer
     transition_matrix, which the checks replace by the reference) fails the simulation."""
-    from initlab_grading.samples.kurtosis import _RECURSION
+    from initlab_grading.assignments.kurtosis.samples import _RECURSION
 
     ns = sample_answers("kurtosis", "matrix-transposed")
     ns["wrong_matrix"] = ns["transition_matrix"]

@@ -38,7 +38,11 @@ def test_a_scaffolded_assignment_is_found_built_and_graded(course_copy):
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert layout.assignments(root) == (*layout.ASSIGNMENTS, "dropout")
+    package = root / "autograder" / "initlab_grading" / "assignments" / "dropout"
+    assert sorted(p.name for p in package.iterdir()) == ["__init__.py", "grader.py", "samples.py"]
     assert (root / "tests" / "test_dropout_grading.py").is_file()
+    hidden = "from initlab_grading.assignments.dropout import grader as grading"
+    assert hidden in (root / "source" / "dropout" / "dropout.ipynb").read_text()
     # the course loop of the copy (its own initlab_grading, which discovers the new
     # assignment): release, solution, the samples graded and compared, the class report
     loop = subprocess.run(

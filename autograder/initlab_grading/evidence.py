@@ -2,9 +2,9 @@
 
 Autograding runs every notebook again at the ``grade`` budget, so the figures and numbers
 of a fresh run are not the ones a written answer discusses (a 1-epoch training curve
-instead of the student's 10 epochs). An assignment's grader module names, in ``EVIDENCE``,
-the code cells each manually graded answer discusses, by nbgrader grade_id (nbgrader
-restores those of a submission from the gradebook)::
+instead of the student's 10 epochs). An assignment's grader (assignments/<id>/grader.py)
+names, in ``EVIDENCE``, the code cells each manually graded answer discusses, by nbgrader
+grade_id (nbgrader restores those of a submission from the gradebook)::
 
     EVIDENCE = {"observations": ["train_six"]}  # answer -> the code cells it discusses
 
@@ -43,7 +43,7 @@ def evidence_of(assignment: str) -> dict[str, list[str]]:
     if not _ASSIGNMENT.match(assignment or ""):
         return {}
     try:
-        module = importlib.import_module(f"initlab_grading.{assignment}")
+        module = importlib.import_module(f"initlab_grading.assignments.{assignment}.grader")
     except ImportError:
         return {}
     return dict(getattr(module, "EVIDENCE", {}))

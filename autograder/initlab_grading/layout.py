@@ -21,15 +21,16 @@ _TITLE = re.compile(r"^# Assignment (\d+)([a-z]?)\b")
 
 def assignments(root: Path) -> tuple[str, ...]:
     """The course's assignments in teaching order, found in ``root``: each folder
-    source/<id>/ with the notebook <id>.ipynb and a grader module
-    autograder/initlab_grading/<id>.py, ordered by the number in the notebook's title
-    (``# Assignment N — ...``; an optional deep dive that follows assignment N is ``Nb``).
+    source/<id>/ with the notebook <id>.ipynb and a grader
+    autograder/initlab_grading/assignments/<id>/grader.py, ordered by the number in the
+    notebook's title (``# Assignment N — ...``; an optional deep dive that follows
+    assignment N is ``Nb``).
     Adding an assignment touches no list."""
     found = []
     for folder in sorted((root / "source").glob("*/")):
         name = folder.name
         notebook = folder / f"{name}.ipynb"
-        grader = root / "autograder" / "initlab_grading" / f"{name}.py"
+        grader = root / "autograder" / "initlab_grading" / "assignments" / name / "grader.py"
         if not (notebook.is_file() and grader.is_file()):
             continue
         cells = json.loads(notebook.read_text(encoding="utf-8")).get("cells", [])

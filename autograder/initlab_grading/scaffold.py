@@ -8,9 +8,9 @@ Writes, for an assignment ``ID`` (a Python identifier not yet used):
   cell kinds: intro, locked setup, a part heading, an answer cell, a test cell with
   visible and hidden tests, a written question with its model answer and marking guide,
   a demo and an instructor check of what the text says about the demo's output;
-- ``autograder/initlab_grading/ID.py``: the reference and the hidden check;
-- ``autograder/initlab_grading/samples/ID.py``: the reference, the blank release and a
-  plausible mistake, each stating what it scores;
+- ``autograder/initlab_grading/assignments/ID/``: the assignment's subpackage, with
+  ``grader.py`` (the reference and the hidden check) and ``samples.py`` (the reference,
+  the blank release and a plausible mistake, each stating what it scores);
 - ``tests/test_ID_grading.py``: the check against the samples' answers.
 
 The assignment is found by discovery (``layout.assignments``): no list to edit. Replace the
@@ -81,7 +81,7 @@ def notebook(ident: str, number: int, title: str) -> dict:
             'checks.check_close(got, 6.0, 0.0, "double(3.0)", "Multiply the argument by 2.")\n'
             'print("Visible tests passed.")\n'
             "### BEGIN HIDDEN TESTS\n"
-            f"from initlab_grading import {ident} as grading\n\n"
+            f"from initlab_grading.assignments.{ident} import grader as grading\n\n"
             "grading.check_double(double)\n"
             "### END HIDDEN TESTS",
             grade=True,
@@ -126,6 +126,9 @@ def notebook(ident: str, number: int, title: str) -> dict:
     metadata = {"kernelspec": kernel, "language_info": {"name": "python"}}
     return {"cells": cells, "metadata": metadata, "nbformat": 4, "nbformat_minor": 5}
 
+
+PACKAGE = '''"""Assignment {number} ({title}): grader and samples."""
+'''
 
 GRADER = '''"""References and hidden checks of assignment {number} ({title})."""
 
@@ -185,7 +188,7 @@ import pytest
 
 from conftest import sample_answers
 from initlab.checks import CheckFailed
-from initlab_grading import {ident} as grading
+from initlab_grading.assignments.{ident} import grader as grading
 
 
 def test_reference_passes():
@@ -206,10 +209,12 @@ def new_assignment(root: Path, ident: str, title: str) -> list[Path]:
             "as 'dropout' or 'batch_norm' (it names the folder, the notebook and the module)."
         )
     existing = assignments(root)
+    package = root / "autograder" / "initlab_grading" / "assignments" / ident
     paths = {
         "notebook": root / "source" / ident / f"{ident}.ipynb",
-        "grader": root / "autograder" / "initlab_grading" / f"{ident}.py",
-        "samples": root / "autograder" / "initlab_grading" / "samples" / f"{ident}.py",
+        "package": package / "__init__.py",
+        "grader": package / "grader.py",
+        "samples": package / "samples.py",
         "test": root / "tests" / f"test_{ident}_grading.py",
     }
     taken = [str(p.relative_to(root)) for p in paths.values() if p.exists()]
@@ -223,6 +228,8 @@ def new_assignment(root: Path, ident: str, title: str) -> list[Path]:
     paths["notebook"].parent.mkdir(parents=True)
     text = json.dumps(notebook(ident, number, title), indent=1, ensure_ascii=False)
     paths["notebook"].write_text(text + "\n", encoding="utf-8")
+    package.mkdir(parents=True, exist_ok=True)
+    paths["package"].write_text(PACKAGE.format(**fields), encoding="utf-8")
     paths["grader"].write_text(GRADER.format(**fields), encoding="utf-8")
     paths["samples"].write_text(SAMPLES.format(**fields), encoding="utf-8")
     paths["test"].parent.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,8 @@
 """Sample submissions that prove each assignment's graders right.
 
-Each assignment has a module here with a list ``SAMPLES``. A sample starts from the
-reference answers (or from the blank release) and replaces some answer cells with a
-plausible mistake; it states which test cells must lose their points and a piece of
+Each assignment has a module assignments/<id>/samples.py with a list ``SAMPLES``. A sample
+starts from the reference answers (or from the blank release) and replaces some answer cells
+with a plausible mistake; it states which test cells must lose their points and a piece of
 the message each must show. The instructor's loop grades them with the real nbgrader,
 and tests/ checks that every sample scores exactly what it states.
 """
@@ -33,6 +33,6 @@ class Sample:
 
 
 def samples_for(assignment: str) -> list[Sample]:
-    """The samples of one assignment (a module of this package named after it)."""
-    module = importlib.import_module(f"{__name__}.{assignment}")
+    """The samples of one assignment (``initlab_grading.assignments.<id>.samples``)."""
+    module = importlib.import_module(f"initlab_grading.assignments.{assignment}.samples")
     return list(module.SAMPLES)

@@ -155,7 +155,9 @@ _FAKE_CHECKS = "def __getattr__(name):\n    return lambda *a, **k: None\n"
 _SHIPPED = {
     "initlab_grading/__init__.py": "",
     "initlab_grading/guard.py": _FAKE_GUARD,
-    "initlab_grading/gradient_descent.py": _FAKE_CHECKS,
+    "initlab_grading/assignments/__init__.py": "",
+    "initlab_grading/assignments/gradient_descent/__init__.py": "",
+    "initlab_grading/assignments/gradient_descent/grader.py": _FAKE_CHECKS,
     "initlab/__init__.py": "",
     "initlab/checks.py": _FAKE_CHECKS,
     "numpy.py": "raise SystemExit('a shipped numpy.py was imported')\n",
@@ -376,13 +378,14 @@ def grad_f(x):
         "a wrong step size with torch.allclose, a check helper and the hidden check replaced",
         _answers(
             stable_step=WRONG_STEP + "\nimport torch\nfrom initlab import checks as c\n"
-            "import initlab_grading.gradient_descent as g\n"
+            "import initlab_grading.assignments.gradient_descent.grader as g\n"
             "torch.allclose = lambda *a, **k: True\n"
             "c.check_finite = lambda *a, **k: None\n"
             "g.check_largest_stable_step = lambda value: None"
         ),
         ("test_stable_step",),
-        "initlab_grading.gradient_descent.check_largest_stable_step was replaced",
+        "initlab_grading.assignments.gradient_descent.grader.check_largest_stable_step was "
+        "replaced",
     ),
     HostileSample(
         "silenced-errors",

@@ -1,7 +1,30 @@
 """Sample submissions for assignment 2b (backpropagation, deep dive)."""
 
 from initlab_grading.samples import Sample
-from initlab_grading.samples.backprop import FLOAT32_MLP
+
+FLOAT32_MLP = """
+def mlp_forward(X, weights, phi):
+    Z, A = [None], [np.asarray(X, dtype=np.float32)]
+    for W in weights:
+        Z.append(A[-1] @ np.asarray(W, dtype=np.float32).T)
+        A.append(np.asarray(phi(Z[-1]), dtype=np.float32))
+    return Z, A
+
+
+def mlp_backward(weights, Z, A, dL_dY, phi_grad):
+    L = len(weights)
+    grads = [np.zeros(np.shape(W), dtype=np.float32) for W in weights]
+    for j in range(np.shape(dL_dY)[0]):
+        delta = np.float32(phi_grad(Z[L][j])) * np.float32(dL_dY[j])
+        for l in range(L, 0, -1):
+            grads[l - 1] += np.outer(delta, A[l - 1][j]).astype(np.float32)
+            if l > 1:
+                W = np.asarray(weights[l - 1], dtype=np.float32)
+                delta = np.float32(phi_grad(Z[l - 1][j])) * (delta @ W)
+    return grads
+"""
+"""Assignment 2's float32-loops answer for mlp_forward and mlp_backward (a batch loop, one
+example at a time), pasted into the deep dive as a student would paste it."""
 
 _RELATIVE_ERROR = """
 
@@ -34,7 +57,7 @@ def sigmoid(x):
 def sigmoid_grad(x):
     return sigmoid(x) * sigmoid(-np.asarray(x))
 """,
-            "mlp": FLOAT32_MLP,  # pasted from Assignment 2
+            "mlp": FLOAT32_MLP,
             "gradcheck": """
 def centred_difference(f, x, h):
     x = np.asarray(x, dtype=np.float32)

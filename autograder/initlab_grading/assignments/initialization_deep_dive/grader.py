@@ -1,6 +1,7 @@
 """Assignment 4b (initialization, deep dive): references and the checks its hidden tests run.
 
-Instructor-only. Conventions as in Assignment 4 (``initlab_grading.initialization``).
+Instructor-only. Conventions as in Assignment 4
+(``initlab_grading.assignments.initialization.grader``).
 
 Tolerances:
 

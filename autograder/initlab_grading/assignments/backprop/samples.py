@@ -42,7 +42,7 @@ def mlp_backward(weights, Z, A, dL_dY, phi_grad):
     return grads
 """
 """The float32-loops sample's forward and backward pass, with a loop over the batch's rows
-(one example each); the backprop deep dive's float32-loops sample pastes the same answer."""
+(one example each)."""
 
 _RELATIVE_ERROR = """
 

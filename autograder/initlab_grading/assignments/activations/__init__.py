@@ -1,0 +1,1 @@
+"""Assignment 3 (activation functions): grader and samples."""

@@ -1,0 +1,1 @@
+"""Assignment 3b (activation functions, deep dive): grader and samples."""

@@ -1,0 +1,1 @@
+"""Assignment 2 (backpropagation): grader and samples."""

@@ -1,0 +1,1 @@
+"""Assignment 2b (backpropagation, deep dive): grader and samples."""

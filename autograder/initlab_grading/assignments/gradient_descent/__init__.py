@@ -1,0 +1,1 @@
+"""Assignment 1 (gradient descent): grader and samples."""

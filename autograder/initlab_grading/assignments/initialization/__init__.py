@@ -1,0 +1,1 @@
+"""Assignment 4 (initialization): grader and samples."""

@@ -1,0 +1,1 @@
+"""Assignment 4b (initialization, deep dive): grader and samples."""

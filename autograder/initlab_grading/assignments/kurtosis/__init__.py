@@ -1,0 +1,1 @@
+"""Assignment 5 (the kurtosis lab): grader and samples."""

@@ -1,0 +1,1 @@
+"""Assignment 5b (the kurtosis lab's deep dive): grader and samples."""
