@@ -31,9 +31,12 @@ from nbgrader.preprocessors import (  # noqa: E402
     SaveAutoGrades,
 )
 
-from initlab_grading.evidence import KeepSubmittedEvidence, ShowSubmittedEvidence  # noqa: E402
-from initlab_grading.kernels import SandboxedKernelManager  # noqa: E402
-from initlab_grading.preprocessors import (  # noqa: E402
+from initlab_grading.grading.evidence import (  # noqa: E402
+    KeepSubmittedEvidence,
+    ShowSubmittedEvidence,
+)
+from initlab_grading.grading.kernels import SandboxedKernelManager  # noqa: E402
+from initlab_grading.grading.preprocessors import (  # noqa: E402
     DropDuplicateIds,
     DropInstructorCells,
     GuardedExecute,
@@ -41,7 +44,7 @@ from initlab_grading.preprocessors import (  # noqa: E402
     RestoreDeletedCells,
     SanitizeMarkdown,
 )
-from initlab_grading.sandbox import CODE_FILES  # noqa: E402
+from initlab_grading.grading.sandbox import CODE_FILES  # noqa: E402
 
 c = get_config()  # noqa: F821 (provided by nbgrader when it loads this file)
 
@@ -69,7 +72,7 @@ c.GenerateAssignment.preprocessors = [
 # mends that).
 # The outputs of the cells a written answer discusses are kept as submitted before they
 # are cleared, and shown after the answer in the autograded notebook (formgrader, feedback):
-# initlab_grading.evidence.
+# initlab_grading.grading.evidence.
 c.Autograde.sanitize_preprocessors = [
     KeepSubmittedEvidence,
     ClearOutput,
@@ -82,7 +85,7 @@ c.OverwriteCells.add_missing_cells = True
 
 # Executing: a submission that replaces what the tests rely on (numpy.allclose, builtins,
 # IPython's error display) gains nothing, a kernel that dies keeps the scores of the cells
-# that ran before, huge output is cut (initlab_grading.preprocessors.GuardedExecute).
+# that ran before, huge output is cut (initlab_grading.grading.preprocessors.GuardedExecute).
 c.Autograde.autograde_preprocessors = [
     GuardedExecute,
     ShowSubmittedEvidence,
@@ -117,7 +120,7 @@ c.Execute.iopub_timeout = 60
 # submission next to the notebook, and IPython would put that folder first on sys.path,
 # so a shipped initlab/checks.py or numpy.py would replace what the tests import. Code
 # files are not copied at all (collect and autograde skip these names); the kit's grading
-# command reports them (initlab_grading.attempts.inspect_submission).
+# command reports them (initlab_grading.grading.attempts.inspect_submission).
 c.Execute.extra_arguments = ["--InteractiveShellApp.ignore_cwd=True"]
 c.CourseDirectory.ignore = [".ipynb_checkpoints", "__pycache__", "feedback", *CODE_FILES]
 

@@ -170,7 +170,7 @@ def task_student(args: list[str]) -> None:
 
 def task_new_assignment(args: list[str]) -> None:
     python = ensure_venv()
-    run([str(python), "-m", "initlab_grading.scaffold", *args], env=course_env())
+    run([str(python), "-m", "initlab_grading.course.scaffold", *args], env=course_env())
 
 
 TASKS = {"course": task_course, "test": task_test, "release": task_release}

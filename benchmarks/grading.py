@@ -13,7 +13,7 @@ every method alike). Then, on the same submissions, ``--rounds`` times (default 
 or more the order of 1 and 2 alternates and the best round of each counts):
 
 1. plain sequential ``nbgrader autograde ASSIGNMENT`` (one process grades the class);
-2. the kit's grading (``initlab_grading.grade``: ``--workers`` long-lived grading
+2. the kit's grading (``initlab_grading.grading.grade``: ``--workers`` long-lived grading
    workers, each grading one submission after another, start-up check included);
 3. (once) executing each distinct sample's notebook alone with nbclient (no nbgrader, no
    grading guard), with the source's test cells (hidden tests included) put back as both
@@ -45,16 +45,17 @@ sys.path.insert(0, str(REPO / "autograder"))
 import nbformat  # noqa: E402
 from nbclient import NotebookClient  # noqa: E402
 
-from initlab_grading import course, grade  # noqa: E402
-from initlab_grading.preprocessors import grade_id, is_test_cell  # noqa: E402
-from initlab_grading.samples import samples_for  # noqa: E402
+from initlab_grading.course import build, layout  # noqa: E402
+from initlab_grading.course.samples import samples_for  # noqa: E402
+from initlab_grading.grading import grade  # noqa: E402
+from initlab_grading.grading.preprocessors import grade_id, is_test_cell  # noqa: E402
 
 
 def build_class(root: Path, assignment: str, size: int) -> list[str]:
     shutil.copytree(REPO / "source" / assignment, root / "source" / assignment)
     shutil.copy(REPO / "nbgrader_config.py", root / "nbgrader_config.py")
     (root / "autograder").symlink_to(REPO / "autograder", target_is_directory=True)
-    course.nbgrader(root, "generate_assignment", assignment, "--force")
+    layout.nbgrader(root, "generate_assignment", assignment, "--force")
     samples = samples_for(assignment)
     students = []
     for i in range(size):
@@ -62,9 +63,9 @@ def build_class(root: Path, assignment: str, size: int) -> list[str]:
         student = f"s{i:03d}"
         folder = root / "submitted" / student / assignment
         folder.mkdir(parents=True)
-        nb = course.build_submission(root, assignment, sample)
-        nbformat.write(nb, folder / course.notebook_name(assignment))
-        (folder / "timestamp.txt").write_text(course.SUBMISSION_TIME)
+        nb = build.build_submission(root, assignment, sample)
+        nbformat.write(nb, folder / layout.notebook_name(assignment))
+        (folder / "timestamp.txt").write_text(build.SUBMISSION_TIME)
         students.append(student)
     return students
 
@@ -73,7 +74,7 @@ def with_hidden_tests(root: Path, assignment: str, nb: nbformat.NotebookNode) ->
     """Put the source's test cells (hidden tests included) back into a submission, as
     both graders do before executing it; cells the student deleted stay deleted."""
     source = nbformat.read(
-        root / "source" / assignment / course.notebook_name(assignment), as_version=4
+        root / "source" / assignment / layout.notebook_name(assignment), as_version=4
     )
     tests = {grade_id(cell): cell.source for cell in source.cells if is_test_cell(cell)}
     for cell in nb.cells:
@@ -83,7 +84,7 @@ def with_hidden_tests(root: Path, assignment: str, nb: nbformat.NotebookNode) ->
 
 def execute_alone(root: Path, assignment: str, student: str) -> float:
     """Seconds to execute one submission with its hidden tests, with nbclient alone."""
-    path = root / "submitted" / student / assignment / course.notebook_name(assignment)
+    path = root / "submitted" / student / assignment / layout.notebook_name(assignment)
     nb = nbformat.read(path, as_version=4)
     with_hidden_tests(root, assignment, nb)
     start = time.perf_counter()
@@ -100,7 +101,7 @@ def execute_alone(root: Path, assignment: str, student: str) -> float:
 def scores(root: Path, assignment: str, students: list[str]) -> dict[str, dict]:
     from nbgrader.api import Gradebook
 
-    with Gradebook(course.gradebook_url(root)) as gb:
+    with Gradebook(layout.gradebook_url(root)) as gb:
         return {
             s: {
                 g.name: (g.auto_score, g.max_score, g.needs_manual_grade)
@@ -112,7 +113,7 @@ def scores(root: Path, assignment: str, students: list[str]) -> dict[str, dict]:
 
 def sequential(root: Path, assignment: str) -> float:
     start = time.perf_counter()
-    course.nbgrader(root, "autograde", assignment, "--force")
+    layout.nbgrader(root, "autograde", assignment, "--force")
     return time.perf_counter() - start
 
 
@@ -212,7 +213,7 @@ def measure(assignment: str, size: int, workers: int, rounds: int) -> bool:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--assignment", action="append", choices=course.ASSIGNMENTS, help="repeatable"
+        "--assignment", action="append", choices=layout.ASSIGNMENTS, help="repeatable"
     )
     parser.add_argument("--all", action="store_true", help="every assignment")
     parser.add_argument("--class-size", type=int, default=40)
@@ -220,14 +221,14 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1, help="threads per kernel")
     parser.add_argument("--rounds", type=int, default=1)
     args = parser.parse_args()
-    assignments = course.ASSIGNMENTS if args.all else args.assignment or ["gradient_descent"]
+    assignments = layout.ASSIGNMENTS if args.all else args.assignment or ["gradient_descent"]
     os.environ["INITLAB_BUDGET"] = "grade"
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[name] = str(args.threads)
     os.environ["PYTHONPATH"] = os.pathsep.join(
         [str(REPO / "autograder"), os.environ.get("PYTHONPATH", "")]
     )
-    course.ensure_tools_on_path()
+    layout.ensure_tools_on_path()
     ok = [measure(a, args.class_size, args.workers, args.rounds) for a in assignments]
     return 0 if all(ok) else 1
 

@@ -25,8 +25,8 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
-from initlab_grading import course
-from initlab_grading.samples import samples_for
+from initlab_grading.course import build, layout
+from initlab_grading.course.samples import samples_for
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,7 +35,7 @@ def time_notebook(
     assignment: str, budget: str, threads: int, data: Path, cell_timeout: int = 1800
 ) -> tuple[list[tuple], object]:
     (reference,) = [s for s in samples_for(assignment) if s.student == "reference"]
-    nb = course.build_submission(REPO, assignment, reference)
+    nb = build.build_submission(REPO, assignment, reference)
     env = {
         "INITLAB_BUDGET": budget,
         "OMP_NUM_THREADS": str(threads),
@@ -73,7 +73,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--budget", default="default")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--assignment", nargs="*", default=list(course.ASSIGNMENTS))
+    parser.add_argument("--assignment", nargs="*", default=list(layout.ASSIGNMENTS))
     parser.add_argument("--save", type=Path, help="write the executed notebooks here")
     parser.add_argument("--cell-timeout", type=int, default=1800, help="seconds per cell")
     args = parser.parse_args()

@@ -16,8 +16,8 @@ APT_GET = ("apt-get", "-o", "DPkg::Lock::Timeout=900")
 if str(REPO / "autograder") not in sys.path:
     sys.path.insert(0, str(REPO / "autograder"))
 
-from initlab_grading import course  # noqa: E402
-from initlab_grading.samples import samples_for  # noqa: E402
+from initlab_grading.course import layout  # noqa: E402
+from initlab_grading.course.samples import samples_for  # noqa: E402
 
 
 def sample_answers(assignment: str, student: str) -> dict:
@@ -40,7 +40,7 @@ def repo() -> Path:
     return REPO
 
 
-def make_course(root: Path, assignments=course.ASSIGNMENTS) -> Path:
+def make_course(root: Path, assignments=layout.ASSIGNMENTS) -> Path:
     """A course root with the repository's source/, config and autograder/, and release/
     freshly generated there by nbgrader (the repository's own release/ is compared with
     it, never overwritten)."""
@@ -48,7 +48,7 @@ def make_course(root: Path, assignments=course.ASSIGNMENTS) -> Path:
     shutil.copy(REPO / "nbgrader_config.py", root / "nbgrader_config.py")
     (root / "autograder").symlink_to(REPO / "autograder", target_is_directory=True)
     for assignment in assignments:
-        course.nbgrader(root, "generate_assignment", assignment, "--force")
+        layout.nbgrader(root, "generate_assignment", assignment, "--force")
     return root
 
 
@@ -67,7 +67,7 @@ def fresh_course(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # here from the test ids.
 ROUNDTRIP = "tests/test_autograde_roundtrip.py"
 # The round trip's longest assignments, longest first (a run on two workers starts with
-# them). Only an ordering hint: every assignment of course.ASSIGNMENTS gets a group of its
+# them). Only an ordering hint: every assignment of layout.ASSIGNMENTS gets a group of its
 # own whether it is listed here or not.
 ROUNDTRIP_LONGEST_FIRST = (
     "initialization_deep_dive",
@@ -80,10 +80,10 @@ ROUNDTRIP_LONGEST_FIRST = (
     "backprop",
 )
 ROUNDTRIP_ORDER = (
-    *[a for a in ROUNDTRIP_LONGEST_FIRST if a in course.ASSIGNMENTS],
-    *[a for a in course.ASSIGNMENTS if a not in ROUNDTRIP_LONGEST_FIRST],
+    *[a for a in ROUNDTRIP_LONGEST_FIRST if a in layout.ASSIGNMENTS],
+    *[a for a in layout.ASSIGNMENTS if a not in ROUNDTRIP_LONGEST_FIRST],
 )
-EXPORT_GROUP = course.ASSIGNMENTS[0]
+EXPORT_GROUP = layout.ASSIGNMENTS[0]
 """The round trip's export test grades the first assignment and goes with its group."""
 
 
@@ -93,7 +93,7 @@ def xdist_scope(nodeid: str) -> str:
     path = nodeid.split("::")[0]
     if path != ROUNDTRIP:
         return path
-    for assignment in course.ASSIGNMENTS:
+    for assignment in layout.ASSIGNMENTS:
         if f"[{assignment}]" in nodeid:
             return f"{path}-{assignment}"
     return f"{path}-{EXPORT_GROUP}"

@@ -9,7 +9,7 @@ import torch
 
 from initlab.checks import CheckFailed
 from initlab_grading.assignments.activations_deep_dive import grader as grading
-from initlab_grading.samples import samples_for
+from initlab_grading.course.samples import samples_for
 
 LEARNED = SimpleNamespace(params={"beta": np.array([2.1726, 1.8118], dtype=np.float32)})
 """Stands for Part 4's trained swish network: only its learned betas are read."""

@@ -7,7 +7,7 @@ import torch
 from initlab.checks import CheckFailed
 from initlab_grading.assignments.activations import grader as grading
 from initlab_grading.assignments.activations.samples import _REFERENCE_ACTIVATIONS
-from initlab_grading.samples import samples_for
+from initlab_grading.course.samples import samples_for
 
 NAMES = ("relu", "sigmoid", "tanh", "swish", "mish")
 

@@ -10,9 +10,10 @@ import re
 
 import pytest
 
-from initlab_grading import course
-from initlab_grading.preprocessors import HIDDEN_NOTE
-from initlab_grading.samples import samples_for
+from initlab_grading.course import build, layout
+from initlab_grading.course.results import collect_results
+from initlab_grading.course.samples import samples_for
+from initlab_grading.grading.preprocessors import HIDDEN_NOTE
 
 
 class Graded:
@@ -24,7 +25,7 @@ class Graded:
 
     def __call__(self, assignment: str) -> list[str]:
         if assignment not in self.problems:
-            self.problems[assignment] = course.grade_samples(self.root, assignment)
+            self.problems[assignment] = build.grade_samples(self.root, assignment)
         return self.problems[assignment]
 
 
@@ -33,24 +34,22 @@ def graded(fresh_course):
     return Graded(fresh_course)
 
 
-@pytest.mark.parametrize("assignment", course.ASSIGNMENTS)
+@pytest.mark.parametrize("assignment", layout.ASSIGNMENTS)
 def test_every_sample_scores_what_it_states(graded, assignment):
     assert graded(assignment) == []
 
 
-@pytest.mark.parametrize("assignment", course.ASSIGNMENTS)
+@pytest.mark.parametrize("assignment", layout.ASSIGNMENTS)
 def test_reference_full_and_blank_zero(graded, assignment):
     graded(assignment)
     root = graded.root
-    tests = course.test_cell_ids(root, assignment)
-    results = {
-        r.student: r for r in course.collect_results(root, assignment, ["reference", "blank"])
-    }
+    tests = layout.test_cell_ids(root, assignment)
+    results = {r.student: r for r in collect_results(root, assignment, ["reference", "blank"])}
     assert results["reference"].auto_score == results["reference"].auto_max(tests) > 0
     assert all(results["blank"].cells[t].score == 0 for t in tests)
 
 
-@pytest.mark.parametrize("assignment", course.ASSIGNMENTS)
+@pytest.mark.parametrize("assignment", layout.ASSIGNMENTS)
 def test_feedback_shows_messages_not_hidden_tests(graded, assignment):
     graded(assignment)
     root = graded.root
@@ -58,21 +57,21 @@ def test_feedback_shows_messages_not_hidden_tests(graded, assignment):
         html = (root / "feedback" / sample.student / assignment / f"{assignment}.html").read_text()
         assert "initlab_grading" not in html and "BEGIN HIDDEN TESTS" not in html
         # no frame or path of the grading machine's installed files
-        assert str(course.REPO_ROOT) not in html and "site-packages" not in html, sample.student
+        assert str(layout.REPO_ROOT) not in html and "site-packages" not in html, sample.student
         assert HIDDEN_NOTE.lstrip("# ")[:30] in html
         shown = " ".join(html_lib.unescape(re.sub(r"<[^>]+>", " ", html)).split())
         for text in sample.lost.values():
             assert " ".join(text.split()) in shown, (sample.student, text)
 
 
-@pytest.mark.parametrize("assignment", course.ASSIGNMENTS)
+@pytest.mark.parametrize("assignment", layout.ASSIGNMENTS)
 def test_release_stubs_fail_every_test(fresh_course, assignment):
     """nbgrader validate --invert on the release. That the answers pass validate is the
     browser test's: it pastes the reference answers into every released notebook and clicks
     Validate, which runs nbgrader validate on the server
     (tests/test_student_lab.py::test_student_runs_validates_and_passes_visible_tests)."""
     nb = f"{assignment}.ipynb"
-    log = course.nbgrader(
+    log = layout.nbgrader(
         fresh_course, "validate", "--invert", str(fresh_course / "release" / assignment / nb)
     )
     assert "Success! The notebook does not pass any tests." in log, log
@@ -81,9 +80,9 @@ def test_release_stubs_fail_every_test(fresh_course, assignment):
 def test_export_writes_every_student(graded):
     """The CSV export lists every student of every assignment graded in this run (under
     xdist, the first assignment's and whatever else its worker graded; serially, all)."""
-    graded(course.ASSIGNMENTS[0])
+    graded(layout.ASSIGNMENTS[0])
     root = graded.root
-    course.nbgrader(root, "export", "--to", str(root / "grades.csv"))
+    layout.nbgrader(root, "export", "--to", str(root / "grades.csv"))
     with open(root / "grades.csv") as fh:
         rows = list(csv.DictReader(fh))
     for assignment in graded.problems:
@@ -97,7 +96,7 @@ def test_export_writes_every_student(graded):
     assert all(float(r["raw_score"]) > 0 for r in reference), reference
 
 
-@pytest.mark.parametrize("assignment", course.ASSIGNMENTS)
+@pytest.mark.parametrize("assignment", layout.ASSIGNMENTS)
 def test_class_report_counts_each_diagnosis_once_per_sample(graded, assignment):
     """The class report of the graded samples (written by the course loop): each sample
     is listed under exactly one diagnosis of each test cell it fails and under none of
@@ -111,7 +110,7 @@ def test_class_report_counts_each_diagnosis_once_per_sample(graded, assignment):
     for row in rows:
         ids = row["student_ids"].split()
         assert len(ids) == len(set(ids)) == int(row["students"]), row
-    tests = course.test_cell_ids(root, assignment)
+    tests = layout.test_cell_ids(root, assignment)
     for sample in samples_for(assignment):
         failed = tests if sample.blank else set(sample.lost)
         for cell in tests:

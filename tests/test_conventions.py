@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from initlab_grading import course
-from initlab_grading.samples import samples_for
+from initlab_grading.course import layout
+from initlab_grading.course.samples import samples_for
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -47,7 +47,7 @@ OTHER_DERIVATIVE = re.compile(r"\b\w+_prime\b|\bd_?phi\b|\bdsigmoid\b|\bsigmoid_
 COLUMNS_AS_EXAMPLES = re.compile(r"\((?:n_?0|n_in|n_l|n_out), ?(?:batch|batch_size)\)")
 
 
-@pytest.mark.parametrize("assignment", course.ASSIGNMENTS)
+@pytest.mark.parametrize("assignment", layout.ASSIGNMENTS)
 def test_sigma_means_the_sigmoid_only(assignment):
     found = [m.group(0) for c in _cells(assignment) for m in SIGMA_AS_SPREAD.finditer(c["source"])]
     assert not found, f"{assignment}: σ used for a spread ({found}); write v, Var(.) or s"
@@ -55,7 +55,7 @@ def test_sigma_means_the_sigmoid_only(assignment):
     assert not general, f"{assignment}: a general activation's derivative is phi', not {general}"
 
 
-@pytest.mark.parametrize("assignment", course.ASSIGNMENTS)
+@pytest.mark.parametrize("assignment", layout.ASSIGNMENTS)
 def test_one_symbol_for_an_activation_and_one_name_for_derivatives(assignment):
     text = [c["source"] for c in _cells(assignment)] + _code(assignment)
     phi = [m.group(0) for t in text for m in OTHER_PHI.finditer(t)]
@@ -64,7 +64,7 @@ def test_one_symbol_for_an_activation_and_one_name_for_derivatives(assignment):
     assert not derivative, f"{assignment}: name derivatives <name>_grad, not {derivative}"
 
 
-@pytest.mark.parametrize("assignment", course.ASSIGNMENTS)
+@pytest.mark.parametrize("assignment", layout.ASSIGNMENTS)
 def test_rows_are_examples(assignment):
     text = [c["source"] for c in _cells(assignment) if c["type"] == "markdown"]
     found = [m.group(0) for t in text for m in COLUMNS_AS_EXAMPLES.finditer(t)]
@@ -76,7 +76,7 @@ DATA = ("X", "x", "var_x", "mean_x", "var_grad_out", "x0")
 LATER = ("params", "weights", "widths", "n_in", "n_out", "var_w", "weight_vars", "W")
 
 
-@pytest.mark.parametrize("assignment", course.ASSIGNMENTS)
+@pytest.mark.parametrize("assignment", layout.ASSIGNMENTS)
 def test_data_come_before_parameters_and_sizes(assignment):
     wrong = []
     for source in _code(assignment):
@@ -99,4 +99,4 @@ def test_the_checks_see_every_notebook():
         "def sigmoid_grad(x):"
     )
     assert COLUMNS_AS_EXAMPLES.search("X of shape (n0, batch)")
-    assert len(course.ASSIGNMENTS) >= 9
+    assert len(layout.ASSIGNMENTS) >= 9

@@ -1,4 +1,4 @@
-"""Class grading beyond one machine: the Dask engine (initlab_grading.distributed) and a
+"""Class grading beyond one machine: the Dask engine (initlab_grading.grading.distributed) and a
 PostgreSQL gradebook (nbgrader's CourseDirectory.db_url).
 
 A real `dask scheduler` and two `dask worker` processes run on 127.0.0.1, and a private
@@ -25,9 +25,11 @@ from pathlib import Path
 import pytest
 
 from conftest import APT_GET, REPO, make_course
-from initlab_grading import course, grade
-from initlab_grading.distributed import worker_problems
-from initlab_grading.samples import samples_for
+from initlab_grading.course import build, layout
+from initlab_grading.course.results import collect_results
+from initlab_grading.course.samples import samples_for
+from initlab_grading.grading import grade
+from initlab_grading.grading.distributed import worker_problems
 
 ASSIGNMENT = "gradient_descent"
 # Six of the assignment's twelve samples, one of each kind of outcome: full marks, nothing,
@@ -185,7 +187,7 @@ def scheduler(tmp_path_factory):
     env["PYTHONPATH"] = os.pathsep.join(
         [str(REPO / "autograder"), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
     )
-    course.ensure_tools_on_path()
+    layout.ensure_tools_on_path()
     procs = []
 
     def spawn(name: str, *args: str) -> None:
@@ -227,7 +229,7 @@ def copy_course(base: Path, dest: Path, db_url: str | None) -> Path:
         (dest / "gradebook.db").unlink(missing_ok=True)
         with open(dest / "nbgrader_config.py", "a") as f:
             f.write(f"\nc.CourseDirectory.db_url = {db_url!r}\n")
-        course.nbgrader(dest, "generate_assignment", ASSIGNMENT, "--force")
+        layout.nbgrader(dest, "generate_assignment", ASSIGNMENT, "--force")
     return dest
 
 
@@ -247,8 +249,8 @@ def test_dask_into_postgresql_scores_what_the_samples_state(
     students = sorted(s.student for s in samples)
     assert len(students) == len(ENGINE_SAMPLES)
     pg_root = copy_course(base_course, tmp_path / "pg", postgres.create_database("engines"))
-    assert course.gradebook_url(pg_root).startswith("postgresql+psycopg2://postgres@127.0.0.1:")
-    course.write_submissions(pg_root, ASSIGNMENT, samples)
+    assert layout.gradebook_url(pg_root).startswith("postgresql+psycopg2://postgres@127.0.0.1:")
+    build.write_submissions(pg_root, ASSIGNMENT, samples)
 
     with Client(scheduler) as client:
         before = client.run(lambda dask_worker: dask_worker.state.executed_count)
@@ -266,9 +268,9 @@ def test_dask_into_postgresql_scores_what_the_samples_state(
     ran = {w: after[w] - before[w] for w in after}
     assert sum(ran.values()) == len(students) and all(ran.values()), ran  # both workers graded
 
-    results = course.collect_results(pg_root, ASSIGNMENT, students)
-    tests = course.test_cell_ids(pg_root, ASSIGNMENT)
-    assert course.compare_with_samples(results, samples, tests) == []
+    results = collect_results(pg_root, ASSIGNMENT, students)
+    tests = layout.test_cell_ids(pg_root, ASSIGNMENT)
+    assert build.compare_with_samples(results, samples, tests) == []
 
 
 def test_concurrent_graders_lose_and_duplicate_nothing(base_course, postgres, scheduler, tmp_path):
@@ -288,11 +290,11 @@ def test_concurrent_graders_lose_and_duplicate_nothing(base_course, postgres, sc
 
     class_a = [renamed("reference", "s0-both"), renamed("gradient-sign", "s1-a")]
     class_b = [renamed("reference", "s0-both"), renamed("hessian-halved", "s2-b")]
-    course.write_submissions(root_a, ASSIGNMENT, class_a)
-    course.write_submissions(root_b, ASSIGNMENT, class_b)
+    build.write_submissions(root_a, ASSIGNMENT, class_a)
+    build.write_submissions(root_b, ASSIGNMENT, class_b)
 
     def run(root: Path, *args: str) -> subprocess.Popen:
-        cmd = [sys.executable, "-m", "initlab_grading.grade", ASSIGNMENT, "--root", str(root)]
+        cmd = [sys.executable, "-m", "initlab_grading.grading", ASSIGNMENT, "--root", str(root)]
         cmd += ["--timeout", "300", "--report", str(root / "report.json"), *args]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, sys.path))}
         return subprocess.Popen(
@@ -323,10 +325,10 @@ def test_concurrent_graders_lose_and_duplicate_nothing(base_course, postgres, sc
             assert sorted(names) == sorted(cells), student  # every cell, once
             assert all(g.auto_score is not None for g in nb.grades if g.cell.cell_type == "code")
 
-    tests = course.test_cell_ids(root_a, ASSIGNMENT)
+    tests = layout.test_cell_ids(root_a, ASSIGNMENT)
     for root, klass in ((root_a, class_a), (root_b, class_b)):
-        results = course.collect_results(root, ASSIGNMENT, [s.student for s in klass])
-        assert course.compare_with_samples(results, klass, tests) == []
+        results = collect_results(root, ASSIGNMENT, [s.student for s in klass])
+        assert build.compare_with_samples(results, klass, tests) == []
 
 
 def test_the_dask_engine_refuses_what_cannot_work(tmp_path):
@@ -359,11 +361,11 @@ def test_the_dask_engine_refuses_what_cannot_work(tmp_path):
 
 
 def test_dask_engine_refuses_a_kernel_python_a_worker_lacks(base_course, scheduler, tmp_path):
-    from initlab_grading.distributed import ClusterError
+    from initlab_grading.grading.distributed import ClusterError
 
     root = copy_course(base_course, tmp_path / "no-python", None)
     (sample,) = [s for s in samples_for(ASSIGNMENT) if s.student == "reference"]
-    course.write_submissions(root, ASSIGNMENT, [sample])
+    build.write_submissions(root, ASSIGNMENT, [sample])
     missing = str(tmp_path / "no-such-python")
     with pytest.raises(ClusterError, match="is not an executable on workers") as refused:
         grade.grade_class(

@@ -17,8 +17,9 @@ import nbformat
 import pytest
 
 from conftest import make_course
-from initlab_grading import course
-from initlab_grading.samples import samples_for
+from initlab_grading.course import build, layout
+from initlab_grading.course.results import collect_results
+from initlab_grading.course.samples import samples_for
 
 ASSIGNMENT = "gradient_descent"
 NOTEBOOK = f"{ASSIGNMENT}.ipynb"
@@ -27,7 +28,7 @@ NOTEBOOK = f"{ASSIGNMENT}.ipynb"
 def run(cwd: Path, *args: str, home: Path | None = None) -> str:
     """Run an nbgrader command as the instructor (cwd = course root) or as a student
     (cwd = their home, HOME set to it, so no instructor configuration is seen)."""
-    course.ensure_tools_on_path()
+    layout.ensure_tools_on_path()
     env = dict(os.environ)
     if home is not None:
         env["HOME"] = str(home)
@@ -41,7 +42,7 @@ def run(cwd: Path, *args: str, home: Path | None = None) -> str:
 def _answered(fetched: Path, root: Path, student: str) -> None:
     """Write a sample's answers into the notebook the student fetched."""
     (sample,) = [s for s in samples_for(ASSIGNMENT) if s.student == student]
-    nb = course.build_submission(root, ASSIGNMENT, sample)
+    nb = build.build_submission(root, ASSIGNMENT, sample)
     nbformat.write(nb, fetched / NOTEBOOK)
 
 
@@ -94,8 +95,8 @@ def loop(tmp_path_factory):
 
 def test_collect_takes_the_latest_submission_and_grades_it(loop):
     root, _ = loop
-    tests = course.test_cell_ids(root, ASSIGNMENT)
-    results = {r.student: r for r in course.collect_results(root, ASSIGNMENT, ["alice", "bob"])}
+    tests = layout.test_cell_ids(root, ASSIGNMENT)
+    results = {r.student: r for r in collect_results(root, ASSIGNMENT, ["alice", "bob"])}
     full = results["alice"].auto_max(tests)
     assert results["alice"].auto_score == full
     assert results["bob"].auto_score == full  # the resubmission, not the first try

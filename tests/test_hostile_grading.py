@@ -1,7 +1,7 @@
-"""Hostile and broken submissions graded beside a normal one by initlab_grading.grade, in
+"""Hostile and broken submissions graded beside a normal one by initlab_grading.grading.grade, in
 one class run (2 workers): each scores zero on what it broke and full marks elsewhere,
 the normal submission scores what it scores alone, the gradebook keeps every row, and the
-report has a line saying what happened (initlab_grading.samples.hostile). Links out of
+report has a line saying what happened (initlab_grading.course.hostile). Links out of
 the kernel's folder change no file outside it, the grader's secrets never reach a kernel,
 and the feedback of a notebook that prints its hidden tests' source shows none of it.
 
@@ -28,9 +28,11 @@ import nbformat
 import pytest
 
 from conftest import make_course
-from initlab_grading import course, grade, kernelspecs, layout, worker_pool
-from initlab_grading.preprocessors import QUOTE_NOTE
-from initlab_grading.samples import hostile, samples_for
+from initlab_grading.course import build, hostile, layout
+from initlab_grading.course.results import collect_results
+from initlab_grading.course.samples import samples_for
+from initlab_grading.grading import grade, kernelspecs, worker_pool
+from initlab_grading.grading.preprocessors import QUOTE_NOTE
 
 ASSIGNMENT = hostile.ASSIGNMENT
 NORMAL = ("reference",)
@@ -75,7 +77,7 @@ def graded(tmp_path_factory):
             break
         folder.chmod(folder.stat().st_mode | 0o755)
     normal = [s for s in samples_for(ASSIGNMENT) if s.student in NORMAL]
-    course.write_submissions(root, ASSIGNMENT, normal)
+    build.write_submissions(root, ASSIGNMENT, normal)
     python, no_isolation = _kernel_python(root, tmp_path_factory.mktemp("kernel"))
     # Without isolation the file snooper would really write into the gradebook and another
     # student's submission: it is only graded where the system can refuse.
@@ -102,18 +104,18 @@ def graded(tmp_path_factory):
 
 
 def _scores(root: Path, students: list[str]) -> dict[str, dict[str, float]]:
-    results = course.collect_results(root, ASSIGNMENT, students)
-    tests = course.test_cell_ids(root, ASSIGNMENT)
+    results = collect_results(root, ASSIGNMENT, students)
+    tests = layout.test_cell_ids(root, ASSIGNMENT)
     return {r.student: {g: r.cells[g].score for g in tests} for r in results}
 
 
 def test_normal_submissions_score_what_they_score_alone(graded):
     root, code, rows, *_ = graded
     assert code == 1  # two hostile submissions cannot be graded
-    problems = course.compare_with_samples(
-        course.collect_results(root, ASSIGNMENT, list(NORMAL)),
+    problems = build.compare_with_samples(
+        collect_results(root, ASSIGNMENT, list(NORMAL)),
         [s for s in samples_for(ASSIGNMENT) if s.student in NORMAL],
-        course.test_cell_ids(root, ASSIGNMENT),
+        layout.test_cell_ids(root, ASSIGNMENT),
     )
     assert problems == []
     assert all(rows[s]["status"] == "graded" and rows[s]["notes"] == [] for s in NORMAL)
@@ -133,8 +135,7 @@ def test_hostile_submission_loses_what_it_broke_and_is_reported(graded, sample):
     assert row["status"] == "graded", row
     scores = _scores(root, [sample.student])[sample.student]
     maxima = {
-        g: c.max_score
-        for g, c in course.collect_results(root, ASSIGNMENT, ["reference"])[0].cells.items()
+        g: c.max_score for g, c in collect_results(root, ASSIGNMENT, ["reference"])[0].cells.items()
     }
     want = {g: 0.0 if g in sample.lost else maxima[g] for g in scores}
     assert scores == want, row["notes"]
@@ -224,7 +225,7 @@ def test_feedback_shows_no_hidden_test_code(graded):
     IPython's input history; its feedback shows the tests' messages, none of that code."""
     root, *_ = graded
     student = "leaks-hidden-tests"
-    course.nbgrader(root, "generate_feedback", ASSIGNMENT, f"--student={student}", "--force")
+    layout.nbgrader(root, "generate_feedback", ASSIGNMENT, f"--student={student}", "--force")
     page = (root / "feedback" / student / ASSIGNMENT / f"{ASSIGNMENT}.html").read_text()
     shown = " ".join(html_lib.unescape(re.sub(r"<[^>]+>", " ", page)).split())
     graded_nb = nbformat.read(root / "autograded" / student / ASSIGNMENT / hostile.NOTEBOOK, 4)
@@ -245,7 +246,7 @@ def test_feedback_shows_no_hidden_test_code(graded):
 
 
 _GUARD_SCRIPT = """
-from initlab_grading import guard
+from initlab_grading.grading import guard
 guard.snapshot("nonce")
 import torch, torch.func, torch.autograd.functional
 x = torch.randn(3)
@@ -320,7 +321,7 @@ def test_submitted_html_is_inert_in_feedback_and_formgrader(graded):
     feedback nor formgrader's view of it as active content; they show as text."""
     root, *_ = graded
     student = hostile.INJECTOR
-    course.nbgrader(root, "generate_feedback", ASSIGNMENT, "--student", student, "--force")
+    layout.nbgrader(root, "generate_feedback", ASSIGNMENT, "--student", student, "--force")
     (feedback,) = (root / "feedback" / student / ASSIGNMENT).glob("*.html")
     pages = {"feedback": feedback.read_text(), "formgrader": _formgrader_html(root, student)}
     for name, page in pages.items():

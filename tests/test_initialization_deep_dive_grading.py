@@ -10,7 +10,7 @@ import torch
 from conftest import sample_answers
 from initlab.checks import CheckFailed
 from initlab_grading.assignments.initialization_deep_dive import grader as grading
-from initlab_grading.samples import samples_for
+from initlab_grading.course.samples import samples_for
 
 
 def test_reference_passes_the_deterministic_checks():

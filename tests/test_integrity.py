@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from initlab import checks, engine
-from initlab_grading.integrity import uses_library
+from initlab_grading.checking.integrity import uses_library
 
 
 def test_direct_attribute_and_helper_uses_are_found():

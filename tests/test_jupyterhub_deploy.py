@@ -34,7 +34,7 @@ import pytest
 from test_student_env import clean_env, nbgrader_validate, stderr_notebook
 
 from conftest import make_course
-from initlab_grading import course
+from initlab_grading.course import layout
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy" / "jupyterhub"
@@ -144,7 +144,7 @@ def hub(tmp_path_factory):
         exchange = base / "exchange"
         make_exchange(exchange)
         root = make_course(tmp_path_factory.mktemp("hub-course"), [ASSIGNMENT])
-        course.nbgrader(
+        layout.nbgrader(
             root, "release_assignment", ASSIGNMENT, "--force", f"--Exchange.root={exchange}"
         )
         homes = {"alice": base / "home-alice"}
@@ -198,7 +198,7 @@ def test_exchange_modes_stop_another_student_tampering(hub, alice_submission):
         plain.chmod(0o755)
         (plain / "exchange").mkdir()
         (plain / "exchange").chmod(0o777)
-        course.nbgrader(
+        layout.nbgrader(
             hub["root"], "release_assignment", ASSIGNMENT, f"--Exchange.root={plain / 'exchange'}"
         )
         done = tamper(plain / "exchange" / "initlab", "none")
@@ -226,7 +226,7 @@ def test_a_submission_forged_in_a_classmates_name_is_collected_as_theirs(hub, al
         as_mallory(script, *args)
     else:
         subprocess.run([sys.executable, "-c", script, *args], check=True)
-    log = course.nbgrader(
+    log = layout.nbgrader(
         hub["root"], "collect", ASSIGNMENT, "--update", f"--Exchange.root={hub['exchange']}"
     )
     collected = hub["root"] / "submitted" / "alice" / ASSIGNMENT / NOTEBOOK

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from conftest import REPO
-from initlab_grading import course, layout, scaffold
+from initlab_grading.course import layout, scaffold
 
 
 @pytest.fixture
@@ -31,7 +31,7 @@ def course_copy(tmp_path):
 def test_a_scaffolded_assignment_is_found_built_and_graded(course_copy):
     root = course_copy
     done = subprocess.run(
-        [sys.executable, "-m", "initlab_grading.scaffold", "dropout", "--title", "Dropout",
+        [sys.executable, "-m", "initlab_grading.course.scaffold", "dropout", "--title", "Dropout",
          "--root", str(root)],
         env={**os.environ, "PYTHONPATH": str(root / "autograder")},
         capture_output=True, text=True,
@@ -68,6 +68,6 @@ def test_a_scaffolded_assignment_is_found_built_and_graded(course_copy):
 def test_an_id_in_use_or_not_an_identifier_is_refused_and_nothing_written(course_copy):
     before = sorted(p for p in course_copy.rglob("*") if p.is_file())
     for ident in ("kurtosis", "Drop-out", "2nd"):
-        with pytest.raises(course.CourseError, match="assignment"):
+        with pytest.raises(layout.CourseError, match="assignment"):
             scaffold.new_assignment(course_copy, ident, "x")
     assert sorted(p for p in course_copy.rglob("*") if p.is_file()) == before

@@ -12,7 +12,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from initlab_grading import course
+from initlab_grading.course import layout
 
 MAX_WORDS = 120
 """Words are tokens with a letter or a digit: table rules, bullets and math signs do not count."""
@@ -76,7 +76,7 @@ def _stated_parts(intro: str) -> list[tuple[range, float, int]]:
     return stated
 
 
-@pytest.mark.parametrize("assignment", course.ASSIGNMENTS)
+@pytest.mark.parametrize("assignment", layout.ASSIGNMENTS)
 def test_intro_is_short_and_says_what_it_teaches_and_needs(repo, assignment):
     text = _intro(_notebook(repo, assignment), assignment)
     assert re.match(r"# Assignment \d+b? — \S", text), f"{assignment}: '# Assignment N — title'"
@@ -88,7 +88,7 @@ def test_intro_is_short_and_says_what_it_teaches_and_needs(repo, assignment):
     assert len(re.findall("budget", text, re.I)) <= 1, f"{assignment}: budgets are the guide's"
 
 
-@pytest.mark.parametrize("assignment", course.ASSIGNMENTS)
+@pytest.mark.parametrize("assignment", layout.ASSIGNMENTS)
 def test_intro_lists_every_part_with_its_points_and_minutes(repo, assignment):
     nb = _notebook(repo, assignment)
     points = _points_per_part(nb, assignment)
@@ -110,7 +110,7 @@ def test_intro_lists_every_part_with_its_points_and_minutes(repo, assignment):
         assert int(total_minutes) == sum(m for _, _, m in stated), f"{assignment}: its minutes"
 
 
-@pytest.mark.parametrize("assignment", course.ASSIGNMENTS)
+@pytest.mark.parametrize("assignment", layout.ASSIGNMENTS)
 def test_intro_points_to_the_student_guide(repo, assignment):
     assert "`GUIDE.md`" in _intro(_notebook(repo, assignment), assignment)
 

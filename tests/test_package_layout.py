@@ -1,16 +1,21 @@
-"""How the modules of initlab_grading may import each other: no import circles, and each
+"""How the modules of initlab_grading may import each other: no import circles; each
 assignment's subpackage (assignments/<id>/: grader and samples) on its own, found by
-discovery (shared helpers live in modules of their own, never in another assignment's)."""
+discovery (shared helpers live in checking/, never in another assignment's modules); the
+machinery (checking/, course/, grading/) reaches the assignments through discovery only
+(importlib), never by an import statement; checking/ imports neither course/ nor grading/;
+and no subpackage's __init__ imports anything, so that importing one module of a
+subpackage never loads another subpackage."""
 
 from __future__ import annotations
 
 import ast
 from pathlib import Path
 
-from initlab_grading import layout
+from initlab_grading.course import layout
 
 PACKAGE = Path(__file__).resolve().parents[1] / "autograder" / "initlab_grading"
 ASSIGNMENTS = "initlab_grading.assignments"
+MACHINERY = ("checking", "course", "grading")
 
 
 def _modules(package: Path = PACKAGE) -> dict[str, Path]:
@@ -85,9 +90,47 @@ def _borrowed(graph: dict[str, set[str]]) -> dict[str, list[str]]:
     return found
 
 
+def _subpackage(module: str) -> str | None:
+    """The subpackage of initlab_grading that holds ``module`` (None for the package)."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else None
+
+
+def _machinery_importing_assignments(graph: dict[str, set[str]]) -> dict[str, list[str]]:
+    """Modules of the machinery -> the assignments' modules they import by statement."""
+    found = {}
+    for module, deps in graph.items():
+        if _subpackage(module) in MACHINERY:
+            reached = sorted(d for d in deps if _subpackage(d) == "assignments")
+            if reached:
+                found[module] = reached
+    return found
+
+
+def _checking_reaching_out(graph: dict[str, set[str]]) -> dict[str, list[str]]:
+    """Modules of checking/ -> the modules of course/ or grading/ they import."""
+    found = {}
+    for module, deps in graph.items():
+        if _subpackage(module) == "checking":
+            reached = sorted(d for d in deps if _subpackage(d) in ("course", "grading"))
+            if reached:
+                found[module] = reached
+    return found
+
+
+def _importing_inits(package: Path = PACKAGE) -> list[str]:
+    """The package's and subpackages' __init__ files that import something."""
+    found = []
+    for path in sorted(package.rglob("__init__.py")):
+        tree = ast.parse(path.read_text())
+        if any(isinstance(n, ast.Import | ast.ImportFrom) for n in ast.walk(tree)):
+            found.append(str(path.relative_to(package.parent)))
+    return found
+
+
 def test_no_import_circles():
     graph = _imports()
-    assert {"initlab_grading.grade", "initlab_grading.course"} <= set(graph)
+    assert {"initlab_grading.grading.grade", "initlab_grading.course.build"} <= set(graph)
     assert _cycle(graph) == [], " -> ".join(_cycle(graph))
 
 
@@ -104,7 +147,10 @@ def test_no_assignment_imports_another_assignment():
 
 def test_a_borrowing_assignment_is_found():
     graph = {
-        f"{ASSIGNMENTS}.b.grader": {f"{ASSIGNMENTS}.a.grader", "initlab_grading.thresholds"},
+        f"{ASSIGNMENTS}.b.grader": {
+            f"{ASSIGNMENTS}.a.grader",
+            "initlab_grading.checking.thresholds",
+        },
         f"{ASSIGNMENTS}.b.samples": {f"{ASSIGNMENTS}.b.grader"},
         f"{ASSIGNMENTS}.a.grader": set(),
     }
@@ -133,3 +179,65 @@ def test_every_assignment_is_a_subpackage_found_by_discovery():
     for folder in folders:
         files = {p.name for p in folder.glob("*.py")}
         assert {"__init__.py", "grader.py", "samples.py"} <= files, folder
+
+
+def test_the_machinery_lives_in_subpackages():
+    top = sorted(p.name for p in PACKAGE.glob("*.py"))
+    assert top == ["__init__.py"], f"modules outside the subpackages: {top}"
+    subpackages = sorted(p.parent.name for p in PACKAGE.glob("*/__init__.py"))
+    assert subpackages == sorted(["assignments", *MACHINERY])
+
+
+def test_the_machinery_reaches_assignments_through_discovery_only():
+    graph = _imports()
+    found = _machinery_importing_assignments(graph)
+    assert found == {}, f"machinery importing assignments' modules: {found}"
+
+
+def test_a_machinery_module_importing_an_assignment_is_found():
+    graph = {
+        "initlab_grading.course.build": {"initlab_grading.course.layout"},
+        "initlab_grading.grading.evidence": {f"{ASSIGNMENTS}.a.grader"},
+        "initlab_grading.checking.thresholds": {f"{ASSIGNMENTS}.a"},
+        f"{ASSIGNMENTS}.a.grader": {"initlab_grading.checking.thresholds"},
+    }
+    assert _machinery_importing_assignments(graph) == {
+        "initlab_grading.checking.thresholds": [f"{ASSIGNMENTS}.a"],
+        "initlab_grading.grading.evidence": [f"{ASSIGNMENTS}.a.grader"],
+    }
+
+
+def test_checking_imports_neither_course_nor_grading():
+    graph = _imports()
+    assert any(_subpackage(m) == "checking" for m in graph)
+    found = _checking_reaching_out(graph)
+    assert found == {}, f"checking/ importing course/ or grading/: {found}"
+
+
+def test_checking_importing_course_or_grading_is_found():
+    graph = {
+        "initlab_grading.checking.integrity": {"initlab_grading.checking.thresholds"},
+        "initlab_grading.checking.substitute": {
+            "initlab_grading.grading.guard",
+            "initlab_grading.course.layout",
+        },
+        "initlab_grading.grading.grade": {"initlab_grading.course.layout"},
+    }
+    assert _checking_reaching_out(graph) == {
+        "initlab_grading.checking.substitute": [
+            "initlab_grading.course.layout",
+            "initlab_grading.grading.guard",
+        ]
+    }
+
+
+def test_no_init_imports_anything():
+    assert _importing_inits() == []
+
+
+def test_an_importing_init_is_found(tmp_path):
+    pkg = tmp_path / "initlab_grading"
+    (pkg / "course").mkdir(parents=True)
+    (pkg / "__init__.py").write_text('"""A package."""\n')
+    (pkg / "course" / "__init__.py").write_text("from initlab_grading.course.build import main\n")
+    assert _importing_inits(pkg) == ["initlab_grading/course/__init__.py"]

@@ -1,4 +1,4 @@
-"""The kit's parallel grading command (initlab_grading.grade). The round-trip tests grade
+"""The kit's parallel grading command (initlab_grading.grading.grade). The round-trip tests grade
 every sample submission through it and check each score; here: it grades exactly as plain
 `nbgrader autograde` does, a broken notebook is reported and not retried, an internal
 error fails one submission only, a runaway submission is stopped with its kernel, a
@@ -23,8 +23,11 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, make_course
-from initlab_grading import attempts, course, distributed, grade, layout, worker_pool
-from initlab_grading.samples import Sample, samples_for
+from initlab_grading.course import build, layout
+from initlab_grading.course.results import collect_results
+from initlab_grading.course.samples import Sample, samples_for
+from initlab_grading.grading import attempts, distributed, grade, worker_pool
+from initlab_grading.grading.preprocessors import grade_id
 
 ASSIGNMENT = "gradient_descent"
 
@@ -40,9 +43,9 @@ def small_class(tmp_path_factory):
     reference that meets an internal error of the kit's."""
     root = make_course(tmp_path_factory.mktemp("parallel-course"), [ASSIGNMENT])
     samples = [s for s in samples_for(ASSIGNMENT) if s.student in COMPARED]
-    course.write_submissions(root, ASSIGNMENT, samples)
+    build.write_submissions(root, ASSIGNMENT, samples)
     (ref,) = [s for s in samples if s.student == "reference"]
-    course.write_submissions(root, ASSIGNMENT, [dataclasses.replace(ref, student="internal")])
+    build.write_submissions(root, ASSIGNMENT, [dataclasses.replace(ref, student="internal")])
     broken = root / "submitted" / "broken-json" / ASSIGNMENT
     broken.mkdir(parents=True)
     (broken / f"{ASSIGNMENT}.ipynb").write_text("{ this is not a notebook")
@@ -79,10 +82,10 @@ def test_main_reports_progress_failures_and_writes_a_report(small_class, capsys,
     assert "5 submissions in" in out and "2 failed, 3 graded" in out
     assert re.search(r"\[1/5\] .*; 4 left, about \d+ (s|min \d+ s) to go", out), out
     assert re.search(r"\[5/5\] [^;]*\n", out), out  # nothing left: no time to go
-    problems = course.compare_with_samples(
-        course.collect_results(small_class, ASSIGNMENT, list(COMPARED)),
+    problems = build.compare_with_samples(
+        collect_results(small_class, ASSIGNMENT, list(COMPARED)),
         [s for s in samples_for(ASSIGNMENT) if s.student in COMPARED],
-        course.test_cell_ids(small_class, ASSIGNMENT),
+        layout.test_cell_ids(small_class, ASSIGNMENT),
     )
     assert problems == []
 
@@ -90,7 +93,7 @@ def test_main_reports_progress_failures_and_writes_a_report(small_class, capsys,
 def _grades(root: Path, students: tuple[str, ...]) -> dict[str, dict]:
     from nbgrader.api import Gradebook
 
-    with Gradebook(course.gradebook_url(root)) as gb:
+    with Gradebook(layout.gradebook_url(root)) as gb:
         return {
             s: {
                 g.name: (g.auto_score, g.needs_manual_grade, g.max_score)
@@ -112,8 +115,8 @@ def test_plain_nbgrader_grades_exactly_as_the_kit(small_class, tmp_path):
     plain = tmp_path / "plain"
     shutil.copytree(small_class, plain, symlinks=True, ignore=shutil.ignore_patterns(
         "autograded", "gradebook.db", "report.json", "broken-json", "internal"))  # fmt: skip
-    course.nbgrader(plain, "generate_assignment", ASSIGNMENT, "--force")
-    course.nbgrader(plain, "autograde", ASSIGNMENT, "--force")
+    layout.nbgrader(plain, "generate_assignment", ASSIGNMENT, "--force")
+    layout.nbgrader(plain, "autograde", ASSIGNMENT, "--force")
     kit, by_nbgrader = _grades(small_class, COMPARED), _grades(plain, COMPARED)
     assert kit == by_nbgrader
     assert any(flag for cells in kit.values() for _, flag, _ in cells.values())  # manual ones
@@ -138,8 +141,8 @@ def test_stopping_kills_the_kernel_of_an_infinite_loop(small_class):
     """An answer that never returns: once its kernel runs, stopping the grading process
     leaves no process of it alive (the kernel runs in a session of its own)."""
     loop = Sample("infinite-loop", "", answers={"f_and_grad": "while True:\n    pass"})
-    course.write_submissions(small_class, ASSIGNMENT, [loop])
-    course.ensure_tools_on_path()
+    build.write_submissions(small_class, ASSIGNMENT, [loop])
+    layout.ensure_tools_on_path()
     proc = subprocess.Popen(
         [
             str(Path(sys.executable).with_name("nbgrader")),
@@ -184,7 +187,7 @@ def test_workers_are_replaced_after_a_runaway_or_a_killed_worker(small_class):
     (ref,) = [s for s in samples_for(ASSIGNMENT) if s.student == "reference"]
     c_ref = Sample("c-reference", "", answers=ref.answers)
     class_root = make_course(small_class.parent / "worker-class", [ASSIGNMENT])
-    course.write_submissions(class_root, ASSIGNMENT, [killer, loop, c_ref])
+    build.write_submissions(class_root, ASSIGNMENT, [killer, loop, c_ref])
     results = {
         r.student: r
         for r in grade.grade_class(
@@ -208,8 +211,8 @@ def test_workers_are_replaced_after_a_runaway_or_a_killed_worker(small_class):
     )
     assert not (class_root / "autograded" / "b-infinite-loop" / ASSIGNMENT).exists()
     assert results["c-reference"].status == "graded", results["c-reference"].detail
-    tests = course.test_cell_ids(class_root, ASSIGNMENT)
-    (graded,) = course.collect_results(class_root, ASSIGNMENT, ["c-reference"])
+    tests = layout.test_cell_ids(class_root, ASSIGNMENT)
+    (graded,) = collect_results(class_root, ASSIGNMENT, ["c-reference"])
     assert graded.auto_score == graded.auto_max(tests)
     time.sleep(1.5)  # a kernel whose worker died exits within a second (ipykernel's poller)
     left = [
@@ -334,7 +337,7 @@ def _tiny_course(root: Path, students: int) -> Path:
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
                                  "language": "python"}  # fmt: skip
     nbformat.write(nb, root / "source" / "tiny" / "tiny.ipynb")
-    course.nbgrader(root, "generate_assignment", "tiny", "--force")
+    layout.nbgrader(root, "generate_assignment", "tiny", "--force")
     release = nbformat.read(root / "release" / "tiny" / "tiny.ipynb", 4)
     release.cells[1].source = "answer = 42"
     for i in range(students):
@@ -376,7 +379,7 @@ def test_ctrl_c_stops_grading_and_writes_what_was_graded(tiny):
     """Ctrl-C after the first submission: the workers and kernels stop, the report lists
     the graded submission and the others as interrupted, and the exit status is 130."""
     report = tiny / "interrupted-report.json"
-    cmd = [sys.executable, "-m", "initlab_grading.grade", "tiny", "--root", str(tiny)]
+    cmd = [sys.executable, "-m", "initlab_grading.grading", "tiny", "--root", str(tiny)]
     cmd += ["--workers", "1", "--report", str(report)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, sys.path))}
     # A shell without job control starts background jobs with SIGINT ignored, and pytest's
@@ -408,10 +411,10 @@ def test_names_that_are_not_utf8_never_stop_a_run(tmp_path):
     root = make_course(tmp_path / "course", [ASSIGNMENT])
     (ref,) = [s for s in samples_for(ASSIGNMENT) if s.student == "reference"]
     litter = dataclasses.replace(ref, student="litter")
-    stable = course.reference_answers(REPO, ASSIGNMENT)["stable_step"]
+    stable = build.reference_answers(REPO, ASSIGNMENT)["stable_step"]
     stable += "\nopen(b'caf\\xe9.txt', 'w').close()\n"
     litter = dataclasses.replace(litter, answers={**litter.answers, "stable_step": stable})
-    course.write_submissions(root, ASSIGNMENT, [ref, litter])
+    build.write_submissions(root, ASSIGNMENT, [ref, litter])
     submitted = os.fsencode(root / "submitted")
     bad_student = os.path.join(submitted, b"b\xf6se", os.fsencode(ASSIGNMENT))
     os.makedirs(bad_student)
@@ -424,7 +427,7 @@ def test_names_that_are_not_utf8_never_stop_a_run(tmp_path):
     report = tmp_path / "report.json"
     env = {**os.environ, "PYTHONIOENCODING": "utf-8:strict", "PYTHONPATH": str(REPO / "autograder")}
     done = subprocess.run(
-        [sys.executable, "-m", "initlab_grading.grade", ASSIGNMENT, "--root", str(root),
+        [sys.executable, "-m", "initlab_grading.grading", ASSIGNMENT, "--root", str(root),
          "--workers", "2", "--report", str(report)],
         env=env, capture_output=True, timeout=900,
     )  # fmt: skip
@@ -442,11 +445,11 @@ def test_plain_nbgrader_autograde_starts_kernels_in_the_sandbox(tmp_path, monkey
     """With the course's configuration, plain `nbgrader autograde` starts each kernel
     through the sandbox launcher, as the grading command does: the grader's secrets stay
     out of the kernel, its memory and file sizes are limited."""
-    from initlab_grading import kernels
+    from initlab_grading.grading import kernels
 
     root = make_course(tmp_path / "course", [ASSIGNMENT])
     (ref,) = [s for s in samples_for(ASSIGNMENT) if s.student == "reference"]
-    probe = course.reference_answers(REPO, ASSIGNMENT)["stable_step"] + (
+    probe = build.reference_answers(REPO, ASSIGNMENT)["stable_step"] + (
         "\nimport os, resource\n"
         "print('PROBE', os.environ.get('PGPASSWORD'),"
         " resource.getrlimit(resource.RLIMIT_DATA)[0],"
@@ -454,9 +457,9 @@ def test_plain_nbgrader_autograde_starts_kernels_in_the_sandbox(tmp_path, monkey
     )
     answers = {**ref.answers, "stable_step": probe}
     sample = dataclasses.replace(ref, student="probe", answers=answers)
-    course.write_submissions(root, ASSIGNMENT, [sample])
+    build.write_submissions(root, ASSIGNMENT, [sample])
     monkeypatch.setenv("PGPASSWORD", "a grader's password")
-    course.nbgrader(root, "autograde", ASSIGNMENT, "--student", "probe")
+    layout.nbgrader(root, "autograde", ASSIGNMENT, "--student", "probe")
     text = (root / "autograded" / "probe" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb").read_text()
     memory = int(kernels.DEFAULT_MEMORY_LIMIT_GIB * kernels.GIB)
     size = int(kernels.DEFAULT_FILE_LIMIT_GIB * kernels.GIB)
@@ -481,7 +484,7 @@ def test_written_answers_show_the_submitted_outputs(tmp_path):
 
     root = make_course(tmp_path / "course", [ASSIGNMENT])
     (ref,) = [s for s in samples_for(ASSIGNMENT) if s.student == "reference"]
-    course.write_submissions(root, ASSIGNMENT, [ref])
+    build.write_submissions(root, ASSIGNMENT, [ref])
     path = root / "submitted" / "reference" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
     fig, ax = plt.subplots(figsize=(2, 1))
     ax.plot([0, 1], [1, 0])
@@ -490,7 +493,7 @@ def test_written_answers_show_the_submitted_outputs(tmp_path):
     plt.close(fig)
     png = base64.b64encode(buffer.getvalue()).decode("ascii")
     nb = nbformat.read(path, as_version=4)
-    (cell,) = [c for c in nb.cells if course.grade_id(c) == "explore_distance"]
+    (cell,) = [c for c in nb.cells if grade_id(c) == "explore_distance"]
     cell.outputs = [
         nbformat.v4.new_output("stream", name="stdout", text="SUBMITTED: 200 steps\n"),
         nbformat.v4.new_output("display_data", data={"image/png": png, "text/plain": "<Figure>"}),
@@ -510,7 +513,7 @@ def test_written_answers_show_the_submitted_outputs(tmp_path):
     assert len(distance.outputs) == 2  # the HTML output was not kept
     fresh = graded.cells[ids.index("explore_distance")]
     assert fresh.outputs and "SUBMITTED" not in json.dumps(fresh.outputs)
-    course.nbgrader(root, "generate_feedback", ASSIGNMENT, "--force")
+    layout.nbgrader(root, "generate_feedback", ASSIGNMENT, "--force")
     feedback = (root / "feedback" / "reference" / ASSIGNMENT / f"{ASSIGNMENT}.html").read_text()
     for page in (feedback, _formgrader_html(root, "reference")):
         assert "SUBMITTED: 200 steps" in page and png[:200] in page

@@ -14,10 +14,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from initlab_grading import course
-from initlab_grading.preprocessors import INSTRUCTOR_TAG, DropInstructorCells
+from initlab_grading.course import build, layout
+from initlab_grading.grading.preprocessors import INSTRUCTOR_TAG, DropInstructorCells
 
-ASSIGNMENTS = course.ASSIGNMENTS
+ASSIGNMENTS = layout.ASSIGNMENTS
 REGION = re.compile(r"### BEGIN (SOLUTION|HIDDEN TESTS)(.*?)### END \1", flags=re.DOTALL)
 
 
@@ -141,7 +141,7 @@ def test_solutions_carry_the_source_cells(repo, assignment):
 
 def test_the_student_guide_ships_with_the_release(repo):
     shipped = (repo / "release" / "GUIDE.md").read_text()
-    assert shipped == (repo / course.STUDENT_GUIDE).read_text(), (
+    assert shipped == (repo / build.STUDENT_GUIDE).read_text(), (
         "release/GUIDE.md is stale: run `python3 tasks.py release` and commit release/."
     )
 

@@ -20,7 +20,7 @@ test does what a student does:
 4. presses nbgrader's **Validate** button: *Success! Your notebook passes all the tests.*
 
 ``INITLAB_REVIEW_MESSAGES=1`` adds a pass (about a minute per notebook) that types each
-sample mistake of initlab_grading.samples into the answered notebook and collects what the
+sample mistake of initlab_grading.course.samples into the answered notebook and collects what the
 visible tests say (``student-mistake-messages.md``). Screenshots and the collected messages
 go to ``$INITLAB_ARTIFACTS`` (default ``build/student-lab``). Chromium is Debian's
 ``/usr/bin/chromium`` (``$INITLAB_CHROMIUM``), never a browser downloaded by Playwright.
@@ -45,8 +45,8 @@ import pytest
 from test_student_env import clean_env, stderr_notebook, student_env
 
 from conftest import APT_GET, make_course
-from initlab_grading import course
-from initlab_grading.samples import samples_for
+from initlab_grading.course import build, layout
+from initlab_grading.course.samples import samples_for
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy" / "jupyterhub"
@@ -138,7 +138,7 @@ def lab(tmp_path_factory, artifacts):
     the released notebooks; no user configuration, so the environment's own applies."""
     env_dir, _ = student_env(tmp_path_factory)
     home = tmp_path_factory.mktemp("student-home")
-    for assignment in course.ASSIGNMENTS:
+    for assignment in layout.ASSIGNMENTS:
         shutil.copytree(REPO / "release" / assignment, home / assignment)
     exchange = tmp_path_factory.mktemp("exchange-volume") / "exchange"
     made = subprocess.run(
@@ -398,14 +398,14 @@ def test_student_lab_shows_validate_and_assignment_list_only(browser, lab, artif
     """The student's tools are there (Validate in the notebook toolbar, the assignment
     list in the Nbgrader menu, listing what the instructor released into the exchange),
     the instructor's are not (formgrader, course list, Create Assignment)."""
-    released = course.ASSIGNMENTS[0]
+    released = layout.ASSIGNMENTS[0]
     instructor = make_course(tmp_path / "course", [released])
-    course.nbgrader(
+    layout.nbgrader(
         instructor, "release_assignment", released, f"--Exchange.root={lab['exchange']}"
     )
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     try:
-        student = Lab(page, lab, course.ASSIGNMENTS[0], artifacts)
+        student = Lab(page, lab, layout.ASSIGNMENTS[0], artifacts)
         student.open()
         assert page.locator(".jp-NotebookPanel-toolbar .validate-button").count() == 1
         page.locator(".lm-MenuBar-itemLabel", has_text=re.compile("^Nbgrader$")).click()
@@ -461,12 +461,12 @@ def test_validate_button_judges_stderr_as_grading_does(lab):
         shutil.rmtree(lab["home"] / "stderr-check")
 
 
-@pytest.mark.parametrize("assignment", course.ASSIGNMENTS)
+@pytest.mark.parametrize("assignment", layout.ASSIGNMENTS)
 def test_student_runs_validates_and_passes_visible_tests(
     browser, lab, artifacts, messages, assignment
 ):
     expected = _cells(lab["home"], assignment)
-    answers = course.reference_answers(REPO, assignment)
+    answers = build.reference_answers(REPO, assignment)
     first_answer = next(i for i, c in enumerate(expected) if c["answer"])
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     student = Lab(page, lab, assignment, artifacts)
@@ -563,15 +563,15 @@ REVIEW = os.environ.get("INITLAB_REVIEW_MESSAGES") == "1"
     not REVIEW,
     reason="about a minute per notebook; INITLAB_REVIEW_MESSAGES=1 collects these messages",
 )
-@pytest.mark.parametrize("assignment", course.ASSIGNMENTS)
+@pytest.mark.parametrize("assignment", layout.ASSIGNMENTS)
 def test_visible_test_messages_for_plausible_mistakes(browser, lab, artifacts, assignment):
     """For review: what the visible tests say about each sample mistake (the samples of
-    initlab_grading.samples), typed into the answered notebook in JupyterLab. The answer
+    initlab_grading.course.samples), typed into the answered notebook in JupyterLab. The answer
     cell and the test cells below it run; the reference answer is put back after. The
     messages are written to the artifacts for review; the test fails when one of them
     would not tell a student what to do (``unclear``), or when no mistake was tried."""
     expected = _cells(lab["home"], assignment)
-    answers = course.reference_answers(REPO, assignment)
+    answers = build.reference_answers(REPO, assignment)
     cell_of = {c["grade_id"]: i for i, c in enumerate(expected)}
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     student = Lab(page, lab, assignment, artifacts)
@@ -641,10 +641,10 @@ def _shut_down_kernels(lab: dict) -> None:
 
 
 def test_class_report_renders_in_chromium(browser, artifacts, tmp_path):
-    """The instructor's class report (initlab_grading.report) in a real browser: the
+    """The instructor's class report (initlab_grading.course.report) in a real browser: the
     histogram loads, a message's HTML shows as text, a screenshot is kept."""
-    from initlab_grading import report
-    from initlab_grading.results import CellResult, SampleResult
+    from initlab_grading.course import report
+    from initlab_grading.course.results import CellResult, SampleResult
 
     message = "CheckFailed: grad_f(1, 2) is 3.5; <b>expected</b> 4"
     tests = {"test_grad", "test_step"}

@@ -1,7 +1,11 @@
 """initlab_grading: the instructor-only side of the initlab course kit.
 
-It holds the reference answers that hidden tests compare with, the sample submissions
-that prove the graders right, nbgrader preprocessors for feedback, and the instructor's
-loop. Nothing here is installed into a student's environment: nbgrader_config.py puts
-this folder on the path of the kernels that nbgrader starts, and only there.
+- ``assignments``: one subpackage per assignment, found by discovery: its grader (the
+  reference answers and the checks its hidden tests run) and its sample submissions;
+- ``checking``: helpers the graders share;
+- ``course``: the course's files, the instructor's loop and the sample round trip;
+- ``grading``: grading a class with the real nbgrader (workers, kernels, preprocessors).
+
+Nothing here is installed into a student's environment: nbgrader_config.py puts this folder
+on the path of the kernels that nbgrader starts, and only there.
 """

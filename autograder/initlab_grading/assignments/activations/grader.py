@@ -32,11 +32,12 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 from initlab.checks import CheckFailed, as_array, call_answer, check_finite, unit_roundoff
-from initlab_grading.integrity import uses_library
+from initlab_grading.checking.integrity import uses_library
 
 EVIDENCE = {"observations": ["train_six"]}
 """Written answers and the code cells (grade_ids) whose submitted outputs they discuss:
-formgrader and the feedback show those outputs beside the answer (initlab_grading.evidence)."""
+formgrader and the feedback show those outputs beside the answer
+(initlab_grading.grading.evidence)."""
 
 # --------------------------------------------------------------------------------------
 # Part 1: a ReLU net for x^2 on [0, 1]

@@ -1,6 +1,6 @@
 """Sample submissions for assignment 3 (activation functions)."""
 
-from initlab_grading.samples import Sample
+from initlab_grading.course.samples import Sample
 
 _REFERENCE_ACTIVATIONS = """
 def relu(x):

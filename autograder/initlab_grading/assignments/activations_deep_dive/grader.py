@@ -23,7 +23,8 @@ from initlab.checks import CheckFailed, as_array, call_answer, unit_roundoff
 
 EVIDENCE = {"retrain_explain": ["summary_table"], "beta_explain": ["learned_beta"]}
 """Written answers and the code cells (grade_ids) whose submitted outputs they discuss:
-formgrader and the feedback show those outputs beside the answer (initlab_grading.evidence)."""
+formgrader and the feedback show those outputs beside the answer
+(initlab_grading.grading.evidence)."""
 
 # --------------------------------------------------------------------------------------
 # Part 2: the best learning rate per activation, from the student's own search

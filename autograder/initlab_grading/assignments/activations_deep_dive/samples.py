@@ -1,6 +1,6 @@
 """Sample submissions for assignment 3b (activation functions, deep dive)."""
 
-from initlab_grading.samples import Sample
+from initlab_grading.course.samples import Sample
 
 SAMPLES = [
     Sample("reference", "the reference answers: full marks on every test cell"),

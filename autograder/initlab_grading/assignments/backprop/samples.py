@@ -1,6 +1,6 @@
 """Sample submissions for assignment 2 (backpropagation)."""
 
-from initlab_grading.samples import Sample
+from initlab_grading.course.samples import Sample
 
 _TWO_LAYER_HEAD = """def two_layer_jacobians(x, V, c, W, b, phi2, phi1):
     z2 = V @ x + c

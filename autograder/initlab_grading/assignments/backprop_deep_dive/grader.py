@@ -25,14 +25,15 @@ from initlab.checks import (
     check_finite,
     unit_roundoff,
 )
-from initlab_grading.integrity import uses_library
+from initlab_grading.checking.integrity import uses_library
 
 U32 = unit_roundoff(np.float32)
 U64 = unit_roundoff(np.float64)
 
 EVIDENCE = {"planted_bug_explain": ["planted_bug"]}
 """Written answers and the code cells (grade_ids) whose submitted outputs they discuss:
-formgrader and the feedback show those outputs beside the answer (initlab_grading.evidence)."""
+formgrader and the feedback show those outputs beside the answer
+(initlab_grading.grading.evidence)."""
 
 
 # --------------------------------------------------------------------------------------

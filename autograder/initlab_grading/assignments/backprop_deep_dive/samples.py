@@ -1,6 +1,6 @@
 """Sample submissions for assignment 2b (backpropagation, deep dive)."""
 
-from initlab_grading.samples import Sample
+from initlab_grading.course.samples import Sample
 
 FLOAT32_MLP = """
 def mlp_forward(X, weights, phi):

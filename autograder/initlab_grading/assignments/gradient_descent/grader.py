@@ -55,7 +55,8 @@ from initlab.checks import (
 
 EVIDENCE = {"divergence": ["explore_contours", "explore_distance"]}
 """Written answers and the code cells (grade_ids) whose submitted outputs they discuss:
-formgrader and the feedback show those outputs beside the answer (initlab_grading.evidence)."""
+formgrader and the feedback show those outputs beside the answer
+(initlab_grading.grading.evidence)."""
 
 # --------------------------------------------------------------------------------------
 # The problem: f(x1, x2) = (x1 - 6)^2 + x2^2 - x1 x2 = 0.5 x'Hx - b'x + c

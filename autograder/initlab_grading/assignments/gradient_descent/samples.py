@@ -1,6 +1,6 @@
 """Sample submissions for assignment 1 (gradient descent)."""
 
-from initlab_grading.samples import Sample
+from initlab_grading.course.samples import Sample
 
 _REFERENCE_GD_HEAD = """def gradient_descent(x0, func, grad, max_steps, lr, tol=1e-3):
     x = np.array(x0, dtype=float)

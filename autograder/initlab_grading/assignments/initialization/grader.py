@@ -16,8 +16,8 @@ Tolerances:
   :data:`MC_SKEWNESS`): a test cell's budget of 1e-6 split over its 4 comparisons (union
   bound; to leading order, 200,000 draws).
 - Answers of Parts 3 and 4 must not use torch.nn.init or initlab
-  (``initlab_grading.integrity.INIT_LIBRARIES``), checked statically and by recording calls
-  while they run (``initlab_grading.integrity.call_own``).
+  (``initlab_grading.checking.integrity.INIT_LIBRARIES``), checked statically and by recording calls
+  while they run (``initlab_grading.checking.integrity.call_own``).
 - Initialisers are checked on the distribution they write: mean and variance within
   ``z_score(1e-7)`` standard errors (``check_moments``), a Kolmogorov-Smirnov test against
   the exact target distribution at level 1e-7, and for uniform ones every entry within
@@ -48,9 +48,9 @@ from initlab.checks import (
     unit_roundoff,
     z_score,
 )
-from initlab_grading.integrity import call_own, refuse_libraries
-from initlab_grading.substitute import graded_with_references
-from initlab_grading.thresholds import CELL_FALSE_FAILURE, skew_adjusted_z
+from initlab_grading.checking.integrity import call_own, refuse_libraries
+from initlab_grading.checking.substitute import graded_with_references
+from initlab_grading.checking.thresholds import CELL_FALSE_FAILURE, skew_adjusted_z
 
 # --------------------------------------------------------------------------------------
 # Variance formulas (references)
@@ -307,8 +307,8 @@ def check_against_monte_carlo(
 ) -> None:
     """Compare the student's formula (kind: forward, backward, weight_grad) with a Monte
     Carlo estimate: each layer's mean of squares within ``z`` estimated standard errors,
-    ``z`` from :func:`initlab_grading.thresholds.skew_adjusted_z` with the skewness bound of
-    :data:`MC_SKEWNESS` and the cell's budget 1e-6 split over its 4 comparisons (3 layers
+    ``z`` from :func:`initlab_grading.checking.thresholds.skew_adjusted_z` with the skewness
+    bound of :data:`MC_SKEWNESS` and the cell's budget 1e-6 split over its 4 comparisons (3 layers
     and 1 layer; union bound). A correct answer fails with probability at most 1e-6, to
     leading order. Measured calibration: over 400 seeds at 100,000 draws, at a nominal
     10 % the reference failed 7 %, 7.5 % and 8 % of the time (forward, backward, weight

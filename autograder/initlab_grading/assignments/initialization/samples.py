@@ -1,6 +1,6 @@
 """Sample submissions for assignment 4 (initialization)."""
 
-from initlab_grading.samples import Sample
+from initlab_grading.course.samples import Sample
 
 _FANS = """
 def fan_in_and_fan_out(tensor):

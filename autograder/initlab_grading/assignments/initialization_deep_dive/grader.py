@@ -8,7 +8,7 @@ Tolerances:
 - ``Var[XY]`` and ``E[z^2]`` are a few rounded operations: within ``8 u`` of the size of
   their terms (``u`` float32's unit round-off); Skorski's scale within ``6 u``.
 - ``skorski_std`` must not use torch.nn.init or initlab, checked statically and by recording
-  calls while it runs (``initlab_grading.integrity.call_own``).
+  calls while it runs (``initlab_grading.checking.integrity.call_own``).
 - The random-matrix products: ``log |v_L|`` within ``z`` standard deviations of its exact
   mean, ``z`` for the test cell's false-failure budget 1e-6 over its three scales.
 """
@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from initlab.checks import CheckFailed, as_array, call_answer, unit_roundoff, z_score
-from initlab_grading.integrity import call_own, refuse_libraries
-from initlab_grading.thresholds import CELL_FALSE_FAILURE
+from initlab_grading.checking.integrity import call_own, refuse_libraries
+from initlab_grading.checking.thresholds import CELL_FALSE_FAILURE
 
 EVIDENCE = {
     "symmetry_explain": ["symmetry_demo"],
@@ -31,7 +31,8 @@ EVIDENCE = {
     "training_explain": ["training_curves"],
 }
 """Written answers and the code cells (grade_ids) whose submitted outputs they discuss:
-formgrader and the feedback show those outputs beside the answer (initlab_grading.evidence)."""
+formgrader and the feedback show those outputs beside the answer
+(initlab_grading.grading.evidence)."""
 
 
 # --------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Sample submissions for assignment 4b (initialization, deep dive)."""
 
-from initlab_grading.samples import Sample
+from initlab_grading.course.samples import Sample
 
 
 def _products(update: str) -> str:

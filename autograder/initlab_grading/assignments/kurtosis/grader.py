@@ -35,8 +35,8 @@ import numpy as np
 import torch
 
 from initlab.checks import CheckFailed, as_array, call_answer, check_finite, unit_roundoff
-from initlab_grading.substitute import graded_with_references
-from initlab_grading.thresholds import CELL_FALSE_FAILURE, skew_adjusted_z
+from initlab_grading.checking.substitute import graded_with_references
+from initlab_grading.checking.thresholds import CELL_FALSE_FAILURE, skew_adjusted_z
 
 # --------------------------------------------------------------------------------------
 # References

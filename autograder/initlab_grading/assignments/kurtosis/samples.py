@@ -1,6 +1,6 @@
 """Sample submissions for assignment 5 (the kurtosis lab)."""
 
-from initlab_grading.samples import Sample
+from initlab_grading.course.samples import Sample
 
 _RECURSION = """
 

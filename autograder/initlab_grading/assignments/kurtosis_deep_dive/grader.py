@@ -23,11 +23,12 @@ import numpy as np
 import torch
 
 from initlab.checks import CheckFailed, as_array, call_answer, unit_roundoff
-from initlab_grading.thresholds import CELL_FALSE_FAILURE
+from initlab_grading.checking.thresholds import CELL_FALSE_FAILURE
 
 EVIDENCE = {"figure2_explain": ["figure2"], "figure3_explain": ["figure3"]}
 """Written answers and the code cells (grade_ids) whose submitted outputs they discuss:
-formgrader and the feedback show those outputs beside the answer (initlab_grading.evidence)."""
+formgrader and the feedback show those outputs beside the answer
+(initlab_grading.grading.evidence)."""
 
 
 # --------------------------------------------------------------------------------------

@@ -9,8 +9,8 @@ from pathlib import Path
 import nbformat
 from nbgrader.api import Gradebook
 
-from initlab_grading.layout import ensure_tools_on_path, gradebook_url, notebook_name
-from initlab_grading.preprocessors import grade_id
+from initlab_grading.course.layout import ensure_tools_on_path, gradebook_url, notebook_name
+from initlab_grading.grading.preprocessors import grade_id
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """A new assignment, ready to build and grade: ``python3 tasks.py new-assignment ID``.
 
-    python -m initlab_grading.scaffold ID [--title TITLE] [--root DIR]
+    python -m initlab_grading.course.scaffold ID [--title TITLE] [--root DIR]
 
 Writes, for an assignment ``ID`` (a Python identifier not yet used):
 
@@ -25,7 +25,7 @@ import json
 import sys
 from pathlib import Path
 
-from initlab_grading.layout import REPO_ROOT, CourseError, assignments
+from initlab_grading.course.layout import REPO_ROOT, CourseError, assignments
 
 _CELL_META = {"schema_version": 3, "task": False}
 
@@ -166,7 +166,7 @@ def check_double(student_double: Callable) -> None:
 
 SAMPLES = '''"""Sample submissions for assignment {number} ({title})."""
 
-from initlab_grading.samples import Sample
+from initlab_grading.course.samples import Sample
 
 SAMPLES = [
     Sample("reference", "the reference answers: full marks on every test cell"),

@@ -15,11 +15,11 @@ import tempfile
 import threading
 from pathlib import Path
 
-from initlab_grading.kernels import (
+from initlab_grading.grading.kernels import (
     DEFAULT_MEMORY_LIMIT_GIB,
     launcher,
 )
-from initlab_grading.sandbox import (
+from initlab_grading.grading.sandbox import (
     kill_user,
     remove_private_folders,
 )
@@ -31,7 +31,7 @@ submission, never one of an account in the password database, and never one that
 grading run on this machine holds (a lock file per id)."""
 
 _KERNEL_CHECK = (
-    "import ipykernel, numpy, torch, initlab, initlab_grading.guard, zmq\n"
+    "import ipykernel, numpy, torch, initlab, initlab_grading.grading.guard, zmq\n"
     "from ipykernel.kernelapp import IPKernelApp\n"
     "curve = 'curve_secretkey' in IPKernelApp.class_trait_names() and zmq.has('curve')\n"
     "print('INITLAB-CURVE' if curve else 'INITLAB-NO-CURVE')\n"
@@ -54,7 +54,7 @@ def _write_kernelspec(
     curve: bool = False,
 ) -> None:
     """Write into ``folder`` (a JUPYTER_PATH entry) a python3 kernelspec that starts the
-    kernel (with ``python``, default this interpreter) through initlab_grading.sandbox.
+    kernel (with ``python``, default this interpreter) through initlab_grading.grading.sandbox.
     Jupyter reads kernel.json each time it starts a kernel, so rewriting it changes the
     next kernel only. ``curve``: declare CurveZMQ support (encrypted channels)."""
     spec = folder / "kernels" / "python3"
@@ -101,7 +101,7 @@ def check_kernel(
     uid: int | None = None,
     nproc: int | None = None,
 ) -> tuple[str, bool]:
-    """Start ``python`` the way a grading kernel starts (initlab_grading.sandbox with the
+    """Start ``python`` the way a grading kernel starts (initlab_grading.grading.sandbox with the
     same limits, as ``uid`` with --isolate) and import what kernels need: ipykernel,
     numpy, torch, initlab, initlab_grading. Returns ("" or what is wrong and how to fix
     it, whether the kernel's channels can be encrypted)."""
@@ -119,7 +119,7 @@ def check_kernel(
                 ]
             ),
         }
-        cmd = [sys.executable, "-P", "-m", "initlab_grading.sandbox"]
+        cmd = [sys.executable, "-P", "-m", "initlab_grading.grading.sandbox"]
         cmd += ["--memory", str(memory)] if memory else []
         cmd += ["--fsize", str(fsize)] if fsize else []
         cmd += ["--uid", str(uid)] if uid is not None else []

@@ -1,8 +1,9 @@
 """One submission's grading: the records of its result and attempts, the checks of the
 submission before grading, the attempts with their retries, the processes and files they
 leave, and what the gradebook holds after. The local engine's workers
-(initlab_grading.worker_pool) and the Dask engine's tasks (initlab_grading.distributed)
-both grade through it; the grading command (initlab_grading.grade) runs a class."""
+(initlab_grading.grading.worker_pool) and the Dask engine's tasks
+(initlab_grading.grading.distributed) both grade through it; the grading command
+(initlab_grading.grading.grade) runs a class."""
 
 from __future__ import annotations
 
@@ -19,9 +20,9 @@ from pathlib import Path
 
 import nbformat
 
-from initlab_grading.layout import notebook_name
-from initlab_grading.preprocessors import KILLED_NOTE, REPORT_TAG
-from initlab_grading.sandbox import (
+from initlab_grading.course.layout import notebook_name
+from initlab_grading.grading.preprocessors import KILLED_NOTE, REPORT_TAG
+from initlab_grading.grading.sandbox import (
     CODE_FILES,
     job_processes,
     kill_pids,

@@ -2,12 +2,12 @@
 
     dask scheduler --port 8786                                   # one machine
     PYTHONPATH=/courses/initlab/autograder dask worker tcp://HOST:8786 --nthreads 4  # each
-    PYTHONPATH=autograder python -m initlab_grading.grade ASSIGNMENT \\
+    PYTHONPATH=autograder python -m initlab_grading.grading ASSIGNMENT \\
         --engine dask --scheduler tcp://HOST:8786
 
 Each submission is one Dask task that runs :func:`grade_one`: one
 ``nbgrader autograde ASSIGNMENT --student STUDENT --force`` process (the local engine keeps
-long-lived grading workers instead, initlab_grading.worker), with the same inspection of
+long-lived grading workers instead, initlab_grading.grading.worker), with the same inspection of
 the submission, kernel launcher and limits (``--memory-limit``, ``--file-limit``,
 ``--cell-timeout``, ``--kernel-python``, which must then exist on every worker machine),
 time limit and retries of infrastructure failures, through the same ``_grade_attempts``,
@@ -51,7 +51,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from initlab_grading.attempts import (
+from initlab_grading.course.layout import ensure_tools_on_path, gradebook_url
+from initlab_grading.grading.attempts import (
     Attempt,
     GradingInterrupted,
     GradingResult,
@@ -62,15 +63,18 @@ from initlab_grading.attempts import (
     _reclaim,
     progress_line,
 )
-from initlab_grading.kernels import DEFAULT_FILE_LIMIT_GIB, DEFAULT_MEMORY_LIMIT_GIB, DEFAULT_NPROC
-from initlab_grading.kernelspecs import (
+from initlab_grading.grading.kernels import (
+    DEFAULT_FILE_LIMIT_GIB,
+    DEFAULT_MEMORY_LIMIT_GIB,
+    DEFAULT_NPROC,
+)
+from initlab_grading.grading.kernelspecs import (
     _grader_supports_curve,
     _ipykernel_supports_curve,
     _jupyter_path,
     _write_kernelspec,
 )
-from initlab_grading.layout import ensure_tools_on_path, gradebook_url
-from initlab_grading.sandbox import remove_private_folders
+from initlab_grading.grading.sandbox import remove_private_folders
 
 
 class ClusterError(RuntimeError):

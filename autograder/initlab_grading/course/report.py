@@ -1,6 +1,6 @@
 """The class report of one assignment, from the gradebook and the autograded notebooks.
 
-    python -m initlab_grading.report ASSIGNMENT [--root DIR] [--out DIR]
+    python -m initlab_grading.course.report ASSIGNMENT [--root DIR] [--out DIR]
 
 Writes ``reports/<assignment>.html`` and ``reports/<assignment>-diagnoses.csv`` in the
 course root (the grading command and ``python3 tasks.py course`` write them too):
@@ -34,8 +34,8 @@ from pathlib import Path
 
 from nbgrader.api import Gradebook
 
-from initlab_grading.layout import ensure_tools_on_path, gradebook_url, test_cell_ids
-from initlab_grading.results import SampleResult, collect_results
+from initlab_grading.course.layout import ensure_tools_on_path, gradebook_url, test_cell_ids
+from initlab_grading.course.results import SampleResult, collect_results
 
 _NUMBER = re.compile(r"(?<![\w.])[-+]?(?:\d+(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?(?!\w|\.\d)")
 """A number standing alone: not the digit of a name such as x0 or float32."""

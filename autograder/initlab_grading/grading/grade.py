@@ -1,12 +1,12 @@
 """Grade a whole class in parallel with the real nbgrader.
 
-    python -m initlab_grading.grade ASSIGNMENT [--root DIR] [--workers N]
+    python -m initlab_grading.grading ASSIGNMENT [--root DIR] [--workers N]
         [--timeout SECONDS] [--retries N] [--report FILE]
         [--memory-limit GIB] [--file-limit GIB] [--cell-timeout SECONDS]
         [--isolate] [--kernel-python PATH]
         [--engine local|dask --scheduler tcp://HOST:PORT]
 
-``--workers`` grading workers (default: the number of CPU cores; initlab_grading.worker)
+``--workers`` grading workers (default: the number of CPU cores; initlab_grading.grading.worker)
 each load nbgrader and the course configuration once and then grade one submission of
 submitted/<student>/<assignment>/ after another, in the process, with nbgrader's own
 ``Autograde`` (what ``nbgrader autograde ASSIGNMENT --student STUDENT --force`` runs), each
@@ -24,10 +24,10 @@ report come at the end; each submission that was not graded says what the gradeb
 for it. Ctrl-C stops the workers and kernels and writes the report of what was graded.
 Grades land in the gradebook exactly as with ``nbgrader autograde`` (tested).
 ``--engine dask`` grades each submission as a task on a Dask cluster instead, in an
-``nbgrader autograde --student`` process of its own (initlab_grading.distributed).
+``nbgrader autograde --student`` process of its own (initlab_grading.grading.distributed).
 
 Broken and hostile submissions (docs/security.md): each kernel runs through
-the launcher initlab_grading.sandbox (a reduced environment, no import from its working
+the launcher initlab_grading.grading.sandbox (a reduced environment, no import from its working
 folder, a memory and a file-size limit), and with ``--isolate`` (as root, local engine) as
 an unprivileged user id of its own that cannot read the gradebook or other students'
 files. Before grading, each submission is compared with the release (not JSON, renamed,
@@ -51,7 +51,9 @@ from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import asdict
 from pathlib import Path
 
-from initlab_grading.attempts import (
+from initlab_grading.course.layout import REPO_ROOT, gradebook_url
+from initlab_grading.course.report import write_report
+from initlab_grading.grading.attempts import (
     GradingInterrupted,
     GradingResult,
     print_now,
@@ -59,21 +61,19 @@ from initlab_grading.attempts import (
     progress_line,
     submissions,
 )
-from initlab_grading.distributed import ClusterError, grade_on_dask
-from initlab_grading.kernels import (
+from initlab_grading.grading.distributed import ClusterError, grade_on_dask
+from initlab_grading.grading.kernels import (
     DEFAULT_FILE_LIMIT_GIB,
     DEFAULT_MEMORY_LIMIT_GIB,
     DEFAULT_NPROC,
 )
-from initlab_grading.kernelspecs import (
+from initlab_grading.grading.kernelspecs import (
     UidPool,
     _grader_supports_curve,
     _ipykernel_supports_curve,
     check_kernel,
 )
-from initlab_grading.layout import REPO_ROOT, gradebook_url
-from initlab_grading.report import write_report
-from initlab_grading.worker_pool import (
+from initlab_grading.grading.worker_pool import (
     GradingWorker,
     KernelOptions,
     WorkerFailure,
@@ -389,7 +389,9 @@ def _count(kind: type, minimum: float, what: str, allow_zero: bool = False):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m initlab_grading.grading", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("assignment")
     parser.add_argument("--root", type=Path, default=REPO_ROOT, help="course root")
     parser.add_argument(

@@ -1,5 +1,5 @@
 """The local engine's long-lived grading workers, seen from the grading command: starting
-initlab_grading.worker processes, handing each one submission at a time, and replacing a
+initlab_grading.grading.worker processes, handing each one submission at a time, and replacing a
 worker that dies or runs past its time."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from initlab_grading.attempts import (
+from initlab_grading.grading.attempts import (
     CONFIG_FAILURES,
     WORKER_STOPPED,
     Attempt,
@@ -28,8 +28,8 @@ from initlab_grading.attempts import (
     _reclaim,
     descendants,
 )
-from initlab_grading.kernelspecs import _jupyter_path, _write_kernelspec
-from initlab_grading.sandbox import (
+from initlab_grading.grading.kernelspecs import _jupyter_path, _write_kernelspec
+from initlab_grading.grading.sandbox import (
     kill_pids,
     remove_private_folders,
 )
@@ -66,7 +66,7 @@ WORKER_START_TIMEOUT = 300.0
 
 @dataclass
 class KernelOptions:
-    """How grading kernels start (see initlab_grading.sandbox)."""
+    """How grading kernels start (see initlab_grading.grading.sandbox)."""
 
     memory: int | None = None
     fsize: int | None = None
@@ -76,7 +76,7 @@ class KernelOptions:
 
 
 class GradingWorker:
-    """One long-lived ``initlab_grading.worker`` process (nbgrader loaded once, many
+    """One long-lived ``initlab_grading.grading.worker`` process (nbgrader loaded once, many
     submissions graded in turn) and the kernelspec folder its kernels start from."""
 
     def __init__(
@@ -113,7 +113,7 @@ class GradingWorker:
     def _start(self, root: Path, assignment: str, cell_timeout: float | None) -> None:
         k = self.kernel
         _write_kernelspec(self.spec, k.memory, None, k.python, fsize=k.fsize, curve=k.curve)
-        package_parent = str(Path(__file__).resolve().parents[1])
+        package_parent = str(Path(__file__).resolve().parents[2])
         env = {
             **os.environ,
             "JUPYTER_PATH": _jupyter_path(self.spec),
@@ -121,7 +121,7 @@ class GradingWorker:
                 [package_parent, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
             ),
         }
-        cmd = [sys.executable, "-P", "-m", "initlab_grading.worker", assignment]
+        cmd = [sys.executable, "-P", "-m", "initlab_grading.grading.worker", assignment]
         cmd += ["--cell-timeout", str(cell_timeout)] if cell_timeout else []
         cmd += ["--encrypt"] if k.curve else []
         self.proc = subprocess.Popen(

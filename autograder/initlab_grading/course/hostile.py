@@ -11,7 +11,7 @@ and writing other people's files. Where the change comes with a wrong answer, th
 answer is what the change tries to hide. Each states the test cells that must score zero
 (all others score full marks), a piece of the grading report's line about it, and whether
 the submission can be graded at all. tests/test_hostile_grading.py grades them with
-initlab_grading.grade, among normal submissions.
+initlab_grading.grading.grade, among normal submissions.
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ from pathlib import Path
 
 import nbformat
 
-from initlab_grading import course
-from initlab_grading.samples import Sample
+from initlab_grading.course import build, layout
+from initlab_grading.course.samples import Sample
 
 ASSIGNMENT = "gradient_descent"
-NOTEBOOK = course.notebook_name(ASSIGNMENT)
+NOTEBOOK = layout.notebook_name(ASSIGNMENT)
 AFTER_MINIMUM = (
     "test_minimum",
     "test_optimizer_visible",
@@ -59,7 +59,7 @@ class HostileSample:
 
 
 def _nb(root: Path, answers: dict[str, str] | None = None) -> nbformat.NotebookNode:
-    return course.build_submission(root, ASSIGNMENT, Sample("x", "", answers=answers or {}))
+    return build.build_submission(root, ASSIGNMENT, Sample("x", "", answers=answers or {}))
 
 
 def _cell(nb: nbformat.NotebookNode, grade_id: str) -> nbformat.NotebookNode:
@@ -154,7 +154,8 @@ def files(nonce):
 _FAKE_CHECKS = "def __getattr__(name):\n    return lambda *a, **k: None\n"
 _SHIPPED = {
     "initlab_grading/__init__.py": "",
-    "initlab_grading/guard.py": _FAKE_GUARD,
+    "initlab_grading/grading/__init__.py": "",
+    "initlab_grading/grading/guard.py": _FAKE_GUARD,
     "initlab_grading/assignments/__init__.py": "",
     "initlab_grading/assignments/gradient_descent/__init__.py": "",
     "initlab_grading/assignments/gradient_descent/grader.py": _FAKE_CHECKS,
@@ -483,4 +484,4 @@ def write(root: Path, samples: list[HostileSample]) -> None:
         for name, text in sample.files(root).items():
             (folder / name).parent.mkdir(parents=True, exist_ok=True)
             (folder / name).write_text(text)
-        (folder / "timestamp.txt").write_text(course.SUBMISSION_TIME)
+        (folder / "timestamp.txt").write_text(build.SUBMISSION_TIME)

@@ -3,7 +3,7 @@
 Hidden tests run in the student's own interpreter, after the student's code, so a notebook
 can replace ``numpy.allclose``, a builtin, a torch function, a check helper or IPython's
 error display, and the checks would see the replacement. The ``GuardedExecute``
-preprocessor (initlab_grading.preprocessors) adds two things while grading, neither of
+preprocessor (initlab_grading.grading.preprocessors) adds two things while grading, neither of
 which the submitted notebook contains:
 
 - a first cell, run before any cell of the notebook, that calls ``snapshot``: it records
@@ -294,7 +294,9 @@ def _replaced_functions() -> list[str]:
 def problems(names: dict[str, str] | None = None) -> list[str]:
     """What differs from the snapshot, in words ("numpy.allclose was replaced")."""
     if "nonce" not in _state:
-        return ["the grading snapshot is missing (the notebook reloaded initlab_grading.guard)"]
+        return [
+            "the grading snapshot is missing (the notebook reloaded initlab_grading.grading.guard)"
+        ]
     found = []
     for modname, (module, rec) in _state["modules"].items():
         if sys.modules.get(modname) is not module:

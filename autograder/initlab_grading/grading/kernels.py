@@ -1,5 +1,5 @@
 """The kernel manager of the course's nbgrader configuration: every kernel nbgrader starts
-to grade goes through the launcher initlab_grading.sandbox.
+to grade goes through the launcher initlab_grading.grading.sandbox.
 
 The kit's grading command writes a kernelspec whose command already starts with the
 launcher (with the limits its options set). Plain ``nbgrader autograde`` starts the
@@ -16,7 +16,7 @@ import sys
 
 from jupyter_client.manager import AsyncKernelManager
 
-SANDBOX_MODULE = "initlab_grading.sandbox"
+SANDBOX_MODULE = "initlab_grading.grading.sandbox"
 GIB = 1024**3
 DEFAULT_MEMORY_LIMIT_GIB = 6.0
 """Per-kernel limit on private writable memory (RLIMIT_DATA). Importing torch (CUDA build)
@@ -39,7 +39,7 @@ def launcher(
     job: str = "",
 ) -> list[str]:
     """The command line of the sandbox launcher up to ``--``, after which the kernel's
-    own command follows (limits in bytes; see initlab_grading.sandbox)."""
+    own command follows (limits in bytes; see initlab_grading.grading.sandbox)."""
     argv = [sys.executable, "-P", "-m", SANDBOX_MODULE]
     argv += ["--memory", str(memory)] if memory else []
     argv += ["--fsize", str(fsize)] if fsize else []
@@ -59,7 +59,7 @@ def sandboxed(cmd: list[str], memory_gib: float, file_gib: float) -> list[str]:
 class SandboxedKernelManager(AsyncKernelManager):
     """nbclient's kernel manager (the asynchronous one: with a synchronous manager nbclient
     does not notice a kernel that died) whose kernels start through
-    initlab_grading.sandbox."""
+    initlab_grading.grading.sandbox."""
 
     def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
         cmd = super().format_kernel_cmd(extra_arguments)

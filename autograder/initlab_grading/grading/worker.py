@@ -1,8 +1,8 @@
 """A long-lived grading worker: one process that autogrades many submissions in turn.
 
-    python -m initlab_grading.worker ASSIGNMENT [--cell-timeout SECONDS] [--encrypt]
+    python -m initlab_grading.grading.worker ASSIGNMENT [--cell-timeout SECONDS] [--encrypt]
 
-Started by initlab_grading.grade with the course root as its working folder, in a session
+Started by initlab_grading.grading.grade with the course root as its working folder, in a session
 of its own (a Ctrl-C in the grader's terminal reaches grade.py, which stops the workers).
 It loads nbgrader and the course's nbgrader_config.py once, then reads JSON lines on stdin:
 first ``{"key": KEY}``, a secret of this worker's grader, then one line per submission,
@@ -70,13 +70,13 @@ def main(argv: list[str] | None = None) -> int:
     os.dup2(2, 1)
     key = json.loads(sys.stdin.readline() or "{}").get("key")
     if not key:
-        print("initlab_grading.worker: no key on the first line of stdin", file=sys.stderr)
+        print("initlab_grading.grading.worker: no key on the first line of stdin", file=sys.stderr)
         return 2
 
     from nbgrader.apps.autogradeapp import AutogradeApp
     from nbgrader.converters import Autograde
 
-    from initlab_grading.sandbox import UID_VARIABLE
+    from initlab_grading.grading.sandbox import UID_VARIABLE
 
     app = AutogradeApp()
     handler, buffer = _capture(app.log)
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             valid = False
         if not valid:
             print(
-                "initlab_grading.worker: a line on stdin without this worker's key "
+                "initlab_grading.grading.worker: a line on stdin without this worker's key "
                 "(something other than the grader wrote to it); stopping",
                 file=sys.stderr,
             )

@@ -9,10 +9,10 @@ discuss and the notebooks' instructor checks hold for them; execution timestamps
 removed and consecutive stream outputs merged, so that a rebuild
 whose outputs did not change leaves the committed solution byte for byte as it was), the
 sample submissions written to submitted/, autograding with the kit's grading command
-(initlab_grading.grade: long-lived grading workers, one per CPU core, each running
+(initlab_grading.grading.grade: long-lived grading workers, one per CPU core, each running
 nbgrader's own Autograde), ``nbgrader generate_feedback`` and, for the whole course,
 ``nbgrader export`` to
-grades.csv, and the class report of each assignment (initlab_grading.report) to
+grades.csv, and the class report of each assignment (initlab_grading.course.report) to
 reports/. It prints each sample's score per test cell next to what the sample states it
 must score, and exits non-zero when any differ. tasks.py runs it in the course's
 virtual environment (``python3 tasks.py course``).
@@ -29,8 +29,7 @@ from pathlib import Path
 import nbformat
 from nbgrader.api import Gradebook, MissingEntry
 
-from initlab_grading.grade import grade_class
-from initlab_grading.layout import (
+from initlab_grading.course.layout import (
     ASSIGNMENTS,
     REPO_ROOT,
     SOLUTION_BUDGET,
@@ -41,10 +40,11 @@ from initlab_grading.layout import (
     notebook_name,
     test_cell_ids,
 )
-from initlab_grading.preprocessors import grade_id
-from initlab_grading.report import write_report
-from initlab_grading.results import SampleResult, collect_results
-from initlab_grading.samples import Sample, samples_for
+from initlab_grading.course.report import write_report
+from initlab_grading.course.results import SampleResult, collect_results
+from initlab_grading.course.samples import Sample, samples_for
+from initlab_grading.grading.grade import grade_class
+from initlab_grading.grading.preprocessors import grade_id
 
 SUBMISSION_TIME = "2026-01-15 12:00:00.000000 UTC"
 _SOLUTION_MARKERS = re.compile(r"^\s*### (BEGIN|END) SOLUTION\s*$")
@@ -222,7 +222,8 @@ def grade_samples(root: Path, assignment: str) -> list[str]:
     samples = samples_for(assignment)
     write_submissions(root, assignment, samples)
     print(
-        f"[{assignment}] autograde {len(samples)} sample submissions (initlab_grading.grade)",
+        f"[{assignment}] autograde {len(samples)} sample submissions "
+        "(initlab_grading.grading.grade)",
         flush=True,
     )
 
@@ -243,7 +244,9 @@ def grade_samples(root: Path, assignment: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m initlab_grading.course", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--root", type=Path, default=REPO_ROOT, help="course root")
     parser.add_argument(
         "--assignment",

@@ -25,11 +25,11 @@ from nbgrader.preprocessors.base import NbGraderPreprocessor
 from nbgrader.utils import is_grade, is_solution
 from traitlets import Bool, Integer
 
-from initlab_grading.sandbox import folder_state
+from initlab_grading.grading.sandbox import folder_state
 
 HIDDEN_NOTE = "# (Hidden tests ran here. Their code is not shown; their messages are below.)"
 QUOTE_NOTE = "[a line quoting hidden test code is not shown]"
-GUARD_CALL = '__import__("initlab_grading.guard"'
+GUARD_CALL = '__import__("initlab_grading.grading.guard"'
 """How the lines GuardedExecute adds to a notebook while grading begin."""
 DROPPED_NOTE = "[other output of this test cell is not shown in feedback]"
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -362,7 +362,7 @@ class GuardedExecute(Execute):
 
     - **Tampering.** A first cell records what the tests rely on before any of the
       notebook's cells runs, and every graded test cell gets a last line that checks it
-      again and prints a marker derived from a per-run secret (initlab_grading.guard). A
+      again and prints a marker derived from a per-run secret (initlab_grading.grading.guard). A
       test cell whose marker is missing scores zero, with an error saying why, even when
       the notebook switched off IPython's error display. Both additions are removed
       again after execution: the gradebook, the autograded notebook and feedback show the
@@ -402,7 +402,7 @@ class GuardedExecute(Execute):
     def preprocess(self, nb: NotebookNode, resources: ResourcesDict, km=None):
         import secrets
 
-        from initlab_grading.guard import marker
+        from initlab_grading.grading.guard import marker
 
         nonce = secrets.token_hex(16)
         names = _module_names(nb)
@@ -414,16 +414,16 @@ class GuardedExecute(Execute):
                 used = {n: m for n, m in names.items() if n in _used_names(cell.source)}
                 cell.source = (
                     cell.source.rstrip("\n")
-                    + f'\n__import__("initlab_grading.guard", fromlist=["_"]).finished({gid!r}, '
-                    + f"{used!r})"
+                    + '\n__import__("initlab_grading.grading.guard", fromlist=["_"])'
+                    + f".finished({gid!r}, {used!r})"
                 )
         snapshot = nbformat_v4.new_code_cell(
-            f'__import__("initlab_grading.guard", fromlist=["_"]).snapshot({nonce!r})'
+            f'__import__("initlab_grading.grading.guard", fromlist=["_"]).snapshot({nonce!r})'
         )
         nb.cells.insert(0, snapshot)
         nb.cells.append(
             nbformat_v4.new_code_cell(
-                f'__import__("initlab_grading.guard", fromlist=["_"]).files({nonce!r})'
+                f'__import__("initlab_grading.grading.guard", fromlist=["_"]).files({nonce!r})'
             )
         )
         self._dead_in = ""
@@ -509,7 +509,7 @@ class GuardedExecute(Execute):
         user id (--isolate), then remove what the kernel left there (symbolic or hard
         links to other files, sockets, files it created or changed; they would otherwise
         be followed by root's writes, or copied into feedback) and give the folder back."""
-        from initlab_grading.sandbox import UID_VARIABLE, kill_user, secure_folder
+        from initlab_grading.grading.sandbox import UID_VARIABLE, kill_user, secure_folder
 
         uid = os.environ.get(UID_VARIABLE, "")
         if uid.isdigit() and os.geteuid() == 0:

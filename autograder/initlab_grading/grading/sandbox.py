@@ -1,9 +1,9 @@
 """Kernel launcher used while grading: limits and isolates one student's kernel.
 
-    python -m initlab_grading.sandbox [--memory BYTES] [--fsize BYTES] [--uid UID]
+    python -m initlab_grading.grading.sandbox [--memory BYTES] [--fsize BYTES] [--uid UID]
         [--nproc N] [--job TOKEN] -- KERNEL ARGV...
 
-The grading command (initlab_grading.kernelspecs) writes a kernelspec whose argv starts
+The grading command (initlab_grading.grading.kernelspecs) writes a kernelspec whose argv starts
 with this module, so only the kernel nbgrader starts for one submission is affected
 (nbgrader itself runs unlimited, as root).
 
@@ -29,7 +29,7 @@ with this module, so only the kernel nbgrader starts for one submission is affec
 
 After the kernel, the grading process (as root) calls ``kill_user`` and
 ``secure_folder`` before it writes anything into the kernel's folder; see
-initlab_grading.preprocessors.GuardedExecute. See docs/security.md.
+initlab_grading.grading.preprocessors.GuardedExecute. See docs/security.md.
 """
 
 from __future__ import annotations

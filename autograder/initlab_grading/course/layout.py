@@ -14,7 +14,7 @@ from pathlib import Path
 
 import nbformat
 
-from initlab_grading.preprocessors import grade_id, is_test_cell
+from initlab_grading.grading.preprocessors import grade_id, is_test_cell
 
 _TITLE = re.compile(r"^# Assignment (\d+)([a-z]?)\b")
 
@@ -48,7 +48,7 @@ def assignments(root: Path) -> tuple[str, ...]:
 SOLUTION_BUDGET = "default"
 """The experiment budget solutions/ is executed at (and nbval re-executes it at in CI)."""
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
 class CourseError(RuntimeError):
