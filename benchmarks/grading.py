@@ -48,6 +48,7 @@ from nbclient import NotebookClient  # noqa: E402
 from initlab_grading.course import build, layout  # noqa: E402
 from initlab_grading.course.samples import samples_for  # noqa: E402
 from initlab_grading.grading import grade  # noqa: E402
+from initlab_grading.grading.options import GradingOptions  # noqa: E402
 from initlab_grading.grading.preprocessors import grade_id, is_test_cell  # noqa: E402
 
 
@@ -119,7 +120,9 @@ def sequential(root: Path, assignment: str) -> float:
 
 def kit(root: Path, assignment: str, workers: int) -> tuple[float, list[str], float]:
     start = time.perf_counter()
-    results = grade.grade_class(root, assignment, workers=workers, progress=lambda _: None)
+    results = grade.grade_class(
+        root, assignment, GradingOptions(workers=workers), progress=lambda _: None
+    )
     wall = time.perf_counter() - start
     failed = [f"{r.student} ({r.status}: {r.detail})" for r in results if r.status != "graded"]
     return wall, failed, statistics.mean(r.seconds for r in results)

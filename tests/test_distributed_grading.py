@@ -30,6 +30,7 @@ from initlab_grading.course.results import collect_results
 from initlab_grading.course.samples import samples_for
 from initlab_grading.grading import grade
 from initlab_grading.grading.distributed import worker_problems
+from initlab_grading.grading.options import GradingOptions
 
 ASSIGNMENT = "gradient_descent"
 # Six of the assignment's twelve samples, one of each kind of outcome: full marks, nothing,
@@ -255,10 +256,11 @@ def test_dask_into_postgresql_scores_what_the_samples_state(
     with Client(scheduler) as client:
         before = client.run(lambda dask_worker: dask_worker.state.executed_count)
     lines: list[str] = []
-    on_dask = grade.grade_class(
-        pg_root, ASSIGNMENT, timeout=300, engine="dask", scheduler=scheduler,
-        progress=lines.append, kernel_python=sys.executable,  # passed through to the kernels
+    options = GradingOptions(
+        timeout=300, engine="dask", scheduler=scheduler,
+        kernel_python=sys.executable,  # passed through to the kernels
     )  # fmt: skip
+    on_dask = grade.grade_class(pg_root, ASSIGNMENT, options, progress=lines.append)
     with Client(scheduler) as client:
         after = client.run(lambda dask_worker: dask_worker.state.executed_count)
 
@@ -368,9 +370,8 @@ def test_dask_engine_refuses_a_kernel_python_a_worker_lacks(base_course, schedul
     build.write_submissions(root, ASSIGNMENT, [sample])
     missing = str(tmp_path / "no-such-python")
     with pytest.raises(ClusterError, match="is not an executable on workers") as refused:
-        grade.grade_class(
-            root, ASSIGNMENT, engine="dask", scheduler=scheduler, kernel_python=missing
-        )
+        options = GradingOptions(engine="dask", scheduler=scheduler, kernel_python=missing)
+        grade.grade_class(root, ASSIGNMENT, options)
     assert missing in str(refused.value)
 
 

@@ -27,6 +27,7 @@ from initlab_grading.course import build, layout
 from initlab_grading.course.results import collect_results
 from initlab_grading.course.samples import Sample, samples_for
 from initlab_grading.grading import attempts, distributed, grade, worker_pool
+from initlab_grading.grading.options import GradingOptions
 from initlab_grading.grading.preprocessors import grade_id
 
 ASSIGNMENT = "gradient_descent"
@@ -191,7 +192,10 @@ def test_workers_are_replaced_after_a_runaway_or_a_killed_worker(small_class):
     results = {
         r.student: r
         for r in grade.grade_class(
-            class_root, ASSIGNMENT, workers=1, timeout=10, retries=1, progress=lambda _: None
+            class_root,
+            ASSIGNMENT,
+            GradingOptions(workers=1, timeout=10, retries=1),
+            progress=lambda _: None,
         )
     }
     assert results["a-kills-grader"].status == "failed"
@@ -302,9 +306,27 @@ def test_bad_options_are_refused_before_grading(args, message, capsys):
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"workers": 0}, "workers must be at least 1, not 0"),
+        ({"timeout": 0}, "timeout must be a positive number of seconds, not 0"),
+        ({"retries": -1}, "retries must be 0 or more, not -1"),
+        ({"memory_limit": -1}, "memory_limit must be 0 (none) or a positive GiB, not -1"),
+        ({"file_limit": -1}, "file_limit must be 0 (none) or a positive GiB, not -1"),
+        ({"cell_timeout": 0}, "cell_timeout must be a positive number of seconds, not 0"),
+        ({"engine": "slurm"}, "engine must be 'local' or 'dask', not 'slurm'"),
+    ],
+)
+def test_grading_options_out_of_range_are_refused(fields, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        GradingOptions(**fields)
+    GradingOptions(memory_limit=None, file_limit=0, cell_timeout=None)  # no limits
+
+
 def test_a_memory_limit_too_small_for_torch_is_refused_before_grading(small_class):
     with pytest.raises(SystemExit) as stop:
-        grade.grade_class(small_class, ASSIGNMENT, workers=1, memory_limit=0.25)
+        grade.grade_class(small_class, ASSIGNMENT, GradingOptions(workers=1, memory_limit=0.25))
     assert "cannot import numpy and torch" in str(stop.value), stop.value
     assert "raise --memory-limit" in str(stop.value)
 
@@ -360,7 +382,7 @@ def test_one_worker_grades_many_submissions_without_growing(tiny):
     grow from the second submission on and its resident memory grows by less than 64 MiB."""
     seen: list[dict[str, int]] = []
     results = grade.grade_class(
-        tiny, "tiny", workers=1, progress=lambda _: None,
+        tiny, "tiny", GradingOptions(workers=1), progress=lambda _: None,
         on_worker=lambda w: seen.append(dict(w.last_resources)),
     )  # fmt: skip
     assert [r.status for r in results] == ["graded"] * SOAK, [r.detail for r in results]

@@ -74,6 +74,7 @@ from initlab_grading.grading.kernelspecs import (
     _jupyter_path,
     _write_kernelspec,
 )
+from initlab_grading.grading.options import GradingOptions
 from initlab_grading.grading.sandbox import remove_private_folders
 
 
@@ -173,19 +174,13 @@ def grade_on_dask(
     root: Path,
     assignment: str,
     students: list[str],
-    scheduler: str,
-    timeout: float = 900.0,
-    retries: int = 2,
+    options: GradingOptions,
     progress: Callable[[str], object] = print,
-    memory_limit: float | None = DEFAULT_MEMORY_LIMIT_GIB,
-    cell_timeout: float | None = None,
-    kernel_python: str | None = None,
-    file_limit: float | None = DEFAULT_FILE_LIMIT_GIB,
 ) -> list[GradingResult]:
     """Grade ``students``' submissions of ``assignment`` as tasks on the Dask cluster at
-    ``scheduler`` (``tcp://host:port``); results as ``grade.grade_class`` returns them.
-    ``memory_limit``, ``file_limit`` (GiB per kernel), ``cell_timeout`` and
-    ``kernel_python`` as in :func:`grade_one`."""
+    ``options.scheduler`` (``tcp://host:port``), each under ``options``' time limit,
+    retries, kernel limits and kernel interpreter (see :func:`grade_one`); results as
+    ``grade.grade_class`` returns them."""
     try:
         from distributed import Client, as_completed
     except ImportError as err:
@@ -193,6 +188,7 @@ def grade_on_dask(
             "the Dask engine needs dask and distributed: pip install 'initlab[instructor]'"
         ) from err
 
+    scheduler, kernel_python = options.scheduler, options.kernel_python
     if not scheduler:
         raise ClusterError("the Dask engine needs the scheduler's address, tcp://HOST:PORT")
     db_url = gradebook_url(root)
@@ -232,13 +228,13 @@ def grade_on_dask(
                 root,
                 assignment,
                 s,
-                timeout,
-                retries,
-                memory_limit,
-                cell_timeout,
+                options.timeout,
+                options.retries,
+                options.memory_limit,
+                options.cell_timeout,
                 None,
                 kernel_python,
-                file_limit,
+                options.file_limit,
                 pure=False,
                 key=f"grade-{assignment}-{s}-{time.time_ns()}",
             ): s

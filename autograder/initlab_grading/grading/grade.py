@@ -73,6 +73,7 @@ from initlab_grading.grading.kernelspecs import (
     _ipykernel_supports_curve,
     check_kernel,
 )
+from initlab_grading.grading.options import GradingOptions
 from initlab_grading.grading.worker_pool import (
     GradingWorker,
     KernelOptions,
@@ -85,59 +86,22 @@ from initlab_grading.grading.worker_pool import (
 # A class
 
 
-def _check_options(
-    workers: int | None,
-    timeout: float,
-    retries: int,
-    memory_limit: float | None,
-    cell_timeout: float | None,
-    file_limit: float | None,
-) -> None:
-    problems = []
-    if workers is not None and workers < 1:
-        problems.append(f"workers must be at least 1, not {workers}")
-    if not timeout > 0:
-        problems.append(f"timeout must be a positive number of seconds, not {timeout}")
-    if retries < 0:
-        problems.append(f"retries must be 0 or more, not {retries}")
-    if memory_limit is not None and memory_limit < 0:
-        problems.append(f"memory_limit must be 0 (none) or a positive GiB, not {memory_limit}")
-    if file_limit is not None and file_limit < 0:
-        problems.append(f"file_limit must be 0 (none) or a positive GiB, not {file_limit}")
-    if cell_timeout is not None and not cell_timeout > 0:
-        problems.append(f"cell_timeout must be a positive number of seconds, not {cell_timeout}")
-    if problems:
-        raise ValueError("; ".join(problems))
-
-
 def grade_class(
     root: Path,
     assignment: str,
-    workers: int | None = None,
-    timeout: float = 900.0,
-    retries: int = 2,
+    options: GradingOptions | None = None,
     progress: Callable[[str], object] = print_now,
-    memory_limit: float | None = DEFAULT_MEMORY_LIMIT_GIB,
-    cell_timeout: float | None = None,
-    isolate: bool = False,
-    kernel_python: str | None = None,
-    engine: str = "local",
-    scheduler: str | None = None,
-    file_limit: float | None = DEFAULT_FILE_LIMIT_GIB,
     on_worker: Callable[[GradingWorker], None] | None = None,
 ) -> list[GradingResult]:
-    """Grade every submission of ``assignment`` with ``workers`` parallel grading workers,
-    or with ``engine="dask"`` as tasks on the Dask cluster at ``scheduler``.
+    """Grade every submission of ``assignment`` under ``options`` (default
+    ``GradingOptions()``): with ``options.workers`` parallel grading workers, or with
+    ``options.engine == "dask"`` as tasks on the Dask cluster at ``options.scheduler``.
 
-    ``memory_limit``: GiB of private writable memory per kernel (None or 0: unlimited).
-    ``file_limit``: GiB per file a kernel writes (None or 0: unlimited).
-    ``cell_timeout``: seconds per cell (default: Execute.timeout of nbgrader_config.py).
-    ``isolate``: run each kernel as its own unprivileged user (needs root; local engine
-    only) after making the course's private paths readable by their owner only.
-    ``kernel_python``: the interpreter kernels run (default: this one).
+    ``progress``: called with a line per finished submission.
     ``on_worker``: called with a worker after each submission it graded (tests).
     Ctrl-C raises GradingInterrupted with the results so far."""
-    _check_options(workers, timeout, retries, memory_limit, cell_timeout, file_limit)
+    if options is None:
+        options = GradingOptions()
     students = submissions(root, assignment)
     # a student folder whose name is not valid UTF-8 cannot be a gradebook id: reported,
     # never graded, and the others are graded as usual
@@ -148,39 +112,26 @@ def grade_class(
             f"No submissions of {assignment!r} under {root / 'submitted'}: run "
             f"`nbgrader collect {assignment}` first."
         )
-    if engine not in ("local", "dask"):
-        raise ValueError(f"engine must be 'local' or 'dask', not {engine!r}")
-    if isolate and engine != "local":
+    if options.isolate and options.engine != "local":
         raise SystemExit(
             "--isolate works with the local engine only: it needs root on the machine that "
             "runs the kernels. Leave out --isolate or grade with --engine local."
         )
-    if engine == "dask":
-        results = grade_on_dask(
-            root,
-            assignment,
-            students,
-            scheduler,
-            timeout,
-            retries,
-            progress,
-            memory_limit=memory_limit,
-            cell_timeout=cell_timeout,
-            kernel_python=kernel_python,
-            file_limit=file_limit,
-        ) if students else []  # fmt: skip
+    if options.engine == "dask":
+        results = grade_on_dask(root, assignment, students, options, progress) if students else []
         return _with_unnamed(results, unnamed, progress)
-    if isolate and os.geteuid() != 0:
+    if options.isolate and os.geteuid() != 0:
         raise SystemExit(
             "--isolate runs each kernel as an unprivileged user, which needs root; "
             "run grading as root or leave out --isolate."
         )
-    uids = UidPool() if isolate else None
+    uids = UidPool() if options.isolate else None
     try:
-        results = _grade_locally(
-            root, assignment, students, workers, timeout, retries, progress, memory_limit,
-            cell_timeout, kernel_python, file_limit, uids, on_worker,
-        ) if students else []  # fmt: skip
+        results = (
+            _grade_locally(root, assignment, students, options, uids, progress, on_worker)
+            if students
+            else []
+        )
         return _with_unnamed(results, unnamed, progress)
     finally:
         if uids is not None:
@@ -212,17 +163,13 @@ def _grade_locally(
     root: Path,
     assignment: str,
     students: list[str],
-    workers: int | None,
-    timeout: float,
-    retries: int,
-    progress: Callable[[str], object],
-    memory_limit: float | None,
-    cell_timeout: float | None,
-    kernel_python: str | None,
-    file_limit: float | None,
+    options: GradingOptions,
     uids: UidPool | None,
+    progress: Callable[[str], object],
     on_worker: Callable[[GradingWorker], None] | None,
 ) -> list[GradingResult]:
+    memory_limit, file_limit = options.memory_limit, options.file_limit
+    kernel_python, cell_timeout = options.kernel_python, options.cell_timeout
     kernel = KernelOptions(
         memory=int(memory_limit * 2**30) if memory_limit else None,
         fsize=int(file_limit * 2**30) if file_limit else None,
@@ -245,7 +192,7 @@ def _grade_locally(
         if problem:
             raise SystemExit(f"cannot grade: {problem}")
     db_url = gradebook_url(root)
-    count = min(workers or os.cpu_count() or 1, len(students))
+    count = min(options.workers or os.cpu_count() or 1, len(students))
     alive: set[GradingWorker] = set()
     slots = [WorkerSlot(root, assignment, kernel, cell_timeout, alive) for _ in range(count)]
     free: queue.Queue[WorkerSlot] = queue.Queue()
@@ -281,8 +228,8 @@ def _grade_locally(
         for slot in slots:
             free.put(slot)
         return _run_pool(
-            students, slots, free, stop, alive, timeout, retries, uids, db_url, progress,
-            on_worker,
+            students, slots, free, stop, alive, options.timeout, options.retries, uids, db_url,
+            progress, on_worker,
         )  # fmt: skip
     finally:
         for slot in slots:
@@ -466,26 +413,25 @@ def main(argv: list[str] | None = None) -> int:
     if args.engine == "dask" and not args.scheduler:
         parser.error("--engine dask needs --scheduler tcp://HOST:PORT (see `dask scheduler`)")
     root = args.root.resolve()
+    options = GradingOptions(
+        workers=args.workers,
+        timeout=args.timeout,
+        retries=args.retries,
+        memory_limit=args.memory_limit or None,
+        cell_timeout=args.cell_timeout,
+        file_limit=args.file_limit or None,
+        isolate=args.isolate,
+        kernel_python=args.kernel_python,
+        engine=args.engine,
+        scheduler=args.scheduler,
+    )
     errors: tuple[type[Exception], ...] = ()
     if args.engine == "dask":
         errors = (ClusterError,)
     start = time.monotonic()
     interrupted = False
     try:
-        results = grade_class(
-            root,
-            args.assignment,
-            args.workers,
-            args.timeout,
-            args.retries,
-            memory_limit=args.memory_limit or None,
-            cell_timeout=args.cell_timeout,
-            isolate=args.isolate,
-            kernel_python=args.kernel_python,
-            engine=args.engine,
-            scheduler=args.scheduler,
-            file_limit=args.file_limit or None,
-        )
+        results = grade_class(root, args.assignment, options)
     except errors as err:  # the cluster cannot grade this course
         print(f"error: {err}", file=sys.stderr)
         return 2
