@@ -105,3 +105,72 @@ def test_text_without_marks_is_left_alone():
 def test_an_unknown_level_is_refused():
     with pytest.raises(ValueError, match="diagnosis"):
         render(MESSAGE, "nothing")
+
+
+# -- feedback: HideHiddenTests shows every output at the configured level ------------------
+
+
+def _graded_notebook():
+    from nbformat import v4
+
+    test = v4.new_code_cell(
+        'print("Visible tests passed.")\n### BEGIN HIDDEN TESTS\ngrading.check_x(x)\n'
+        "### END HIDDEN TESTS"
+    )
+    test.metadata["nbgrader"] = {
+        "grade": True,
+        "solution": False,
+        "locked": True,
+        "grade_id": "test_x",
+        "points": 1,
+        "schema_version": 3,
+    }
+    test.outputs = [
+        v4.new_output("stream", name="stdout", text="Visible tests passed.\n"),
+        v4.new_output("error", ename="CheckFailed", evalue=MESSAGE, traceback=["..."]),
+    ]
+    printed = v4.new_code_cell("print(message)")  # a cell that prints a check's message
+    printed.outputs = [
+        v4.new_output("stream", name="stdout", text=MESSAGE + "\n"),
+        v4.new_output("display_data", data={"text/plain": MESSAGE}),
+        v4.new_output("error", ename="CheckFailed", evalue=MESSAGE, traceback=[MESSAGE]),
+    ]
+    return v4.new_notebook(cells=[test, printed])
+
+
+def _texts(nb) -> list[str]:
+    texts = []
+    for cell in nb.cells:
+        for out in cell.outputs:
+            if out.output_type == "stream":
+                texts.append(out.text)
+            elif out.output_type == "error":
+                texts += [out.evalue, *out.traceback]
+            else:
+                texts += [v for v in out.data.values() if isinstance(v, str)]
+    return texts
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_feedback_shows_every_output_at_the_configured_level(level):
+    from initlab_grading.preprocessors import HideHiddenTests
+
+    nb, _ = HideHiddenTests(reveal=level).preprocess(_graded_notebook(), {})
+    texts = _texts(nb)
+    shown = render(MESSAGE, level)
+    assert not any("⟦" in text for text in texts), texts
+    assert texts[0] == "Visible tests passed.\n"
+    assert texts[1:] == [shown, f"CheckFailed: {shown}", shown + "\n", shown, shown, shown]
+
+
+def test_feedback_shows_the_expected_value_by_default():
+    from traitlets.config import Config
+
+    from initlab_grading.preprocessors import HideHiddenTests
+
+    assert HideHiddenTests().reveal == "expected"
+    config = Config()
+    config.HideHiddenTests.reveal = "diagnosis"
+    assert HideHiddenTests(config=config).reveal == "diagnosis"
+    with pytest.raises(Exception, match="reveal"):
+        HideHiddenTests(reveal="everything")
