@@ -3,9 +3,21 @@ put on expected values and formulas, and what each level of feedback keeps of th
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import io
+import itertools
+import re
+from typing import Any
+
+import nbformat
 import pytest
 
+from conftest import REPO
+from initlab.checks import CheckFailed
+from initlab_grading import course
 from initlab_grading.checking.reveal import LEVELS, expected, formula, plain, render
+from initlab_grading.samples import Sample, samples_for
 
 MESSAGE = (
     "grad_f([0.0, 0.0]) returned [12.0, -0.0]"
@@ -174,3 +186,188 @@ def test_feedback_shows_the_expected_value_by_default():
     assert HideHiddenTests(config=config).reveal == "diagnosis"
     with pytest.raises(Exception, match="reveal"):
         HideHiddenTests(reveal="everything")
+
+
+# -- every grader: the hidden checks of each mistake sample, at every level ---------------
+#
+# Each sample's answers run in-process after the master's own cells (setup, instructor
+# cells, reference answers), and the hidden part of each test cell the sample loses runs
+# as grading runs it. Its message, rendered at each level, must keep what that level
+# shows (the sample's stated text included) and nothing of what it hides.
+
+_MARK = re.compile(r"⟦(/?)(expected|formula)⟧")
+_SOLUTION_MARKER = re.compile(r"^\s*### (BEGIN|END) SOLUTION\s*$")
+_HIDDEN = ("### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS")
+_FLOAT = re.compile(r"-?\d+\.\d+(?:e[-+]?\d+)?|\d+e[-+]?\d+")
+_STATES_VALUE = re.compile(
+    r"\bexpected\b|\bshould be\b|\bthe reference gives\b|\bthe engine's is\b|"
+    r"\byour run learned\b|\bgives? -?\d\S* \+-"
+)
+"""Phrases that state a correct value; none may be left at the level "diagnosis"."""
+_SHOWN_ANYWAY = re.compile(
+    r"has shape \([^)]*\)[^;.]*; expected \([^)]*\)|raised \w+: .*?\.(?=\s|$)"
+)
+"""What a message may say at every level although it reads like an expected value: the
+shape an answer must have (the task states it) and the text of the student's own
+exception."""
+
+
+def _code_cells(assignment: str) -> list[tuple[Any, dict]]:
+    nb = nbformat.read(REPO / "source" / assignment / f"{assignment}.ipynb", as_version=4)
+    return [(c, c.metadata.get("nbgrader", {})) for c in nb.cells if c.cell_type == "code"]
+
+
+def _is_test(meta: dict) -> bool:
+    return bool(meta.get("grade")) and not meta.get("solution")
+
+
+@contextlib.contextmanager
+def _quiet():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        yield
+    plt.close("all")
+
+
+@functools.lru_cache(maxsize=1)  # one assignment at a time: the parameters come in order
+def _master_namespace(assignment: str) -> dict:
+    """The master's cells up to its last test cell, run in order (setup, instructor cells,
+    reference answers; not the tests)."""
+    cells = _code_cells(assignment)
+    last_test = max(i for i, (_, meta) in enumerate(cells) if _is_test(meta))
+    namespace: dict = {}
+    with _quiet():
+        for cell, meta in cells[:last_test]:
+            if not meta or _is_test(meta):
+                continue  # instructor checks, tests
+            lines = [ln for ln in cell.source.splitlines() if not _SOLUTION_MARKER.match(ln)]
+            exec("\n".join(lines), namespace)
+    return namespace
+
+
+def _hidden_messages(assignment: str, sample: Sample) -> dict[str, str]:
+    """The message of each hidden check the sample fails, by test cell."""
+    cells = _code_cells(assignment)
+    namespace = dict(_master_namespace(assignment))
+    ids = [meta.get("grade_id") for _, meta in cells]
+    first = min(i for i, gid in enumerate(ids) if gid in sample.answers)
+    last = max(i for i, gid in enumerate(ids) if gid in sample.lost)
+    messages = {}
+    with _quiet():
+        for i, (cell, meta) in enumerate(cells):
+            if meta.get("solution") and ids[i] in sample.answers:
+                source = sample.answers[ids[i]]
+            elif first < i < last and meta.get("locked") and not _is_test(meta):
+                # an instructor cell that may use the sample's answers (the activation table);
+                # the long runs keep the reference's results
+                if "nbval-ignore-output" in cell.metadata.get("tags", []):
+                    continue
+                source = cell.source
+            elif ids[i] in sample.lost and _HIDDEN[0] in cell.source:
+                hidden = cell.source.split(_HIDDEN[0])[1].split(_HIDDEN[1])[0]
+                try:
+                    exec(hidden, dict(namespace))
+                except CheckFailed as failure:
+                    messages[ids[i]] = str(failure)
+                else:
+                    messages[ids[i]] = ""
+                continue
+            else:
+                continue
+            try:
+                exec(source, namespace)
+            except Exception:  # noqa: BLE001 -- nbgrader runs on after a failing cell too
+                pass
+    return messages
+
+
+def _labelled(message: str) -> tuple[str, list[str]]:
+    """The message without marks, and the kind of each of its characters: "expected",
+    "formula" or "" (never marked)."""
+    text, kinds, stack, pos = [], [], [], 0
+    for mark in [*_MARK.finditer(message), None]:
+        end = mark.start() if mark else len(message)
+        kind = "expected" if "expected" in stack else (stack[-1] if stack else "")
+        text.append(message[pos:end])
+        kinds += [kind] * (end - pos)
+        if mark is None:
+            break
+        if mark[1] and mark[2] in stack:
+            stack.remove(mark[2])
+        elif not mark[1]:
+            stack.append(mark[2])
+        pos = mark.end()
+    return "".join(text), kinds
+
+
+def _runs(text: str, kinds: list[str], kind: str) -> list[str]:
+    return [
+        "".join(ch for ch, _ in group)
+        for key, group in itertools.groupby(zip(text, kinds, strict=True), key=lambda p: p[1])
+        if key == kind
+    ]
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _mistake_samples() -> list[tuple[str, Sample]]:
+    found = []
+    for assignment in course.ASSIGNMENTS:
+        hidden = {
+            meta.get("grade_id") for c, meta in _code_cells(assignment) if _HIDDEN[0] in c.source
+        }
+        for sample in samples_for(assignment):
+            if not sample.blank and set(sample.lost) & hidden and sample.answers:
+                found.append((assignment, sample))
+    return found
+
+
+@pytest.mark.parametrize(
+    "assignment, sample", _mistake_samples(), ids=lambda v: getattr(v, "student", v)
+)
+def test_each_sample_s_hidden_messages_reveal_what_each_level_allows(assignment, sample):
+    messages = _hidden_messages(assignment, sample)
+    assert messages and all(messages.values()), f"a hidden check passed: {messages}"
+    for cell_id, message in messages.items():
+        text, kinds = _labelled(message)
+        for level in LEVELS:
+            assert "⟦" not in render(message, level), (level, message)
+        assert render(message, "expected") == text
+        diagnosis = render(message, "diagnosis")
+        shown = _flat(text)
+        # the sample's own text, where it comes from the hidden check, shows at the
+        # strongest level that its marks allow; its unmarked part shows at every level
+        lost = _flat(sample.lost[cell_id])
+        if lost in shown:
+            start = shown.index(lost)
+            flat_kinds = [k for ch, k in zip(text, kinds, strict=True) if not ch.isspace()]
+            before = len(shown[:start].replace(" ", ""))
+            inside = set(flat_kinds[before : before + len(lost.replace(" ", ""))])
+            level = "expected" if "expected" in inside else "formula" if inside else "diagnosis"
+            assert lost in _flat(render(message, level)), (level, message)
+            for piece in _runs(text, kinds, ""):
+                piece = _flat(piece).strip(" .,;:")
+                if len(piece) >= 10 and piece in lost:
+                    assert piece in _flat(diagnosis), (piece, diagnosis)
+        # at "diagnosis": no phrase that states a value, no number only the expected
+        # value had, and every unmarked part of the message
+        assert not _STATES_VALUE.search(_SHOWN_ANYWAY.sub("", diagnosis)), diagnosis
+        unmarked = "".join(_runs(text, kinds, ""))
+        for span in _runs(text, kinds, "expected"):
+            for number in _FLOAT.findall(span):
+                assert number not in diagnosis or number in unmarked, (number, diagnosis)
+        for piece in _runs(text, kinds, ""):
+            piece = _flat(piece).strip(" .,;:")
+            assert piece in _flat(diagnosis), (piece, diagnosis)
+        # at "formula": every formula, without the expected values in it
+        with_formulas = _flat(render(message, "formula"))
+        for span in _runs(text, kinds, "formula"):
+            span = _flat(span).strip(" .,;:")
+            assert span in with_formulas, (span, with_formulas)
+            assert span not in _flat(diagnosis) or span in _flat(unmarked), (span, diagnosis)
