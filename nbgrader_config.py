@@ -126,6 +126,13 @@ c.CourseDirectory.ignore = [".ipynb_checkpoints", "__pycache__", "feedback", *CO
 
 # Feedback shows each test's message and points, never hidden test code.
 c.GenerateFeedback.preprocessors = [GetGrades, HideHiddenTests, CSSHTMLHeaderPreprocessor]
+# How much the hidden tests' messages reveal in feedback: "expected" (the expected value,
+# the formula and the diagnosis), "formula" (no expected value) or "diagnosis" (neither).
+# Where resubmission is allowed, "formula" or "diagnosis" keeps the expected values out
+# of what a student can copy. Applied when feedback is generated (formgrader and the
+# class report show everything); for one run:
+#   nbgrader generate_feedback ASSIGNMENT --HideHiddenTests.reveal=diagnosis
+c.HideHiddenTests.reveal = "expected"
 # A submission's HTML (a display(HTML(...)) output, raw HTML in a markdown answer) is
 # shown as inert text in the feedback and in formgrader, which both export through
 # HTMLExporter with this config: no <script>, event handler or JavaScript output runs in

@@ -8,8 +8,10 @@ import csv
 import html as html_lib
 import re
 
+import nbformat
 import pytest
 
+from initlab_grading.checking.reveal import LEVELS, plain, render
 from initlab_grading.course import build, layout
 from initlab_grading.course.results import collect_results
 from initlab_grading.course.samples import samples_for
@@ -126,3 +128,54 @@ def test_class_report_counts_each_diagnosis_once_per_sample(graded, assignment):
     text = page.read_text(encoding="utf-8")
     assert "data:image/png;base64," in text
     assert f"{len(samples_for(assignment))} graded submissions" in text
+
+
+@pytest.mark.parametrize("assignment", ["gradient_descent"])
+def test_feedback_reveals_what_its_level_allows(graded, assignment):
+    """``nbgrader generate_feedback --HideHiddenTests.reveal=LEVEL`` on the graded samples:
+    at every level no mark reaches the feedback, and each failing hidden check's message
+    shows as that level renders it; at "formula" and "diagnosis" its expected values are
+    gone, at "diagnosis" its formulas too, while the named mistake stays. Feedback is
+    generated again at the configured level afterwards."""
+    graded(assignment)
+    root = graded.root
+    raw: dict[str, list[str]] = {}  # student -> the marked messages of its hidden checks
+    for sample in samples_for(assignment):
+        nb = nbformat.read(
+            root / "autograded" / sample.student / assignment / layout.notebook_name(assignment), 4
+        )
+        errors = [o for c in nb.cells for o in c.get("outputs", []) if o.output_type == "error"]
+        raw[sample.student] = [o.evalue for o in errors if "⟦" in o.evalue]
+    marked = [m for messages in raw.values() for m in messages]
+    assert any("⟦expected⟧" in m for m in marked) and any("⟦formula⟧" in m for m in marked)
+
+    def flat(text: str) -> str:
+        return " ".join(text.split())
+
+    try:
+        for level in LEVELS:
+            option = f"--HideHiddenTests.reveal={level}"
+            layout.nbgrader(root, "generate_feedback", assignment, "--force", option)
+            for sample in samples_for(assignment):
+                page = root / "feedback" / sample.student / assignment / f"{assignment}.html"
+                html = page.read_text(encoding="utf-8")
+                assert "⟦" not in html, (level, sample.student)
+                shown = flat(html_lib.unescape(re.sub(r"<[^>]+>", " ", html)))
+                for message in raw[sample.student]:
+                    assert flat(render(message, level)) in shown, (level, message)
+                    left_out = re.findall(r"⟦expected⟧(.*?)⟦/expected⟧", message, re.S)
+                    if level == "diagnosis":
+                        left_out += re.findall(r"⟦formula⟧(.*?)⟦/formula⟧", message, re.S)
+                    kept = flat(render(message, level))
+                    for span in left_out if level != "expected" else []:
+                        text = flat(plain(span)).strip(" .,;:")
+                        assert text in kept or text not in shown, (level, text)
+                if level == "expected":
+                    for text in sample.lost.values():
+                        assert flat(text) in shown, (sample.student, text)
+            hand = root / "feedback" / "hand-constant-step" / assignment / f"{assignment}.html"
+            shown = flat(html_lib.unescape(re.sub(r"<[^>]+>", " ", hand.read_text("utf-8"))))
+            if level == "diagnosis":
+                assert "Step 2 used step size 1/2." in shown and "expected 1/3" not in shown
+    finally:
+        layout.nbgrader(root, "generate_feedback", assignment, "--force")

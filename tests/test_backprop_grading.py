@@ -1,11 +1,14 @@
 """Assignment 2's references and hidden checks, tested directly (no nbgrader)."""
 
+import re
+
 import numpy as np
 import pytest
 
 from conftest import sample_answers
 from initlab.checks import CheckFailed
 from initlab_grading.assignments.backprop import grader as grading
+from initlab_grading.checking.reveal import plain
 
 
 def test_numpy_chain_rule_agrees_with_autograd():
@@ -193,8 +196,9 @@ def test_wrong_layer_and_transposed_gradients_are_named_by_the_hidden_check():
         ("wrong-layer-weights", "sent back through the wrong layer's W"),
         ("transposed-gradient", "A transposed gradient: grad W\\^\\(l\\) = Delta\\^\\(l\\)\\^T"),
     ):
-        with pytest.raises(CheckFailed, match=text):
+        with pytest.raises(CheckFailed) as failure:
             grading.check_backward(sample_answers("backprop", student)["mlp_backward"])
+        assert re.search(text, plain(str(failure.value))), str(failure.value)
 
 
 # -- the factor 1[i = j] of one layer's Jacobians with respect to b and W ------------------

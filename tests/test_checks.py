@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 
@@ -13,6 +15,32 @@ def test_check_close_names_the_worst_entry_and_hint():
     with pytest.raises(checks.CheckFailed, match=r"x is 3 at index \(1,\); expected 2.*Look"):
         checks.check_close([1.0, 3.0], [1.0, 2.0], 0.5, "x", "Look again.")
     checks.check_close([1.0, 2.4], [1.0, 2.0], 0.5, "x")
+
+
+def test_check_close_and_check_moments_mark_only_the_expected_value():
+    """With ``mark_expected`` the part of the message that states the expected value is
+    wrapped by it; the rest, and the whole text, stay as without it."""
+
+    def mark(text):
+        return "<" + text + ">"
+
+    with pytest.raises(checks.CheckFailed) as failure:
+        checks.check_close([1.0, 3.0], [1.0, 2.0], 0.5, "x", "Look again.", mark_expected=mark)
+    assert str(failure.value) == (
+        "x is 3 at index (1,)<; expected 2 (allowed difference 0.5)>. Look again."
+    )
+    rng = np.random.default_rng(3)
+    sample = rng.normal(0, 0.5, 50_000)
+    with pytest.raises(checks.CheckFailed) as failure:
+        checks.check_moments(sample, 0.0, 0.45, 3.0, "w", hint="Hint.", mark_expected=mark)
+    text = str(failure.value)
+    assert text.startswith("The entries of w have standard deviation 0.498")
+    assert "<; expected 0.45 (variance allowed within " in text
+    assert text.endswith(" samples)>. Hint.")
+    with pytest.raises(checks.CheckFailed) as failure:
+        checks.check_moments(sample + 0.1, 0.0, 0.5, 3.0, "w", mark_expected=mark)
+    assert re.search(r"have mean 0\.10\d*<; expected 0 \(allowed ", str(failure.value))
+    assert str(failure.value).endswith(" samples)>.")
 
 
 def test_check_close_rejects_nan():

@@ -40,6 +40,10 @@ class CheckFailed(AssertionError):
     """A check found a wrong answer; the message says what is wrong and what to look at."""
 
 
+def _unmarked(text: str) -> str:
+    return text
+
+
 def call_answer(
     func: Callable[..., Any], *args: Any, what: str, hint: str = "", **kwargs: Any
 ) -> Any:
@@ -127,11 +131,14 @@ def check_close(
     tolerance: Any,
     what: str,
     hint: str = "",
+    mark_expected: Callable[[str], str] | None = None,
 ) -> None:
     """Fail unless ``|got - expected| <= tolerance`` entrywise.
 
     ``tolerance`` is an absolute bound (scalar or broadcastable array) that the caller
     derives from the numerics; the message names the worst entry and adds ``hint``.
+    ``mark_expected``, when given, wraps the part of the message that states the expected
+    value (the instructors' hidden checks mark it so that feedback can leave it out).
     """
     got_arr = as_array(got, what, shape=np.shape(expected))
     want = np.asarray(expected, dtype=np.float64)
@@ -141,9 +148,11 @@ def check_close(
     if np.any(bad):
         idx = tuple(int(i) for i in np.argwhere(bad)[0])
         where = f" at index {idx}" if want.ndim else ""
+        mark = mark_expected or _unmarked
         message = (
-            f"{what} is {got_arr[idx]:.10g}{where}; expected {want[idx]:.10g} "
-            f"(allowed difference {tol[idx]:.3g})."
+            f"{what} is {got_arr[idx]:.10g}{where}"
+            + mark(f"; expected {want[idx]:.10g} (allowed difference {tol[idx]:.3g})")
+            + "."
         )
         raise CheckFailed(message + (" " + hint if hint else ""))
 
@@ -166,6 +175,7 @@ def check_moments(
     what: str,
     false_failure: float = 1e-7,
     hint: str = "",
+    mark_expected: Callable[[str], str] | None = None,
 ) -> None:
     """Fail unless the sample's mean and standard deviation agree with a distribution of
     the given mean, std and kurtosis (3 for a normal, 1.8 for a uniform).
@@ -174,8 +184,9 @@ def check_moments(
     mean has standard error ``std / sqrt(N)`` and the sample variance
     ``std**2 * sqrt((kurtosis - 1) / N)``. Each check allows ``z_score(false_failure)``
     standard errors, so a correct answer fails one of the two with probability at most
-    ``2 * false_failure`` (union bound).
+    ``2 * false_failure`` (union bound). ``mark_expected`` as in :func:`check_close`.
     """
+    mark = mark_expected or _unmarked
     x = np.asarray(sample, dtype=np.float64).ravel()
     n = x.size
     if n < 1000:
@@ -185,14 +196,20 @@ def check_moments(
     se_mean = std / np.sqrt(n)
     if abs(x.mean() - mean) > z * se_mean:
         raise CheckFailed(
-            f"The entries of {what} have mean {x.mean():.4g}; expected {mean:.4g} "
-            f"(allowed {z * se_mean:.2g} for {n} samples)." + (" " + hint if hint else "")
+            f"The entries of {what} have mean {x.mean():.4g}"
+            + mark(f"; expected {mean:.4g} (allowed {z * se_mean:.2g} for {n} samples)")
+            + "."
+            + (" " + hint if hint else "")
         )
     var = x.var()
     se_var = std**2 * np.sqrt((kurtosis - 1) / n)
     if abs(var - std**2) > z * se_var:
         raise CheckFailed(
-            f"The entries of {what} have standard deviation {np.sqrt(var):.4g}; expected "
-            f"{std:.4g} (variance allowed within {z * se_var:.2g} of {std**2:.4g} for {n} "
-            "samples)." + (" " + hint if hint else "")
+            f"The entries of {what} have standard deviation {np.sqrt(var):.4g}"
+            + mark(
+                f"; expected {std:.4g} (variance allowed within {z * se_var:.2g} of "
+                f"{std**2:.4g} for {n} samples)"
+            )
+            + "."
+            + (" " + hint if hint else "")
         )

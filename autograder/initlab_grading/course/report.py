@@ -16,7 +16,9 @@ course root (the grading command and ``python3 tasks.py course`` write them too)
 - for the manually graded answers, how many are graded so far.
 
 Every text from a submission (messages carry values the student's code produced) is
-escaped: the page shows it, never runs it.
+escaped: the page shows it, never runs it. Messages are shown whole, whatever feedback
+reveals (initlab_grading.checking.reveal): read through initlab_grading.results, they
+carry the expected values and formulas without their marks.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from pathlib import Path
 import nbformat
 from nbgrader.api import Gradebook
 
+from initlab_grading.checking.reveal import plain
 from initlab_grading.course.layout import ensure_tools_on_path, gradebook_url, notebook_name
 from initlab_grading.grading.preprocessors import grade_id
 
@@ -18,7 +19,7 @@ class CellResult:
     grade_id: str
     score: float | None  # None: waits for manual grading
     max_score: float
-    message: str  # the failure's "ename: evalue", or ""
+    message: str  # the failure's "ename: evalue" (without reveal marks), or ""
 
 
 @dataclass
@@ -43,12 +44,13 @@ def _error_messages(root: Path, assignment: str, student: str) -> dict[str, str]
     for cell in nb.cells:
         for out in cell.get("outputs", []):
             if out.output_type == "error":
-                messages[grade_id(cell)] = f"{out.ename}: {out.evalue}"
+                messages[grade_id(cell)] = plain(f"{out.ename}: {out.evalue}")
     return messages
 
 
 def collect_results(root: Path, assignment: str, students: list[str]) -> list[SampleResult]:
-    """Per-cell scores from the gradebook and failure messages from the graded notebooks."""
+    """Per-cell scores from the gradebook and failure messages from the graded notebooks
+    (whole, without the marks of initlab_grading.checking.reveal)."""
     ensure_tools_on_path()
     results = []
     with Gradebook(gradebook_url(root)) as gb:

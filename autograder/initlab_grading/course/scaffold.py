@@ -139,6 +139,7 @@ from collections.abc import Callable
 import numpy as np
 
 from initlab.checks import CheckFailed, as_array, call_answer
+from initlab_grading.checking.reveal import expected
 
 EVIDENCE: dict[str, list[str]] = {{}}
 """Written answers and the code cells (grade_ids) whose submitted outputs they discuss."""
@@ -161,7 +162,10 @@ def check_double(student_double: Callable) -> None:
     for x, g, w in zip(POINTS, got, want, strict=True):
         if g != w:
             hint = " You added 2 instead of multiplying by 2." if g == x + 2 else ""
-            raise CheckFailed(f"double({{x:g}}) is {{g:g}}; expected {{w:g}}.{{hint}}")
+            # expected(...): what feedback leaves out at the level "formula" or "diagnosis"
+            raise CheckFailed(
+                f"double({{x:g}}) is {{g:g}}" + expected(f"; expected {{w:g}}") + f".{{hint}}"
+            )
 '''
 
 SAMPLES = '''"""Sample submissions for assignment {number} ({title})."""

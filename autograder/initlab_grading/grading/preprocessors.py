@@ -6,8 +6,10 @@ again, and a failing hidden test shows a traceback through that code and through
 reference in this package. This preprocessor removes the hidden region from each test
 cell, cuts the traceback of a failed test down to its message (the checks' messages say
 what is wrong without showing the test), keeps of such a cell's printed output only the
-lines its own code prints (``print("Visible tests passed.")``), and blanks out, in every
-cell's output, each line that quotes a line of a hidden test.
+lines its own code prints (``print("Visible tests passed.")``), blanks out, in every
+cell's output, each line that quotes a line of a hidden test, and shows the checks'
+messages at the instructor's level (``reveal``: the expected value, the formula, or only
+the diagnosis; initlab_grading.checking.reveal).
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from nbformat.notebooknode import NotebookNode
 from nbgrader.preprocessors import ClearHiddenTests, DeduplicateIds, Execute, OverwriteCells
 from nbgrader.preprocessors.base import NbGraderPreprocessor
 from nbgrader.utils import is_grade, is_solution
-from traitlets import Bool, Integer
+from traitlets import Bool, Enum, Integer
 
+from initlab_grading.checking.reveal import LEVELS, render
 from initlab_grading.grading.sandbox import folder_state
 
 HIDDEN_NOTE = "# (Hidden tests ran here. Their code is not shown; their messages are below.)"
@@ -77,9 +80,21 @@ class HideHiddenTests(ClearHiddenTests):
       least 12 characters), or a line the grading guard added to the notebook, is
       replaced by a note, so a notebook that prints the source of the test calling it
       (``inspect``, ``linecache``, IPython's ``In``) shows nothing of it.
+    - Every cell: each output's text (messages, tracebacks, printed and displayed text)
+      is shown at the level ``reveal``: the spans a check marked as the expected value or
+      the formula are removed as that level says, and no mark is left
+      (initlab_grading.checking.reveal).
     A notebook that encodes what it read (base64, reversed) is not recognised; see
     docs/security.md.
     """
+
+    reveal = Enum(
+        LEVELS,
+        default_value="expected",
+        help="How much the checks' failure messages reveal in feedback: 'expected' (the "
+        "expected value, the formula and the diagnosis), 'formula' (no expected value) or "
+        "'diagnosis' (neither the expected value nor the formula).",
+    ).tag(config=True)
 
     def preprocess(self, nb: NotebookNode, resources: ResourcesDict):
         self._hidden_lines = set()
@@ -105,7 +120,7 @@ class HideHiddenTests(ClearHiddenTests):
                 out.append(QUOTE_NOTE)
             else:
                 out.append(line)
-        return "\n".join(out)
+        return render("\n".join(out), self.reveal)
 
     def _redact_output(self, output: NotebookNode) -> None:
         if output.output_type == "stream":

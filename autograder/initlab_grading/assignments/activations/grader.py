@@ -33,6 +33,7 @@ from torch.overrides import TorchFunctionMode
 
 from initlab.checks import CheckFailed, as_array, call_answer, check_finite, unit_roundoff
 from initlab_grading.checking.integrity import uses_library
+from initlab_grading.checking.reveal import expected, formula
 
 EVIDENCE = {"observations": ["train_six"]}
 """Written answers and the code cells (grade_ids) whose submitted outputs they discuss:
@@ -165,9 +166,12 @@ def check_relu_net(d_hidden: Any, W1: Any, b1: Any, W2: Any, b2: Any) -> None:
     flipped, _ = sup_error(w1, -bias, w2, float(c.ravel()[0]))
     if flipped <= TARGET_SUP + net_roundoff(w1, -bias, w2, float(c.ravel()[0])):
         hint = (
-            " With the signs of b1 flipped the net would pass: a unit with slope a whose "
-            "kink sits at x = beta is relu(a (x - beta)) = relu(a x - a beta), so its bias "
-            "is -a * beta."
+            " With the signs of b1 flipped the net would pass"
+            + formula(
+                ": a unit with slope a whose kink sits at x = beta is relu(a (x - beta)) = "
+                "relu(a x - a beta), so its bias is -a * beta"
+            )
+            + "."
         )
     else:
         width = interpolation_width(w1, bias, w2, float(c.ravel()[0]))
@@ -175,9 +179,11 @@ def check_relu_net(d_hidden: Any, W1: Any, b1: Any, W2: Any, b2: Any) -> None:
             hint = (
                 f" Your net equals x^2 at its breakpoints and at 0 and 1: on a piece of width "
                 f"h between them it is the chord of x^2, which lies up to h^2/4 above x^2 (in "
-                f"the middle), here {width**2 / 4:.6f} on a piece of width {width:.4g}. Use "
-                "pieces at most 0.4 wide (0.4^2/4 = 0.04), or shift the net down so that its "
-                "error is split between above and below."
+                f"the middle), here {width**2 / 4:.6f} on a piece of width {width:.4g}."
+                + formula(
+                    " Use pieces at most 0.4 wide (0.4^2/4 = 0.04), or shift the net down so "
+                    "that its error is split between above and below."
+                )
             )
     raise CheckFailed(
         f"The net's largest error on [0, 1] is {err:.6f}, at x = {where:.4f}; it must be "
@@ -305,27 +311,34 @@ def reference(name: str, x: np.ndarray, beta: float = 1.0) -> tuple[np.ndarray, 
 _MISTAKES: dict[str, tuple[tuple[str, Callable[..., np.ndarray]], ...]] = {
     "sigmoid": (
         (
-            "That is sigma(x) itself; the slope is sigma(x) * (1 - sigma(x)).",
+            "That is sigma(x) itself" + formula("; the slope is sigma(x) * (1 - sigma(x))") + ".",
             lambda x, b: 1 / (1 + np.exp(-x)),
         ),
     ),
     "tanh": (
         (
-            "That is 1 - tanh(x); the slope is 1 - tanh(x)**2.",
+            "That is 1 - tanh(x)" + formula("; the slope is 1 - tanh(x)**2") + ".",
             lambda x, b: 1 - np.tanh(x),
         ),
     ),
     "swish": (
         (
-            "The factor beta is missing from the second term: "
-            "d/dx [x sigma(beta x)] = sigma(beta x) + beta x sigma(beta x)(1 - sigma(beta x)).",
+            "The factor beta is missing from the second term"
+            + formula(
+                ": d/dx [x sigma(beta x)] = sigma(beta x) + beta x sigma(beta x)(1 - sigma(beta x))"
+            )
+            + ".",
             lambda x, b: (s := 1 / (1 + np.exp(-b * x))) + x * s * (1 - s),
         ),
     ),
     "mish": (
         (
-            "Only the first term is there: by the product rule mish'(x) = tanh(softplus(x)) "
-            "+ x (1 - tanh(softplus(x))**2) sigma(x).",
+            "Only the first term is there"
+            + formula(
+                ": by the product rule mish'(x) = tanh(softplus(x)) "
+                "+ x (1 - tanh(softplus(x))**2) sigma(x)"
+            )
+            + ".",
             lambda x, b: np.tanh(np.log1p(np.exp(x))),
         ),
     ),
@@ -503,17 +516,22 @@ def _compare(
     # enough digits to show the difference
     digits = 10 if abs(got[i] - want[i]) > 1e-8 * abs(want[i]) else 17
     raise CheckFailed(
-        f"{label} is {got[i]:.{digits}g} at x = {xs[i]:g}; expected {want[i]:.{digits}g} "
-        f"(autograd; allowed difference {tol[i]:.3g})." + hint
+        f"{label} is {got[i]:.{digits}g} at x = {xs[i]:g}"
+        + expected(f"; expected {want[i]:.{digits}g} (autograd; allowed difference {tol[i]:.3g})")
+        + "."
+        + hint
     )
 
 
 SMALL_VALUES_LOST = (
     "Your values are right in absolute terms (within {absolute:.2g}) but not relative to "
-    "their size where they are small: at x = {x:g} yours is off by {error:.2g}, {relative:.2g} "
-    "of the value {want:.4g} (allowed: {allowed:.2g} of it). Somewhere the formula loses the "
-    "digits of a small number: it adds it to 1, subtracts two nearly equal numbers, or sets it "
-    "to 0."
+    "their size where they are small"
+    + expected(
+        ": at x = {x:g} yours is off by {error:.2g}, {relative:.2g} of the value {want:.4g} "
+        "(allowed: {allowed:.2g} of it)"
+    )
+    + ". Somewhere the formula loses the digits of a small number: it adds it to 1, subtracts "
+    "two nearly equal numbers, or sets it to 0."
 )
 SMALL_VALUES_FIX = (
     " Compute small values directly: torch.sigmoid, torch.nn.functional.softplus, torch.log1p "
@@ -663,7 +681,9 @@ def check_split(train_idx: Any, val_idx: Any) -> None:
                 "images are used, indices 0 to 11,999."
             )
         if len(arr) != len(want):
-            raise CheckFailed(f"{what} has {len(arr)} indices; expected {len(want)}.")
+            raise CheckFailed(
+                f"{what} has {len(arr)} indices" + expected(f"; expected {len(want)}") + "."
+            )
     if set(tr.tolist()) & set(va.tolist()):
         raise CheckFailed("train_idx and val_idx share images; they must be disjoint.")
     if not np.array_equal(np.sort(va), VAL_IDX):
@@ -675,8 +695,10 @@ def check_split(train_idx: Any, val_idx: Any) -> None:
         else:
             how = "its indices are spread over the 12,000, like a random sample"
         raise CheckFailed(
-            f"val_idx is not the last 20 % of the first 12,000 images; {how}. The validation "
-            "images are the last 2,400 of the 12,000: indices 9,600 to 11,999."
+            f"val_idx is not the last 20 % of the first 12,000 images; {how}."
+            + expected(
+                " The validation images are the last 2,400 of the 12,000: indices 9,600 to 11,999."
+            )
         )
 
 
@@ -762,32 +784,35 @@ def reference_loop(
 LOOP_VARIANTS: dict[str, tuple[dict[str, Any], str]] = {
     "sum": (
         {"reduction": "sum"},
-        "your losses match the cross-entropy summed over each batch; the course minimises the "
-        "mean over the batch (so a step does not grow with the batch size): use "
-        "F.cross_entropy's default reduction='mean'",
+        "your losses match the cross-entropy summed over each batch"
+        + formula(
+            "; the course minimises the mean over the batch (so a step does not grow with the "
+            "batch size): use F.cross_entropy's default reduction='mean'"
+        ),
     ),
     "accumulate": (
         {"accumulate": True},
         "your first loss is right and the later ones match SGD whose gradients add up from step "
-        "to step: set every .grad to None (or zero it) before each backward pass",
+        "to step" + formula(": set every .grad to None (or zero it) before each backward pass"),
     ),
     "after": (
         {"after": True},
-        "your losses are each batch's loss after its update; record the loss you differentiate, "
-        "before the step",
+        "your losses are each batch's loss after its update"
+        + formula("; record the loss you differentiate, before the step"),
     ),
 }
 """The classic mistakes of a training loop, with the diagnosis given when a student's
 losses match one of them (within :data:`LOOP_RTOL`)."""
 
 FORWARD_VARIANTS: dict[str, Callable[[Params, torch.Tensor, Callable], torch.Tensor]] = {
-    "phi is applied to the output layer too: the last layer returns logits, without phi": (
+    "phi is applied to the output layer too"
+    + formula(": the last layer returns logits, without phi"): (
         lambda X, p, phi: phi(reference_forward(X, p, phi))
     ),
-    "phi is missing between the layers: apply it after each hidden layer": (
+    "phi is missing between the layers" + formula(": apply it after each hidden layer"): (
         lambda X, p, phi: reference_forward(X, p, lambda h: h)
     ),
-    "the biases are missing: add b after each product": (
+    "the biases are missing" + formula(": add b after each product"): (
         lambda X, p, phi: reference_forward(X, [(W, torch.zeros_like(b)) for W, b in p], phi)
     ),
 }
@@ -841,8 +866,10 @@ def check_forward(mlp_forward: Callable) -> None:
                 raise CheckFailed(f"{what}: {words}.")
         i, j = (int(v) for v in np.argwhere(bad)[0])
         raise CheckFailed(
-            f"{what} gives logit [{i}, {j}] = {got[i, j]:.10g}; expected {want[i, j]:.10g}. "
-            "Each layer computes h @ W.T + b, with phi after every layer but the last."
+            f"{what} gives logit [{i}, {j}] = {got[i, j]:.10g}"
+            + expected(f"; expected {want[i, j]:.10g}")
+            + "."
+            + formula(" Each layer computes h @ W.T + b, with phi after every layer but the last.")
         )
 
 
@@ -913,8 +940,9 @@ def _check_loop_run(sgd_train: Callable, name: str, phi: Callable, seed: int) ->
             "forward(X, params) against y"
         )
         raise CheckFailed(
-            f"{what}: the loss of batch {k + 1} is {losses[k]:.10g}; the engine's is "
-            f"{want[k]:.10g} ({where})."
+            f"{what}: the loss of batch {k + 1} is {losses[k]:.10g}"
+            + expected(f"; the engine's is {want[k]:.10g}")
+            + f" ({where})."
         )
     for k, (W, b) in enumerate(pairs, start=1):
         for got, key in ((W, f"W{k}"), (b, f"b{k}")):

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from initlab.checks import CheckFailed, as_array, call_answer, unit_roundoff
+from initlab_grading.checking.reveal import expected, formula
 
 EVIDENCE = {"retrain_explain": ["summary_table"], "beta_explain": ["learned_beta"]}
 """Written answers and the code cells (grade_ids) whose submitted outputs they discuss:
@@ -32,23 +33,23 @@ formgrader and the feedback show those outputs beside the answer
 BEST_LR_VARIANTS: dict[str, tuple[Callable[[Any], float], str]] = {
     "worst": (
         lambda r: -float(r.history["val_acc"][-1]),
-        "that is the rate with the lowest final validation accuracy: take the largest (max, "
-        "not min)",
+        "that is the rate with the lowest final validation accuracy"
+        + formula(": take the largest (max, not min)"),
     ),
     "val_loss": (
         lambda r: -float(r.history["val_loss"][-1]),
-        "that is the rate with the lowest final validation loss; the rule is the highest final "
-        "validation accuracy",
+        "that is the rate with the lowest final validation loss"
+        + formula("; the rule is the highest final validation accuracy"),
     ),
     "train_acc": (
         lambda r: float(r.history["train_acc"][-1]),
-        "that is the rate with the highest training accuracy; choose on the validation set, "
-        "the images the network does not train on",
+        "that is the rate with the highest training accuracy"
+        + formula("; choose on the validation set, the images the network does not train on"),
     ),
     "best_epoch": (
         lambda r: float(np.nanmax(r.history["val_acc"])),
-        "that is the rate with the best validation accuracy at any epoch; the rule looks at "
-        "the accuracy after the last epoch",
+        "that is the rate with the best validation accuracy at any epoch"
+        + formula("; the rule looks at the accuracy after the last epoch"),
     ),
 }
 """Other selection rules a student may apply, with the diagnosis given when the student's
@@ -99,8 +100,9 @@ def check_best_lr(best_lr: Any, search: list) -> None:
             if got.is_integer() and 0 <= got < len(ordered) and ordered[int(got)] in best:
                 raise CheckFailed(
                     f"best_lr[{name!r}] is {got:g}: that is the position of the best rate in "
-                    f"lrs, not the rate. Give the rate itself, lrs[{got:g}] = "
-                    f"{ordered[int(got)]:.4g}."
+                    "lrs, not the rate. Give the rate itself"
+                    + expected(f", lrs[{got:g}] = {ordered[int(got)]:.4g}")
+                    + "."
                 )
             accuracies = {float(a) for r in runs for a in np.ravel(r.history["val_acc"])}
             if got in accuracies:
@@ -120,17 +122,25 @@ def check_best_lr(best_lr: Any, search: list) -> None:
         if len(set(given.values())) == 1 and closest in pooled:
             raise CheckFailed(
                 f"best_lr gives every activation the same rate, {closest:.4g}, the rate of the "
-                "best network over the whole search; each activation gets its own rate, the "
-                f"best among its own networks: for {name}, lr {right:.4g} (validation accuracy "
-                f"{final[right]:.4f} against {final[closest]:.4f})."
+                "best network over the whole search"
+                + formula(
+                    "; each activation gets its own rate, the best among its own networks"
+                    + expected(
+                        f": for {name}, lr {right:.4g} (validation accuracy "
+                        f"{final[right]:.4f} against {final[closest]:.4f})"
+                    )
+                )
+                + "."
             )
         for key, words in BEST_LR_VARIANTS.values():
             if closest in _argmax_lrs(runs, key):
                 raise CheckFailed(f"best_lr[{name!r}] is {closest:.4g}: {words}.")
         raise CheckFailed(
             f"best_lr[{name!r}] is {closest:.4g}, whose network ends with validation accuracy "
-            f"{final[closest]:.4f}; lr {right:.4g} ends with {final[right]:.4f}. Pick the rate "
-            "with the highest validation accuracy after the last epoch."
+            f"{final[closest]:.4f}"
+            + expected(f"; lr {right:.4g} ends with {final[right]:.4f}")
+            + "."
+            + formula(" Pick the rate with the highest validation accuracy after the last epoch.")
         )
 
 
@@ -194,8 +204,11 @@ def check_summary(summarize: Callable, test_acc: Any) -> None:
         if one_seed and several_passed:
             hint = (
                 "It works with several seeds and fails with one: with a single seed the sample "
-                "standard deviation is undefined, so return nan there (as np.std(..., ddof=1) "
-                "does) instead of computing it."
+                "standard deviation is undefined"
+                + expected(
+                    ", so return nan there (as np.std(..., ddof=1) does) instead of computing it"
+                )
+                + "."
             )
         table = call_answer(summarize, copy.deepcopy(given), what=f"summarize({given})", hint=hint)
         for name, values in given.items():
@@ -210,13 +223,16 @@ def check_summary(summarize: Callable, test_acc: Any) -> None:
                     ):
                         raise CheckFailed(f"{where}: min and max are swapped.")
                     raise CheckFailed(
-                        f"{where}: {key} is {got[key]:.6g}; expected {want[key]:.6g}."
+                        f"{where}: {key} is {got[key]:.6g}"
+                        + expected(f"; expected {want[key]:.6g}")
+                        + "."
                     )
             if len(values) == 1:
                 if not math.isnan(got["std"]):
                     raise CheckFailed(
-                        f"{where}: with one seed the sample standard deviation is undefined; "
-                        f"return nan (np.std(..., ddof=1) does), not {got['std']:.6g}."
+                        f"{where}: with one seed the sample standard deviation is undefined"
+                        + expected("; return nan (np.std(..., ddof=1) does)")
+                        + f", not {got['std']:.6g}."
                     )
                 continue
             if abs(got["std"] - want["std"]) <= tol:
@@ -224,18 +240,29 @@ def check_summary(summarize: Callable, test_acc: Any) -> None:
             population = want["std"] * math.sqrt((len(values) - 1) / len(values))
             if abs(got["std"] - population) <= tol:
                 raise CheckFailed(
-                    f"{where}: std is the population standard deviation (divided by n); the spread "
-                    "over seeds is the sample standard deviation, divided by n - 1 (ddof=1)."
+                    f"{where}: std is the population standard deviation (divided by n)"
+                    + formula(
+                        "; the spread over seeds is the sample standard deviation, divided by "
+                        "n - 1 (ddof=1)"
+                    )
+                    + "."
                 )
             if abs(got["std"] - want["std"] ** 2) <= tol:
-                raise CheckFailed(f"{where}: std is the variance; take its square root.")
+                raise CheckFailed(
+                    f"{where}: std is the variance" + formula("; take its square root") + "."
+                )
             if abs(got["std"] - want["std"] / math.sqrt(len(values))) <= tol:
                 raise CheckFailed(
                     f"{where}: std is the standard error of the mean (the standard deviation "
-                    "divided by sqrt(n)); the spread over seeds is the sample standard deviation "
-                    "itself."
+                    "divided by sqrt(n))"
+                    + formula("; the spread over seeds is the sample standard deviation itself")
+                    + "."
                 )
-            raise CheckFailed(f"{where}: std is {got['std']:.6g}; expected {want['std']:.6g}.")
+            raise CheckFailed(
+                f"{where}: std is {got['std']:.6g}"
+                + expected(f"; expected {want['std']:.6g}")
+                + "."
+            )
         several_passed = several_passed or not one_seed
 
 
@@ -276,11 +303,13 @@ def check_learned_betas(betas: Any, learned: Any) -> None:
         rounded = np.round(want, decimals)
         if np.all(np.abs(got - rounded) <= 2 * unit_roundoff(np.float32) * np.abs(rounded)):
             raise CheckFailed(
-                f"betas are {got.tolist()}, your run's values {want.tolist()} rounded to "
-                f"{decimals} decimal{'s' * (decimals != 1)}: give them as learned, unrounded "
-                "(the test allows only float32 storage)."
+                f"betas are {got.tolist()}"
+                + expected(f", your run's values {want.tolist()}")
+                + f" rounded to {decimals} decimal{'s' * (decimals != 1)}: give them as learned, "
+                "unrounded (the test allows only float32 storage)."
             )
     raise CheckFailed(
-        f"betas are {got.tolist()}; your run learned {want.tolist()}: read them from "
-        "learned.params['beta']."
+        f"betas are {got.tolist()}"
+        + expected(f"; your run learned {want.tolist()}")
+        + ": read them from learned.params['beta']."
     )

@@ -54,6 +54,7 @@ from initlab.checks import (
     check_finite,
     unit_roundoff,
 )
+from initlab_grading.checking.reveal import expected, formula
 
 U32 = unit_roundoff(np.float32)
 U64 = unit_roundoff(np.float64)
@@ -354,7 +355,9 @@ def _variants(case: JacCase, key: str) -> list[Variant]:
         out.append(
             (
                 f"{names[l]}' is evaluated at the activation {names[l]}(z) instead of at the "
-                "pre-activation z: evaluate the derivative at z = Wx + b of that layer.",
+                "pre-activation z"
+                + formula(": evaluate the derivative at z = Wx + b of that layer")
+                + ".",
                 at_a[key],
                 None,
             )
@@ -366,8 +369,11 @@ def _variants(case: JacCase, key: str) -> list[Variant]:
                 (
                     "A wrong summation index: the chain rule multiplies by a weight matrix with "
                     "its "
-                    f"indices swapped (layer {l + 1}, counting from the input). In z_i = sum_k "
-                    "W[i, k] a_k the sum runs over the second index, so dz_i/da_k = W[i, k].",
+                    f"indices swapped (layer {l + 1}, counting from the input)."
+                    + formula(
+                        " In z_i = sum_k W[i, k] a_k the sum runs over the second index, so "
+                        "dz_i/da_k = W[i, k]."
+                    ),
                     alt[key],
                     None,
                 )
@@ -376,14 +382,29 @@ def _variants(case: JacCase, key: str) -> list[Variant]:
 
 
 _INDICATOR_TEXT = {
-    "dz_db": "The factor 1[i = j] is missing: b_j enters z_j only, so dz_i/db_j = 1[i = j] and "
-    "dz_db is the identity matrix np.eye(n_out), not a matrix of ones.",
-    "dy_db": "The factor 1[i = j] is missing: b_j enters z_j only, so dy_i/db_j = "
-    "1[i = j] phi'(z_i) and dy_db is the diagonal matrix np.diag(phi'(z)), zero off the diagonal.",
-    "dz_dW": "The factor 1[i = j] is missing: W[j, k] enters z_j only, so dz_i/dW[j, k] = "
-    "1[i = j] x_k, zero for j != i (x_k sits only at [i, i, k]).",
-    "dy_dW": "The factor 1[i = j] is missing: W[j, k] enters z_j only, so dy_i/dW[j, k] = "
-    "1[i = j] phi'(z_i) x_k, zero for j != i.",
+    "dz_db": "The factor 1[i = j] is missing"
+    + formula(
+        ": b_j enters z_j only, so dz_i/db_j = 1[i = j] and "
+        "dz_db is the identity matrix np.eye(n_out), not a matrix of ones"
+    )
+    + ".",
+    "dy_db": "The factor 1[i = j] is missing"
+    + formula(
+        ": b_j enters z_j only, so dy_i/db_j = 1[i = j] phi'(z_i) and dy_db is the diagonal "
+        "matrix np.diag(phi'(z)), zero off the diagonal"
+    )
+    + ".",
+    "dz_dW": "The factor 1[i = j] is missing"
+    + formula(
+        ": W[j, k] enters z_j only, so dz_i/dW[j, k] = "
+        "1[i = j] x_k, zero for j != i (x_k sits only at [i, i, k])"
+    )
+    + ".",
+    "dy_dW": "The factor 1[i = j] is missing"
+    + formula(
+        ": W[j, k] enters z_j only, so dy_i/dW[j, k] = 1[i = j] phi'(z_i) x_k, zero for j != i"
+    )
+    + ".",
 }
 
 
@@ -492,14 +513,20 @@ def _check_jacobian(
         return
     idx = tuple(int(i) for i in np.argwhere(~ok)[0])
     message = (
-        f"{what}: entry {list(idx)} is {arr[idx]:.8g}; expected {want[idx]:.8g} "
-        f"(allowed difference {tol[idx]:.3g})."
+        f"{what}: entry {list(idx)} is {arr[idx]:.8g}"
+        + expected(f"; expected {want[idx]:.8g} (allowed difference {tol[idx]:.3g})")
+        + "."
     )
     for p in _permutations(want.shape):
         if np.all(np.abs(arr - np.transpose(want, p)) <= tol):
             raise CheckFailed(
-                message + " The Jacobian is transposed: entry [i, j, ...] must be dy_i / d(the "
-                "variable's entry [j, ...]), so the first axis indexes the outputs."
+                message
+                + " The Jacobian is transposed"
+                + formula(
+                    ": entry [i, j, ...] must be dy_i / d(the variable's entry [j, ...]), so "
+                    "the first axis indexes the outputs"
+                )
+                + "."
             )
     for text, wrong, wrong_tol in variants:
         bound = tol if wrong_tol is None else wrong_tol
@@ -778,21 +805,30 @@ def _mlp_variant(case: MLPCase, kind: str, layer: int | None = None) -> list[np.
 
 
 BATCH_MEAN_TEXT = (
-    "That is the mean over the batch, the sum divided by the batch size: the loss sums the "
-    "examples' losses, so grad W^(l) = Delta^(l)^T A^(l-1) adds up the examples' gradients "
-    "and is not divided by the batch size."
+    "That is the mean over the batch, the sum divided by the batch size"
+    + formula(
+        ": the loss sums the examples' losses, so grad W^(l) = Delta^(l)^T A^(l-1) adds up the "
+        "examples' gradients and is not divided by the batch size"
+    )
+    + "."
 )
 """Names the batch mean; the notebook's visible test (one linear layer) names it in nearly
 the same words."""
 
 _MLP_MISTAKES = {
-    "missing": "The factor phi'(Z^(l)) is missing from the recursion: "
-    "Delta^(l) = phi'(Z^(l)) * (Delta^(l+1) W^(l+1)), and Delta^(L) = phi'(Z^(L)) * dL/dY.",
+    "missing": "The factor phi'(Z^(l)) is missing from the recursion"
+    + formula(
+        ": Delta^(l) = phi'(Z^(l)) * (Delta^(l+1) W^(l+1)), and Delta^(L) = phi'(Z^(L)) * dL/dY"
+    )
+    + ".",
     "at_a": "phi' is evaluated at the activation A^(l) = phi(Z^(l)) instead of at the "
     "pre-activation Z^(l): use Z[l], not A[l].",
-    "wrong_layer": "Delta is sent back through the wrong layer's W: "
-    "Delta^(l) = phi'(Z^(l)) * (Delta^(l+1) W^(l+1)) uses the weights of the layer above "
-    "(weights[l] in 0-based Python indexing), not W^(l).",
+    "wrong_layer": "Delta is sent back through the wrong layer's W"
+    + formula(
+        ": Delta^(l) = phi'(Z^(l)) * (Delta^(l+1) W^(l+1)) uses the weights of the layer above "
+        "(weights[l] in 0-based Python indexing), not W^(l)"
+    )
+    + ".",
     "mean": BATCH_MEAN_TEXT,
 }
 
@@ -806,14 +842,18 @@ def _mlp_mistakes(case: MLPCase) -> list[tuple[str, list[np.ndarray]]]:
         for layer in range(L, 0, -1):
             if kind == "missing" and layer == L:
                 text = (
-                    f"The factor phi'(Z^({L})) of the output layer is missing: "
-                    f"Delta^({L}) = phi'(Z^({L})) * dL/dY, not dL/dY itself."
+                    f"The factor phi'(Z^({L})) of the output layer is missing"
+                    + formula(f": Delta^({L}) = phi'(Z^({L})) * dL/dY, not dL/dY itself")
+                    + "."
                 )
             elif kind == "missing":
                 text = (
-                    f"The factor phi'(Z^({layer})) is missing at layer {layer}: "
-                    f"Delta^({layer}) = phi'(Z^({layer})) * (Delta^({layer + 1}) "
-                    f"W^({layer + 1}))."
+                    f"The factor phi'(Z^({layer})) is missing at layer {layer}"
+                    + formula(
+                        f": Delta^({layer}) = phi'(Z^({layer})) * (Delta^({layer + 1}) "
+                        f"W^({layer + 1}))"
+                    )
+                    + "."
                 )
             else:
                 text = (
@@ -850,8 +890,12 @@ def check_forward(mlp_forward: Callable) -> None:
         L = len(case.weights)
         if len(Z) != L + 1 or len(A) != L + 1:
             raise CheckFailed(
-                f"{what} returned {len(Z)} pre-activations and {len(A)} activations; expected "
-                f"{L + 1} of each: Z = [None, Z^(1), ..., Z^(L)] and A = [X, A^(1), ..., A^(L)]."
+                f"{what} returned {len(Z)} pre-activations and {len(A)} activations"
+                + expected(
+                    f"; expected {L + 1} of each: Z = [None, Z^(1), ..., Z^(L)] and "
+                    "A = [X, A^(1), ..., A^(L)]"
+                )
+                + "."
             )
         Zr, Ar = _mlp_forward_ref(case.weights, case.X, case.act)
         rows = [fw for fw, _ in _per_example(case)]
@@ -863,19 +907,29 @@ def check_forward(mlp_forward: Callable) -> None:
                 if np.shape(got) == shape[::-1] and shape[0] != shape[1]:
                     raise CheckFailed(
                         f"{name}[{l}] from {what} has shape {np.shape(got)}, one example per "
-                        f"column; expected {shape}: one example per row, as in X, so "
-                        f"{name}^(l) has shape (batch_size, n_l) (Z^(l) = A^(l-1) W^(l)^T)."
+                        f"column; expected {shape}"
+                        + formula(
+                            f": one example per row, as in X, so {name}^(l) has shape "
+                            "(batch_size, n_l) (Z^(l) = A^(l-1) W^(l)^T)"
+                        )
+                        + "."
                     )
                 arr = as_array(got, f"{name}[{l}] from {what}", shape=shape)
                 bad = ~(np.abs(arr - want) <= tol)
                 if np.any(bad):
                     hint = ""
                     if name == "Z" and np.allclose(arr, case.act.f(want), atol=np.max(tol)):
-                        hint = " That is phi(Z): Z[l] holds the pre-activation A^(l-1) W^(l)^T."
+                        hint = (
+                            " That is phi(Z)"
+                            + formula(": Z[l] holds the pre-activation A^(l-1) W^(l)^T")
+                            + "."
+                        )
                     raise CheckFailed(
                         f"{name}[{l}] from {what} differs from the reference by up to "
-                        f"{np.max(np.abs(arr - want)):.3g} (allowed {np.max(tol):.3g}). "
-                        "Z^(l) = A^(l-1) W^(l)^T and A^(l) = phi(Z^(l)), one example per row."
+                        f"{np.max(np.abs(arr - want)):.3g} (allowed {np.max(tol):.3g})."
+                        + formula(
+                            " Z^(l) = A^(l-1) W^(l)^T and A^(l) = phi(Z^(l)), one example per row."
+                        )
                         + hint
                     )
 
@@ -910,8 +964,9 @@ def check_backward(mlp_backward: Callable) -> None:
             if arr is not None and arr.shape == shape[::-1] and shape[0] != shape[1]:
                 raise CheckFailed(
                     f"{name} has shape {arr.shape}; expected {shape}, the shape of W^({l + 1}). "
-                    "A transposed gradient: grad W^(l) = Delta^(l)^T A^(l-1), "
-                    "not A^(l-1)^T Delta^(l)."
+                    "A transposed gradient"
+                    + formula(": grad W^(l) = Delta^(l)^T A^(l-1), not A^(l-1)^T Delta^(l)")
+                    + "."
                 )
             arrays.append(as_array(out[l], name, shape=shape))
         # from the output layer down: a slip at layer k first shows in grad W^(k)
@@ -924,20 +979,26 @@ def check_backward(mlp_backward: Callable) -> None:
                 continue
             idx = tuple(int(i) for i in np.argwhere(bad)[0])
             message = (
-                f"{name}: entry {list(idx)} is {arr[idx]:.8g}; expected {want[l][idx]:.8g} "
-                f"(allowed difference {tols[l][idx]:.3g})."
+                f"{name}: entry {list(idx)} is {arr[idx]:.8g}"
+                + expected(f"; expected {want[l][idx]:.8g} (allowed difference {tols[l][idx]:.3g})")
+                + "."
             )
             if np.all(np.abs(arr - want[l].T.reshape(shape)) <= tols[l]) and shape[0] == shape[1]:
                 raise CheckFailed(
-                    message + " A transposed gradient: grad W^(l) = Delta^(l)^T A^(l-1), "
-                    "not A^(l-1)^T Delta^(l)."
+                    message
+                    + " A transposed gradient"
+                    + formula(": grad W^(l) = Delta^(l)^T A^(l-1), not A^(l-1)^T Delta^(l)")
+                    + "."
                 )
             for text, wrong in _mlp_mistakes(case):
                 if all(np.all(np.abs(arrays[k] - wrong[k]) <= tols[k]) for k in range(L)):
                     raise CheckFailed(message + " " + text)
             raise CheckFailed(
-                message + " Check the recursion Delta^(L) = phi'(Z^(L)) * dL/dY, "
-                "Delta^(l) = phi'(Z^(l)) * (Delta^(l+1) W^(l+1)), "
-                "grad W^(l) = Delta^(l)^T A^(l-1) "
-                "summed over the batch (rows)."
+                message
+                + formula(
+                    " Check the recursion Delta^(L) = phi'(Z^(L)) * dL/dY, "
+                    "Delta^(l) = phi'(Z^(l)) * (Delta^(l+1) W^(l+1)), "
+                    "grad W^(l) = Delta^(l)^T A^(l-1) "
+                    "summed over the batch (rows)."
+                )
             )

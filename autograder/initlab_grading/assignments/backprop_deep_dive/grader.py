@@ -26,6 +26,7 @@ from initlab.checks import (
     unit_roundoff,
 )
 from initlab_grading.checking.integrity import uses_library
+from initlab_grading.checking.reveal import expected, formula
 
 U32 = unit_roundoff(np.float32)
 U64 = unit_roundoff(np.float64)
@@ -139,7 +140,7 @@ def _cancellation_bound(x: np.ndarray, dtype: Any) -> np.ndarray:
 CANCELLATION_HINT = (
     "1 - sigmoid(x) cancels for large positive x: sigmoid(x) is within a rounding error of 1, "
     "so the difference keeps only that rounding error (and is exactly 0 once sigmoid(x) rounds "
-    "to 1). Compute 1 - sigma(x) as sigma(-x): sigma'(x) = sigma(x) sigma(-x)."
+    "to 1)." + formula(" Compute 1 - sigma(x) as sigma(-x): sigma'(x) = sigma(x) sigma(-x).")
 )
 
 
@@ -185,8 +186,9 @@ def check_sigmoid(sigmoid: Callable, sigmoid_grad: Callable) -> None:
             hint = ""
             if name == "sigmoid_grad" and abs(got[i] - sigmoid_ref(x[i])) <= tol[i]:
                 hint = (
-                    " That is sigma itself; the derivative is "
-                    "sigma(x) sigma(-x) = sigma (1 - sigma)."
+                    " That is sigma itself"
+                    + formula("; the derivative is sigma(x) sigma(-x) = sigma (1 - sigma)")
+                    + "."
                 )
             elif (
                 name == "sigmoid_grad" and x[i] > 0 and np.all(err <= _cancellation_bound(x, dtype))
@@ -201,7 +203,7 @@ def check_sigmoid(sigmoid: Callable, sigmoid_grad: Callable) -> None:
             elif name == "sigmoid" and x[i] < -30:
                 hint = (
                     " For large negative x, 1 - 1/(1 + e^-x)-style formulas lose every "
-                    "digit; use e^x / (1 + e^x) there."
+                    "digit" + formula("; use e^x / (1 + e^x) there") + "."
                 )
             accuracy = ""
             if want[i] > 0:
@@ -211,8 +213,9 @@ def check_sigmoid(sigmoid: Callable, sigmoid_grad: Callable) -> None:
                     f"round-off ({units} u = {units * unit_roundoff(dtype):.2g}) are allowed"
                 )
             raise CheckFailed(
-                f"{name}({x[i]:g}) in {np.dtype(dtype).name} is {got[i]:.8g}; expected "
-                f"{want[i]:.8g} (allowed difference {tol[i]:.3g}{accuracy}).{hint}"
+                f"{name}({x[i]:g}) in {np.dtype(dtype).name} is {got[i]:.8g}"
+                + expected(f"; expected {want[i]:.8g} (allowed difference {tol[i]:.3g}{accuracy})")
+                + f".{hint}"
             )
 
 
@@ -348,22 +351,30 @@ def check_centred_difference(centred_difference: Callable) -> None:
         i = np.unravel_index(int(np.argmax(err / tol)), x.shape)
         entry = [int(k) for k in i]
         message = (
-            f"{what} gives {arr[i]:.10g} at entry {entry}; the exact derivative of "
-            f"g(x) = sum(exp(x) + x^2/2) there is {exact[i]:.10g}, and a centred difference "
-            f"is within {tol[i]:.2g} of it (its h^2/6 truncation error plus float32 round-off)."
+            f"{what} gives {arr[i]:.10g} at entry {entry}"
+            + expected(
+                f"; the exact derivative of g(x) = sum(exp(x) + x^2/2) there is "
+                f"{exact[i]:.10g}, and a centred difference is within {tol[i]:.2g} of it (its "
+                "h^2/6 truncation error plus float32 round-off)"
+            )
+            + "."
         )
         for sign in (1.0, -1.0):
             if np.all(np.abs(arr - _one_sided(x, h, sign)) <= tol):
                 raise CheckFailed(
                     message + " That is a one-sided difference (f(x + h) - f(x)) / h, whose "
-                    "error is O(h); use (f(x + h e_i) - f(x - h e_i)) / (2 h), whose error is "
-                    "O(h^2)."
+                    "error is O(h)"
+                    + formula("; use (f(x + h e_i) - f(x - h e_i)) / (2 h), whose error is O(h^2)")
+                    + "."
                 )
         if np.all(np.abs(arr - 2 * exact) <= 2 * tol):
             raise CheckFailed(message + " Divide by 2 h, the distance between x - h and x + h.")
         raise CheckFailed(
-            message + " Perturb one entry at a time, by +h and by -h, and divide the "
-            "difference of the two values by 2 h."
+            message
+            + formula(
+                " Perturb one entry at a time, by +h and by -h, and divide the "
+                "difference of the two values by 2 h."
+            )
         )
 
 
@@ -412,10 +423,18 @@ def check_relative_error(relative_error: Callable) -> None:
         if not abs(got - want) <= tol:
             hint = ""
             if np.all(a == 0) and np.all(b == 0):
-                hint = " Two zero arrays agree: return 0 (avoid dividing by zero)."
+                hint = (
+                    " Two zero arrays agree" + expected(": return 0 (avoid dividing by zero)") + "."
+                )
             raise CheckFailed(
-                f"relative_error for arrays of shape {a.shape} is {got:.6g}; expected {want:.6g}"
-                f" = ||a - b|| / max(||a||, ||b||) (allowed difference {tol:.2g}).{hint}"
+                f"relative_error for arrays of shape {a.shape} is {got:.6g}"
+                + formula(
+                    "; expected "
+                    + expected(f"{want:.6g} = ")
+                    + "||a - b|| / max(||a||, ||b||)"
+                    + expected(f" (allowed difference {tol:.2g})")
+                )
+                + f".{hint}"
             )
 
 
@@ -442,15 +461,22 @@ def check_steps(h_float64: Any, h_float32: Any) -> None:
                 hint = " That is sqrt(eps), the best step of a one-sided difference."
             elif h < best:
                 hint = (
-                    f" The step is too small: the round-off eps |f| / h grows as h shrinks, and "
-                    f"at h = {h:.3g} it is {best / h:.3g} times what it is at eps^(1/3), while "
-                    "the truncation error h^2/6 is already far below it there; a smaller step "
-                    "is not a more accurate one."
+                    " The step is too small: the round-off eps |f| / h grows as h shrinks"
+                    + expected(
+                        f", and at h = {h:.3g} it is {best / h:.3g} times what it is at eps^(1/3)"
+                    )
+                    + ", while the truncation error h^2/6 is already far below it there; a "
+                    "smaller step is not a more accurate one."
                 )
             raise CheckFailed(
-                f"{name} = {h:.3g} is far from the bottom of the V: truncation ~ h^2 and "
-                f"round-off ~ eps / h balance near eps^(1/3) = {best:.2g} for "
-                f"{np.dtype(dtype).name}." + hint
+                f"{name} = {h:.3g} is far from the bottom of the V"
+                + formula(
+                    ": truncation ~ h^2 and round-off ~ eps / h balance near eps^(1/3)"
+                    + expected(f" = {best:.2g}")
+                    + f" for {np.dtype(dtype).name}"
+                )
+                + "."
+                + hint
             )
 
 
@@ -580,8 +606,9 @@ def check_moments_reference(func: Callable) -> None:
             l = int(np.argmax(bad))  # noqa: E741
             hint = _moment_hint(func, name)
             raise CheckFailed(
-                f"The {name} of grad W^({l + 1}) from {what} is {got[l]:.6g}; expected "
-                f"{want[l]:.6g}.{hint}"
+                f"The {name} of grad W^({l + 1}) from {what} is {got[l]:.6g}"
+                + expected(f"; expected {want[l]:.6g}")
+                + f".{hint}"
             )
 
 
@@ -617,17 +644,21 @@ def _fan_in_slip(m: dict) -> dict:
 
 ZERO_MEAN_TEXT = (
     " You used Var[phi'] where E[phi'^2] belongs: phi' >= 0 for ReLU, sigmoid and tanh, so it "
-    "does not have zero mean and E[phi'^2] = Var[phi'] + E[phi']^2."
+    "does not have zero mean" + formula(" and E[phi'^2] = Var[phi'] + E[phi']^2") + "."
 )
 SQUARED_MEAN_TEXT = (
     " You used E[phi']^2 where E[phi'^2] belongs: the square of the mean is not the mean of "
-    "the square (E[phi'^2] = Var[phi'] + E[phi']^2, larger unless phi' is constant); the "
-    "function receives E[phi'(z^(l))^2] as sp_sq_mean[l - 1]."
+    "the square"
+    + formula(" (E[phi'^2] = Var[phi'] + E[phi']^2, larger unless phi' is constant)")
+    + "; the function receives E[phi'(z^(l))^2] as sp_sq_mean[l - 1]."
 )
 FAN_IN_TEXT = (
-    " The width is the wrong layer's: delta^(l)_i = phi'(z^(l)_i) sum_k delta^(l+1)_k "
-    "W^(l+1)_{ki} sums over the n^(l+1) units of layer l + 1, so the factor is n^(l+1) = "
-    "widths[l + 1], not n^(l) = widths[l]."
+    " The width is the wrong layer's"
+    + formula(
+        ": delta^(l)_i = phi'(z^(l)_i) sum_k delta^(l+1)_k W^(l+1)_{ki} sums over the n^(l+1) "
+        "units of layer l + 1, so the factor is n^(l+1) = widths[l + 1]"
+    )
+    + ", not n^(l) = widths[l]."
 )
 _MOMENT_SLIPS: list[tuple[str, Callable[[dict], dict]]] = [
     (ZERO_MEAN_TEXT, _zero_mean_slip),
@@ -667,7 +698,7 @@ def _variance_slip(func: Callable) -> str:
 
 def _moment_hint(func: Callable, name: str) -> str:
     text = _variance_slip(func) if name == "variance" else ""
-    return text or (
+    return text or formula(
         " E[(delta^(l))^2] = E[phi'(z^(l))^2] n^(l+1) Var[W^(l+1)] E[(delta^(l+1))^2], "
         "E[(delta^(L))^2] = E[phi'(z^(L))^2] E[g^2]; the mean is nonzero only for the last layer."
     )
@@ -827,8 +858,13 @@ def check_moments_monte_carlo(func: Callable) -> None:
                     stat = "X" if name == "mean" else "X^2"
                     raise CheckFailed(
                         f"The {name} of grad W^({l + 1}) from {what}{shown or ' is'} "
-                        f"{got:.6g}, but {N} samples X of the independence model give "
-                        f"{est:.6g} (the median of {k} group means of {stat}; allowed "
-                        f"difference {eps:.2g}, which a correct answer exceeds with "
-                        f"probability below {p_test:.1e})." + _moment_hint(func, name)
+                        f"{got:.6g}"
+                        + expected(
+                            f", but {N} samples X of the independence model give "
+                            f"{est:.6g} (the median of {k} group means of {stat}; allowed "
+                            f"difference {eps:.2g}, which a correct answer exceeds with "
+                            f"probability below {p_test:.1e})"
+                        )
+                        + "."
+                        + _moment_hint(func, name)
                     )

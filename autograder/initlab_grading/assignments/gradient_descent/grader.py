@@ -52,6 +52,7 @@ from initlab.checks import (
     roundoff_bound,
     unit_roundoff,
 )
+from initlab_grading.checking.reveal import expected, formula
 
 EVIDENCE = {"divergence": ["explore_contours", "explore_distance"]}
 """Written answers and the code cells (grade_ids) whose submitted outputs they discuss:
@@ -208,21 +209,27 @@ _GRADIENT_MISTAKES: tuple[tuple[str, Callable[[np.ndarray], np.ndarray]], ...] =
         lambda x: -F.grad(x),
     ),
     (
-        "The two components are swapped: the first entry must be df/dx1 = 2(x1 - 6) - x2.",
+        "The two components are swapped"
+        + formula(": the first entry must be df/dx1 = 2(x1 - 6) - x2")
+        + ".",
         lambda x: F.grad(x)[::-1],
     ),
     (
-        "The cross term -x1*x2 is missing: it contributes -x2 to df/dx1 and -x1 to df/dx2.",
+        "The cross term -x1*x2 is missing"
+        + formula(": it contributes -x2 to df/dx1 and -x1 to df/dx2")
+        + ".",
         lambda x: np.array([2 * (x[0] - 6), 2 * x[1]]),
     ),
     (
-        "The factor 2 from differentiating the squares is missing: "
-        "d/dx1 (x1 - 6)^2 = 2(x1 - 6) and d/dx2 x2^2 = 2 x2.",
+        "The factor 2 from differentiating the squares is missing"
+        + formula(": d/dx1 (x1 - 6)^2 = 2(x1 - 6) and d/dx2 x2^2 = 2 x2")
+        + ".",
         lambda x: np.array([x[0] - 6 - x[1], x[1] - x[0]]),
     ),
     (
-        "The cross term is differentiated with respect to the wrong variable: "
-        "d/dx1 (-x1*x2) = -x2, not -x1.",
+        "The cross term is differentiated with respect to the wrong variable"
+        + formula(": d/dx1 (-x1*x2) = -x2, not -x1")
+        + ".",
         lambda x: np.array([2 * (x[0] - 6) - x[0], 2 * x[1] - x[1]]),
     ),
 )
@@ -253,7 +260,8 @@ def check_f(student_f: Callable) -> None:
             F.value(x),
             value_tolerance(F, x),
             f"f({x.tolist()})",
-            "f(x1, x2) = (x1 - 6)^2 + x2^2 - x1*x2.",
+            formula("f(x1, x2) = (x1 - 6)^2 + x2^2 - x1*x2."),
+            mark_expected=expected,
         )
 
 
@@ -305,7 +313,9 @@ def check_grad(student_grad: Callable, student_f: Callable | None = None) -> Non
         want = F.grad(x)
         if not np.all(np.abs(got - want) <= tol):
             raise CheckFailed(
-                f"grad_f({x.tolist()}) returned {got.tolist()}; expected {want.tolist()}."
+                f"grad_f({x.tolist()}) returned {got.tolist()}"
+                + expected(f"; expected {want.tolist()}")
+                + "."
                 + _diagnose(got, x, tol, _GRADIENT_MISTAKES)
             )
 
@@ -319,7 +329,14 @@ def check_hand_iterates(iterates: Any) -> None:
     1/4. Each step is judged from the student's own previous point, so one slip is
     reported once, at the step where it happened."""
     pts = as_array(iterates, "hand_iterates", shape=(4, 2))
-    check_close(pts[0], X_START, 0.0, "hand_iterates[0]", "The iterations start from (6, 6).")
+    check_close(
+        pts[0],
+        X_START,
+        0.0,
+        "hand_iterates[0]",
+        "The iterations start from (6, 6).",
+        mark_expected=expected,
+    )
     for t, eta in enumerate(HAND_STEP_SIZES, start=1):
         prev, got = pts[t - 1], pts[t]
         g = F.grad(prev)
@@ -330,16 +347,26 @@ def check_hand_iterates(iterates: Any) -> None:
         hint = ""
         for other in (1 / 2, 1 / 3, 1 / 4, 1.0, 1 / 5):
             if other != eta and np.all(np.abs(got - (prev - other * g)) <= tol):
-                hint = f" Step {t} used step size {_fraction(other)}; expected {_fraction(eta)}."
+                hint = (
+                    f" Step {t} used step size {_fraction(other)}"
+                    + expected(f"; expected {_fraction(eta)}")
+                    + "."
+                )
                 break
         if not hint and np.all(np.abs(got - (prev + eta * g)) <= tol):
             hint = (
-                f" Step {t} moved along +gradient (uphill); "
-                "gradient descent subtracts the step size times the gradient."
+                f" Step {t} moved along +gradient (uphill)"
+                + formula("; gradient descent subtracts the step size times the gradient")
+                + "."
             )
         raise CheckFailed(
-            f"hand_iterates[{t}] is {got.tolist()}; from {prev.tolist()} with step size "
-            f"{_fraction(eta)} the next point is {want.tolist()}." + hint
+            f"hand_iterates[{t}] is {got.tolist()}"
+            + expected(
+                f"; from {prev.tolist()} with step size {_fraction(eta)} the next point is "
+                f"{want.tolist()}"
+            )
+            + "."
+            + hint
         )
 
 
@@ -371,12 +398,17 @@ def check_minimum(x_star: Any, hessian: Any) -> None:
         MINIMUM,
         minimum_tolerance(),
         "x_star",
-        "The minimiser solves grad f(x) = 0: 2(x1 - 6) - x2 = 0 and 2 x2 - x1 = 0.",
+        "The minimiser solves grad f(x) = 0"
+        + formula(": 2(x1 - 6) - x2 = 0 and 2 x2 - x1 = 0")
+        + ".",
+        mark_expected=expected,
     )
     h = as_array(hessian, "hessian", shape=(2, 2))
     if np.allclose(h, 0.5 * HESSIAN, rtol=0, atol=1e-6):
         raise CheckFailed(
-            "hessian is half the true Hessian: the second derivative of (x1 - 6)^2 is 2."
+            "hessian is half the true Hessian"
+            + formula(": the second derivative of (x1 - 6)^2 is 2")
+            + "."
         )
     check_close(
         h,
@@ -384,15 +416,18 @@ def check_minimum(x_star: Any, hessian: Any) -> None:
         roundoff_bound(np.abs(HESSIAN), 2),
         "hessian",
         "The Hessian holds the second partial derivatives d2f/dxi dxj.",
+        mark_expected=expected,
     )
 
 
 _STEP_MISTAKES = {
-    1.0 / 3.0: "That is 1 / lambda_max; constant-step gradient descent converges for every "
-    "step below 2 / lambda_max.",
+    1.0 / 3.0: "That is 1 / lambda_max"
+    + formula("; constant-step gradient descent converges for every step below 2 / lambda_max")
+    + ".",
     2.0: "That is 2 / lambda_min; stability is decided by the largest eigenvalue.",
-    1.0: "That is 1 / lambda_min; stability is decided by the largest eigenvalue, "
-    "and the bound is 2 / lambda_max.",
+    1.0: "That is 1 / lambda_min; stability is decided by the largest eigenvalue"
+    + formula(", and the bound is 2 / lambda_max")
+    + ".",
     0.5: "That is 2 / (lambda_min + lambda_max), the step that converges fastest, "
     "not the supremum of the step sizes that converge.",
 }
@@ -411,9 +446,11 @@ def check_largest_stable_step(value: Any) -> None:
         "constant step sizes. "
         + (
             hint
-            or "Along an eigenvector with eigenvalue lambda, one step multiplies the "
-            "error by (1 - eta * lambda); it shrinks for every direction only if "
-            "|1 - eta * lambda| < 1. Give the upper end of those eta."
+            or formula(
+                "Along an eigenvector with eigenvalue lambda, one step multiplies the "
+                "error by (1 - eta * lambda); it shrinks for every direction only if "
+                "|1 - eta * lambda| < 1. Give the upper end of those eta."
+            )
         )
     )
 
@@ -579,7 +616,11 @@ def _schedule_followed(case: Case, traj: np.ndarray) -> str:
     t = np.arange(1, n, dtype=float)
     for name, seq in _schedules(case.lr, t).items():
         if np.all(np.abs(etas - seq) <= rel_tol * seq):
-            return f" The steps follow {name}; use lr / sqrt(t) with t = 1 for the first step."
+            return (
+                f" The steps follow {name}"
+                + formula("; use lr / sqrt(t) with t = 1 for the first step")
+                + "."
+            )
     return ""
 
 
@@ -600,8 +641,12 @@ def check_step_schedule(optimizer: Callable) -> None:
         if len(traj) != case.max_steps + 1:
             raise CheckFailed(
                 f"{case.describe()} returned {len(traj)} points; with tol=-inf the "
-                f"optimiser never stops early, so it must take exactly max_steps="
-                f"{case.max_steps} steps and return {case.max_steps + 1} points (x0 first)."
+                "optimiser never stops early"
+                + expected(
+                    f", so it must take exactly max_steps={case.max_steps} steps and return "
+                    f"{case.max_steps + 1} points (x0 first)"
+                )
+                + "."
             )
         etas = _step_sizes(case.q, traj)
         t = np.arange(1, len(etas) + 1)
@@ -616,12 +661,14 @@ def check_step_schedule(optimizer: Callable) -> None:
         if np.all(ok):
             continue
         first = int(np.argmax(~ok))
-        hint = _schedule_followed(case, traj) or (
+        hint = _schedule_followed(case, traj) or formula(
             " Use step size lr / sqrt(t) at iteration t = 1, 2, 3, ..."
         )
         raise CheckFailed(
-            f"In {case.describe()}, step {first + 1} had step size {etas[first]:.6g}; "
-            f"expected lr / sqrt({first + 1}) = {want[first]:.6g}." + hint
+            f"In {case.describe()}, step {first + 1} had step size {etas[first]:.6g}"
+            + formula(f"; expected lr / sqrt({first + 1})" + expected(f" = {want[first]:.6g}"))
+            + "."
+            + hint
         )
 
 
@@ -633,9 +680,14 @@ def _compare_points(case: Case, traj: np.ndarray, ref: np.ndarray) -> None:
     if bad.size:
         t = int(bad[0])
         raise CheckFailed(
-            f"In {case.describe()}, point {t} of the trajectory is {traj[t].tolist()}; "
-            f"expected {ref[t].tolist()} (distance {dist[t]:.3g}, allowed {tol[t]:.3g}). "
-            f"Point t is x_(t-1) - lr / sqrt(t) * grad(x_(t-1)), using the grad passed in."
+            f"In {case.describe()}, point {t} of the trajectory is {traj[t].tolist()}"
+            + expected(
+                f"; expected {ref[t].tolist()} (distance {dist[t]:.3g}, allowed {tol[t]:.3g})"
+            )
+            + "."
+            + formula(
+                " Point t is x_(t-1) - lr / sqrt(t) * grad(x_(t-1)), using the grad passed in."
+            )
             + _schedule_followed(case, traj)
         )
 
@@ -667,8 +719,10 @@ def _check_against_reference(case: Case, traj: np.ndarray) -> None:
         k = len(traj) - 1
         raise CheckFailed(
             f"{case.describe()} stopped after step {k}, where f decreased by "
-            f"{decreases[k - 1]:.4g}, which is not below tol={case.tol}. Stop only when "
-            "the decrease f(x_(t-1)) - f(x_t) of the last step is below tol."
+            f"{decreases[k - 1]:.4g}, which is not below tol={case.tol}."
+            + formula(
+                " Stop only when the decrease f(x_(t-1)) - f(x_t) of the last step is below tol."
+            )
         )
     if len(traj) == n_ref + 1:
         raise CheckFailed(
@@ -677,9 +731,10 @@ def _check_against_reference(case: Case, traj: np.ndarray) -> None:
             + _increase_hint(decreases[-1], case.tol)
         )
     raise CheckFailed(
-        f"{case.describe()} returned {len(traj)} points; expected {n_ref}: after step "
-        f"{stop_step} f decreased by {decreases[-1]:.4g} < tol={case.tol}, so it must stop "
-        "there. Compare the decrease of f over the last step with tol."
+        f"{case.describe()} returned {len(traj)} points"
+        + expected(f"; expected {n_ref}")
+        + f": after step {stop_step} f decreased by {decreases[-1]:.4g} < tol={case.tol}, so "
+        "it must stop there. Compare the decrease of f over the last step with tol."
         + _increase_hint(decreases[-1], case.tol)
     )
 

@@ -49,6 +49,7 @@ from initlab.checks import (
     z_score,
 )
 from initlab_grading.checking.integrity import call_own, refuse_libraries
+from initlab_grading.checking.reveal import expected, formula
 from initlab_grading.checking.substitute import graded_with_references
 from initlab_grading.checking.thresholds import CELL_FALSE_FAILURE, skew_adjusted_z
 
@@ -158,7 +159,9 @@ def _compare_per_layer(got: Any, want: np.ndarray, what: str, hint: str) -> None
     if np.any(bad):
         layer = int(np.argmax(bad)) + 1
         raise CheckFailed(
-            f"{what}: layer {layer} is {arr[layer - 1]:.6g}; expected {want[layer - 1]:.6g}. "
+            f"{what}: layer {layer} is {arr[layer - 1]:.6g}"
+            + expected(f"; expected {want[layer - 1]:.6g}")
+            + ". "
             + hint
         )
 
@@ -178,15 +181,20 @@ def check_forward_variances(student: Callable) -> None:
         arr = as_array(got, what, shape=(None,))
         if arr.shape != want.shape:
             raise CheckFailed(
-                f"{what} has {arr.size} entries; expected one per layer ({want.size}), "
-                "layer 1 first (do not include the input)."
+                f"{what} has {arr.size} entries"
+                + expected(
+                    f"; expected one per layer ({want.size}), layer 1 first (do not include the "
+                    "input)"
+                )
+                + "."
             )
-        hint = "Var(z^(l)) = Var(x) * prod over k = 1..l of n_(k-1) * v_k."
+        hint = formula("Var(z^(l)) = Var(x) * prod over k = 1..l of n_(k-1) * v_k.")
         shifted = case["var_x"] * np.cumprod(np.asarray(n[1:], float) * np.asarray(v))
         if _same(arr, shifted) and not _same(want, shifted):
             hint = (
-                "Each layer used its own width n_l; the sum behind z^(l) runs over the "
-                "n_(l-1) inputs of the layer."
+                "Each layer used its own width n_l"
+                + formula("; the sum behind z^(l) runs over the n_(l-1) inputs of the layer")
+                + "."
             )
         _compare_per_layer(arr, want, what, hint)
 
@@ -200,10 +208,14 @@ def check_backward_variances(student: Callable) -> None:
         arr = as_array(got, what, shape=(None,))
         if arr.shape != want.shape:
             raise CheckFailed(
-                f"{what} has {arr.size} entries; expected one per layer ({want.size}), layer 1 "
-                "first; the last entry is Var(delta^(L)) itself."
+                f"{what} has {arr.size} entries"
+                + expected(
+                    f"; expected one per layer ({want.size}), layer 1 first; the last entry is "
+                    "Var(delta^(L)) itself"
+                )
+                + "."
             )
-        hint = "Var(delta^(l)) = Var(delta^(L)) * prod over k = l+1..L of n_k * v_k."
+        hint = formula("Var(delta^(l)) = Var(delta^(L)) * prod over k = l+1..L of n_k * v_k.")
         if _same(arr[::-1], want) and not _same(want[::-1], want):
             hint = "The entries are in reverse order: layer 1 comes first."
         else:
@@ -214,8 +226,12 @@ def check_backward_variances(student: Callable) -> None:
             )
             if _same(arr, wrong_width) and not _same(want, wrong_width):
                 hint = (
-                    "The backward sum behind delta^(k-1) = W^(k)^T delta^(k) runs over the "
-                    "n_k outputs of W^(k): the factor of layer k is n_k v_k, not n_(k-1) v_k."
+                    "The factor of layer k is n_(k-1) v_k"
+                    + formula(
+                        ": the backward sum behind delta^(k-1) = W^(k)^T delta^(k) runs over the "
+                        "n_k outputs of W^(k), so the factor is n_k v_k"
+                    )
+                    + "."
                 )
         _compare_per_layer(arr, want, what, hint)
 
@@ -230,7 +246,9 @@ def check_weight_grad_variances(student: Callable) -> None:
             got,
             want,
             what,
-            "Var(dL/dW^(l)) = Var(delta^(l)) * Var(z^(l-1)): the input of layer l is z^(l-1).",
+            formula(
+                "Var(dL/dW^(l)) = Var(delta^(l)) * Var(z^(l-1)): the input of layer l is z^(l-1)."
+            ),
         )
 
 
@@ -333,8 +351,12 @@ def check_against_monte_carlo(
             if not abs(arr[layer] - est[layer]) <= z * se[layer]:
                 raise CheckFailed(
                     f"For widths {n} and weight variances {v}, your {kind} variance of layer "
-                    f"{layer + 1} is {arr[layer]:.4g}, but simulating {num_draws} random "
-                    f"networks gives {est[layer]:.4g} +- {se[layer]:.2g} (standard error)."
+                    f"{layer + 1} is {arr[layer]:.4g}"
+                    + expected(
+                        f", but simulating {num_draws} random networks gives {est[layer]:.4g} "
+                        f"+- {se[layer]:.2g} (standard error)"
+                    )
+                    + "."
                 )
 
 
@@ -350,17 +372,20 @@ def check_fans(student: Callable) -> None:
         got = tuple(int(v) for v in as_array(got, what, shape=(2,)))
         want = fans(shape)
         if got != want:
-            hint = " fan_in = size(1) * receptive field, fan_out = size(0) * receptive field."
+            hint = formula(
+                " fan_in = size(1) * receptive field, fan_out = size(0) * receptive field."
+            )
             if got == want[::-1]:
                 hint = (
-                    " The two are swapped: a weight of shape (out, in, ...) has fan_in from "
-                    "size(1)."
+                    " The two are swapped"
+                    + formula(": a weight of shape (out, in, ...) has fan_in from size(1)")
+                    + "."
                 )
             elif len(shape) > 2 and got == (shape[1], shape[0]):
                 hint = (
                     " The receptive field (the product of the kernel sizes, shape[2:]) is missing."
                 )
-            raise CheckFailed(f"{what} is {got}; expected {want}.{hint}")
+            raise CheckFailed(f"{what} is {got}" + expected(f"; expected {want}") + f".{hint}")
 
 
 def check_gain(student: Callable) -> None:
@@ -382,10 +407,16 @@ def check_gain(student: Callable) -> None:
         if abs(got - want) > 4 * unit_roundoff() * want:
             hint = ""
             if name == "leaky_relu" and abs(got - math.sqrt(2)) < 1e-6:
-                hint = " The negative slope a is ignored: the gain is sqrt(2 / (1 + a^2))."
+                hint = (
+                    " The negative slope a is ignored"
+                    + formula(": the gain is sqrt(2 / (1 + a^2))")
+                    + "."
+                )
             if name == "leaky_relu" and param is None and abs(got - gain(name, 0.0)) < 1e-6:
                 hint = " torch's default slope for leaky_relu is 0.01 when param is None."
-            raise CheckFailed(f"{what} is {got:.6g}; expected {want:.6g}.{hint}")
+            raise CheckFailed(
+                f"{what} is {got:.6g}" + expected(f"; expected {want:.6g}") + f".{hint}"
+            )
 
 
 INIT_SHAPES = ((256, 1024), (64, 16, 5, 5), (700, 300))
@@ -402,12 +433,17 @@ def _candidates(kind: str, shape: tuple[int, ...], kw: dict[str, Any]) -> dict[s
             g * 2.0 / (fan_in + fan_out)
         )
         out[
-            "a bound sqrt(3 / fan_in) (variance 1 / fan_in) instead of sqrt(6 / (fan_in + fan_out))"
+            "a bound sqrt(3 / fan_in) (variance 1 / fan_in)"
+            + formula(" instead of sqrt(6 / (fan_in + fan_out))")
             if kind.endswith("uniform")
-            else "fan_in alone instead of the average of fan_in and fan_out"
+            else "fan_in alone" + formula(" instead of the average of fan_in and fan_out")
         ] = g / math.sqrt(fan_in)
-        out["fan_out alone instead of the average of fan_in and fan_out"] = g / math.sqrt(fan_out)
-        out["2 / fan_in instead of 2 / (fan_in + fan_out)"] = g * math.sqrt(2.0 / fan_in)
+        out["fan_out alone" + formula(" instead of the average of fan_in and fan_out")] = (
+            g / math.sqrt(fan_out)
+        )
+        out["2 / fan_in" + formula(" instead of 2 / (fan_in + fan_out)")] = g * math.sqrt(
+            2.0 / fan_in
+        )
         if len(shape) > 2:
             out["fans without the receptive field of the kernel"] = g * math.sqrt(
                 2.0 / (shape[0] + shape[1])
@@ -417,8 +453,12 @@ def _candidates(kind: str, shape: tuple[int, ...], kw: dict[str, Any]) -> dict[s
             out["the gain not applied"] = right / g
     elif kind == "kaiming_average_normal":
         avg = (fan_in + fan_out) / 2
-        out["fan_in alone instead of the average of the fans"] = math.sqrt(2.0 / fan_in)
-        out["fan_out alone instead of the average of the fans"] = math.sqrt(2.0 / fan_out)
+        out["fan_in alone" + formula(" instead of the average of the fans")] = math.sqrt(
+            2.0 / fan_in
+        )
+        out["fan_out alone" + formula(" instead of the average of the fans")] = math.sqrt(
+            2.0 / fan_out
+        )
         out["the variance used as the standard deviation"] = 2.0 / avg
         out["Xavier's variance 2 / (fan_in + fan_out): ReLU's gain sqrt(2) is missing"] = (
             1.0 / math.sqrt(avg)
@@ -510,12 +550,14 @@ def check_initializer(
                 what,
                 false_failure=per_check,
                 hint=hint,
+                mark_expected=expected,
             )
             if uniform:
                 if np.abs(sample).max() > bound * (1 + unit_roundoff()):
                     raise CheckFailed(
-                        f"{what} wrote {np.abs(sample).max():.4g}, outside the bound "
-                        f"{bound:.4g} of U(-{bound:.4g}, {bound:.4g})."
+                        f"{what} wrote {np.abs(sample).max():.4g}, outside the bound"
+                        + expected(f" {bound:.4g} of U(-{bound:.4g}, {bound:.4g})")
+                        + "."
                         + _shape_hint(sample, uniform=True)
                     )
                 dist = stats.uniform(loc=-bound, scale=2 * bound)
@@ -527,8 +569,9 @@ def check_initializer(
             if p < per_check:
                 raise CheckFailed(
                     f"The values written by {what} do not follow the "
-                    f"{'uniform' if uniform else 'normal'} distribution with standard "
-                    f"deviation {std:.4g} (Kolmogorov-Smirnov p = {p:.2g})."
+                    f"{'uniform' if uniform else 'normal'} distribution"
+                    + expected(f" with standard deviation {std:.4g}")
+                    + f" (Kolmogorov-Smirnov p = {p:.2g})."
                     + _shape_hint(sample, uniform)
                 )
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from initlab.checks import CheckFailed, as_array, call_answer, unit_roundoff, z_score
 from initlab_grading.checking.integrity import call_own, refuse_libraries
+from initlab_grading.checking.reveal import expected, formula
 from initlab_grading.checking.thresholds import CELL_FALSE_FAILURE
 
 EVIDENCE = {
@@ -74,10 +75,13 @@ def check_var_product(student: Callable) -> None:
                 hint = " The term Var[X]Var[Y] is missing."
             elif abs(got - (vx + mx**2) * (vy + my**2)) <= 1e-6 * abs(want):
                 hint = (
-                    " That is E[(XY)^2] = E[X^2]E[Y^2], the second moment; the variance "
-                    "subtracts E[XY]^2 = (E[X]E[Y])^2."
+                    " That is E[(XY)^2] = E[X^2]E[Y^2], the second moment"
+                    + formula("; the variance subtracts E[XY]^2 = (E[X]E[Y])^2")
+                    + "."
                 )
-            raise CheckFailed(f"{what} is {got:.6g}; expected {want:.6g}.{hint}")
+            raise CheckFailed(
+                f"{what} is {got:.6g}" + expected(f"; expected {want:.6g}") + f".{hint}"
+            )
 
 
 def check_output_second_moment(student: Callable) -> None:
@@ -93,10 +97,13 @@ def check_output_second_moment(student: Callable) -> None:
             hint = ""
             if abs(got - n_in * var_w * var_x) <= 1e-6 * want:
                 hint = (
-                    " That is n Var(w) Var(x), which holds only for zero-mean inputs: a "
-                    "nonzero mean adds n Var(w) E[x]^2."
+                    " That is n Var(w) Var(x), which holds only for zero-mean inputs"
+                    + formula(": a nonzero mean adds n Var(w) E[x]^2")
+                    + "."
                 )
-            raise CheckFailed(f"{what} is {got:.6g}; expected {want:.6g}.{hint}")
+            raise CheckFailed(
+                f"{what} is {got:.6g}" + expected(f"; expected {want:.6g}") + f".{hint}"
+            )
 
 
 def check_skorski_std(student: Callable) -> None:
@@ -116,7 +123,9 @@ def check_skorski_std(student: Callable) -> None:
                     " That is Xavier's standard deviation sqrt(2 / (n_in + n_out)), not the "
                     "scale from the spectral norm."
                 )
-            raise CheckFailed(f"{what} is {got:.6g}; expected {want:.6g}.{hint}")
+            raise CheckFailed(
+                f"{what} is {got:.6g}" + expected(f"; expected {want:.6g}") + f".{hint}"
+            )
 
 
 # --------------------------------------------------------------------------------------
@@ -166,7 +175,9 @@ def check_products(norms: Any, n: int, depth: int) -> None:
         history = as_array(norms[scale], f"norms[{scale}]").ravel()
         if len(history) != depth:
             raise CheckFailed(
-                f"norms[{scale}] has {len(history)} entries; expected one per layer, {depth}."
+                f"norms[{scale}] has {len(history)} entries"
+                + expected(f"; expected one per layer, {depth}")
+                + "."
             )
         last = float(history[-1])
         if not np.isfinite(last) or last > 1e30:
@@ -178,19 +189,23 @@ def check_products(norms: Any, n: int, depth: int) -> None:
                 )
             raise CheckFailed(
                 f"norms[{scale}] grows to {last:.3g} after {depth} layers: the entries are far "
-                f"too large.{how} Their standard deviation is scale / sqrt(n), so that each layer "
-                "multiplies |v| by about scale."
+                f"too large.{how}"
+                + formula(
+                    " Their standard deviation is scale / sqrt(n), so that each layer "
+                    "multiplies |v| by about scale."
+                )
             )
         if last <= 1e-30:
             how = ""
             if _grows_as(history, n, scale / math.sqrt(n), z):
                 how = (
-                    " Your norms shrink as with entries of standard deviation scale / n: divide "
-                    "by math.sqrt(n), not by n."
+                    " Your norms shrink as with entries of standard deviation scale / n"
+                    + formula(": divide by math.sqrt(n), not by n")
+                    + "."
                 )
             raise CheckFailed(
                 f"norms[{scale}] shrinks to {last:.3g} after {depth} layers: the entries are far "
-                f"too small.{how} Their standard deviation is scale / sqrt(n)."
+                f"too small.{how}" + formula(" Their standard deviation is scale / sqrt(n).")
             )
         mean, std = product_log_growth(n, depth, scale)
         got = math.log(last)
@@ -207,8 +222,11 @@ def check_products(norms: Any, n: int, depth: int) -> None:
             if abs(got - value) <= z * std:
                 raise CheckFailed(f"norms[{scale}]: {words}.")
         raise CheckFailed(
-            f"After {depth} layers at scale {scale}, log |v| = {got:.3f}; a product of matrices "
-            f"with entries of standard deviation {scale} / sqrt({n}) gives {mean:.3f} "
-            f"+- {z * std:.3f}. "
-            "Each layer multiplies v by a fresh n x n matrix of such entries."
+            f"After {depth} layers at scale {scale}, log |v| = {got:.3f}"
+            + formula(
+                f"; a product of matrices with entries of standard deviation {scale} / sqrt({n})"
+                + expected(f" gives {mean:.3f} +- {z * std:.3f}")
+            )
+            + "."
+            + formula(" Each layer multiplies v by a fresh n x n matrix of such entries.")
         )

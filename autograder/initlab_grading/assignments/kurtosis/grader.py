@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from initlab.checks import CheckFailed, as_array, call_answer, check_finite, unit_roundoff
+from initlab_grading.checking.reveal import expected, formula
 from initlab_grading.checking.substitute import graded_with_references
 from initlab_grading.checking.thresholds import CELL_FALSE_FAILURE, skew_adjusted_z
 
@@ -138,18 +139,33 @@ def check_transition_matrix(student: Callable) -> None:
             i, j = (int(v) for v in np.argwhere(bad)[0])
             hint = ""
             if i == 0 and j == 0 and _rel(got[0, 0], want[0, 0] * w, 64):
-                hint = " The fourth-moment term has a factor 1/w: E[W^4] = kappa_w Var(W)^2."
+                hint = (
+                    " The fourth-moment term has a factor 1/w"
+                    + formula(": E[W^4] = kappa_w Var(W)^2")
+                    + "."
+                )
             elif abs(got[i, j] - want[j, i]) <= tol[j, i] + 1e-12 and i != j:
-                hint = " The matrix looks transposed: row 1 gives kappa_(l+1), row 2 gives c_(l+1)."
+                hint = (
+                    " The matrix looks transposed"
+                    + formula(": row 1 gives kappa_(l+1), row 2 gives c_(l+1)")
+                    + "."
+                )
             elif (i, j) in ((0, 1), (0, 2)) and _rel(got[i, j], want[i, j] * w / (w - 1), 64):
                 hint = (
-                    " There are w (w - 1) ordered pairs i != j, so the factor is 3 (w - 1) / w: "
-                    "the pairs were counted as w^2."
+                    " Here the pairs were counted as w^2"
+                    + formula(
+                        ": there are w (w - 1) ordered pairs i != j, so the factor is 3 (w - 1) / w"
+                    )
+                    + "."
                 )
             elif (i, j) in ((0, 1), (1, 0), (1, 2)) and s2 != 1:
-                hint = " Check the powers of var_y: A uses its square, var_y ** 2."
+                hint = (
+                    " Check the powers of var_y" + formula(": A uses its square, var_y ** 2") + "."
+                )
             raise CheckFailed(
-                f"{what}: entry [{i}, {j}] is {got[i, j]:.6g}; expected {want[i, j]:.6g}.{hint}"
+                f"{what}: entry [{i}, {j}] is {got[i, j]:.6g}"
+                + expected(f"; expected {want[i, j]:.6g}")
+                + f".{hint}"
             )
 
 
@@ -180,8 +196,9 @@ def check_recursion(student: Callable) -> None:
             got = as_array(got, what, shape=(None, 3))
             if got.shape != want.shape:
                 raise CheckFailed(
-                    f"{what} has {len(got)} rows; expected depth + 1 = {depth + 1}: k^(0), the "
-                    "input, first."
+                    f"{what} has {len(got)} rows"
+                    + expected(f"; expected depth + 1 = {depth + 1}: k^(0), the input, first")
+                    + "."
                 )
             tol = (
                 16
@@ -193,16 +210,17 @@ def check_recursion(student: Callable) -> None:
             if np.any(bad):
                 layer, col = (int(v) for v in np.argwhere(bad)[0])
                 name = ["kappa", "c", "the constant 1"][col]
-                hint = " Each row is A times the row before it."
+                hint = formula(" Each row is A times the row before it.")
                 transposed = _transposed_recursion(kappa0, c0, depth, w, a, kw, s2)
                 if np.all(np.abs(got - transposed) <= tol):
                     hint = (
-                        " Each new row is A @ k, A times the column k = [kappa, c, 1]; "
-                        "k @ A (the row times A) multiplies by A's transpose."
+                        formula(" Each new row is A @ k, A times the column k = [kappa, c, 1];")
+                        + " k @ A (the row times A) multiplies by A's transpose."
                     )
                 raise CheckFailed(
-                    f"{what}: {name} at layer {layer} is {got[layer, col]:.6g}; expected "
-                    f"{want[layer, col]:.6g}.{hint}"
+                    f"{what}: {name} at layer {layer} is {got[layer, col]:.6g}"
+                    + expected(f"; expected {want[layer, col]:.6g}")
+                    + f".{hint}"
                 )
 
 
@@ -217,16 +235,23 @@ def check_growth_rate(student: Callable) -> None:
             block = transition_matrix(w, a, kw)[:2, :2]
             if _rel(got, 1.0, 256):
                 hint = (
-                    " 1 is the eigenvalue of the constant row; the growth rate is the largest "
-                    "eigenvalue of the top-left 2 x 2 block, which exceeds 1 (Lemma 4)."
+                    " 1 is the eigenvalue of the constant row"
+                    + formula(
+                        "; the growth rate is the largest eigenvalue of the top-left 2 x 2 block, "
+                        "which exceeds 1 (Lemma 4)"
+                    )
+                    + "."
                 )
             elif _rel(got, float(np.linalg.norm(block, 2)), 256):
                 hint = (
                     " That is the spectral norm (largest singular value) of the 2 x 2 block. "
-                    "The block is not symmetric, so it differs from the largest eigenvalue, "
-                    "which is the growth rate."
+                    "The block is not symmetric, so it differs from the largest eigenvalue"
+                    + formula(", which is the growth rate")
+                    + "."
                 )
-            raise CheckFailed(f"{what} is {got:.6g}; expected {want:.6g}.{hint}")
+            raise CheckFailed(
+                f"{what} is {got:.6g}" + expected(f"; expected {want:.6g}") + f".{hint}"
+            )
 
 
 def he_inputs(kind: str, num_draws: int, w: int, gen: torch.Generator):
@@ -372,8 +397,12 @@ def check_recursion_against_simulation(
                     raise CheckFailed(
                         f"For width {w}, slope a = {a}, {kind} weights and inputs with kappa0 = "
                         f"{kappa0:.4g}, c0 = {c0:.4g} (variance 1), your recursion gives {name} = "
-                        f"{predicted:.4g} at layer {layer}, but {num_draws} simulated networks "
-                        f"give {est:.4g} +- {se:.2g} (standard error)."
+                        f"{predicted:.4g} at layer {layer}"
+                        + expected(
+                            f", but {num_draws} simulated networks give {est:.4g} +- {se:.2g} "
+                            "(standard error)"
+                        )
+                        + "."
                     )
 
 
@@ -418,25 +447,35 @@ def check_estimate_kappa_c(student: Callable) -> None:
             hint = ""
             with_diagonal = ((w - 1) * (c + v2) + kappa * v2) / w - v2
             if name == "kappa" and abs(mean[idx] - truth * v2) < 0.05 * truth * v2:
-                hint = " That is E[y^4]; the kurtosis divides it by the squared variance, v^2."
+                hint = (
+                    " That is E[y^4]"
+                    + formula("; the kurtosis divides it by the squared variance, v^2")
+                    + "."
+                )
             elif name == "kappa" and abs(mean[idx] - (truth - 3)) <= t_quantile * se[idx]:
                 hint = (
                     " That is the excess kurtosis, kappa - 3 (scipy.stats.kurtosis's default, "
-                    "fisher=True); the recursion needs the kurtosis itself, E[y^4] / v^2."
+                    "fisher=True)"
+                    + formula("; the recursion needs the kurtosis itself, E[y^4] / v^2")
+                    + "."
                 )
             elif name == "c" and abs(mean[idx] - with_diagonal) <= t_quantile * se[idx]:
                 hint = (
-                    " The average of y_i^2 y_j^2 includes the pairs i = j (the y_i^4 terms); "
-                    "average over i != j only."
+                    " The average of y_i^2 y_j^2 includes the pairs i = j (the y_i^4 terms)"
+                    + formula("; average over i != j only")
+                    + "."
                 )
             elif name == "c" and abs(mean[idx] - (truth + v2)) < 0.05 * (truth + v2):
                 hint = (
-                    " That is E[y_i^2 y_j^2]; the covariance subtracts the squared variance, v^2."
+                    " That is E[y_i^2 y_j^2]"
+                    + formula("; the covariance subtracts the squared variance, v^2")
+                    + "."
                 )
             raise CheckFailed(
-                f"On He vectors with known {name} = {truth:.4g} (variance "
-                f"{SYNTHETIC_SCALE**2:g}), estimate_kappa_c gives {mean[idx]:.4g} on average "
-                f"over {num_batches} batches (standard error {se[idx]:.2g}).{hint}"
+                f"On He vectors with known {name}"
+                + expected(f" = {truth:.4g}")
+                + f" (variance {SYNTHETIC_SCALE**2:g}), estimate_kappa_c gives {mean[idx]:.4g} on "
+                f"average over {num_batches} batches (standard error {se[idx]:.2g}).{hint}"
             )
 
 
@@ -494,7 +533,10 @@ def _weight_variance_hint(ratio: float, allowed: float) -> str:
     return (
         f" That is E||x||^2 times {ratio:.3g}: W's entries have variance about {ratio:.3g}"
         + (f", as with {named}" if named else "")
-        + "; they must be standard normal (variance 1, torch.randn), so that E[z_i^2] = E||x||^2."
+        + formula(
+            "; they must be standard normal (variance 1, torch.randn), so that E[z_i^2] = E||x||^2"
+        )
+        + "."
     )
 
 
@@ -547,9 +589,16 @@ def check_he_transform(student: Callable) -> None:
     for i in range(5):
         comparisons.append((f"mean of entry {i}", Z[:, i], 0.0, 0.0))
         comparisons.append(
-            (f"variance of entry {i} (should be E||x||^2)", Z[:, i] ** 2, r1, skew_sq)
+            (
+                f"variance of entry {i}" + formula(" (should be E||x||^2)"),
+                Z[:, i] ** 2,
+                r1,
+                skew_sq,
+            )
         )
-        comparisons.append((f"third moment of entry {i} (0 by symmetry)", Z[:, i] ** 3, 0.0, 0.0))
+        comparisons.append(
+            (f"third moment of entry {i}" + expected(" (0 by symmetry)"), Z[:, i] ** 3, 0.0, 0.0)
+        )
         for j in range(i + 1, 5):
             comparisons.append((f"covariance of entries {i} and {j}", Z[:, i] * Z[:, j], 0.0, 0.0))
     per = CELL_FALSE_FAILURE / len(comparisons)
@@ -560,12 +609,15 @@ def check_he_transform(student: Callable) -> None:
             if name.startswith("variance"):
                 hint = _weight_variance_hint(est / r1, z * se / r1)
             else:
-                hint = _same_matrix_hint(X, Z) + (
+                hint = _same_matrix_hint(X, Z) + formula(
                     " Draw a new W with i.i.d. standard normal entries from the generator on "
                     "every call and return W @ x."
                 )
             raise CheckFailed(
                 f"Over {HE_CALLS} calls of he_transform, each on a new random x (skewed, "
-                f"correlated, nonzero mean; E||x||^2 = {r1:.4g}), the {name} is {est:.4g}; "
-                f"expected {want:.4g} (standard error {se:.2g}).{hint}"
+                "correlated, nonzero mean"
+                + expected(f"; E||x||^2 = {r1:.4g}")
+                + f"), the {name} is {est:.4g}"
+                + expected(f"; expected {want:.4g} (standard error {se:.2g})")
+                + f".{hint}"
             )

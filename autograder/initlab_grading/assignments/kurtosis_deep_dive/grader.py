@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from initlab.checks import CheckFailed, as_array, call_answer, unit_roundoff
+from initlab_grading.checking.reveal import expected, formula
 from initlab_grading.checking.thresholds import CELL_FALSE_FAILURE
 
 EVIDENCE = {"figure2_explain": ["figure2"], "figure3_explain": ["figure3"]}
@@ -51,28 +52,35 @@ VAR_S2_CASES = ((3.0, 1.0, 10), (1.8, 2.0, 4), (9.0, 0.5, 1000), (1.0, 1.0, 2))
 VAR_S2_SLIPS: tuple[tuple[Callable[[float, float, int], float], str], ...] = (
     (
         lambda kappa, var_x, n: (kappa - 1) * var_x**2 / n,
-        "That is the large-n limit (kappa - 1) var_x^2 / n; keep the exact (n - 3) / (n - 1).",
+        "That is the large-n limit (kappa - 1) var_x^2 / n"
+        + formula("; keep the exact (n - 3) / (n - 1)")
+        + ".",
     ),
     (
         lambda kappa, var_x, n: var_sample_variance(kappa, var_x, n) / var_x,
-        "That is the formula with var_x in place of its square, var_x ** 2: the variance of a "
-        "variance scales with the square of the variance.",
+        "That is the formula with var_x in place of its square, var_x ** 2"
+        + formula(": the variance of a variance scales with the square of the variance")
+        + ".",
     ),
     (
         lambda kappa, var_x, n: 2 * var_x**2 / (n - 1),
         "That is 2 var_x^2 / (n - 1), the value for normal data only (kappa = 3); the formula "
-        "depends on kappa: (kappa - (n - 3) / (n - 1)) var_x^2 / n.",
+        "depends on kappa" + formula(": (kappa - (n - 3) / (n - 1)) var_x^2 / n") + ".",
     ),
     (
         lambda kappa, var_x, n: (kappa / n + 2 / (n - 1)) * var_x**2,
         "That is (kappa / n + 2 / (n - 1)) var_x^2, the formula for the excess kurtosis "
         "kappa - 3, with the kurtosis itself put in: here kappa is the kurtosis (3 for normal "
-        "data), so subtract 3 first or use (kappa - (n - 3) / (n - 1)) var_x^2 / n.",
+        "data)"
+        + formula(", so subtract 3 first or use (kappa - (n - 3) / (n - 1)) var_x^2 / n")
+        + ".",
     ),
     (
         lambda kappa, var_x, n: kappa - (n - 3) / (n - 1) * var_x**2 / n,
         "That is kappa - (n - 3) / (n - 1) * var_x**2 / n: without parentheses only the fraction "
-        "is multiplied by var_x^2 / n; write (kappa - (n - 3) / (n - 1)) * var_x**2 / n.",
+        "is multiplied by var_x^2 / n"
+        + formula("; write (kappa - (n - 3) / (n - 1)) * var_x**2 / n")
+        + ".",
     ),
 )
 """Wrong formulas for Var[S_n^2], each with the diagnosis given when a student's value is
@@ -93,7 +101,9 @@ def check_var_sample_variance(student: Callable) -> None:
                 if abs(got - wrong) <= 64 * unit_roundoff() * abs(wrong):
                     hint = " " + words
                     break
-            raise CheckFailed(f"{what} is {got:.6g}; expected {want:.6g}.{hint}")
+            raise CheckFailed(
+                f"{what} is {got:.6g}" + expected(f"; expected {want:.6g}") + f".{hint}"
+            )
 
 
 def _sample_variances(dist: str, n: int, reps: int, rng: np.random.Generator) -> np.ndarray:
@@ -127,8 +137,12 @@ def check_var_sample_variance_by_simulation(student: Callable) -> None:
         got = float(as_array(call_answer(student, kappa, 1.0, n, what=what), what, shape=()))
         if abs(got - mean) > t_q * se:
             raise CheckFailed(
-                f"{what} is {got:.4g}, but simulating samples of size {n} from a {dist} "
-                f"distribution gives {mean:.4g} +- {se:.2g} (standard error)."
+                f"{what} is {got:.4g}"
+                + expected(
+                    f", but simulating samples of size {n} from a {dist} distribution gives "
+                    f"{mean:.4g} +- {se:.2g} (standard error)"
+                )
+                + "."
             )
 
 
@@ -152,8 +166,11 @@ def check_zero_init(student: Callable) -> None:
             off = ~torch.eye(w, dtype=torch.bool)
             if torch.all(t == 0):
                 raise CheckFailed(
-                    f"{what} wrote zeros everywhere. ZerO, despite its name, initializes a square "
-                    "layer to the identity matrix: ones on the diagonal, zeros elsewhere."
+                    f"{what} wrote zeros everywhere."
+                    + formula(
+                        " ZerO, despite its name, initializes a square layer to the identity "
+                        "matrix: ones on the diagonal, zeros elsewhere."
+                    )
                 )
             if torch.all(t.diagonal() == 1) and torch.all(torch.isnan(t[off])):
                 raise CheckFailed(
@@ -162,8 +179,12 @@ def check_zero_init(student: Callable) -> None:
                     "them to 0 too, e.g. tensor.zero_() before filling the diagonal."
                 )
             raise CheckFailed(
-                f"{what} did not write the identity; ZerO initializes a square layer to "
-                "the identity matrix (ones on the diagonal, zeros elsewhere)."
+                f"{what} did not write the identity"
+                + formula(
+                    "; ZerO initializes a square layer to the identity matrix (ones on the "
+                    "diagonal, zeros elsewhere)"
+                )
+                + "."
             )
     what = "zero_init_(torch.empty(3, 5))"
     try:
