@@ -67,6 +67,29 @@ def test_files_already_present_are_used(tmp_path, fake):
     assert len(ds) == NUM_TEST
 
 
+def test_verified_files_are_hashed_again_only_when_they_change(tmp_path, fake, monkeypatch):
+    _, _, idx, sha = fake
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name, content in idx.items():
+        (raw / name).write_bytes(content)
+    hashed = []
+    real = data._sha256
+    monkeypatch.setattr(data, "_sha256", lambda path: hashed.append(path.name) or real(path))
+    data.ensure_mnist(tmp_path, sources=(), sha256=sha)
+    assert sorted(hashed) == sorted(sha)
+    hashed.clear()
+    data.ensure_mnist(tmp_path, sources=(), sha256=sha)
+    assert hashed == []
+    # the same size, other bytes: a changed file is hashed again and refused
+    bad = raw / "t10k-labels-idx1-ubyte"
+    content = bad.read_bytes()
+    bad.write_bytes(content[:-1] + bytes([content[-1] ^ 1]))
+    with pytest.raises(data.DataError, match="left untouched"):
+        data.ensure_mnist(tmp_path, sources=(), sha256=sha)
+    assert hashed == ["t10k-labels-idx1-ubyte"]
+
+
 def test_wheel_source_rebuilds_the_idx_files(tmp_path, fake):
     splits, payload, _, sha = fake
     fetched = []

