@@ -46,10 +46,10 @@ import nbformat  # noqa: E402
 from nbclient import NotebookClient  # noqa: E402
 
 from initlab_grading.course import build, layout  # noqa: E402
+from initlab_grading.course.layout import grade_id, is_test_cell  # noqa: E402
 from initlab_grading.course.samples import samples_for  # noqa: E402
 from initlab_grading.grading import grade  # noqa: E402
 from initlab_grading.grading.options import GradingOptions  # noqa: E402
-from initlab_grading.grading.preprocessors import grade_id, is_test_cell  # noqa: E402
 
 
 def build_class(root: Path, assignment: str, size: int) -> list[str]:

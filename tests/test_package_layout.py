@@ -3,6 +3,8 @@ assignment's subpackage (assignments/<id>/: grader and samples) on its own, foun
 discovery (shared helpers live in checking/, never in another assignment's modules); the
 machinery (checking/, course/, grading/) reaches the assignments through discovery only
 (importlib), never by an import statement; checking/ imports neither course/ nor grading/;
+grading/ builds on course/ (the course's files, results, the class report), and of course/
+only the instructor's loop (course/build.py, which grades the samples) imports grading/;
 and no subpackage's __init__ imports anything, so that importing one module of a
 subpackage never loads another subpackage."""
 
@@ -16,6 +18,8 @@ from initlab_grading.course import layout
 PACKAGE = Path(__file__).resolve().parents[1] / "autograder" / "initlab_grading"
 ASSIGNMENTS = "initlab_grading.assignments"
 MACHINERY = ("checking", "course", "grading")
+LOOP = "initlab_grading.course.build"
+"""The instructor's loop: the one module of course/ that grades, so imports grading/."""
 
 
 def _modules(package: Path = PACKAGE) -> dict[str, Path]:
@@ -113,6 +117,17 @@ def _checking_reaching_out(graph: dict[str, set[str]]) -> dict[str, list[str]]:
     for module, deps in graph.items():
         if _subpackage(module) == "checking":
             reached = sorted(d for d in deps if _subpackage(d) in ("course", "grading"))
+            if reached:
+                found[module] = reached
+    return found
+
+
+def _course_reaching_grading(graph: dict[str, set[str]]) -> dict[str, list[str]]:
+    """Modules of course/ other than the loop -> the modules of grading/ they import."""
+    found = {}
+    for module, deps in graph.items():
+        if _subpackage(module) == "course" and module != LOOP:
+            reached = sorted(d for d in deps if _subpackage(d) == "grading")
             if reached:
                 found[module] = reached
     return found
@@ -228,6 +243,24 @@ def test_checking_importing_course_or_grading_is_found():
             "initlab_grading.course.layout",
             "initlab_grading.grading.guard",
         ]
+    }
+
+
+def test_course_reaches_grading_only_from_the_loop():
+    graph = _imports()
+    assert any(d.startswith("initlab_grading.grading.") for d in graph[LOOP])
+    found = _course_reaching_grading(graph)
+    assert found == {}, f"course/ modules other than {LOOP} importing grading/: {found}"
+
+
+def test_a_course_module_importing_grading_is_found():
+    graph = {
+        LOOP: {"initlab_grading.grading.grade"},
+        "initlab_grading.course.results": {"initlab_grading.grading.preprocessors"},
+        "initlab_grading.grading.grade": {"initlab_grading.course.layout"},
+    }
+    assert _course_reaching_grading(graph) == {
+        "initlab_grading.course.results": ["initlab_grading.grading.preprocessors"]
     }
 
 

@@ -24,11 +24,11 @@ import pytest
 
 from conftest import REPO, make_course
 from initlab_grading.course import build, layout
+from initlab_grading.course.layout import grade_id
 from initlab_grading.course.results import collect_results
 from initlab_grading.course.samples import Sample, samples_for
 from initlab_grading.grading import attempts, distributed, grade, worker_pool
 from initlab_grading.grading.options import GradingOptions
-from initlab_grading.grading.preprocessors import grade_id
 
 ASSIGNMENT = "gradient_descent"
 

@@ -6,6 +6,10 @@
 - ``course``: the course's files, the instructor's loop and the sample round trip;
 - ``grading``: grading a class with the real nbgrader (workers, kernels, preprocessors).
 
+Layers: ``grading`` builds on ``course`` (the course's files, results, the class report);
+of ``course``, only the instructor's loop (``course.build``) grades, so imports ``grading``.
+The graders import ``checking`` and ``initlab`` only.
+
 Nothing here is installed into a student's environment: nbgrader_config.py puts this folder
 on the path of the kernels that nbgrader starts, and only there.
 """

@@ -35,6 +35,7 @@ from initlab_grading.course.layout import (
     SOLUTION_BUDGET,
     CourseError,
     ensure_tools_on_path,
+    grade_id,
     gradebook_url,
     nbgrader,
     notebook_name,
@@ -44,7 +45,6 @@ from initlab_grading.course.report import write_report
 from initlab_grading.course.results import SampleResult, collect_results
 from initlab_grading.course.samples import Sample, samples_for
 from initlab_grading.grading.grade import grade_class
-from initlab_grading.grading.preprocessors import grade_id
 
 SUBMISSION_TIME = "2026-01-15 12:00:00.000000 UTC"
 _SOLUTION_MARKERS = re.compile(r"^\s*### (BEGIN|END) SOLUTION\s*$")

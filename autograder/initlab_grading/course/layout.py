@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import nbformat
-
-from initlab_grading.grading.preprocessors import grade_id, is_test_cell
+from nbformat.notebooknode import NotebookNode
+from nbgrader.utils import is_grade, is_solution
 
 _TITLE = re.compile(r"^# Assignment (\d+)([a-z]?)\b")
 
@@ -58,6 +58,16 @@ class CourseError(RuntimeError):
 
 ASSIGNMENTS: tuple[str, ...] = assignments(REPO_ROOT)
 """The course's assignments in teaching order (see :func:`assignments`)."""
+
+
+def is_test_cell(cell: NotebookNode) -> bool:
+    """An autograder test: a graded code cell that is not a student's answer."""
+    return cell.cell_type == "code" and bool(is_grade(cell)) and not is_solution(cell)
+
+
+def grade_id(cell: NotebookNode) -> str:
+    """The cell's nbgrader id ("" for a cell nbgrader does not track)."""
+    return cell.metadata.get("nbgrader", {}).get("grade_id", "")
 
 
 def notebook_name(assignment: str) -> str:

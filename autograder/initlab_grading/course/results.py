@@ -10,8 +10,12 @@ import nbformat
 from nbgrader.api import Gradebook
 
 from initlab_grading.checking.reveal import plain
-from initlab_grading.course.layout import ensure_tools_on_path, gradebook_url, notebook_name
-from initlab_grading.grading.preprocessors import grade_id
+from initlab_grading.course.layout import (
+    ensure_tools_on_path,
+    grade_id,
+    gradebook_url,
+    notebook_name,
+)
 
 
 @dataclass

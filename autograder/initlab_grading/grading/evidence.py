@@ -27,7 +27,7 @@ from nbformat import v4 as nbformat_v4
 from nbformat.notebooknode import NotebookNode, from_dict
 from nbgrader.preprocessors.base import NbGraderPreprocessor
 
-from initlab_grading.grading.preprocessors import grade_id
+from initlab_grading.course.layout import grade_id
 
 STASH = "initlab_submitted_evidence"
 """Notebook metadata key that carries the kept outputs from sanitizing to execution."""

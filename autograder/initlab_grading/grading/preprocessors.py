@@ -24,10 +24,10 @@ from nbformat import v4 as nbformat_v4
 from nbformat.notebooknode import NotebookNode
 from nbgrader.preprocessors import ClearHiddenTests, DeduplicateIds, Execute, OverwriteCells
 from nbgrader.preprocessors.base import NbGraderPreprocessor
-from nbgrader.utils import is_grade, is_solution
 from traitlets import Bool, Enum, Integer
 
 from initlab_grading.checking.reveal import LEVELS, render
+from initlab_grading.course.layout import grade_id, is_test_cell
 from initlab_grading.grading.sandbox import folder_state
 
 HIDDEN_NOTE = "# (Hidden tests ran here. Their code is not shown; their messages are below.)"
@@ -304,16 +304,6 @@ REPORT_TAG = "INITLAB-REPORT"
 """Log lines that start with this tag become lines of grade.py's report."""
 KILLED_NOTE = "killed by SIGKILL"
 """In the report line of a kernel that SIGKILL ended: grade.py grades it again."""
-
-
-def is_test_cell(cell: NotebookNode) -> bool:
-    """An autograder test: a graded code cell that is not a student's answer."""
-    return cell.cell_type == "code" and bool(is_grade(cell)) and not is_solution(cell)
-
-
-def grade_id(cell: NotebookNode) -> str:
-    """The cell's nbgrader id ("" for a cell nbgrader does not track)."""
-    return cell.metadata.get("nbgrader", {}).get("grade_id", "")
 
 
 def _error(ename: str, evalue: str) -> NotebookNode:
