@@ -8,7 +8,7 @@
 
 Layers: ``grading`` builds on ``course`` (the course's files, results, the class report);
 of ``course``, only the instructor's loop (``course.build``) grades, so imports ``grading``.
-The graders import ``checking`` and ``initlab`` only.
+Of this package, the graders import ``checking`` only.
 
 Nothing here is installed into a student's environment: nbgrader_config.py puts this folder
 on the path of the kernels that nbgrader starts, and only there.
