@@ -84,23 +84,27 @@ def ensure_tools_on_path() -> None:
         os.environ["PATH"] = os.pathsep.join([scripts, os.environ.get("PATH", "")])
 
 
-def nbgrader(root: Path, *args: str, budget: str | None = None) -> str:
-    """Run one nbgrader command in the course root; return its log, raise on failure."""
+def _run_in_course(root: Path, cmd: list[str], what: str, **env: str) -> str:
+    """Run an nbgrader process in the course root, with ``env`` added to this process's
+    environment; return its log, raise on failure."""
     ensure_tools_on_path()
-    cmd = [str(Path(sys.executable).with_name("nbgrader")), *args]
-    env = dict(os.environ)
-    if budget:
-        env["INITLAB_BUDGET"] = budget
+    env = {**os.environ, **env}
     proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
     log = proc.stdout + proc.stderr
     if proc.returncode != 0:
-        raise CourseError(f"`nbgrader {' '.join(args)}` failed in {root}:\n{log[-4000:]}")
+        raise CourseError(f"{what} failed in {root}:\n{log[-4000:]}")
     return log
+
+
+def nbgrader(root: Path, *args: str, budget: str | None = None) -> str:
+    """Run one nbgrader command in the course root; return its log, raise on failure."""
+    env = {"INITLAB_BUDGET": budget} if budget else {}
+    cmd = [str(Path(sys.executable).with_name("nbgrader")), *args]
+    return _run_in_course(root, cmd, f"`nbgrader {' '.join(args)}`", **env)
 
 
 _GENERATE = """\
 import sys
-from collections.abc import Sequence
 from nbgrader.apps.generateassignmentapp import GenerateAssignmentApp
 for assignment in sys.argv[1:]:
     app = GenerateAssignmentApp()
@@ -113,20 +117,9 @@ def generate_assignments(root: Path, assignments: Sequence[str]) -> str:
     """``nbgrader generate_assignment ID --force`` for each assignment, in one process:
     nbgrader's own application, so the release and the gradebook are what the command
     writes, without paying nbgrader's start-up (seconds) once per assignment."""
-    ensure_tools_on_path()
-    proc = subprocess.run(
-        [sys.executable, "-c", _GENERATE, *assignments],
-        cwd=root,
-        capture_output=True,
-        text=True,
-    )
-    log = proc.stdout + proc.stderr
-    if proc.returncode != 0:
-        raise CourseError(
-            f"`nbgrader generate_assignment` of {', '.join(assignments)} failed in {root}:\n"
-            f"{log[-4000:]}"
-        )
-    return log
+    cmd = [sys.executable, "-c", _GENERATE, *assignments]
+    what = f"`nbgrader generate_assignment` of {', '.join(assignments)}"
+    return _run_in_course(root, cmd, what)
 
 
 def course_config(root: Path):
