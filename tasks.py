@@ -91,6 +91,17 @@ def course_env() -> dict[str, str]:
     return env
 
 
+def reference_numerics() -> dict[str, str]:
+    """The numerical code paths solutions/ is executed on
+    (autograder/initlab_grading/course/numerics.py, a module that imports nothing)."""
+    path = ROOT / "autograder" / "initlab_grading" / "course" / "numerics.py"
+    spec = importlib.util.spec_from_file_location("_initlab_numerics", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return dict(module.REFERENCE_NUMERICS)
+
+
 def run(cmd: list[str], env: dict[str, str] | None = None) -> None:
     proc = subprocess.run(cmd, cwd=ROOT, env=env)
     if proc.returncode != 0:
@@ -120,13 +131,13 @@ def task_test() -> None:
     pytest += ["--durations=15"]
     say("pytest tests/ (experiments at the grade budget)")
     run([*pytest, "--dist", "loadgroup", "tests"], env={**env, "INITLAB_BUDGET": "grade"})
-    # solutions/ was executed at the default budget (the one students run): nbval runs it
-    # again there, so every output it compares and every instructor check holds at that
-    # budget
-    say("nbval over solutions/ (at the default budget, as they were executed)")
+    # solutions/ was executed at the default budget (the one students run) on fixed numerical
+    # code paths: nbval runs it again there, so every output it compares and every
+    # instructor check holds at that budget, on any x86-64 CPU
+    say("nbval over solutions/ (at the default budget and numerics they were executed at)")
     run(
         [*pytest, "--dist", "loadfile", "solutions", "--nbval", "--nbval-current-env"],
-        env={**env, "INITLAB_BUDGET": "default"},
+        env={**env, **reference_numerics(), "INITLAB_BUDGET": "default"},
     )
 
 

@@ -4,6 +4,7 @@ equals autograd, the cache, the progress bar, CPU/CUDA selection."""
 from __future__ import annotations
 
 import io
+import os
 
 import numpy as np
 import pytest
@@ -223,6 +224,10 @@ def test_results_are_cached_and_a_code_change_retrains(tmp_path, monkeypatch):
     mixed = engine.train(CONFIGS[:4], train, **kwargs)
     assert [r.cached for r in mixed] == [True, True, True, False]
     assert not any(r.cached for r in engine.train(CONFIGS[:1], _data(128, seed=5), **kwargs))
+    # another numerical code path (here another MKL branch) rounds differently: train again
+    with monkeypatch.context() as m:
+        m.setenv("MKL_CBWR", os.environ.get("MKL_CBWR", "") + "-another-branch")
+        assert not any(r.cached for r in engine.train(CONFIGS[:1], train, **kwargs))
     monkeypatch.setattr(engine, "code_version", lambda: "another version of the engine")
     assert not any(r.cached for r in engine.train(CONFIGS[:1], train, **kwargs))
 

@@ -4,6 +4,7 @@ out of a student's reach."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -15,6 +16,7 @@ import nbformat
 import pytest
 
 from initlab_grading.course import build, layout
+from initlab_grading.course.numerics import REFERENCE_NUMERICS
 from initlab_grading.grading.preprocessors import INSTRUCTOR_TAG, DropInstructorCells
 
 ASSIGNMENTS = layout.ASSIGNMENTS
@@ -137,6 +139,51 @@ def test_solutions_carry_the_source_cells(repo, assignment):
     assert all(
         not any(o.output_type == "error" for o in c.get("outputs", [])) for c in solution.cells
     )
+
+
+def test_a_solution_that_ran_with_errors_stops_the_build(tmp_path, monkeypatch):
+    nb = nbformat.v4.new_notebook()
+    fine = nbformat.v4.new_code_cell("x = 1")
+    check = nbformat.v4.new_code_cell("assert x == 2, 'the text says x is 2'")
+    check.outputs = [
+        nbformat.v4.new_output("error", ename="AssertionError", evalue="the text says x is 2")
+    ]
+    graded = nbformat.v4.new_code_cell("1 / 0", metadata={"nbgrader": {"grade_id": "ratio"}})
+    graded.outputs = [
+        nbformat.v4.new_output("error", ename="ZeroDivisionError", evalue="division by zero")
+    ]
+    nb.cells = [fine, check, graded]
+    path = tmp_path / "solutions" / "demo" / "demo.ipynb"
+    path.parent.mkdir(parents=True)
+    nbformat.write(nb, path)
+    assert build.execution_errors(path) == [
+        "cell 1 (assert x == 2, 'the text says x is 2'): AssertionError: the text says x is 2",
+        "cell 2 (ratio): ZeroDivisionError: division by zero",
+    ]
+    # build() runs nbgrader (not here), then refuses the solution, naming the cells
+    monkeypatch.setattr(build, "nbgrader", lambda *args, **kwargs: "")
+    monkeypatch.setattr(build, "forget_samples", lambda *args: None)
+    with pytest.raises(layout.CourseError, match=r"ran with errors(.|\n)*cell 2 \(ratio\)"):
+        build.build(tmp_path, "demo")
+
+
+def test_solutions_are_executed_on_fixed_numerical_paths(monkeypatch):
+    seen = {}
+
+    def record(root, cmd, what, **env):
+        seen[cmd[1]] = env
+        return ""
+
+    monkeypatch.setattr(layout, "_run_in_course", record)
+    layout.nbgrader(Path("."), "generate_solution", "demo", budget=layout.SOLUTION_BUDGET)
+    layout.nbgrader(Path("."), "autograde", "demo")
+    assert seen["generate_solution"] == {"INITLAB_BUDGET": "default", **REFERENCE_NUMERICS}
+    assert not set(REFERENCE_NUMERICS) & set(seen["autograde"])
+    # nbval re-executes them on the same paths (tasks.py reads the same module)
+    spec = importlib.util.spec_from_file_location("tasks", Path(__file__).parents[1] / "tasks.py")
+    tasks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tasks)
+    assert tasks.reference_numerics() == REFERENCE_NUMERICS
 
 
 def test_the_student_guide_ships_with_the_release(repo):

@@ -154,6 +154,19 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def numerics(device: torch.device) -> dict[str, str]:
+    """What decides how a run rounds, besides the code and the data: on the CPU, ATen's
+    vectorised kernels (AVX2, AVX-512, ...) and MKL's reproducibility branch (``MKL_CBWR``,
+    empty when unset); part of every cache key, so a result computed on other code paths is
+    computed again rather than read."""
+    if device.type != "cpu":
+        return {"device": str(device)}
+    return {
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "mkl_cbwr": os.environ.get("MKL_CBWR", ""),
+    }
+
+
 def code_version() -> str:
     """SHA-256 of the training code's source (this module and initlab._batched): part of
     every cache key."""
@@ -553,6 +566,7 @@ def train(
         "dtype": str(dtype),
         "device": dev.type,
         "torch": torch.__version__,
+        "numerics": numerics(dev),
     }
     if optimizer == "adam":
         settings["adam"] = {"betas": list(ADAM_BETAS), "eps": ADAM_EPS}

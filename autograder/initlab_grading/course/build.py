@@ -196,6 +196,19 @@ def normalize_executed(path: Path) -> bool:
     return True
 
 
+def execution_errors(path: Path) -> list[str]:
+    """The errors an executed notebook holds, one line per failing cell: its position, its
+    grade_id or first line, and the exception."""
+    nb = nbformat.read(path, as_version=4)
+    found = []
+    for index, cell in enumerate(nb.cells):
+        for out in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            if out.output_type == "error":
+                name = grade_id(cell) or cell.source.strip().splitlines()[0][:70]
+                found.append(f"cell {index} ({name}): {out.ename}: {out.evalue}")
+    return found
+
+
 STUDENT_GUIDE = Path("docs") / "students.md"
 """The student guide; every build copies it to release/GUIDE.md, where the notebooks'
 intros point (the JupyterHub image puts it in each student's home)."""
@@ -213,7 +226,15 @@ def build(root: Path, assignment: str) -> None:
     nbgrader(root, "generate_assignment", assignment, "--force")
     print(f"[{assignment}] nbgrader generate_solution (executes the reference)", flush=True)
     nbgrader(root, "generate_solution", assignment, "--force", budget=SOLUTION_BUDGET)
-    normalize_executed(root / "solutions" / assignment / notebook_name(assignment))
+    solution = root / "solutions" / assignment / notebook_name(assignment)
+    normalize_executed(solution)
+    errors = execution_errors(solution)
+    if errors:
+        raise CourseError(
+            f"{solution} ran with errors: a failing instructor check means a statement of the "
+            "notebook no longer holds for its output. Correct the text or the check in "
+            f"{root / 'source' / assignment}, then build again:\n  " + "\n  ".join(errors)
+        )
 
 
 def grade_samples(root: Path, assignment: str) -> list[str]:

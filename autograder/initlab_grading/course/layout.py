@@ -17,6 +17,8 @@ import nbformat
 from nbformat.notebooknode import NotebookNode
 from nbgrader.utils import is_grade, is_solution
 
+from initlab_grading.course.numerics import REFERENCE_NUMERICS
+
 _TITLE = re.compile(r"^# Assignment (\d+)([a-z]?)\b")
 
 
@@ -99,6 +101,8 @@ def _run_in_course(root: Path, cmd: list[str], what: str, **env: str) -> str:
 def nbgrader(root: Path, *args: str, budget: str | None = None) -> str:
     """Run one nbgrader command in the course root; return its log, raise on failure."""
     env = {"INITLAB_BUDGET": budget} if budget else {}
+    if args[:1] == ("generate_solution",):
+        env.update(REFERENCE_NUMERICS)  # the same paths on every CPU (course.numerics)
     cmd = [str(Path(sys.executable).with_name("nbgrader")), *args]
     return _run_in_course(root, cmd, f"`nbgrader {' '.join(args)}`", **env)
 
