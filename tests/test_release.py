@@ -17,6 +17,7 @@ import pytest
 
 from initlab_grading.course import build, layout
 from initlab_grading.course.numerics import REFERENCE_NUMERICS
+from initlab_grading.grading import sandbox
 from initlab_grading.grading.preprocessors import INSTRUCTOR_TAG, DropInstructorCells
 
 ASSIGNMENTS = layout.ASSIGNMENTS
@@ -179,6 +180,10 @@ def test_solutions_are_executed_on_fixed_numerical_paths(monkeypatch):
     layout.nbgrader(Path("."), "autograde", "demo")
     assert seen["generate_solution"] == {"INITLAB_BUDGET": "default", **REFERENCE_NUMERICS}
     assert not set(REFERENCE_NUMERICS) & set(seen["autograde"])
+    # nbgrader starts that kernel through the sandbox, whose reduced environment keeps them
+    for isolated in (False, True):
+        kept = sandbox.kernel_environment({**REFERENCE_NUMERICS, "PGPASSWORD": "x"}, isolated)
+        assert kept == {**REFERENCE_NUMERICS, "PYTHONSAFEPATH": "1"}
     # nbval re-executes them on the same paths (tasks.py reads the same module)
     spec = importlib.util.spec_from_file_location("tasks", Path(__file__).parents[1] / "tasks.py")
     tasks = importlib.util.module_from_spec(spec)

@@ -74,6 +74,7 @@ _KEEP = {
     "NVIDIA_VISIBLE_DEVICES",
     "SSL_CERT_FILE",
     "SSL_CERT_DIR",
+    "ATEN_CPU_CAPABILITY",  # with MKL_*: the numerical code paths (course/numerics.py)
 }
 _KEEP_PREFIXES = ("LC_", "INITLAB_", "OMP_", "MKL_", "OPENBLAS_", "KMP_", "JPY_", "PYDEVD_")
 # Kept only when the kernel runs as the grader (without --uid it shares the grader's home).
