@@ -19,8 +19,8 @@ epochs or of gradient steps; a test set, when given, is evaluated once at the en
 
 Results are cached on disk under ``<data_dir>/runs/``, one file per configuration, keyed
 by the configuration, the training settings, a hash of the data, a hash of the initial
-parameters (so a changed ``init_fn`` retrains) and a hash of the training code (this module
-and its private initlab._batched):
+parameters (so a changed ``init_fn`` retrains), a hash of the training code (this module
+and its private initlab._batched) and the numerical code paths (:func:`numerics`):
 re-running a notebook loads them; changing the code retrains.
 
 Example::
