@@ -204,7 +204,7 @@ def execution_errors(path: Path) -> list[str]:
     for index, cell in enumerate(nb.cells):
         for out in cell.get("outputs", []) if cell.cell_type == "code" else []:
             if out.output_type == "error":
-                name = grade_id(cell) or cell.source.strip().splitlines()[0][:70]
+                name = grade_id(cell) or (cell.source.strip().splitlines() or [""])[0][:70]
                 found.append(f"cell {index} ({name}): {out.ename}: {out.evalue}")
     return found
 

@@ -8,8 +8,9 @@ best learning rates and other printed numbers. The committed solutions could the
 the kind of machine they were executed on. Both libraries can be told which path to take:
 ATen's AVX2 kernels (every x86-64 CPU of the last decade has AVX2) and MKL's conditional
 numerical reproducibility branch ``COMPATIBLE``, the one MKL documents as giving the same
-results on Intel and non-Intel processors. With both fixed, an executed solution is the same
-to the last bit on every such machine, at the cost of slower matrix products. Students' runs
+results on Intel and non-Intel processors. With both fixed, an executed solution should be the
+same to the last bit on every such machine (what both libraries document; the kit has checked it
+on one kind of CPU), at the cost of slower matrix products. Students' runs
 keep their CPU's fastest paths; what the notebooks say about such runs holds for either.
 
 This module imports nothing: tasks.py reads it with the system Python.
