@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -79,6 +80,23 @@ def ensure_venv() -> Path:
     return python
 
 
+def ensure_bubblewrap() -> None:
+    """Grading kernels run inside bubblewrap (docs/security.md): install Debian's package
+    when it is missing and this is root with apt-get, else say how."""
+    if shutil.which("bwrap"):
+        return
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        say("installing bubblewrap (grading kernels run inside it)")
+        apt = ["apt-get", "-o", "DPkg::Lock::Timeout=900", "-q"]
+        run([*apt, "update"])
+        run([*apt, "install", "-y", "bubblewrap"])
+        return
+    raise SystemExit(
+        "bubblewrap (bwrap) is missing; grading kernels run inside it. Install it "
+        "(Debian/Ubuntu: sudo apt-get install bubblewrap), then run the task again."
+    )
+
+
 def course_env() -> dict[str, str]:
     """Environment for instructor-side commands: autograder/ on the path, fixed threads."""
     env = dict(os.environ)
@@ -110,6 +128,7 @@ def run(cmd: list[str], env: dict[str, str] | None = None) -> None:
 
 def task_course() -> None:
     python = ensure_venv()
+    ensure_bubblewrap()
     run([str(python), "-m", "initlab_grading.course"], env=course_env())
 
 
@@ -120,6 +139,7 @@ def task_release() -> None:
 
 def task_test() -> None:
     python = ensure_venv()
+    ensure_bubblewrap()
     env = course_env()
     say("ruff check")
     lint = ["lib", "autograder", "tests", "benchmarks", "results", "tasks.py"]

@@ -178,7 +178,10 @@ def test_workers_are_replaced_after_a_runaway_or_a_killed_worker(small_class):
     """The local engine grades in long-lived workers. One worker grades, in this order, a
     submission that kills the worker (its kernel's parent: retried once, then reported), an
     answer that never returns (stopped at the time limit with its worker and kernel), and
-    the reference, which a fresh worker grades in full. Nothing of them is left running."""
+    the reference, which a fresh worker grades in full. Nothing of them is left running.
+    Graded without bubblewrap: inside it the kernel's parent is the sandbox's own init,
+    which no signal from inside can kill (tests/test_bubblewrap.py), so the worker would
+    survive; this is the machinery for workers that die of other causes."""
     killer = Sample(
         "a-kills-grader",
         "",
@@ -194,7 +197,7 @@ def test_workers_are_replaced_after_a_runaway_or_a_killed_worker(small_class):
         for r in grade.grade_class(
             class_root,
             ASSIGNMENT,
-            GradingOptions(workers=1, timeout=10, retries=1),
+            GradingOptions(workers=1, timeout=10, retries=1, bubblewrap=False),
             progress=lambda _: None,
         )
     }

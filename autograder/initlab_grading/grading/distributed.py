@@ -235,6 +235,7 @@ def grade_on_dask(
                 None,
                 kernel_python,
                 options.file_limit,
+                options.bubblewrap,
                 pure=False,
                 key=f"grade-{assignment}-{s}-{time.time_ns()}",
             ): s
@@ -282,11 +283,13 @@ def grade_one(
     uid: int | None = None,
     kernel_python: str | None = None,
     file_limit: float | None = DEFAULT_FILE_LIMIT_GIB,
+    bubblewrap: bool = True,
 ) -> GradingResult:
     """Autograde one submission in its own ``nbgrader autograde --student`` process (the
     Dask engine's way; grade_class's local engine keeps workers running instead).
     ``memory_limit`` and ``file_limit`` (GiB) and ``uid`` apply to its kernel only;
-    ``cell_timeout`` overrides Execute.timeout; ``kernel_python`` is the interpreter the
+    ``cell_timeout`` overrides Execute.timeout; ``bubblewrap``: the kernel inside bubblewrap
+    (initlab_grading.grading.sandbox); ``kernel_python`` is the interpreter the
     kernel runs (default: this one)."""
     ensure_tools_on_path()
     db_url = gradebook_url(root)
@@ -314,7 +317,15 @@ def grade_one(
     def run() -> Attempt:
         token = secrets.token_hex(8)
         _write_kernelspec(
-            spec, memory, uid, kernel_python, token=token, fsize=fsize, nproc=nproc, curve=curve
+            spec,
+            memory,
+            uid,
+            kernel_python,
+            token=token,
+            fsize=fsize,
+            nproc=nproc,
+            curve=curve,
+            bwrap=bubblewrap,
         )
         proc = subprocess.Popen(
             cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True

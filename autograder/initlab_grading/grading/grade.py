@@ -175,12 +175,13 @@ def _grade_locally(
         fsize=int(file_limit * 2**30) if file_limit else None,
         nproc=DEFAULT_NPROC if uids is not None else None,
         python=kernel_python,
+        bwrap=options.bubblewrap,
     )
     check_uid = uids.take() if uids else None
 
     def check() -> tuple[str, bool]:
         return check_kernel(
-            root, kernel_python, kernel.memory, kernel.fsize, check_uid, kernel.nproc
+            root, kernel_python, kernel.memory, kernel.fsize, check_uid, kernel.nproc, kernel.bwrap
         )
 
     here = kernel_python in (None, sys.executable)
@@ -393,6 +394,14 @@ def main(argv: list[str] | None = None) -> int:
         "see docs/security.md",
     )
     parser.add_argument(
+        "--no-bubblewrap",
+        dest="bubblewrap",
+        action="store_false",
+        help="run kernels without bubblewrap: they can then read and write what the grader "
+        "can and reach the network (only where bwrap cannot be installed); see "
+        "docs/security.md",
+    )
+    parser.add_argument(
         "--kernel-python",
         default=None,
         help="the Python that runs kernels (default: this one); with --isolate it must be "
@@ -421,6 +430,7 @@ def main(argv: list[str] | None = None) -> int:
         cell_timeout=args.cell_timeout,
         file_limit=args.file_limit or None,
         isolate=args.isolate,
+        bubblewrap=args.bubblewrap,
         kernel_python=args.kernel_python,
         engine=args.engine,
         scheduler=args.scheduler,

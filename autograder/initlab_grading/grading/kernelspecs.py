@@ -20,6 +20,7 @@ from initlab_grading.grading.kernels import (
     launcher,
 )
 from initlab_grading.grading.sandbox import (
+    BWRAP_MISSING,
     kill_user,
     remove_private_folders,
 )
@@ -52,6 +53,7 @@ def _write_kernelspec(
     fsize: int | None = None,
     nproc: int | None = None,
     curve: bool = False,
+    bwrap: bool = True,
 ) -> None:
     """Write into ``folder`` (a JUPYTER_PATH entry) a python3 kernelspec that starts the
     kernel (with ``python``, default this interpreter) through initlab_grading.grading.sandbox.
@@ -59,7 +61,7 @@ def _write_kernelspec(
     next kernel only. ``curve``: declare CurveZMQ support (encrypted channels)."""
     spec = folder / "kernels" / "python3"
     spec.mkdir(parents=True, exist_ok=True)
-    argv = launcher(memory=memory, fsize=fsize, uid=uid, nproc=nproc, job=token)
+    argv = launcher(memory=memory, fsize=fsize, uid=uid, nproc=nproc, job=token, bwrap=bwrap)
     argv += [python or sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
     argv += ["--InteractiveShellApp.ignore_cwd=True"]
     spec_json = {"argv": argv, "display_name": "Python 3 (grading)", "language": "python"}
@@ -100,6 +102,7 @@ def check_kernel(
     fsize: int | None = None,
     uid: int | None = None,
     nproc: int | None = None,
+    bwrap: bool = True,
 ) -> tuple[str, bool]:
     """Start ``python`` the way a grading kernel starts (initlab_grading.grading.sandbox with the
     same limits, as ``uid`` with --isolate) and import what kernels need: ipykernel,
@@ -124,6 +127,7 @@ def check_kernel(
         cmd += ["--fsize", str(fsize)] if fsize else []
         cmd += ["--uid", str(uid)] if uid is not None else []
         cmd += ["--nproc", str(nproc)] if nproc and uid is not None else []
+        cmd += [] if bwrap else ["--no-bwrap"]
         cmd += ["--", python, "-c", _KERNEL_CHECK]
         try:
             return subprocess.run(
@@ -139,6 +143,8 @@ def check_kernel(
     if proc.returncode == 0:
         return "", "INITLAB-CURVE" in proc.stdout and _grader_supports_curve()
     why = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1][:300]
+    if why == BWRAP_MISSING or "bwrap:" in why:
+        return f"a grading kernel cannot start inside bubblewrap ({why})", False
     if memory and attempt(None).returncode == 0:
         return (
             f"a kernel under the memory limit of {memory / 2**30:g} GiB cannot import numpy "

@@ -24,6 +24,8 @@ class GradingOptions:
     ``file_limit``: GiB per file a kernel writes (None or 0: unlimited).
     ``isolate``: run each kernel as its own unprivileged user (needs root; local engine
     only) after making the course's private paths readable by their owner only.
+    ``bubblewrap``: run each kernel inside bubblewrap (no network, no course files but
+    its own folder, no process that outlives it; initlab_grading.grading.sandbox).
     ``kernel_python``: the interpreter kernels run (None: this one).
     ``engine``: ``"local"`` (grading workers on this machine) or ``"dask"`` (tasks on the
     Dask cluster whose scheduler is at ``scheduler``, ``tcp://HOST:PORT``)."""
@@ -35,6 +37,7 @@ class GradingOptions:
     cell_timeout: float | None = None
     file_limit: float | None = DEFAULT_FILE_LIMIT_GIB
     isolate: bool = False
+    bubblewrap: bool = True
     kernel_python: str | None = None
     engine: str = "local"
     scheduler: str | None = None

@@ -1,7 +1,7 @@
 """Kernel launcher used while grading: limits and isolates one student's kernel.
 
     python -m initlab_grading.grading.sandbox [--memory BYTES] [--fsize BYTES] [--uid UID]
-        [--nproc N] [--job TOKEN] -- KERNEL ARGV...
+        [--nproc N] [--job TOKEN] [--no-bwrap] -- KERNEL ARGV...
 
 The grading command (initlab_grading.grading.kernelspecs) writes a kernelspec whose argv starts
 with this module, so only the kernel nbgrader starts for one submission is affected
@@ -26,6 +26,14 @@ with this module, so only the kernel nbgrader starts for one submission is affec
   readable by their owner only, so the kernel cannot read or write them.
 - ``--job``: a token put into the kernel's environment (``INITLAB_GRADING_JOB``), by which
   grade.py finds the processes of one submission's kernel (``job_processes``).
+- The kernel runs inside bubblewrap (``bwrap``, no root needed; ``bwrap_command``) unless
+  ``--no-bwrap``: the system read-only; the course root (the nearest folder above the
+  kernel's holding ``nbgrader_config.py`` or ``gradebook.db``), the grader's home and
+  ``/tmp`` replaced by empty folders, with only what a kernel needs put back (read-only:
+  the Python environment, ``sys.path``, the data folder; writable: the kernel's own folder,
+  its socket folder and the engine's result cache); no network when the kernel's channels
+  are Unix sockets (``transport: ipc``, as initlab_grading.grading.kernels sets); its own
+  process namespace, so no process it starts outlives it.
 
 After the kernel, the grading process (as root) calls ``kill_user`` and
 ``secure_folder`` before it writes anything into the kernel's folder; see
@@ -35,6 +43,7 @@ initlab_grading.grading.preprocessors.GuardedExecute. See docs/security.md.
 from __future__ import annotations
 
 import glob
+import json
 import os
 import resource
 import shutil
@@ -49,6 +58,9 @@ JOB_VARIABLE = "INITLAB_GRADING_JOB"
 CODE_FILES = ("*.py", "*.pyw", "*.pyc", "*.pyo", "*.so", "*.pyd", "*.pth")
 """Files of a submission that are never copied next to its notebook (nbgrader_config.py's
 CourseDirectory.ignore lists them): Python could import them."""
+SOCKET_FOLDER_PREFIX = "initlab-sockets-"
+"""The start of the name of the folder the kernel manager (initlab_grading.grading.kernels)
+makes for one kernel's Unix sockets; with --uid the launcher gives it to that user id."""
 UID_VARIABLE = "INITLAB_SANDBOX_UID"
 """Set in the grading process (not the kernel) to the user id its kernel runs as."""
 
@@ -253,6 +265,156 @@ def remove_private_folders(uid: int) -> None:
 
 
 # --------------------------------------------------------------------------------------
+# bubblewrap
+
+BWRAP_MISSING = (
+    "sandbox: bubblewrap (bwrap) is not installed, and grading kernels run inside it. "
+    "Install it (Debian/Ubuntu: apt-get install bubblewrap), or grade without it "
+    "(--no-bubblewrap; plain nbgrader: c.SandboxedKernelManager.bubblewrap = False), "
+    "which gives kernels the grader's files: see docs/security.md."
+)
+COURSE_MARKERS = ("nbgrader_config.py", "gradebook.db")
+"""Files that mark a course root, the folder the sandbox hides from a kernel below it."""
+SANDBOX_MODULE = "initlab_grading.grading.sandbox"
+SANDBOX_TMP = "/tmp"
+"""In the sandbox an empty folder of its own; HOME, IPython's and matplotlib's folders."""
+
+
+def course_root_of(folder: str) -> str | None:
+    """The nearest folder at or above ``folder`` that holds a file of COURSE_MARKERS."""
+    path = os.path.realpath(folder)
+    while True:
+        if any(os.path.isfile(os.path.join(path, m)) for m in COURSE_MARKERS):
+            return path
+        parent = os.path.dirname(path)
+        if parent == path:
+            return None
+        path = parent
+
+
+def _below(path: str, folders: list[str]) -> bool:
+    return any(path == f or path.startswith(f.rstrip("/") + "/") for f in folders)
+
+
+def connection_info(kernel: list[str]) -> tuple[str | None, dict]:
+    """The kernel's connection file (the first existing ``*.json`` argument) and its
+    content ({} when there is none or it cannot be read)."""
+    for arg in kernel:
+        if arg.endswith(".json") and os.path.isfile(arg):
+            try:
+                with open(arg, encoding="utf-8") as fh:
+                    return arg, json.load(fh)
+            except (OSError, ValueError):
+                return arg, {}
+    return None, {}
+
+
+def data_folder(env: dict[str, str], home: str) -> str:
+    """The initlab library's data folder (MNIST, the engine's cache): INITLAB_DATA, else
+    ``~/.cache/initlab`` (initlab.data.data_dir)."""
+    return env.get("INITLAB_DATA") or os.path.join(home, ".cache", "initlab")
+
+
+def matplotlib_font_lists(environ: dict[str, str], home: str) -> list[str]:
+    """matplotlib's font cache files of the grader (read by kernels so that none rebuilds
+    it, which would print into the first plotting cell's output)."""
+    cache = environ.get("XDG_CACHE_HOME") or os.path.join(home, ".cache")
+    folders = [environ.get("MPLCONFIGDIR", ""), os.path.join(cache, "matplotlib")]
+    return sorted({f for d in folders if d for f in glob.glob(os.path.join(d, "fontlist-*.json"))})
+
+
+def bwrap_command(
+    kernel: list[str],
+    env: dict[str, str],
+    *,
+    cwd: str,
+    home: str,
+    readable: list[str],
+    writable: list[str],
+    font_lists: list[str] = (),
+    interpreters: list[str] = (),
+    bwrap: str = "bwrap",
+    isolated: bool = False,
+) -> list[str]:
+    """The bubblewrap command line that runs ``kernel`` (with ``env`` set by the caller):
+    ``/`` read-only, fresh /dev, /proc and /tmp; ``home`` and the course root above
+    ``cwd`` hidden under empty folders; each existing path of ``readable`` (read-only),
+    of ``writable`` (read-write) and each interpreter's environment (``kernel[0]`` and
+    ``interpreters``) that lies in a hidden folder put back; ``cwd`` writable. The network
+    is unshared unless the connection file asks for TCP. ``isolated``: bubblewrap runs as
+    root and ``kernel`` drops to a sandbox user id (no user namespace, which would map
+    that id away; the kernel keeps the HOME, TMPDIR and tool folders it was given)."""
+    cf, info = connection_info(kernel)
+    hidden = [SANDBOX_TMP]
+    for path in (home, course_root_of(cwd)):
+        real = os.path.realpath(path) if path else "/"
+        if real != "/" and os.path.isdir(real) and not _below(real, hidden):
+            hidden.append(real)
+    argv = [bwrap, "--die-with-parent", "--new-session", "--unshare-ipc", "--unshare-pid"]
+    argv += ["--unshare-uts", "--unshare-cgroup-try"]
+    # a user namespace lets bubblewrap work without root
+    argv += [] if isolated else ["--unshare-user-try"]
+    if info.get("transport") == "ipc":  # TCP channels would need the host's loopback
+        argv.append("--unshare-net")
+    argv += ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
+    argv += ["--perms", "1777", "--tmpfs", SANDBOX_TMP]
+    for path in hidden[1:]:
+        argv += ["--perms", "0755", "--tmpfs", path]
+    if info.get("transport") == "ipc" and info.get("ip"):
+        writable = [*writable, os.path.dirname(info["ip"])]
+    for exe in (kernel[0], *interpreters):  # an interpreter's environment: bin/..
+        if os.path.isabs(exe):
+            for path in (exe, os.path.realpath(exe)):
+                readable = [*readable, os.path.dirname(os.path.dirname(path))]
+    if cf:  # ipykernel rewrites it without the CurveZMQ secret key once read
+        writable = [*writable, cf]
+    bound: list[str] = []
+    made: set[str] = set()
+
+    def bind(how: str, source: str, dest: str) -> None:
+        # the folders bubblewrap would make on the way to ``dest`` (for its user only)
+        # are made first, readable by all
+        top = next(h for h in hidden if _below(dest, [h]))
+        parents = []
+        parent = os.path.dirname(dest)
+        while parent != top and parent not in made and not _below(parent, bound):
+            parents.append(parent)
+            parent = os.path.dirname(parent)
+        for folder in reversed(parents):
+            made.add(folder)
+            argv.extend(["--perms", "0755", "--dir", folder])
+        argv.extend([how, source, dest])
+        bound.append(dest)
+
+    wanted: dict[str, str] = {}
+    for paths, how in ((readable, "--ro-bind"), (writable, "--bind"), ([cwd], "--bind")):
+        for path in paths:
+            real = os.path.realpath(path)
+            if os.path.exists(real) and _below(real, hidden):
+                wanted[real] = how if wanted.get(real) != "--bind" else "--bind"
+    for real in sorted(wanted, key=len):  # a folder before what is bound inside it
+        bind(wanted[real], real, real)
+    argv += ["--chdir", os.path.realpath(cwd)]
+    if not isolated:
+        for f in font_lists:
+            bind("--ro-bind", f, os.path.join(SANDBOX_TMP, ".matplotlib", os.path.basename(f)))
+        argv += ["--setenv", "TMPDIR", SANDBOX_TMP]
+        argv += ["--setenv", "IPYTHONDIR", os.path.join(SANDBOX_TMP, ".ipython")]
+        argv += ["--setenv", "MPLCONFIGDIR", os.path.join(SANDBOX_TMP, ".matplotlib")]
+    # ipykernel stops when its parent is gone; in the sandbox's process namespace its
+    # parent is bubblewrap's init, not the grading worker it would look for.
+    argv += ["--unsetenv", "JPY_PARENT_PID"]
+    return [*argv, "--", *kernel]
+
+
+def python_paths() -> list[str]:
+    """What the kernel's Python reads: this interpreter's prefixes and ``sys.path`` (the
+    launcher runs the grading environment's interpreter with the kernel's PYTHONPATH)."""
+    paths = [sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(sys.executable)]
+    return [*paths, *(p for p in sys.path if p)]
+
+
+# --------------------------------------------------------------------------------------
 # The launcher
 
 
@@ -263,10 +425,26 @@ def _chown_tree(path: str, uid: int, gid: int) -> None:
             os.lchown(os.path.join(base, name), uid, gid)
 
 
+def _become(uid: int, nproc: int | None, kernel: list[str]) -> None:
+    """Drop to the sandbox user id ``uid`` (no groups, umask 077, at most ``nproc``
+    processes) and start the kernel."""
+    if nproc:
+        resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
+    os.umask(0o077)
+    os.setgroups([])
+    os.setgid(uid)
+    os.setuid(uid)
+    os.execvp(kernel[0], kernel)
+
+
 def main(argv: list[str]) -> None:
-    memory = fsize = uid = nproc = None
+    memory = fsize = uid = nproc = become = None
     job = ""
+    use_bwrap = True
     while argv and argv[0] != "--":
+        if argv[0] == "--no-bwrap":
+            use_bwrap, argv = False, argv[1:]
+            continue
         flag, value, *argv = argv
         if flag == "--memory":
             memory = int(value)
@@ -278,14 +456,22 @@ def main(argv: list[str]) -> None:
             nproc = int(value)
         elif flag == "--job":
             job = value
+        elif flag == "--become":  # the second stage, inside bubblewrap (see below)
+            become = int(value)
         else:
             raise SystemExit(f"sandbox: unknown option {flag}")
     kernel = argv[1:]
+    if become is not None:
+        _become(become, nproc, kernel)
     # The kernelspec and nbgrader_config.py (Execute.extra_arguments) may both pass
     # IPython's ignore_cwd, which traitlets refuses to get twice.
     ignore_cwd = [a for a in kernel if a.startswith("--InteractiveShellApp.ignore_cwd=")]
     kernel = [a for a in kernel if a not in ignore_cwd] + ignore_cwd[:1]
     isolated = uid is not None and os.geteuid() == 0
+    bwrap = shutil.which("bwrap") if use_bwrap else None
+    if use_bwrap and not bwrap:
+        raise SystemExit(BWRAP_MISSING)
+    grader_home = os.path.expanduser("~")
     env = kernel_environment(dict(os.environ), isolated)
     if job:
         env[JOB_VARIABLE] = job
@@ -293,6 +479,12 @@ def main(argv: list[str]) -> None:
         resource.setrlimit(resource.RLIMIT_DATA, (memory, memory))
     if fsize:
         resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+    if isolated or bwrap:
+        # PYTHONPATH entries through symlinks that the kernel's user may not traverse, or
+        # in folders the sandbox hides (a course's autograder/ linked from elsewhere).
+        env["PYTHONPATH"] = os.pathsep.join(
+            os.path.realpath(p) for p in env.get("PYTHONPATH", "").split(os.pathsep) if p
+        )
     if isolated:
         remove_private_folders(uid)  # a previous kernel's, if a run reused the id
         private = tempfile.mkdtemp(prefix=f"initlab-kernel-{uid}-")
@@ -303,23 +495,44 @@ def main(argv: list[str]) -> None:
                 kernel[i] = copy
         _chown_tree(private, uid, uid)
         _chown_tree(os.getcwd(), uid, uid)
+        _, info = connection_info(kernel)
+        sockets = os.path.dirname(info.get("ip", "")) if info.get("transport") == "ipc" else ""
+        if os.path.basename(sockets).startswith(SOCKET_FOLDER_PREFIX):
+            os.chown(sockets, uid, uid)  # the kernel makes its sockets there
         env.update(
             HOME=private,
             TMPDIR=private,
             IPYTHONDIR=os.path.join(private, ".ipython"),
             MPLCONFIGDIR=os.path.join(private, ".matplotlib"),
         )
-        # PYTHONPATH entries through symlinks the kernel's user may not traverse.
-        env["PYTHONPATH"] = os.pathsep.join(
-            os.path.realpath(p) for p in env.get("PYTHONPATH", "").split(os.pathsep) if p
-        )
-        if nproc:
-            resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
-        os.umask(0o077)
-        os.setgroups([])
-        os.setgid(uid)
-        os.setuid(uid)
-    os.execvpe(kernel[0], kernel, env)
+    if not bwrap:
+        if isolated:
+            os.environ.clear()
+            os.environ.update(env)
+            _become(uid, nproc, kernel)
+        os.execvpe(kernel[0], kernel, env)
+    data = data_folder(env, grader_home)
+    inner = kernel
+    if isolated:
+        # bubblewrap runs as root (it checks and binds folders the kernel's user may not
+        # traverse, such as its own under the private autograded/), without a user
+        # namespace; inside it, this module's second stage drops to the sandbox user id.
+        inner = [sys.executable, "-P", "-m", SANDBOX_MODULE, "--become", str(uid)]
+        inner += ["--nproc", str(nproc)] if nproc else []
+        inner += ["--", *kernel]
+    command = bwrap_command(
+        inner,
+        env,
+        cwd=os.getcwd(),
+        home=grader_home,
+        readable=[*python_paths(), *env.get("PYTHONPATH", "").split(os.pathsep), data],
+        writable=[env["HOME"]] if isolated else [os.path.join(data, "runs")],
+        font_lists=matplotlib_font_lists(dict(os.environ), grader_home),
+        interpreters=[kernel[0]],
+        bwrap=bwrap,
+        isolated=isolated,
+    )
+    os.execvpe(command[0], command, env)
 
 
 if __name__ == "__main__":

@@ -73,6 +73,7 @@ class KernelOptions:
     nproc: int | None = None
     python: str | None = None
     curve: bool = False
+    bwrap: bool = True
 
 
 class GradingWorker:
@@ -112,7 +113,9 @@ class GradingWorker:
 
     def _start(self, root: Path, assignment: str, cell_timeout: float | None) -> None:
         k = self.kernel
-        _write_kernelspec(self.spec, k.memory, None, k.python, fsize=k.fsize, curve=k.curve)
+        _write_kernelspec(
+            self.spec, k.memory, None, k.python, fsize=k.fsize, curve=k.curve, bwrap=k.bwrap
+        )
         package_parent = str(Path(__file__).resolve().parents[2])
         env = {
             **os.environ,
@@ -206,6 +209,7 @@ class GradingWorker:
         _write_kernelspec(
             self.spec, k.memory, uid, k.python, token=token, fsize=k.fsize, nproc=k.nproc,
             curve=k.curve,
+            bwrap=k.bwrap,
         )  # fmt: skip
         job = next(self.jobs)
         self._send({"key": self.key, "job": job, "student": student, "uid": uid})
