@@ -469,7 +469,8 @@ def test_names_that_are_not_utf8_never_stop_a_run(tmp_path):
 def test_plain_nbgrader_autograde_starts_kernels_in_the_sandbox(tmp_path, monkeypatch):
     """With the course's configuration, plain `nbgrader autograde` starts each kernel
     through the sandbox launcher, as the grading command does: the grader's secrets stay
-    out of the kernel, its memory and file sizes are limited."""
+    out of the kernel, its memory and file sizes are limited, and it runs inside
+    bubblewrap, where the course's gradebook does not exist."""
     from initlab_grading.grading import kernels
 
     root = make_course(tmp_path / "course", [ASSIGNMENT])
@@ -478,7 +479,8 @@ def test_plain_nbgrader_autograde_starts_kernels_in_the_sandbox(tmp_path, monkey
         "\nimport os, resource\n"
         "print('PROBE', os.environ.get('PGPASSWORD'),"
         " resource.getrlimit(resource.RLIMIT_DATA)[0],"
-        " resource.getrlimit(resource.RLIMIT_FSIZE)[0])\n"
+        " resource.getrlimit(resource.RLIMIT_FSIZE)[0],"
+        f" os.path.exists({str(root / 'gradebook.db')!r}))\n"
     )
     answers = {**ref.answers, "stable_step": probe}
     sample = dataclasses.replace(ref, student="probe", answers=answers)
@@ -488,7 +490,8 @@ def test_plain_nbgrader_autograde_starts_kernels_in_the_sandbox(tmp_path, monkey
     text = (root / "autograded" / "probe" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb").read_text()
     memory = int(kernels.DEFAULT_MEMORY_LIMIT_GIB * kernels.GIB)
     size = int(kernels.DEFAULT_FILE_LIMIT_GIB * kernels.GIB)
-    assert f"PROBE None {memory} {size}" in text
+    assert (root / "gradebook.db").exists()
+    assert f"PROBE None {memory} {size} False" in text
     assert "a grader's password" not in text
 
 
