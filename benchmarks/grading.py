@@ -2,7 +2,7 @@
 kit's scores differ from plain nbgrader's).
 
     PYTHONPATH=autograder .venv/bin/python benchmarks/grading.py [--assignment ID ...|--all]
-        [--class-size N] [--workers N] [--threads N] [--rounds N]
+        [--class-size N] [--workers N] [--threads N] [--rounds N] [--no-bubblewrap]
 
 For each assignment (default gradient_descent; ``--all``: every one), builds a class of N
 submissions (default 40) in a temporary course, cycling through its sample submissions,
@@ -14,7 +14,8 @@ or more the order of 1 and 2 alternates and the best round of each counts):
 
 1. plain sequential ``nbgrader autograde ASSIGNMENT`` (one process grades the class);
 2. the kit's grading (``initlab_grading.grading.grade``: ``--workers`` long-lived grading
-   workers, each grading one submission after another, start-up check included);
+   workers, each grading one submission after another, start-up check included; kernels
+   inside bubblewrap unless ``--no-bubblewrap``, so that two runs measure its cost);
 3. (once) executing each distinct sample's notebook alone with nbclient (no nbgrader, no
    grading guard), with the source's test cells (hidden tests included) put back as both
    graders do, weighted by how many of the class's submissions are copies of it: the floor
@@ -118,11 +119,12 @@ def sequential(root: Path, assignment: str) -> float:
     return time.perf_counter() - start
 
 
-def kit(root: Path, assignment: str, workers: int) -> tuple[float, list[str], float]:
+def kit(
+    root: Path, assignment: str, workers: int, bubblewrap: bool
+) -> tuple[float, list[str], float]:
     start = time.perf_counter()
-    results = grade.grade_class(
-        root, assignment, GradingOptions(workers=workers), progress=lambda _: None
-    )
+    options = GradingOptions(workers=workers, bubblewrap=bubblewrap)
+    results = grade.grade_class(root, assignment, options, progress=lambda _: None)
     wall = time.perf_counter() - start
     failed = [f"{r.student} ({r.status}: {r.detail})" for r in results if r.status != "graded"]
     return wall, failed, statistics.mean(r.seconds for r in results)
@@ -140,7 +142,7 @@ def differences(a: dict, b: dict) -> list[str]:
     return found
 
 
-def measure(assignment: str, size: int, workers: int, rounds: int) -> bool:
+def measure(assignment: str, size: int, workers: int, rounds: int, bubblewrap: bool) -> bool:
     """Run and print one assignment's figures; False if the scores differ."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -161,7 +163,7 @@ def measure(assignment: str, size: int, workers: int, rounds: int) -> bool:
                 if method == "sequential":
                     seq_times.append(sequential(root, assignment))
                 else:
-                    wall, failed, mean = kit(root, assignment, workers)
+                    wall, failed, mean = kit(root, assignment, workers, bubblewrap)
                     kit_times.append(wall)
                     per_submission.append(mean)
                     failed_all += failed
@@ -223,6 +225,9 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--threads", type=int, default=1, help="threads per kernel")
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument(
+        "--no-bubblewrap", dest="bubblewrap", action="store_false", help="kernels without it"
+    )
     args = parser.parse_args()
     assignments = layout.ASSIGNMENTS if args.all else args.assignment or ["gradient_descent"]
     os.environ["INITLAB_BUDGET"] = "grade"
@@ -232,7 +237,9 @@ def main() -> int:
         [str(REPO / "autograder"), os.environ.get("PYTHONPATH", "")]
     )
     layout.ensure_tools_on_path()
-    ok = [measure(a, args.class_size, args.workers, args.rounds) for a in assignments]
+    ok = [
+        measure(a, args.class_size, args.workers, args.rounds, args.bubblewrap) for a in assignments
+    ]
     return 0 if all(ok) else 1
 
 
