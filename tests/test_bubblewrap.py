@@ -233,3 +233,56 @@ def test_grading_contains_a_probing_submission_and_still_scores_it(
     assert outcomes[True] == (CONTAINED, [])
     contained, left = outcomes[False]
     assert contained == ESCAPED and left, outcomes[False]
+
+
+UNPRIVILEGED = 61999
+"""The user id the no-root test runs the launcher as (never an account's)."""
+
+
+def test_the_sandbox_needs_no_root(outside_tmp, listener):
+    """bubblewrap needs no root (it makes a user namespace): the launcher started as an
+    unprivileged user id, with the system's Python, contains the same probes."""
+    python = sys.executable
+    if os.geteuid() == 0:
+        python = shutil.which(
+            f"python{sys.version_info.major}.{sys.version_info.minor}", path="/usr/bin"
+        )
+        assert python, "no system Python that another user can run, in /usr/bin"
+    root, home, folder = _course(outside_tmp)
+    (home / ".pgpass").chmod(0o644)  # readable by anyone, were it not hidden
+    sockets = outside_tmp / "initlab-sockets-probe"
+    sockets.mkdir()
+    connection = outside_tmp / "kernel-probe.json"
+    connection.write_text(json.dumps({"transport": "ipc", "ip": str(sockets / "kernel")}))
+    if os.geteuid() == 0:  # what the grader gives the kernel's user id
+        for path in (folder, sockets, connection):
+            os.chown(path, UNPRIVILEGED, UNPRIVILEGED)
+    marker = f"{time.time_ns() % 10**6}.75"
+    env = {"PATH": os.environ["PATH"], "HOME": str(home)}
+    env["PYTHONPATH"] = str(REPO / "autograder")
+
+    def unprivileged() -> None:
+        if os.geteuid() == 0:
+            os.setgroups([])
+            os.setgid(UNPRIVILEGED)
+            os.setuid(UNPRIVILEGED)
+
+    cmd = [python, "-P", "-m", "initlab_grading.grading.sandbox", "--"]
+    cmd += [python, "-c", _probe(root, home, listener, marker), str(connection)]
+    proc = subprocess.run(
+        cmd,
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=unprivileged,
+    )
+    assert proc.returncode == 0 and "probed" in proc.stdout, proc.stderr
+    found = _results(proc.stdout)
+    assert found.pop("hidden_tests") in ("OSError", "PermissionError")
+    assert found == {k: v for k, v in CONTAINED.items() if k != "hidden_tests"}
+    time.sleep(0.5)
+    left = _sleepers(marker)
+    sandbox.kill_pids(left)
+    assert left == []
