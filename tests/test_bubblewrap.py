@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -113,10 +114,10 @@ PLANTED = REPO / "autograder" / "initlab_grading" / "planted.py"
 @pytest.fixture()
 def outside_tmp():
     """A folder outside /tmp (which the sandbox hides as a whole), so that hiding the
-    course root and the home is what the probes see; removed afterwards, with anything a
-    probe planted in the hidden tests' package."""
-    base = REPO / "build" / f"test-bubblewrap-{os.getpid()}-{time.time_ns()}"
-    base.mkdir(parents=True)
+    course root and the home is what the probes see, that any user may enter; removed
+    afterwards, with anything a probe planted in the hidden tests' package."""
+    base = Path(tempfile.mkdtemp(prefix="initlab-test-bubblewrap-", dir="/var/tmp"))
+    base.chmod(0o755)
     yield base
     shutil.rmtree(base, ignore_errors=True)
     PLANTED.unlink(missing_ok=True)
@@ -258,8 +259,15 @@ def test_the_sandbox_needs_no_root(outside_tmp, listener):
         for path in (folder, sockets, connection):
             os.chown(path, UNPRIVILEGED, UNPRIVILEGED)
     marker = f"{time.time_ns() % 10**6}.75"
-    env = {"PATH": os.environ["PATH"], "HOME": str(home)}
-    env["PYTHONPATH"] = str(REPO / "autograder")
+    # the launcher's package where that user can read it (the checkout may be in a
+    # folder of the grader's only)
+    autograder = outside_tmp / "autograder"
+    shutil.copytree(
+        REPO / "autograder" / "initlab_grading",
+        autograder / "initlab_grading",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    env = {"PATH": os.environ["PATH"], "HOME": str(home), "PYTHONPATH": str(autograder)}
 
     def unprivileged() -> None:
         if os.geteuid() == 0:
