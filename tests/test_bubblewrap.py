@@ -96,7 +96,10 @@ def _results(text: str) -> dict[str, str]:
     return dict(line.split("=", 1) for line in text.splitlines() if "=" in line and " " not in line)
 
 
-def _sleepers(marker: str) -> list[int]:
+def _survivors(marker: str) -> list[int]:
+    """The probe's detached sleepers still alive half a second after it (killed now, so
+    that none outlives the test)."""
+    time.sleep(0.5)
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -105,7 +108,17 @@ def _sleepers(marker: str) -> list[int]:
                     found.append(int(pid))
         except OSError:
             continue
+    sandbox.kill_pids(found)
     return found
+
+
+def _ipc_connection(folder: Path) -> tuple[Path, Path]:
+    """A socket folder as the kernel manager makes one, and a connection file naming it."""
+    sockets = folder / "initlab-sockets-probe"
+    sockets.mkdir()
+    connection = folder / "kernel-probe.json"
+    connection.write_text(json.dumps({"transport": "ipc", "ip": str(sockets / "kernel")}))
+    return sockets, connection
 
 
 PLANTED = REPO / "autograder" / "initlab_grading" / "planted.py"
@@ -147,10 +160,7 @@ def test_the_launcher_hides_the_course_and_home_and_takes_the_network(
     course's files or the grader's home, reaches no port on the host, and no process it
     started survives it; without bubblewrap every probe succeeds."""
     root, home, folder = _course(outside_tmp)
-    sockets = tmp_path / "initlab-sockets-probe"
-    sockets.mkdir()
-    connection = tmp_path / "kernel-probe.json"
-    connection.write_text(json.dumps({"transport": "ipc", "ip": str(sockets / "kernel")}))
+    _, connection = _ipc_connection(tmp_path)
     marker = f"{time.time_ns() % 10**6}.5"
     env = {
         **os.environ,
@@ -164,9 +174,7 @@ def test_the_launcher_hides_the_course_and_home_and_takes_the_network(
     assert proc.returncode == 0 and "probed" in proc.stdout, proc.stderr
     assert _results(proc.stdout) == (CONTAINED if use_bwrap else ESCAPED)
     assert (folder / "written-while-grading.txt").exists()
-    time.sleep(0.5)
-    left = _sleepers(marker)
-    sandbox.kill_pids(left)
+    left = _survivors(marker)
     assert (left == []) == use_bwrap, left
 
 
@@ -227,10 +235,7 @@ def test_grading_contains_a_probing_submission_and_still_scores_it(
             if o.get("name") == "stdout"
         )
         assert "probed" in printed, printed
-        time.sleep(0.5)
-        left = _sleepers(marker)
-        sandbox.kill_pids(left)
-        outcomes[use_bwrap] = (_results(printed), left)
+        outcomes[use_bwrap] = (_results(printed), _survivors(marker))
     assert outcomes[True] == (CONTAINED, [])
     contained, left = outcomes[False]
     assert contained == ESCAPED and left, outcomes[False]
@@ -251,10 +256,7 @@ def test_the_sandbox_needs_no_root(outside_tmp, listener):
         assert python, "no system Python that another user can run, in /usr/bin"
     root, home, folder = _course(outside_tmp)
     (home / ".pgpass").chmod(0o644)  # readable by anyone, were it not hidden
-    sockets = outside_tmp / "initlab-sockets-probe"
-    sockets.mkdir()
-    connection = outside_tmp / "kernel-probe.json"
-    connection.write_text(json.dumps({"transport": "ipc", "ip": str(sockets / "kernel")}))
+    sockets, connection = _ipc_connection(outside_tmp)
     if os.geteuid() == 0:  # what the grader gives the kernel's user id
         for path in (folder, sockets, connection):
             os.chown(path, UNPRIVILEGED, UNPRIVILEGED)
@@ -290,7 +292,4 @@ def test_the_sandbox_needs_no_root(outside_tmp, listener):
     found = _results(proc.stdout)
     assert found.pop("hidden_tests") in ("OSError", "PermissionError")
     assert found == {k: v for k, v in CONTAINED.items() if k != "hidden_tests"}
-    time.sleep(0.5)
-    left = _sleepers(marker)
-    sandbox.kill_pids(left)
-    assert left == []
+    assert _survivors(marker) == []

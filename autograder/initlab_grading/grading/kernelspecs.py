@@ -122,13 +122,8 @@ def check_kernel(
                 ]
             ),
         }
-        cmd = [sys.executable, "-P", "-m", "initlab_grading.grading.sandbox"]
-        cmd += ["--memory", str(memory)] if memory else []
-        cmd += ["--fsize", str(fsize)] if fsize else []
-        cmd += ["--uid", str(uid)] if uid is not None else []
-        cmd += ["--nproc", str(nproc)] if nproc and uid is not None else []
-        cmd += [] if bwrap else ["--no-bwrap"]
-        cmd += ["--", python, "-c", _KERNEL_CHECK]
+        cmd = launcher(memory=memory, fsize=fsize, uid=uid, nproc=nproc, bwrap=bwrap)
+        cmd += [python, "-c", _KERNEL_CHECK]
         try:
             return subprocess.run(
                 cmd, cwd=work, env=env, capture_output=True, text=True, timeout=600

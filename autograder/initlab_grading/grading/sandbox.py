@@ -325,7 +325,6 @@ def matplotlib_font_lists(environ: dict[str, str], home: str) -> list[str]:
 
 def bwrap_command(
     kernel: list[str],
-    env: dict[str, str],
     *,
     cwd: str,
     home: str,
@@ -336,7 +335,7 @@ def bwrap_command(
     bwrap: str = "bwrap",
     isolated: bool = False,
 ) -> list[str]:
-    """The bubblewrap command line that runs ``kernel`` (with ``env`` set by the caller):
+    """The bubblewrap command line that runs ``kernel`` (in the environment it is run with):
     ``/`` read-only, fresh /dev, /proc and /tmp; ``home`` and the course root above
     ``cwd`` hidden under empty folders; each existing path of ``readable`` (read-only),
     of ``writable`` (read-write) and each interpreter's environment (``kernel[0]`` and
@@ -425,16 +424,16 @@ def _chown_tree(path: str, uid: int, gid: int) -> None:
             os.lchown(os.path.join(base, name), uid, gid)
 
 
-def _become(uid: int, nproc: int | None, kernel: list[str]) -> None:
+def _become(uid: int, nproc: int | None, kernel: list[str], env: dict[str, str]) -> None:
     """Drop to the sandbox user id ``uid`` (no groups, umask 077, at most ``nproc``
-    processes) and start the kernel."""
+    processes) and start the kernel with ``env``."""
     if nproc:
         resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
     os.umask(0o077)
     os.setgroups([])
     os.setgid(uid)
     os.setuid(uid)
-    os.execvp(kernel[0], kernel)
+    os.execvpe(kernel[0], kernel, env)
 
 
 def main(argv: list[str]) -> None:
@@ -462,7 +461,7 @@ def main(argv: list[str]) -> None:
             raise SystemExit(f"sandbox: unknown option {flag}")
     kernel = argv[1:]
     if become is not None:
-        _become(become, nproc, kernel)
+        _become(become, nproc, kernel, dict(os.environ))
     # The kernelspec and nbgrader_config.py (Execute.extra_arguments) may both pass
     # IPython's ignore_cwd, which traitlets refuses to get twice.
     ignore_cwd = [a for a in kernel if a.startswith("--InteractiveShellApp.ignore_cwd=")]
@@ -488,14 +487,13 @@ def main(argv: list[str]) -> None:
     if isolated:
         remove_private_folders(uid)  # a previous kernel's, if a run reused the id
         private = tempfile.mkdtemp(prefix=f"initlab-kernel-{uid}-")
-        for i, arg in enumerate(kernel):  # the connection file, readable by root only
-            if arg.endswith(".json") and os.path.isfile(arg):
-                copy = os.path.join(private, os.path.basename(arg))
-                shutil.copy(arg, copy)
-                kernel[i] = copy
+        connection, info = connection_info(kernel)
+        if connection:  # readable by root only: a copy the kernel's user owns
+            copy = os.path.join(private, os.path.basename(connection))
+            shutil.copy(connection, copy)
+            kernel[kernel.index(connection)] = copy
         _chown_tree(private, uid, uid)
         _chown_tree(os.getcwd(), uid, uid)
-        _, info = connection_info(kernel)
         sockets = os.path.dirname(info.get("ip", "")) if info.get("transport") == "ipc" else ""
         if os.path.basename(sockets).startswith(SOCKET_FOLDER_PREFIX):
             os.chown(sockets, uid, uid)  # the kernel makes its sockets there
@@ -507,9 +505,7 @@ def main(argv: list[str]) -> None:
         )
     if not bwrap:
         if isolated:
-            os.environ.clear()
-            os.environ.update(env)
-            _become(uid, nproc, kernel)
+            _become(uid, nproc, kernel, env)
         os.execvpe(kernel[0], kernel, env)
     data = data_folder(env, grader_home)
     inner = kernel
@@ -522,7 +518,6 @@ def main(argv: list[str]) -> None:
         inner += ["--", *kernel]
     command = bwrap_command(
         inner,
-        env,
         cwd=os.getcwd(),
         home=grader_home,
         readable=[*python_paths(), *env.get("PYTHONPATH", "").split(os.pathsep), data],
