@@ -293,3 +293,17 @@ def test_the_sandbox_needs_no_root(outside_tmp, listener):
     assert found.pop("hidden_tests") in ("OSError", "PermissionError")
     assert found == {k: v for k, v in CONTAINED.items() if k != "hidden_tests"}
     assert _survivors(marker) == []
+
+
+@pytest.mark.parametrize("configured", [None, "", "  ", "/srv/initlab-data", "~/initlab-data "])
+def test_the_sandbox_finds_the_data_folder_the_library_reads(monkeypatch, configured):
+    """The launcher cannot import initlab (numpy would load into every kernel start), so it
+    repeats initlab.data.data_dir's rule: both name the same folder, which the sandbox
+    then puts back for MNIST and the engine's cache."""
+    from initlab import data
+
+    if configured is None:
+        monkeypatch.delenv("INITLAB_DATA", raising=False)
+    else:
+        monkeypatch.setenv("INITLAB_DATA", configured)
+    assert sandbox.data_folder(dict(os.environ), str(Path.home())) == str(data.data_dir())

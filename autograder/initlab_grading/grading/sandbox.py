@@ -310,9 +310,11 @@ def connection_info(kernel: list[str]) -> tuple[str | None, dict]:
 
 
 def data_folder(env: dict[str, str], home: str) -> str:
-    """The initlab library's data folder (MNIST, the engine's cache): INITLAB_DATA, else
-    ``~/.cache/initlab`` (initlab.data.data_dir)."""
-    return env.get("INITLAB_DATA") or os.path.join(home, ".cache", "initlab")
+    """The initlab library's data folder (MNIST, the engine's cache), by initlab.data.data_dir's
+    rule (not imported: it would load numpy into the launcher): INITLAB_DATA if set, else
+    ``~/.cache/initlab``."""
+    configured = env.get("INITLAB_DATA", "").strip()
+    return os.path.expanduser(configured) if configured else os.path.join(home, ".cache", "initlab")
 
 
 def matplotlib_font_lists(environ: dict[str, str], home: str) -> list[str]:
