@@ -7,11 +7,12 @@ metadata stripped, an endless loop, a memory bomb, a dying kernel, 100 MB of out
 file larger than the file limit, warnings from correct code, replaced library functions
 or error display, fake modules shipped next to the notebook, links that would make root
 overwrite or chmod other files, printing the hidden tests' source into feedback, reading
-and writing other people's files. Where the change comes with a wrong answer, the wrong
-answer is what the change tries to hide. Each states the test cells that must score zero
-(all others score full marks), a piece of the grading report's line about it, and whether
-the submission can be graded at all. tests/test_hostile_grading.py grades them with
-initlab_grading.grading.grade, among normal submissions.
+and writing other people's files, importing the hidden tests' reference. Where the change
+comes with a wrong answer, the wrong answer is what the change tries to hide. Each states
+the test cells that must score zero (all others score full marks), a piece of the grading
+report's line about it, and whether the submission can be graded at all.
+tests/test_hostile_grading.py grades them with initlab_grading.grading.grade, among normal
+submissions.
 """
 
 from __future__ import annotations
@@ -435,7 +436,19 @@ def grad_f(x):
             stable_step="largest_stable_step = 2.0 / 3.0" + _LEAK_HISTORY,
         ),
         ("test_f_and_grad_hidden",),
-        "",
+        "f_and_grad: names linecache (the frames or source of the code calling it)",
+    ),
+    HostileSample(
+        "imports-reference",
+        "the function and its gradient imported from the hidden tests' own reference, no "
+        "work of its own: the checks in the kernel cannot tell (they score it), the "
+        "grading report lists the cell for the instructor to read",
+        _answers(
+            f_and_grad="from initlab_grading.assignments.gradient_descent.grader import f, grad_f"
+        ),
+        (),
+        "f_and_grad: names initlab_grading (the hidden tests' own package); review this "
+        "notebook",
     ),
     HostileSample(
         "snoop",

@@ -29,6 +29,7 @@ from traitlets import Bool, Enum, Integer
 from initlab_grading.checking.reveal import LEVELS, render
 from initlab_grading.course.layout import grade_id, is_test_cell
 from initlab_grading.grading.sandbox import folder_state
+from initlab_grading.grading.screen import review_notes
 
 HIDDEN_NOTE = "# (Hidden tests ran here. Their code is not shown; their messages are below.)"
 QUOTE_NOTE = "[a line quoting hidden test code is not shown]"
@@ -385,6 +386,9 @@ class GuardedExecute(Execute):
       user id is ended (--isolate), and symbolic and hard links, sockets, fifos and every
       file the kernel created or changed are removed (``sandbox.secure_folder``), so root
       follows no link and feedback copies nothing the notebook wrote.
+    - **Names no honest answer needs** (the hidden tests' package, tracing hooks, the
+      kernel's shell...) in a cell the student could edit get a report line for the
+      instructor's review (initlab_grading.grading.screen), scores unchanged.
     - A kernel ended by SIGKILL (the out-of-memory killer's signal) is named in its report
       line, and grade.py grades the submission again.
 
@@ -411,6 +415,7 @@ class GuardedExecute(Execute):
 
         nonce = secrets.token_hex(16)
         names = _module_names(nb)
+        reviews = review_notes(nb.cells, lambda cell, i: grade_id(cell) or f"cell {i + 1}")
         originals = {}
         for cell in nb.cells:
             if is_test_cell(cell):
@@ -434,7 +439,7 @@ class GuardedExecute(Execute):
         self._dead_in = ""
         self._output_sizes: dict[int, int] = {}
         self._truncated: set[int] = set()
-        self._notes: list[str] = []
+        self._notes: list[str] = reviews
         folder = (resources.get("metadata") or {}).get("path") or os.getcwd()
         before = folder_state(folder)
         try:
