@@ -1,13 +1,21 @@
 """The grading side's screen of a submission's own cells (initlab_grading.grading.screen):
-each kind of name is found as a whole word wherever it stands, ordinary answers pass, and
-only cells the student could edit are read."""
+each kind of name is found as a whole word wherever it stands, each way of changing a module
+the tests use is found, ordinary answers pass, and only cells the student could edit are
+read; no reference answer, bundled sample or released cell of any assignment gets a line."""
 
 from __future__ import annotations
 
+import nbformat
 import pytest
 from nbformat import v4
 
-from initlab_grading.grading.screen import review_notes, suspect_names
+from initlab_grading.course import build, layout
+from initlab_grading.course.samples import samples_for
+from initlab_grading.grading.preprocessors import _module_names
+from initlab_grading.grading.screen import changed_modules, review_notes, suspect_names
+
+SETUP = {"np": "numpy", "checks": "initlab.checks", "stats": "scipy.stats"}
+"""Names a setup cell bound to modules that the test cells use."""
 
 
 @pytest.mark.parametrize(
@@ -26,6 +34,7 @@ from initlab_grading.grading.screen import review_notes, suspect_names
         ("inspect.stack(0)", "inspect.stack"),
         ("import gc\nobjs = gc.get_objects()", "gc.get_objects"),
         ("import ctypes", "ctypes"),
+        ("copy = types.FunctionType(f.__code__, dict(f.__globals__))", "FunctionType"),
     ],
 )
 def test_each_kind_of_name_is_found(source, name):
@@ -47,6 +56,46 @@ def test_ordinary_answers_pass(source):
     assert suspect_names(source) == []
 
 
+@pytest.mark.parametrize(
+    "source, said",
+    [
+        ("np.allclose = lambda *a, **k: True", "assigns numpy.allclose"),
+        (
+            "np._core.fromnumeric._wrapreduction = f",
+            "assigns numpy._core.fromnumeric._wrapreduction",
+        ),
+        ("stats.norm.isf = lambda q: 0.0", "assigns scipy.stats.norm.isf"),
+        ("from scipy import stats as s\ns.kstest = f", "assigns scipy.stats.kstest"),
+        ("import torch\nfirst, torch.allclose = 1, f", "assigns torch.allclose"),
+        ("import builtins\nbuiltins.abs = len", "assigns builtins.abs"),
+        ("del np.any", "deletes numpy.any"),
+        ("setattr(np, 'all', f)", "setattr on numpy"),
+        (
+            "checks = SimpleNamespace(check_close=print)",
+            "rebinds checks (initlab.checks)",
+        ),
+        ("def checks():\n    pass", "rebinds checks"),
+        ("from initlab import budget, plotting as p\np = None", "rebinds p (initlab.plotting)"),
+    ],
+)
+def test_changes_to_the_modules_the_tests_use_are_found(source, said):
+    (found,) = changed_modules(source, SETUP)
+    assert found.startswith(said), found
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "x = np.zeros(3)\nx[0] = 1.0\nnet.weight = w",  # arrays and objects of one's own
+        "plt.rcParams['figure.dpi'] = 80",  # an item, not an attribute
+        "data = X[:100]",  # a module name the tests do not use
+        "%timeit f(1)",  # IPython syntax: not Python, nothing to read
+    ],
+)
+def test_ordinary_code_changes_no_module(source):
+    assert changed_modules(source, SETUP) == []
+
+
 def test_only_cells_the_student_could_edit_are_read():
     locked = v4.new_code_cell("from initlab_grading.assignments import x")
     locked.metadata["nbgrader"] = {"locked": True, "grade_id": "setup"}
@@ -54,13 +103,36 @@ def test_only_cells_the_student_could_edit_are_read():
     answer.metadata["nbgrader"] = {"solution": True, "locked": False, "grade_id": "answer"}
     added = v4.new_code_cell("sys.settrace(None)")
     text = v4.new_markdown_cell("I did not use initlab_grading.")
+    patched = v4.new_code_cell("np.allclose = lambda *a, **k: True\ncheck = 1")
     notes = review_notes(
-        [locked, answer, text, added],
+        [locked, answer, text, added, patched],
         lambda c, i: c.metadata.get("nbgrader", {}).get("grade_id") or f"cell {i + 1}",
+        SETUP,
     )
     assert notes == [
         "answer: names importlib (an import by computed name); ctypes (raw memory access); "
         "review this notebook",
         "cell 4: names settrace (a tracing hook, which can read and change a test's "
         "variables); review this notebook",
+        "cell 5: assigns numpy.allclose (changes a module the tests use); review this notebook",
     ]
+
+
+@pytest.mark.parametrize("assignment", layout.ASSIGNMENTS)
+def test_no_reference_sample_or_released_cell_is_listed(repo, assignment):
+    """Every editable cell of the release, the reference answers and every bundled sample's
+    answers, screened with the setup's module names as grading screens them."""
+    release = nbformat.read(repo / "release" / assignment / layout.notebook_name(assignment), 4)
+    modules = _module_names(release)
+    sources = {("reference", g): s for g, s in build.reference_answers(repo, assignment).items()}
+    for sample in samples_for(assignment):
+        sources |= {(sample.student, g): s for g, s in sample.answers.items()}
+    for i, cell in enumerate(release.cells):
+        if cell.cell_type == "code" and not cell.metadata.get("nbgrader", {}).get("locked"):
+            sources[("release", f"cell {i + 1}")] = cell.source
+    listed = {
+        where: found
+        for where, source in sources.items()
+        if (found := suspect_names(source) + changed_modules(source, modules))
+    }
+    assert listed == {}

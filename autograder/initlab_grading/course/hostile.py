@@ -7,7 +7,9 @@ metadata stripped, an endless loop, a memory bomb, a dying kernel, 100 MB of out
 file larger than the file limit, warnings from correct code, replaced library functions
 or error display, fake modules shipped next to the notebook, links that would make root
 overwrite or chmod other files, printing the hidden tests' source into feedback, reading
-and writing other people's files, importing the hidden tests' reference. Where the change
+and writing other people's files, importing the hidden tests' reference, replacing a
+hidden check, the hidden tests' module or numpy's internals, unlocking the setup cell to
+rebind ``checks``. Where the change
 comes with a wrong answer, the wrong answer is what the change tries to hide. Each states
 the test cells that must score zero (all others score full marks), a piece of the grading
 report's line about it, and whether the submission can be graded at all.
@@ -107,6 +109,23 @@ def _stripped(root: Path) -> dict[str, str]:
     for cell in nb.cells:
         cell.metadata.pop("nbgrader", None)
     return _one(nb)
+
+
+def _setup_unlocked(root: Path) -> dict[str, str]:
+    """A wrong step size; the setup cell's nbgrader metadata removed (so nbgrader cannot
+    restore it) and ``checks`` rebound there to an object whose every function returns
+    None."""
+    nb = _nb(root, {"stable_step": WRONG_STEP})
+    setup = _cell(nb, "setup")
+    setup.metadata.pop("nbgrader")
+    setup.source += "\n\n" + _NO_OP_MODULE.format(name="checks")
+    return _one(nb)
+
+
+_NO_OP_MODULE = (
+    '{name} = type("Anything", (), {{"__getattr__": lambda self, name: lambda *a, **k: None}})()'
+)
+"""An object standing in for a module: every attribute is a function that returns None."""
 
 
 def _answers(**answers: str) -> Callable[[Path], dict[str, str]]:
@@ -447,8 +466,53 @@ def grad_f(x):
             f_and_grad="from initlab_grading.assignments.gradient_descent.grader import f, grad_f"
         ),
         (),
-        "f_and_grad: names initlab_grading (the hidden tests' own package); review this "
-        "notebook",
+        "f_and_grad: names initlab_grading (the hidden tests' own package); review this notebook",
+    ),
+    HostileSample(
+        "check-replaced-by-builtin",
+        "a wrong step size; the hidden check replaced by a builtin (id), which is not a "
+        "Python function: the guard does not see it, so the wrong answer keeps its point; "
+        "the report lists the cell for review",
+        _answers(
+            stable_step=WRONG_STEP + "\nimport initlab_grading.assignments.gradient_descent.grader"
+            " as g\ng.check_largest_stable_step = id"
+        ),
+        (),
+        "stable_step: names initlab_grading",
+    ),
+    HostileSample(
+        "grader-module-replaced",
+        "a wrong step size; the hidden tests' module replaced, through its package's "
+        "attribute, by an object whose every check passes: the wrong answer keeps its "
+        "point; the report lists the cell for review",
+        _answers(
+            stable_step=WRONG_STEP
+            + "\nimport initlab_grading.assignments.gradient_descent as pkg\n"
+            + _NO_OP_MODULE.format(name="pkg.grader")
+        ),
+        (),
+        "assigns initlab_grading.assignments.gradient_descent.grader",
+    ),
+    HostileSample(
+        "patched-numpy-internals",
+        "a wrong step size; numpy's private helper behind np.any and np.all replaced "
+        "(np.all always true, np.any always false)",
+        _answers(
+            stable_step=WRONG_STEP + "\nimport numpy._core.fromnumeric as fn\n"
+            "fn._wrapreduction_any_all = lambda a, ufunc, method, *args, **kwargs: "
+            "method == 'all'"
+        ),
+        ("test_stable_step",),
+        "assigns numpy._core.fromnumeric._wrapreduction_any_all",
+    ),
+    HostileSample(
+        "setup-unlocked",
+        "a wrong step size; the setup cell's nbgrader metadata removed and its checks "
+        "rebound to an object whose every function returns None: the test cells that use "
+        "a check's result fail, the others score as before; the report lists the cell",
+        _setup_unlocked,
+        ("test_hand_iterates", "test_minimum", "test_optimizer_visible", "test_stable_step"),
+        "rebinds checks (initlab.checks)",
     ),
     HostileSample(
         "snoop",

@@ -415,7 +415,12 @@ class GuardedExecute(Execute):
 
         nonce = secrets.token_hex(16)
         names = _module_names(nb)
-        reviews = review_notes(nb.cells, lambda cell, i: grade_id(cell) or f"cell {i + 1}")
+        tested = set().union(*(_used_names(c.source) for c in nb.cells if is_test_cell(c)))
+        reviews = review_notes(
+            nb.cells,
+            lambda cell, i: grade_id(cell) or f"cell {i + 1}",
+            {n: m for n, m in names.items() if n in tested},
+        )
         originals = {}
         for cell in nb.cells:
             if is_test_cell(cell):
