@@ -9,12 +9,11 @@ or error display, fake modules shipped next to the notebook, links that would ma
 overwrite or chmod other files, printing the hidden tests' source into feedback, reading
 and writing other people's files, importing the hidden tests' reference, replacing a
 hidden check, the hidden tests' module or numpy's internals, unlocking the setup cell to
-rebind ``checks``. Where the change
-comes with a wrong answer, the wrong answer is what the change tries to hide. Each states
-the test cells that must score zero (all others score full marks), a piece of the grading
-report's line about it, and whether the submission can be graded at all.
-tests/test_hostile_grading.py grades them with initlab_grading.grading.grade, among normal
-submissions.
+rebind ``checks``. Where the change comes with a wrong answer, the wrong answer is what the
+change tries to hide. Each states the test cells that must score zero (all others score
+full marks), a piece of the grading report's line about it, and whether the submission can
+be graded at all. tests/test_hostile_grading.py grades them with
+initlab_grading.grading.grade, among normal submissions.
 """
 
 from __future__ import annotations
@@ -111,6 +110,12 @@ def _stripped(root: Path) -> dict[str, str]:
     return _one(nb)
 
 
+_NO_OP_MODULE = (
+    '{name} = type("Anything", (), {{"__getattr__": lambda self, name: lambda *a, **k: None}})()'
+)
+"""An object standing in for a module: every attribute is a function that returns None."""
+
+
 def _setup_unlocked(root: Path) -> dict[str, str]:
     """A wrong step size; the setup cell's nbgrader metadata removed (so nbgrader cannot
     restore it) and ``checks`` rebound there to an object whose every function returns
@@ -120,12 +125,6 @@ def _setup_unlocked(root: Path) -> dict[str, str]:
     setup.metadata.pop("nbgrader")
     setup.source += "\n\n" + _NO_OP_MODULE.format(name="checks")
     return _one(nb)
-
-
-_NO_OP_MODULE = (
-    '{name} = type("Anything", (), {{"__getattr__": lambda self, name: lambda *a, **k: None}})()'
-)
-"""An object standing in for a module: every attribute is a function that returns None."""
 
 
 def _answers(**answers: str) -> Callable[[Path], dict[str, str]]:

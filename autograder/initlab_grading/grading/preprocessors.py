@@ -386,9 +386,10 @@ class GuardedExecute(Execute):
       user id is ended (--isolate), and symbolic and hard links, sockets, fifos and every
       file the kernel created or changed are removed (``sandbox.secure_folder``), so root
       follows no link and feedback copies nothing the notebook wrote.
-    - **Names no honest answer needs** (the hidden tests' package, tracing hooks, the
-      kernel's shell...) in a cell the student could edit get a report line for the
-      instructor's review (initlab_grading.grading.screen), scores unchanged.
+    - **Code no honest answer needs** in a cell the student could edit (naming the hidden
+      tests' package, tracing hooks, the kernel's shell...; assigning a module's attribute;
+      rebinding a module name the tests use) gets a report line for the instructor's
+      review (initlab_grading.grading.screen), scores unchanged.
     - A kernel ended by SIGKILL (the out-of-memory killer's signal) is named in its report
       line, and grade.py grades the submission again.
 
@@ -415,23 +416,24 @@ class GuardedExecute(Execute):
 
         nonce = secrets.token_hex(16)
         names = _module_names(nb)
-        tested = set().union(*(_used_names(c.source) for c in nb.cells if is_test_cell(c)))
+        used: dict[str, dict[str, str]] = {}  # test cell -> the setup's modules it uses
+        for cell in filter(is_test_cell, nb.cells):
+            in_cell = _used_names(cell.source)
+            used[grade_id(cell)] = {n: m for n, m in names.items() if n in in_cell}
         reviews = review_notes(
             nb.cells,
             lambda cell, i: grade_id(cell) or f"cell {i + 1}",
-            {n: m for n, m in names.items() if n in tested},
+            {n: m for modules in used.values() for n, m in modules.items()},
         )
         originals = {}
-        for cell in nb.cells:
-            if is_test_cell(cell):
-                gid = grade_id(cell)
-                originals[gid] = cell.source
-                used = {n: m for n, m in names.items() if n in _used_names(cell.source)}
-                cell.source = (
-                    cell.source.rstrip("\n")
-                    + '\n__import__("initlab_grading.grading.guard", fromlist=["_"])'
-                    + f".finished({gid!r}, {used!r})"
-                )
+        for cell in filter(is_test_cell, nb.cells):
+            gid = grade_id(cell)
+            originals[gid] = cell.source
+            cell.source = (
+                cell.source.rstrip("\n")
+                + '\n__import__("initlab_grading.grading.guard", fromlist=["_"])'
+                + f".finished({gid!r}, {used[gid]!r})"
+            )
         snapshot = nbformat_v4.new_code_cell(
             f'__import__("initlab_grading.grading.guard", fromlist=["_"]).snapshot({nonce!r})'
         )

@@ -52,9 +52,8 @@ def changed_modules(source: str, modules: Mapping[str, str]) -> list[str]:
     ``setattr(stats, "kstest", ...)``), and binding a name that the instructor's setup bound
     to a module the test cells use (``modules``: name -> module, e.g.
     ``{"checks": "initlab.checks"}``), or that the cell imported from initlab, to something
-    else. What ``source`` imports itself
-    counts too, modules and names from them (``from scipy import stats``). Source that does
-    not parse (IPython magics) gives nothing here."""
+    else. What ``source`` imports itself counts too, modules and names from them (``from
+    scipy import stats``). Source that does not parse (IPython magics) gives nothing here."""
     try:
         tree = ast.parse(source)
     except SyntaxError:
