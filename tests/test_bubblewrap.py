@@ -29,7 +29,7 @@ ASSIGNMENT = "gradient_descent"
 # Each probe prints "name=ok" or "name=<the exception's class>".
 PROBE = r"""
 import json, os, socket, subprocess, sys
-root, home, port, marker = json.loads({ARGS!r})
+root, home, port, marker, tests = json.loads({ARGS!r})
 def attempt(name, action):
     try:
         action()
@@ -40,9 +40,8 @@ attempt("gradebook", lambda: open(os.path.join(root, "gradebook.db"), "rb").read
 attempt("classmates", lambda: os.listdir(os.path.join(root, "submitted")))
 attempt("config", lambda: open(os.path.join(root, "nbgrader_config.py")).read())
 attempt("secret", lambda: open(os.path.join(home, ".pgpass")).read())
-import initlab_grading
-tests_folder = os.path.dirname(initlab_grading.__file__)
-attempt("hidden_tests", lambda: open(os.path.join(tests_folder, "planted.py"), "w").write("x"))
+attempt("import_tests", lambda: __import__("initlab_grading"))
+attempt("hidden_tests", lambda: open(os.path.join(tests, "planted.py"), "w").write("x"))
 attempt("own_folder", lambda: open("written-while-grading.txt", "w").write("x"))
 attempt("network", lambda: socket.create_connection(("127.0.0.1", port), timeout=5).close())
 subprocess.Popen(["env", "-i", "sleep", marker], start_new_session=True,
@@ -54,6 +53,7 @@ ESCAPED = {
     "classmates": "ok",
     "config": "ok",
     "secret": "ok",
+    "import_tests": "ok",
     "hidden_tests": "ok",
     "own_folder": "ok",
     "network": "ok",
@@ -63,9 +63,18 @@ CONTAINED = {
     "classmates": "FileNotFoundError",
     "config": "FileNotFoundError",
     "secret": "FileNotFoundError",
+    "import_tests": "ok",  # the launcher's PYTHONPATH holds autograder/ (read-only)
     "hidden_tests": "OSError",  # read-only file system
     "own_folder": "ok",
     "network": "ConnectionRefusedError",  # its own loopback, where nothing listens
+}
+# Grading an assignment whose checks run outside the kernel: initlab_grading is on no path
+# of the kernel's, and inside bubblewrap its folder is an empty one.
+ESCAPED_GRADING = {**ESCAPED, "import_tests": "ModuleNotFoundError"}
+CONTAINED_GRADING = {
+    **CONTAINED,
+    "import_tests": "ModuleNotFoundError",
+    "hidden_tests": "FileNotFoundError",
 }
 
 
@@ -89,7 +98,8 @@ def listener():
 
 
 def _probe(root: Path, home: Path, port: int, marker: str) -> str:
-    return PROBE.replace("{ARGS!r}", repr(json.dumps([str(root), str(home), port, marker])))
+    args = [str(root), str(home), port, marker, str(PLANTED.parent)]
+    return PROBE.replace("{ARGS!r}", repr(json.dumps(args)))
 
 
 def _results(text: str) -> dict[str, str]:
@@ -236,9 +246,9 @@ def test_grading_contains_a_probing_submission_and_still_scores_it(
         )
         assert "probed" in printed, printed
         outcomes[use_bwrap] = (_results(printed), _survivors(marker))
-    assert outcomes[True] == (CONTAINED, [])
+    assert outcomes[True] == (CONTAINED_GRADING, [])
     contained, left = outcomes[False]
-    assert contained == ESCAPED and left, outcomes[False]
+    assert contained == ESCAPED_GRADING and left, outcomes[False]
 
 
 UNPRIVILEGED = 61999

@@ -175,6 +175,28 @@ def test_feedback_shows_every_output_at_the_configured_level(level):
     assert texts[1:] == [shown, f"CheckFailed: {shown}", shown + "\n", shown, shown, shown]
 
 
+def test_feedback_blanks_lines_that_quote_hidden_test_code():
+    """A notebook of an assignment whose checks run in the kernel can print the hidden
+    test that called it (its stack, IPython's history): each line quoting the hidden
+    code is blanked in every kind of output; the rest stays."""
+    from nbformat import v4
+
+    from initlab_grading.grading.preprocessors import QUOTE_NOTE, HideHiddenTests
+
+    nb = _graded_notebook()
+    leak = v4.new_code_cell("print(In)")
+    quoted = "the caller:\n  grading.check_x(x)\nend"
+    leak.outputs = [
+        v4.new_output("stream", name="stdout", text=quoted),
+        v4.new_output("error", ename="ValueError", evalue=quoted, traceback=[quoted]),
+        v4.new_output("display_data", data={"text/plain": quoted}),
+    ]
+    nb.cells.append(leak)
+    nb, _ = HideHiddenTests().preprocess(nb, {})
+    texts = _texts(v4.new_notebook(cells=[nb.cells[-1]]))
+    assert texts and all(t == f"the caller:\n{QUOTE_NOTE}\nend" for t in texts), texts
+
+
 def test_feedback_shows_the_expected_value_by_default():
     from traitlets.config import Config
 

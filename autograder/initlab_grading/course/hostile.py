@@ -9,7 +9,8 @@ or error display, fake modules shipped next to the notebook, links that would ma
 overwrite or chmod other files, printing the hidden tests' source into feedback, reading
 and writing other people's files, importing the hidden tests' reference, replacing a
 hidden check, the hidden tests' module or numpy's internals, unlocking the setup cell to
-rebind ``checks``. Where the change comes with a wrong answer, the wrong answer is what the
+rebind ``checks``, tracing the checks to rewrite their variables, rewriting the kernel's
+replies. Where the change comes with a wrong answer, the wrong answer is what the
 change tries to hide. Each states the test cells that must score zero (all others score
 full marks), a piece of the grading report's line about it, and whether the submission can
 be graded at all. tests/test_hostile_grading.py grades them with
@@ -236,6 +237,36 @@ def grad_f(x):
 """
 _LEAK_HISTORY = "\nprint('HISTORY', '\\n'.join(In))"
 
+# A tracer that rewrites the local variable holding the answer in every check it sees, and
+# a kernel that drops its error messages and reports every cell as a success.
+_SETTRACE = """
+import sys
+
+
+def _tracer(frame, event, arg):
+    if frame.f_code.co_name.startswith("check_") and "value" in frame.f_locals:
+        frame.f_locals["value"] = 2.0 / 3.0
+    return _tracer
+
+
+sys.settrace(_tracer)
+"""
+_REPLIES_REWRITTEN = """
+_session = get_ipython().kernel.session
+_send = _session.send
+
+
+def _send_success(stream, msg_or_type, content=None, *args, **kwargs):
+    if msg_or_type == "error":
+        return None
+    if msg_or_type == "execute_reply" and content:
+        content = dict(content, status="ok")
+    return _send(stream, msg_or_type, content, *args, **kwargs)
+
+
+_session.send = _send_success
+"""
+
 SAMPLES = [
     HostileSample(
         "not-json",
@@ -391,7 +422,7 @@ def grad_f(x):
             "np.allclose = lambda *a, **k: True\nbuiltins.abs = lambda x: 0.0"
         ),
         ("test_stable_step",),
-        "numpy.allclose was replaced",
+        "assigns numpy.allclose",
     ),
     HostileSample(
         "patched-torch-and-checks",
@@ -404,8 +435,7 @@ def grad_f(x):
             "g.check_largest_stable_step = lambda value: None"
         ),
         ("test_stable_step",),
-        "initlab_grading.assignments.gradient_descent.grader.check_largest_stable_step was "
-        "replaced",
+        "assigns initlab.checks.check_finite",
     ),
     HostileSample(
         "silenced-errors",
@@ -417,7 +447,7 @@ def grad_f(x):
             "ip.events.register('post_run_cell', lambda r: setattr(r, 'error_in_exec', None))"
         ),
         ("test_stable_step",),
-        "test_stable_step: scored 0",
+        "names get_ipython",
     ),
     HostileSample(
         "disk-filler",
@@ -447,49 +477,52 @@ def grad_f(x):
     ),
     HostileSample(
         "leaks-hidden-tests",
-        "a gradient that, called by a hidden test, raises the source of every caller as its "
-        "message; a last answer that prints IPython's input history",
+        "a gradient that, called by a hidden test, would raise the source of every caller as "
+        "its message; a last answer that prints IPython's input history: the tests run "
+        "outside the kernel, so no caller is a test, the answers are right and the history "
+        "holds no test",
         _answers(
             f_and_grad=_LEAK_F_AND_GRAD,
             stable_step="largest_stable_step = 2.0 / 3.0" + _LEAK_HISTORY,
         ),
-        ("test_f_and_grad_hidden",),
+        (),
         "f_and_grad: names linecache (the frames or source of the code calling it)",
     ),
     HostileSample(
         "imports-reference",
         "the function and its gradient imported from the hidden tests' own reference, no "
-        "work of its own: the checks in the kernel cannot tell (they score it), the "
-        "grading report lists the cell for the instructor to read",
+        "work of its own: the kernel cannot import it (ModuleNotFoundError), so f and "
+        "grad_f are missing; the grading report lists the cell for the instructor to read",
         _answers(
             f_and_grad="from initlab_grading.assignments.gradient_descent.grader import f, grad_f"
         ),
-        (),
+        ("test_f_and_grad_visible", "test_f_and_grad_hidden"),
         "f_and_grad: names initlab_grading (the hidden tests' own package); review this notebook",
     ),
     HostileSample(
         "check-replaced-by-builtin",
-        "a wrong step size; the hidden check replaced by a builtin (id), which is not a "
-        "Python function: the guard does not see it, so the wrong answer keeps its point; "
-        "the report lists the cell for review",
+        "a wrong step size; the hidden check replaced by a builtin (id): the kernel cannot "
+        "import the checks, which run outside it, so the wrong answer loses its point; the "
+        "report lists the cell for review",
         _answers(
             stable_step=WRONG_STEP + "\nimport initlab_grading.assignments.gradient_descent.grader"
             " as g\ng.check_largest_stable_step = id"
         ),
-        (),
+        ("test_stable_step",),
         "stable_step: names initlab_grading",
     ),
     HostileSample(
         "grader-module-replaced",
         "a wrong step size; the hidden tests' module replaced, through its package's "
-        "attribute, by an object whose every check passes: the wrong answer keeps its "
-        "point; the report lists the cell for review",
+        "attribute, by an object whose every check passes: the kernel cannot import the "
+        "package, the checks run outside it, and the wrong answer loses its point; the "
+        "report lists the cell for review",
         _answers(
             stable_step=WRONG_STEP
             + "\nimport initlab_grading.assignments.gradient_descent as pkg\n"
             + _NO_OP_MODULE.format(name="pkg.grader")
         ),
-        (),
+        ("test_stable_step",),
         "assigns initlab_grading.assignments.gradient_descent.grader",
     ),
     HostileSample(
@@ -505,12 +538,31 @@ def grad_f(x):
         "assigns numpy._core.fromnumeric._wrapreduction_any_all",
     ),
     HostileSample(
+        "settrace-locals",
+        "a wrong step size; a tracer (sys.settrace) that rewrites the answer in every "
+        "check's local variables: no check runs in the kernel, the wrong answer loses its "
+        "point; the report lists the cell",
+        _answers(stable_step=WRONG_STEP + _SETTRACE),
+        ("test_stable_step",),
+        "stable_step: names settrace",
+    ),
+    HostileSample(
+        "replies-rewritten",
+        "a wrong step size; the kernel drops its error messages and reports every cell as "
+        "a success: the test cells' errors are made outside the kernel, the wrong answer "
+        "loses its point; the report lists the cell",
+        _answers(stable_step=WRONG_STEP + _REPLIES_REWRITTEN),
+        ("test_stable_step",),
+        "stable_step: names get_ipython",
+    ),
+    HostileSample(
         "setup-unlocked",
         "a wrong step size; the setup cell's nbgrader metadata removed and its checks "
-        "rebound to an object whose every function returns None: the test cells that use "
-        "a check's result fail, the others score as before; the report lists the cell",
+        "rebound to an object whose every function returns None: the test cells run "
+        "outside the kernel with the gradebook's setup, so only the wrong answer loses its "
+        "point; the report lists the cell",
         _setup_unlocked,
-        ("test_hand_iterates", "test_minimum", "test_optimizer_visible", "test_stable_step"),
+        ("test_stable_step",),
         "rebinds checks (initlab.checks)",
     ),
     HostileSample(

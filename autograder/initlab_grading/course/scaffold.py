@@ -141,6 +141,10 @@ import numpy as np
 from initlab.checks import CheckFailed, as_array, call_answer
 from initlab_grading.checking.reveal import expected
 
+CHECKS_OUTSIDE_KERNEL = True
+"""The test cells run in the grading worker; the kernel answers for the notebook's names
+(docs/security.md): a check gets values and calls the student's functions, nothing more."""
+
 EVIDENCE: dict[str, list[str]] = {{}}
 """Written answers and the code cells (grade_ids) whose submitted outputs they discuss."""
 

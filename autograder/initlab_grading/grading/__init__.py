@@ -5,5 +5,7 @@
 - ``attempts``: one submission's inspection, attempts and retries; ``worker_pool`` and
   ``worker``: long-lived grading workers; ``distributed``: the Dask engine;
 - ``kernels``, ``kernelspecs`` and ``sandbox``: how a grading kernel starts and its limits;
-- ``preprocessors``, ``guard`` and ``evidence``: what nbgrader runs on each notebook.
+- ``preprocessors``, ``guard`` and ``evidence``: what nbgrader runs on each notebook;
+  ``remote`` and ``wire``: test cells run outside the kernel, the kernel answering for its
+  names; ``screen``: the cells listed for the instructor's review.
 """

@@ -17,8 +17,11 @@ from __future__ import annotations
 import ast
 import os
 import re
+import time
+from pathlib import Path
 
 from nbclient.exceptions import DeadKernelError
+from nbclient.util import run_sync
 from nbconvert.exporters.exporter import ResourcesDict
 from nbformat import v4 as nbformat_v4
 from nbformat.notebooknode import NotebookNode
@@ -28,12 +31,16 @@ from traitlets import Bool, Enum, Integer
 
 from initlab_grading.checking.reveal import LEVELS, render
 from initlab_grading.course.layout import grade_id, is_test_cell
-from initlab_grading.grading.sandbox import folder_state
+from initlab_grading.grading.remote import KernelGone, KernelLink, run_test_cell
+from initlab_grading.grading.sandbox import HIDE_GRADER_VARIABLE, folder_state
 from initlab_grading.grading.screen import review_notes
 
 HIDDEN_NOTE = "# (Hidden tests ran here. Their code is not shown; their messages are below.)"
 QUOTE_NOTE = "[a line quoting hidden test code is not shown]"
-GUARD_CALL = '__import__("initlab_grading.grading.guard"'
+GUARD_CALLS = (
+    '__import__("initlab_grading.grading.guard"',
+    "__import__('sys').modules['_initlab_guard']",
+)
 """How the lines GuardedExecute adds to a notebook while grading begin."""
 DROPPED_NOTE = "[other output of this test cell is not shown in feedback]"
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -117,7 +124,7 @@ class HideHiddenTests(ClearHiddenTests):
         out = []
         for line in text.split("\n"):
             plain = _ANSI.sub("", line)  # tracebacks are coloured
-            if GUARD_CALL in plain or any(h in plain for h in self._hidden_lines):
+            if any(g in plain for g in GUARD_CALLS) or any(h in plain for h in self._hidden_lines):
                 out.append(QUOTE_NOTE)
             else:
                 out.append(line)
@@ -316,16 +323,22 @@ def _error(ename: str, evalue: str) -> NotebookNode:
 def _module_names(nb: NotebookNode) -> dict[str, str]:
     """Names that the notebook's locked, ungraded code cells (the instructor's setup) bind
     to modules: {"np": "numpy", "checks": "initlab.checks", ...}."""
-    import ast
+    setup = []
+    for cell in nb.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        if cell.cell_type == "code" and meta.get("locked") and not meta.get("grade"):
+            setup.append(cell.source)
+    return _modules_bound(setup)
+
+
+def _modules_bound(sources: list[str]) -> dict[str, str]:
+    """Names that these cells' import statements bind to modules."""
     import importlib.util
 
     names: dict[str, str] = {}
-    for cell in nb.cells:
-        meta = cell.metadata.get("nbgrader", {})
-        if cell.cell_type != "code" or not meta.get("locked") or meta.get("grade"):
-            continue
+    for source in sources:
         try:
-            tree = ast.parse(cell.source)
+            tree = ast.parse(source)
         except SyntaxError:
             continue
         for node in ast.walk(tree):
@@ -354,6 +367,46 @@ def _used_names(source: str) -> set[str]:
     except SyntaxError:
         return set()
     return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+
+
+def _trusted_sources(resources: ResourcesDict) -> tuple[dict[str, str], dict[str, str]]:
+    """For an assignment whose grader sets ``CHECKS_OUTSIDE_KERNEL``: {grade_id: source}
+    of its test cells, to run outside the kernel, and the modules its setup cells bind
+    (``_modules_bound``), both from the gradebook's copy of the notebook (not the
+    submitted one). Empty for the others."""
+    import importlib
+
+    from nbgrader.api import Gradebook
+
+    info = resources.get("nbgrader") or {}
+    assignment, notebook, db_url = (info.get(k) for k in ("assignment", "notebook", "db_url"))
+    if not (assignment and notebook and db_url):
+        return {}, {}
+    try:
+        grader = importlib.import_module(f"initlab_grading.assignments.{assignment}.grader")
+    except ImportError:
+        return {}, {}
+    if not getattr(grader, "CHECKS_OUTSIDE_KERNEL", False):
+        return {}, {}
+    with Gradebook(db_url) as gb:
+        found = gb.find_notebook(notebook, assignment)
+        graded = {c.name for c in found.grade_cells}
+        tests = {c.name for c in found.grade_cells if c.cell_type == "code"}
+        tests -= {c.name for c in found.solution_cells}
+        code = [c for c in found.source_cells if c.cell_type == "code"]
+        sources = {c.name: c.source for c in code if c.name in tests}
+        setup = [c.source for c in code if c.locked and c.name not in graded]
+        return sources, _modules_bound(setup)
+
+
+GUARD_SOURCE = Path(__file__).with_name("guard.py").read_text(encoding="utf-8")
+"""The grading guard, loaded as text into a kernel that cannot import initlab_grading."""
+
+
+def _kernel_environment() -> dict[str, str]:
+    """This process's environment, asking the sandbox launcher to keep initlab_grading
+    out of the kernel's reach (its ``HIDE_GRADER_VARIABLE``)."""
+    return {**os.environ, HIDE_GRADER_VARIABLE: "1"}
 
 
 _CAPPED_KINDS = frozenset(
@@ -425,25 +478,26 @@ class GuardedExecute(Execute):
             lambda cell, i: grade_id(cell) or f"cell {i + 1}",
             {n: m for modules in used.values() for n, m in modules.items()},
         )
+        self._trusted, self._modules = _trusted_sources(resources)
         originals = {}
         for cell in filter(is_test_cell, nb.cells):
             gid = grade_id(cell)
             originals[gid] = cell.source
+            if gid in self._trusted:
+                continue
             cell.source = (
                 cell.source.rstrip("\n")
                 + '\n__import__("initlab_grading.grading.guard", fromlist=["_"])'
                 + f".finished({gid!r}, {used[gid]!r})"
             )
-        snapshot = nbformat_v4.new_code_cell(
-            f'__import__("initlab_grading.grading.guard", fromlist=["_"]).snapshot({nonce!r})'
-        )
+        guard = '__import__("initlab_grading.grading.guard", fromlist=["_"])'
+        if self._trusted:  # the kernel cannot import initlab_grading: the guard goes as text
+            guard = GUARD_CALLS[1]
+        snapshot = nbformat_v4.new_code_cell(f"{guard}.snapshot({nonce!r})")
         nb.cells.insert(0, snapshot)
-        nb.cells.append(
-            nbformat_v4.new_code_cell(
-                f'__import__("initlab_grading.grading.guard", fromlist=["_"]).files({nonce!r})'
-            )
-        )
+        nb.cells.append(nbformat_v4.new_code_cell(f"{guard}.files({nonce!r})"))
         self._dead_in = ""
+        self._link: KernelLink | None = None
         self._output_sizes: dict[int, int] = {}
         self._truncated: set[int] = set()
         self._notes: list[str] = reviews
@@ -471,7 +525,7 @@ class GuardedExecute(Execute):
             gid = grade_id(cell)
             cell.source = originals.get(gid, cell.source)
             want = marker(nonce, gid)
-            seen = False
+            seen = gid in self._trusted  # run here, not in the kernel: no marker
             for out in cell.get("outputs", []):
                 if out.output_type == "stream" and want in out.text:
                     seen = True
@@ -567,8 +621,14 @@ class GuardedExecute(Execute):
                 )
             return cell, resources
         try:
+            if index == 0 and self._trusted:  # before the snapshot, out of the history
+                KernelLink(self, time.monotonic() + (self.timeout or 300)).load(
+                    "_initlab_guard", GUARD_SOURCE
+                )
+            if is_test_cell(cell) and grade_id(cell) in self._trusted:
+                return self._run_outside(cell, resources, index)
             return super().preprocess_cell(cell, resources, index)
-        except DeadKernelError:
+        except (DeadKernelError, KernelGone):
             self._dead_in = grade_id(cell) or f"cell {index}"
             cell.outputs.append(
                 _error(
@@ -585,6 +645,26 @@ class GuardedExecute(Execute):
                 "kept, the test cells after it scored 0"
             )
             return cell, resources
+
+    async def async_start_new_kernel(self, **kwargs):
+        """For checks outside the kernel, a kernel whose path leaves out autograder/: it
+        cannot import the references or the checks (``_kernel_environment``)."""
+        if self._trusted and "env" not in kwargs:
+            kwargs["env"] = _kernel_environment()
+        return await super().async_start_new_kernel(**kwargs)
+
+    start_new_kernel = run_sync(async_start_new_kernel)
+
+    def _run_outside(self, cell: NotebookNode, resources: ResourcesDict, index: int):
+        """A test cell of an assignment whose checks run outside the kernel: its
+        gradebook source runs in this process (initlab_grading.grading.remote)."""
+        gid = grade_id(cell)
+        deadline = time.monotonic() + (self.timeout or 300)
+        if self._link is None:  # the kernel's end of the wire, once per kernel
+            self._link = KernelLink(self, deadline)
+            self._link.install()
+        cell.outputs = run_test_cell(self._link, self._trusted[gid], self._modules, gid, deadline)
+        return cell, resources
 
     def process_message(self, msg: dict, cell: NotebookNode, cell_index: int):
         """Every message a cell sends counts against its ``max_output_bytes``, whatever

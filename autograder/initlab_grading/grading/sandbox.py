@@ -61,6 +61,10 @@ CourseDirectory.ignore lists them): Python could import them."""
 SOCKET_FOLDER_PREFIX = "initlab-sockets-"
 """The start of the name of the folder the kernel manager (initlab_grading.grading.kernels)
 makes for one kernel's Unix sockets; with --uid the launcher gives it to that user id."""
+HIDE_GRADER_VARIABLE = "INITLAB_HIDE_GRADER"
+"""Set to 1 (by GuardedExecute, for checks that run outside the kernel): the kernel's path
+and, inside bubblewrap, its view of the files leave out every folder holding
+initlab_grading, so the kernel can neither import nor read the references."""
 UID_VARIABLE = "INITLAB_SANDBOX_UID"
 """Set in the grading process (not the kernel) to the user id its kernel runs as."""
 
@@ -336,6 +340,7 @@ def bwrap_command(
     interpreters: list[str] = (),
     bwrap: str = "bwrap",
     isolated: bool = False,
+    conceal: list[str] = (),
 ) -> list[str]:
     """The bubblewrap command line that runs ``kernel`` (in the environment it is run with):
     ``/`` read-only, fresh /dev, /proc and /tmp; ``home`` and the course root above
@@ -344,10 +349,11 @@ def bwrap_command(
     ``interpreters``) that lies in a hidden folder put back; ``cwd`` writable. The network
     is unshared unless the connection file asks for TCP. ``isolated``: bubblewrap runs as
     root and ``kernel`` drops to a sandbox user id (no user namespace, which would map
-    that id away; the kernel keeps the HOME, TMPDIR and tool folders it was given)."""
+    that id away; the kernel keeps the HOME, TMPDIR and tool folders it was given).
+    ``conceal``: more folders hidden the same way."""
     cf, info = connection_info(kernel)
     hidden = [SANDBOX_TMP]
-    for path in (home, course_root_of(cwd)):
+    for path in (home, course_root_of(cwd), *conceal):
         real = os.path.realpath(path) if path else "/"
         if real != "/" and os.path.isdir(real) and not _below(real, hidden):
             hidden.append(real)
@@ -408,11 +414,18 @@ def bwrap_command(
     return [*argv, "--", *kernel]
 
 
-def python_paths() -> list[str]:
+def python_paths(hide_grader: bool = False) -> list[str]:
     """What the kernel's Python reads: this interpreter's prefixes and ``sys.path`` (the
-    launcher runs the grading environment's interpreter with the kernel's PYTHONPATH)."""
+    launcher runs the grading environment's interpreter with the kernel's PYTHONPATH),
+    without the folders holding initlab_grading if ``hide_grader``."""
     paths = [sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(sys.executable)]
-    return [*paths, *(p for p in sys.path if p)]
+    paths += [p for p in sys.path if p]
+    return [p for p in paths if not (hide_grader and holds_grader(p))]
+
+
+def holds_grader(path: str) -> bool:
+    """Whether ``path`` is a folder with the initlab_grading package in it."""
+    return os.path.isdir(os.path.join(path, "initlab_grading"))
 
 
 # --------------------------------------------------------------------------------------
@@ -474,6 +487,10 @@ def main(argv: list[str]) -> None:
         raise SystemExit(BWRAP_MISSING)
     grader_home = os.path.expanduser("~")
     env = kernel_environment(dict(os.environ), isolated)
+    hide = env.pop(HIDE_GRADER_VARIABLE, "") == "1"
+    if hide:
+        entries = env.get("PYTHONPATH", "").split(os.pathsep)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in entries if p and not holds_grader(p))
     if job:
         env[JOB_VARIABLE] = job
     if memory:
@@ -515,19 +532,26 @@ def main(argv: list[str]) -> None:
         # bubblewrap runs as root (it checks and binds folders the kernel's user may not
         # traverse, such as its own under the private autograded/), without a user
         # namespace; inside it, this module's second stage drops to the sandbox user id.
-        inner = [sys.executable, "-P", "-m", SANDBOX_MODULE, "--become", str(uid)]
+        # (run as a file: the kernel's path may leave out initlab_grading)
+        inner = [sys.executable, "-P", os.path.realpath(__file__), "--become", str(uid)]
         inner += ["--nproc", str(nproc)] if nproc else []
         inner += ["--", *kernel]
     command = bwrap_command(
         inner,
         cwd=os.getcwd(),
         home=grader_home,
-        readable=[*python_paths(), *env.get("PYTHONPATH", "").split(os.pathsep), data],
+        readable=[
+            *python_paths(hide),
+            *env.get("PYTHONPATH", "").split(os.pathsep),
+            data,
+            *([os.path.realpath(__file__)] if isolated else []),
+        ],
         writable=[env["HOME"]] if isolated else [os.path.join(data, "runs")],
         font_lists=matplotlib_font_lists(dict(os.environ), grader_home),
         interpreters=[kernel[0]],
         bwrap=bwrap,
         isolated=isolated,
+        conceal=[p for p in python_paths() if holds_grader(p)] if hide else [],
     )
     os.execvpe(command[0], command, env)
 

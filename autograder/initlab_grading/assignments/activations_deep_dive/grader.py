@@ -22,6 +22,10 @@ import numpy as np
 from initlab.checks import CheckFailed, as_array, call_answer, unit_roundoff
 from initlab_grading.checking.reveal import expected, formula
 
+CHECKS_OUTSIDE_KERNEL = True
+"""The test cells run in the grading worker, the kernel answering for the notebook's names
+(initlab_grading.grading.remote)."""
+
 EVIDENCE = {"retrain_explain": ["summary_table"], "beta_explain": ["learned_beta"]}
 """Written answers and the code cells (grade_ids) whose submitted outputs they discuss:
 formgrader and the feedback show those outputs beside the answer

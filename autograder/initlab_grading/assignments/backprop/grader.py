@@ -56,6 +56,10 @@ from initlab.checks import (
 )
 from initlab_grading.checking.reveal import expected, formula
 
+CHECKS_OUTSIDE_KERNEL = True
+"""The test cells run in the grading worker, the kernel answering for the notebook's names
+(initlab_grading.grading.remote)."""
+
 U32 = unit_roundoff(np.float32)
 U64 = unit_roundoff(np.float64)
 RELU_MARGIN = 0.1

@@ -31,8 +31,8 @@ Tolerance derivation (unit round-off u of float32, the coarsest type accepted):
 What the gradient check does not accept: a ``grad_f`` that calls the student's own ``f``
 (a finite-difference or autograd derivative of f). f is quadratic, so a centred
 difference is exact up to round-off and would pass every value; the check watches the
-calls instead (``sys.setprofile`` while ``grad_f`` runs) and says that Part 1 asks for
-the derived formula.
+calls instead (``sys.setprofile`` while ``grad_f`` runs, set by the kernel when the check
+runs outside it: ``Remote.watching``) and says that Part 1 asks for the derived formula.
 """
 
 from __future__ import annotations
@@ -53,6 +53,10 @@ from initlab.checks import (
     unit_roundoff,
 )
 from initlab_grading.checking.reveal import expected, formula
+
+CHECKS_OUTSIDE_KERNEL = True
+"""The test cells run in the grading worker, the kernel answering for the notebook's names
+(initlab_grading.grading.remote)."""
 
 EVIDENCE = {"divergence": ["explore_contours", "explore_distance"]}
 """Written answers and the code cells (grade_ids) whose submitted outputs they discuss:
@@ -269,6 +273,9 @@ def _calls_into(target: Callable | None, func: Callable, *args: Any, what: str) 
     """``call_answer(func, *args)`` and how many times the code of ``target`` (a function
     of the student's) ran during that call, counted with ``sys.setprofile`` (any previous
     profiler is restored afterwards)."""
+    if hasattr(func, "watching") and hasattr(target, "watching"):  # both in the kernel
+        counts: list[int] = []  # (remote.Remote: the kernel counts)
+        return call_answer(func.watching(target, counts), *args, what=what), sum(counts)
     code = getattr(target, "__code__", None)
     if code is None:
         return call_answer(func, *args, what=what), 0

@@ -26,6 +26,10 @@ from initlab.checks import CheckFailed, as_array, call_answer, unit_roundoff
 from initlab_grading.checking.reveal import expected, formula
 from initlab_grading.checking.thresholds import CELL_FALSE_FAILURE
 
+CHECKS_OUTSIDE_KERNEL = True
+"""The test cells run in the grading worker, the kernel answering for the notebook's names
+(initlab_grading.grading.remote)."""
+
 EVIDENCE = {"figure2_explain": ["figure2"], "figure3_explain": ["figure3"]}
 """Written answers and the code cells (grade_ids) whose submitted outputs they discuss:
 formgrader and the feedback show those outputs beside the answer

@@ -1,0 +1,373 @@
+"""Test cells run in the grading worker, with the student's kernel answering for its names.
+
+For an assignment whose grader sets ``CHECKS_OUTSIDE_KERNEL = True``, GuardedExecute does
+not send test cells to the kernel. It runs each one here, from the gradebook's copy of its
+source (never the submitted notebook's), in a namespace that holds the setup cell's modules
+imported in this process and takes every other name from the kernel
+(initlab_grading.grading.wire): data arrives as values, functions and other objects as
+:class:`Remote` handles that call into the kernel. The references and the checks stay in
+this process, which the submission cannot reach; the kernel can influence only what its own
+functions return.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import importlib
+import io
+import json
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import zmq
+import zmq.asyncio
+from nbformat.notebooknode import NotebookNode
+
+from initlab_grading.grading import wire
+
+WIRE_SOURCE = Path(wire.__file__).read_text(encoding="utf-8")
+MAX_REPLY_BYTES = 64_000_000
+"""A request's reply (the kernel's printed output) may not exceed this; past it, the call
+fails and the rest is not kept."""
+MAX_PRINTED_CHARS = 100_000
+"""Characters of a test cell's printed output kept (its own and the kernel's, each)."""
+MAX_MESSAGE_CHARS = 2_000
+"""Characters kept of the message of an error the kernel's code raised."""
+
+
+_REPLY_LINE = re.compile("\n?" + re.escape(wire.PREFIX) + "[^\n]*\n?")
+
+
+class KernelGone(RuntimeError):
+    """The kernel died while answering."""
+
+
+class RemoteError(Exception):
+    """The base of the errors a kernel's call raised, re-raised under the kernel's name
+    (a builtin's own class when the name is a builtin exception)."""
+
+
+def _raised(name: Any, message: Any) -> Exception:
+    name = str(name)[:80] if str(name)[:80].isidentifier() else "Exception"
+    message = str(message)[:MAX_MESSAGE_CHARS]
+    kind = getattr(builtins, name, None)
+    if isinstance(kind, type) and issubclass(kind, Exception):
+        return kind(message)
+    return type(name, (RemoteError,), {})(message)
+
+
+class Remote:
+    """An object that stays in the kernel: calling it calls it there."""
+
+    __slots__ = ("_link", "_id", "_type", "_callable")
+
+    def __init__(self, link: KernelLink, number: int, kind: str, is_callable: bool) -> None:
+        self._link, self._id, self._type, self._callable = link, number, kind, is_callable
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if not self._callable:
+            raise TypeError(f"'{self._type}' object is not callable")
+        return self._link.call(self, args, kwargs)[0]
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return self._link.getattr(self, name)
+
+    def __repr__(self) -> str:
+        return f"<{self._type} of the notebook>"
+
+    def watching(self, watched: Remote, counts: list[int]) -> Callable[..., Any]:
+        """This function, as a function that also appends to ``counts`` how many times
+        the code of ``watched`` (another function of the notebook's) ran during the call."""
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            result, calls = self._link.call(self, args, kwargs, watch=[watched])
+            counts.append(calls[0] if calls else 0)
+            return result
+
+        return call
+
+
+class KernelLink:
+    """Requests to one kernel, through the kernel client of a running nbclient."""
+
+    def __init__(self, client: Any, deadline: float) -> None:
+        self.client = client
+        self.kc = client.kc
+        self.deadline = deadline
+        self.callbacks: dict[int, Callable[..., Any]] = {}
+        self.stdout: Callable[[str], Any] = lambda text: None
+        """Where what the notebook's code prints during a call goes (and ``stderr``)."""
+        self.stderr: Callable[[str], Any] = lambda text: None
+
+    # the wire's two handle kinds, seen from this side
+    def _out_handle(self, obj: Any) -> dict:
+        if isinstance(obj, Remote):
+            if obj._link is not self:
+                raise ValueError("a handle of another kernel")
+            return {"t": "obj", "id": obj._id}
+        if callable(obj):
+            number = len(self.callbacks)
+            self.callbacks[number] = obj
+            return {"t": "callback", "id": number}
+        raise TypeError(f"a {type(obj).__name__} cannot be passed to the notebook's code")
+
+    def _in_handle(self, form: dict) -> Remote:
+        number, kind = form.get("id"), form.get("type")
+        if form.get("t") != "handle" or type(number) is not int or not isinstance(kind, str):
+            raise wire.WireError("a handle of unknown form")
+        return Remote(self, number, kind[:80], form.get("call") is True)
+
+    def decode(self, form: Any) -> Any:
+        return wire.Decoder(self._in_handle)(form)
+
+    def install(self) -> None:
+        """(Re)load the kernel's end of the wire; the kernel forgets earlier handles."""
+        self.load("_initlab_wire", WIRE_SOURCE)
+
+    def load(self, name: str, source: str) -> None:
+        """Run ``source`` in the kernel as the module ``name`` (in ``sys.modules``), out
+        of the kernel's input history."""
+        code = (
+            f"_m = __import__('types').ModuleType({name!r})\n"
+            f"exec(compile({source!r}, '<{name}>', 'exec'), _m.__dict__)\n"
+            f"__import__('sys').modules[{name!r}] = _m\n"
+            "del _m\n"
+        )
+        self._execute(code, expect_reply=False)
+
+    def get(self, name: str) -> tuple[bool, Any]:
+        reply = self._request({"op": "get", "name": name})
+        if reply.get("missing") is True:
+            return False, None
+        return True, self.decode(reply.get("ok"))
+
+    def getattr(self, target: Remote, name: str) -> Any:
+        return self.decode(self._request({"op": "getattr", "id": target._id, "name": name})["ok"])
+
+    def call(
+        self, target: Remote, args: tuple, kwargs: dict, watch: list[Remote] = ()
+    ) -> tuple[Any, list[int]]:
+        """The result of ``target(*args, **kwargs)`` in the kernel. Arrays among ``args``
+        are updated in place with what the call left in them; ``calls``: how many times
+        each watched function's code ran during the call."""
+        encode = wire.Encoder(self._out_handle)
+        request = {
+            "op": "call",
+            "id": target._id,
+            "args": encode(list(args)),
+            "kwargs": encode(dict(kwargs)),
+            "watch": [w._id for w in watch],
+        }
+        reply = self._request(request)
+        decode = wire.Decoder(self._in_handle)  # one for the reply: it may refer back
+        result = decode(reply.get("ok"))
+        after = reply.get("after")
+        if isinstance(after, list) and len(after) == len(args):
+            for arg, form in zip(args, after, strict=True):
+                if form is not None:
+                    new = decode(form)
+                    _write_back(arg, new)
+                    if new is result:  # the call returned this argument itself
+                        result = arg
+        calls = reply.get("calls")
+        return result, [c for c in calls if type(c) is int] if isinstance(calls, list) else []
+
+    def _request(self, request: dict) -> dict:
+        code = f"__import__('sys').modules['_initlab_wire'].serve({json.dumps(request)!r})"
+        reply = self._execute(code)
+        if "raised" in reply:
+            name, message = (list(reply["raised"]) + ["", ""])[:2]
+            raise _raised(name, message)
+        if "ok" not in reply and "missing" not in reply:
+            raise wire.WireError("a reply without a result")
+        return reply
+
+    def _execute(self, code: str, expect_reply: bool = True) -> dict:
+        run = getattr(self.client, "_initlab_run_sync", None)
+        if run is None:
+            from jupyter_core.utils import run_sync
+
+            run = run_sync
+        return run(self._async_execute)(code, expect_reply)
+
+    async def _async_execute(self, code: str, expect_reply: bool) -> dict:
+        kc = self.kc
+        msg_id = kc.execute(code, silent=True, store_history=False, allow_stdin=True)
+        poller = zmq.asyncio.Poller()
+        channels = {
+            kc.iopub_channel.socket: kc.iopub_channel,
+            kc.stdin_channel.socket: kc.stdin_channel,
+            kc.shell_channel.socket: kc.shell_channel,
+        }
+        for socket in channels:
+            poller.register(socket, zmq.POLLIN)
+        printed: list[str] = []
+        size = 0
+        idle = replied = interrupted = False
+        error: dict | None = None
+        while not (idle and replied):
+            left = self.deadline - time.monotonic()
+            if left <= 0 and not interrupted:
+                await self.client.km.interrupt_kernel()
+                interrupted = True
+                self.deadline = time.monotonic() + 10
+                continue
+            if left <= 0:
+                raise KernelGone("the kernel did not stop after an interrupt")
+            ready = dict(await poller.poll(min(left, 1.0) * 1000))
+            if not ready and not await self.client.km.is_alive():
+                raise KernelGone("the kernel died")
+            for socket in ready:
+                channel = channels[socket]
+                msg = await channel.get_msg(timeout=0)
+                if msg.get("parent_header", {}).get("msg_id") != msg_id:
+                    continue
+                kind = msg["msg_type"]
+                content = msg.get("content", {})
+                if channel is kc.stdin_channel and kind == "input_request":
+                    kc.input(self._answer(str(content.get("prompt", ""))))
+                elif kind == "stream":
+                    text = str(content.get("text", ""))
+                    size += len(text)
+                    if size > MAX_REPLY_BYTES:
+                        raise wire.WireError(f"a reply of more than {MAX_REPLY_BYTES} bytes")
+                    if content.get("name") == "stdout":
+                        printed.append(text)
+                    else:
+                        self.stderr(text)
+                elif kind == "error":
+                    error = content
+                elif kind == "status" and content.get("execution_state") == "idle":
+                    idle = True
+                elif kind == "execute_reply":
+                    replied = True
+        text = "".join(printed)
+        lines = [ln for ln in text.split("\n") if ln.startswith(wire.PREFIX)]
+        self.stdout(_REPLY_LINE.sub("", text))
+        if interrupted:
+            raise TimeoutError("it did not finish within the time limit of the test")
+        if error is not None:
+            raise _raised(error.get("ename", "Exception"), error.get("evalue", ""))
+        if not expect_reply:
+            return {}
+        if not lines:
+            raise wire.WireError("no reply")
+        try:
+            reply = json.loads(lines[-1][len(wire.PREFIX) :])
+        except ValueError:
+            raise wire.WireError("an unreadable reply") from None
+        if not isinstance(reply, dict):
+            raise wire.WireError("a reply that is not an object")
+        return reply
+
+    def _answer(self, prompt: str) -> str:
+        """The reply to the kernel's input request: the result of one of this side's
+        functions, called on the kernel's arguments (any other prompt gets an empty line)."""
+        if not prompt.startswith(wire.PREFIX):
+            return ""
+        try:
+            request = json.loads(prompt[len(wire.PREFIX) :])
+            function = self.callbacks[request["cb"]]
+            args = self.decode(request["args"])
+            kwargs = self.decode(request["kwargs"])
+            if not isinstance(args, list) or not isinstance(kwargs, dict):
+                raise wire.WireError("arguments of unknown form")
+            result = function(*args, **kwargs)
+            return json.dumps({"ok": wire.Encoder(self._out_handle)(result)})
+        except Exception as exc:  # raised in the notebook's call, where it came from
+            return json.dumps({"raise": [type(exc).__name__, str(exc)]})
+
+
+def _write_back(arg: Any, new: Any) -> None:
+    """Copy what a call left in an array argument into this side's array."""
+    import numpy as np
+
+    if isinstance(arg, np.ndarray) and isinstance(new, np.ndarray) and new.shape == arg.shape:
+        if arg.flags.writeable:
+            np.copyto(arg, new, casting="unsafe")
+        return
+    torch = __import__("sys").modules.get("torch")
+    if torch is not None and isinstance(arg, torch.Tensor) and isinstance(new, torch.Tensor):
+        if new.shape == arg.shape:
+            with torch.no_grad():
+                arg.copy_(new)
+
+
+class KernelNamespace(dict):
+    """A test cell's globals: its own names, the setup's modules, the builtins, and
+    otherwise the kernel's value of the name (a NameError if the kernel has none)."""
+
+    def __init__(self, link: KernelLink, modules: dict[str, str]) -> None:
+        super().__init__(__builtins__=builtins, __name__="__test_cell__")
+        self.link = link
+        self.missing: set[str] = set()
+        for name, module in modules.items():
+            self[name] = importlib.import_module(module)
+
+    def __missing__(self, name: str) -> Any:
+        if hasattr(builtins, name) or name in self.missing:
+            raise KeyError(name)
+        found, value = self.link.get(name)
+        if not found:
+            self.missing.add(name)  # Python looks a name up twice before NameError
+            raise KeyError(name)
+        self[name] = value
+        return value
+
+
+def _error_output(ename: str, evalue: str) -> NotebookNode:
+    return NotebookNode(
+        output_type="error", ename=ename, evalue=evalue, traceback=[f"{ename}: {evalue}"]
+    )
+
+
+def _capped(buffer: io.StringIO) -> Callable[[str], None]:
+    """Writes to ``buffer`` until it holds a little more than MAX_PRINTED_CHARS."""
+
+    def write(text: str) -> None:
+        if buffer.tell() <= MAX_PRINTED_CHARS:
+            buffer.write(text[: MAX_PRINTED_CHARS + 1])
+
+    return write
+
+
+def run_test_cell(
+    link: KernelLink, source: str, modules: dict[str, str], name: str, deadline: float
+) -> list[NotebookNode]:
+    """Run a test cell's source here, its names answered through ``link`` (installed);
+    its outputs: what it printed, and its error."""
+    link.deadline, link.callbacks = deadline, {}
+    namespace = KernelNamespace(link, modules)
+    printed, warned = io.StringIO(), io.StringIO()
+    link.stdout, link.stderr = _capped(printed), _capped(warned)
+    outputs: list[NotebookNode] = []
+    error: NotebookNode | None = None
+    try:
+        with contextlib.redirect_stdout(printed):
+            exec(compile(source, f"<{name}>", "exec"), namespace)
+    except (KernelGone, asyncio.CancelledError):
+        raise
+    except wire.WireError as exc:
+        error = _error_output(
+            "GradingIntegrityError",
+            f"The notebook's kernel answered the test with something unreadable ({exc}); "
+            "the test scores zero.",
+        )
+    except Exception as exc:
+        error = _error_output(type(exc).__name__, str(exc))
+    for stream, buffer in (("stdout", printed), ("stderr", warned)):
+        text = buffer.getvalue()
+        if len(text) > MAX_PRINTED_CHARS:
+            text = text[:MAX_PRINTED_CHARS] + "\n[Output truncated.]\n"
+        if text:
+            outputs.append(NotebookNode(output_type="stream", name=stream, text=text))
+    if error is not None:
+        outputs.append(error)
+    return outputs
