@@ -26,6 +26,7 @@ from typing import Any
 
 import zmq
 import zmq.asyncio
+from nbclient.util import run_sync
 from nbformat.notebooknode import NotebookNode
 
 from initlab_grading.grading import wire
@@ -190,12 +191,7 @@ class KernelLink:
         return reply
 
     def _execute(self, code: str, expect_reply: bool = True) -> dict:
-        run = getattr(self.client, "_initlab_run_sync", None)
-        if run is None:
-            from jupyter_core.utils import run_sync
-
-            run = run_sync
-        return run(self._async_execute)(code, expect_reply)
+        return run_sync(self._async_execute)(code, expect_reply)
 
     async def _async_execute(self, code: str, expect_reply: bool) -> dict:
         kc = self.kc
