@@ -31,7 +31,7 @@ from traitlets import Bool, Enum, Integer
 
 from initlab_grading.checking.reveal import LEVELS, render
 from initlab_grading.course.layout import grade_id, is_test_cell
-from initlab_grading.grading.remote import KernelGone, KernelLink, run_test_cell
+from initlab_grading.grading.remote import KernelGone, KernelLink, error_output, run_test_cell
 from initlab_grading.grading.sandbox import HIDE_GRADER_VARIABLE, folder_state
 from initlab_grading.grading.screen import review_notes
 
@@ -314,12 +314,6 @@ KILLED_NOTE = "killed by SIGKILL"
 """In the report line of a kernel that SIGKILL ended: grade.py grades it again."""
 
 
-def _error(ename: str, evalue: str) -> NotebookNode:
-    return NotebookNode(
-        output_type="error", ename=ename, evalue=evalue, traceback=[f"{ename}: {evalue}"]
-    )
-
-
 def _module_names(nb: NotebookNode) -> dict[str, str]:
     """Names that the notebook's locked, ungraded code cells (the instructor's setup) bind
     to modules: {"np": "numpy", "checks": "initlab.checks", ...}."""
@@ -479,20 +473,16 @@ class GuardedExecute(Execute):
             {n: m for modules in used.values() for n, m in modules.items()},
         )
         self._trusted, self._modules = _trusted_sources(resources)
+        guard = '__import__("initlab_grading.grading.guard", fromlist=["_"])'
+        if self._trusted:  # the kernel cannot import initlab_grading: the guard goes as text
+            guard = GUARD_CALLS[1]
         originals = {}
         for cell in filter(is_test_cell, nb.cells):
             gid = grade_id(cell)
             originals[gid] = cell.source
             if gid in self._trusted:
                 continue
-            cell.source = (
-                cell.source.rstrip("\n")
-                + '\n__import__("initlab_grading.grading.guard", fromlist=["_"])'
-                + f".finished({gid!r}, {used[gid]!r})"
-            )
-        guard = '__import__("initlab_grading.grading.guard", fromlist=["_"])'
-        if self._trusted:  # the kernel cannot import initlab_grading: the guard goes as text
-            guard = GUARD_CALLS[1]
+            cell.source = cell.source.rstrip("\n") + f"\n{guard}.finished({gid!r}, {used[gid]!r})"
         snapshot = nbformat_v4.new_code_cell(f"{guard}.snapshot({nonce!r})")
         nb.cells.insert(0, snapshot)
         nb.cells.append(nbformat_v4.new_code_cell(f"{guard}.files({nonce!r})"))
@@ -544,7 +534,7 @@ class GuardedExecute(Execute):
                     "This test did not run to its end, yet no error was shown: your notebook "
                     "changes how cells run or how errors are displayed. The test scores zero."
                 )
-                cell.outputs.append(_error("GradingIntegrityError", evalue))
+                cell.outputs.append(error_output("GradingIntegrityError", evalue))
                 self._note(f"{gid}: scored 0, the test stopped early without showing an error")
         for note in self._notes:
             self.log.warning("%s %s", REPORT_TAG, note)
@@ -615,23 +605,23 @@ class GuardedExecute(Execute):
         if self._dead_in:
             if cell.cell_type == "code":
                 cell.outputs = (
-                    [_error("KernelDied", f"Not run: the kernel died in {self._dead_in}.")]
+                    [error_output("KernelDied", f"Not run: the kernel died in {self._dead_in}.")]
                     if is_test_cell(cell)
                     else []
                 )
             return cell, resources
         try:
             if index == 0 and self._trusted:  # before the snapshot, out of the history
-                KernelLink(self, time.monotonic() + (self.timeout or 300)).load(
-                    "_initlab_guard", GUARD_SOURCE
-                )
+                self._link = KernelLink(self, self._deadline())
+                self._link.load("_initlab_guard", GUARD_SOURCE)
+                self._link.install()
             if is_test_cell(cell) and grade_id(cell) in self._trusted:
                 return self._run_outside(cell, resources, index)
             return super().preprocess_cell(cell, resources, index)
         except (DeadKernelError, KernelGone):
             self._dead_in = grade_id(cell) or f"cell {index}"
             cell.outputs.append(
-                _error(
+                error_output(
                     "KernelDied",
                     "The kernel died while running this cell (os._exit, a crash, or the "
                     "memory limit); the cells after it did not run.",
@@ -659,12 +649,13 @@ class GuardedExecute(Execute):
         """A test cell of an assignment whose checks run outside the kernel: its
         gradebook source runs in this process (initlab_grading.grading.remote)."""
         gid = grade_id(cell)
-        deadline = time.monotonic() + (self.timeout or 300)
-        if self._link is None:  # the kernel's end of the wire, once per kernel
-            self._link = KernelLink(self, deadline)
-            self._link.install()
-        cell.outputs = run_test_cell(self._link, self._trusted[gid], self._modules, gid, deadline)
+        source = self._trusted[gid]
+        cell.outputs = run_test_cell(self._link, source, self._modules, gid, self._deadline())
         return cell, resources
+
+    def _deadline(self) -> float:
+        """When a request to the kernel made now runs out of the per-cell time limit."""
+        return time.monotonic() + (self.timeout or 300)
 
     def process_message(self, msg: dict, cell: NotebookNode, cell_index: int):
         """Every message a cell sends counts against its ``max_output_bytes``, whatever

@@ -318,7 +318,8 @@ class KernelNamespace(dict):
         return value
 
 
-def _error_output(ename: str, evalue: str) -> NotebookNode:
+def error_output(ename: str, evalue: str) -> NotebookNode:
+    """A notebook error output whose traceback is its one line."""
     return NotebookNode(
         output_type="error", ename=ename, evalue=evalue, traceback=[f"{ename}: {evalue}"]
     )
@@ -351,13 +352,13 @@ def run_test_cell(
     except (KernelGone, asyncio.CancelledError):
         raise
     except wire.WireError as exc:
-        error = _error_output(
+        error = error_output(
             "GradingIntegrityError",
             f"The notebook's kernel answered the test with something unreadable ({exc}); "
             "the test scores zero.",
         )
     except Exception as exc:
-        error = _error_output(type(exc).__name__, str(exc))
+        error = error_output(type(exc).__name__, str(exc))
     for stream, buffer in (("stdout", printed), ("stderr", warned)):
         text = buffer.getvalue()
         if len(text) > MAX_PRINTED_CHARS:
