@@ -1,5 +1,7 @@
 """Detection of answers that call the library implementing what is graded."""
 
+import types
+
 import torch
 from torch import nn
 
@@ -139,3 +141,25 @@ def test_names_that_only_look_like_a_forbidden_module_are_not_flagged():
 
     assert uses_library(own_attribute_named_init, ("torch.nn.init", "initlab")) is None
     assert uses_library(functional_is_not_func, _DERIVATIVE_LIBRARIES) is None
+
+
+def _copy(function, module_name="__main__"):
+    """``function`` rebuilt from its code with a copy of its globals, its module renamed:
+    nothing about it names the library but the file its code was compiled from."""
+    names = dict(function.__globals__, __name__=module_name)
+    copy = types.FunctionType(
+        function.__code__, names, function.__name__, function.__defaults__, function.__closure__
+    )
+    copy.__module__ = module_name
+    return copy
+
+
+def test_copies_of_library_functions_are_found():
+    assert "a copy of its normal_" in uses_library(_copy(torch.nn.init.normal_), ("torch.nn.init",))
+    assert "initlab (a copy of its" in uses_library(_copy(engine.init_std), ("initlab",))
+    assert uses_library(_copy(torch.nn.init.normal_), ("initlab",)) is None
+
+    def own(t):
+        return t.normal_()
+
+    assert uses_library(_copy(own), ("torch.nn.init", "initlab")) is None

@@ -51,8 +51,42 @@ def uses_library(func: Callable, forbidden: tuple[str, ...]) -> str | None:
     """Name of the first forbidden module or function ``func`` refers to, or None.
 
     ``forbidden`` holds dotted module names; a module matches itself and its submodules.
+    A function of a student's kernel seen from the grading worker (a ``Remote``, whose
+    type has ``code_image``) is read from the kernel's description of its code.
     """
+    if hasattr(type(func), "code_image"):
+        func = func.code_image()  # type: ignore[attr-defined]
     return _uses(func, forbidden, set())
+
+
+def _copied(code: CodeType, forbidden: tuple[str, ...]) -> str | None:
+    """The forbidden module whose source file ``code`` was compiled from, or None: a
+    function rebuilt from a library function's ``__code__`` (with copies of its globals)
+    keeps the library's file name. A file matches a forbidden module ``a.b`` when its path
+    ends in ``a/b.py`` or ``a/b/<file>.py``, or is the file of a loaded submodule."""
+    parts = code.co_filename.replace("\\", "/").split("/")
+    folders, stem = tuple(parts[:-1]), parts[-1].removesuffix(".py")
+    for module in forbidden:
+        names = tuple(module.split("."))
+        here = folders[-len(names) :] == names
+        if (
+            here
+            or (folders + (stem,))[-len(names) :] == names
+            or module in _loaded_files(tuple(parts))
+        ):
+            return f"{module} (a copy of its {code.co_name})"
+    return None
+
+
+def _loaded_files(parts: tuple[str, ...]) -> set[str]:
+    """The forbidden-module prefixes (every dotted prefix) of the loaded module whose file
+    ``parts`` is."""
+    for name, module in list(sys.modules.items()):
+        path = getattr(module, "__file__", None)
+        if isinstance(path, str) and tuple(path.replace("\\", "/").split("/")) == parts:
+            pieces = name.split(".")
+            return {".".join(pieces[: i + 1]) for i in range(len(pieces))}
+    return set()
 
 
 def _matches(name: str, forbidden: tuple[str, ...]) -> str | None:
@@ -64,9 +98,12 @@ def _matches(name: str, forbidden: tuple[str, ...]) -> str | None:
 
 def _uses(func: Callable, forbidden: tuple[str, ...], seen: set[int]) -> str | None:
     code = getattr(func, "__code__", None)
-    if code is None or id(code) in seen:
+    if not isinstance(code, CodeType) or id(code) in seen:
         return None
     seen.add(id(code))
+    copied = _copied(code, forbidden)
+    if copied:
+        return copied
     names: set[str] = set()
     stack = [code]
     while stack:
@@ -201,6 +238,10 @@ _OWN_WORK = (
 )
 
 
+RECORDED_MODULES = ("torch.nn.init", "initlab.engine")
+"""Modules whose every function an initialisation answer's call records."""
+
+
 def _recorded_modules() -> list[Any]:
     modules = [torch.nn.init]
     try:
@@ -257,8 +298,14 @@ _NO_GRAD_HINT = (
 
 def call_own(student: Callable, *args: Any, what: str, **kwargs: Any) -> Any:
     """Call an initialisation answer with every call into torch.nn.init and initlab.engine
-    recorded; fail if it made one, and explain autograd's in-place error."""
-    with _CallRecorder() as rec:
+    recorded; fail if it made one, and explain autograd's in-place error. A function of a
+    student's kernel (a ``Remote``) is recorded there, by the source files its call runs."""
+    if hasattr(type(student), "calls_recorded"):
+        recording = student.calls_recorded(RECORDED_MODULES)  # type: ignore[attr-defined]
+    else:
+        recording = _CallRecorder()
+    with recording as rec:
+        called = rec if isinstance(rec, list) else rec.called
         try:
             out = call_answer(student, *args, what=what, **kwargs)
         except CheckFailed as exc:
@@ -268,6 +315,6 @@ def call_own(student: Callable, *args: Any, what: str, **kwargs: Any) -> Any:
                     f"{what} raised RuntimeError ({cause.rstrip('.')}). {_NO_GRAD_HINT}"
                 ) from exc.__cause__
             raise
-    if rec.called:
-        raise CheckFailed(f"{what} called {rec.called[0]}. {_OWN_WORK}")
+    if called:
+        raise CheckFailed(f"{what} called {called[0]}. {_OWN_WORK}")
     return out

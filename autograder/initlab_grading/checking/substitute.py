@@ -13,7 +13,13 @@ def earlier_answers_as_references(
     student: Callable, references: dict[str, Callable]
 ) -> Iterator[None]:
     """While active, each name of ``references`` that ``student``'s module namespace (the
-    notebook's) defines is bound to its reference; the student's own come back afterwards."""
+    notebook's) defines is bound to its reference; the student's own come back afterwards.
+    For a function of a student's kernel (a ``Remote``) the kernel binds them during each
+    call, to stand-ins that call the references here."""
+    if hasattr(type(student), "globals_bound"):
+        with student.globals_bound(references):  # type: ignore[attr-defined]
+            yield
+        return
     namespace = getattr(student, "__globals__", None)
     saved = {}
     if isinstance(namespace, dict):

@@ -6,6 +6,7 @@
   ``worker``: long-lived grading workers; ``distributed``: the Dask engine;
 - ``kernels``, ``kernelspecs`` and ``sandbox``: how a grading kernel starts and its limits;
 - ``preprocessors``, ``guard`` and ``evidence``: what nbgrader runs on each notebook;
-  ``remote`` and ``wire``: test cells run outside the kernel, the kernel answering for its
-  names; ``screen``: the cells listed for the instructor's review.
+  ``remote``, ``wire`` and ``code_image``: test cells run outside the kernel, the kernel
+  answering for its names and describing its functions' code; ``screen``: the cells listed
+  for the instructor's review.
 """

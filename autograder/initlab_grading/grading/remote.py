@@ -20,8 +20,9 @@ import io
 import json
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import zmq
@@ -63,17 +64,38 @@ def _raised(name: Any, message: Any) -> Exception:
 
 
 class Remote:
-    """An object that stays in the kernel: calling it calls it there."""
+    """An object that stays in the kernel: calling it calls it there.
 
-    __slots__ = ("_link", "_id", "_type", "_callable")
+    The static checks of initlab_grading.checking read it through :meth:`code_image`; a
+    check that must change or watch what the call does in the kernel wraps the calls in
+    :meth:`globals_bound`, :meth:`calls_recorded` or :meth:`probed`."""
+
+    __slots__ = ("_link", "_id", "_type", "_callable", "_options")
 
     def __init__(self, link: KernelLink, number: int, kind: str, is_callable: bool) -> None:
         self._link, self._id, self._type, self._callable = link, number, kind, is_callable
+        self._options: dict[str, Any] = {}
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if not self._callable:
             raise TypeError(f"'{self._type}' object is not callable")
-        return self._link.call(self, args, kwargs)[0]
+        options, report = self._options, {}
+        record = options.get("record", ((), []))
+        probe = options.get("probe", (None, []))
+        try:
+            return self._link.call(
+                self,
+                args,
+                kwargs,
+                bind=options.get("bind"),
+                record=record[0],
+                probe=probe[0],
+                report=report,
+            )
+        finally:
+            record[1].extend(report.get("recorded", ()))
+            if "probe" in report:
+                probe[1].append(report["probe"])
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
@@ -88,11 +110,76 @@ class Remote:
         the code of ``watched`` (another function of the notebook's) ran during the call."""
 
         def call(*args: Any, **kwargs: Any) -> Any:
-            result, calls = self._link.call(self, args, kwargs, watch=[watched])
-            counts.append(calls[0] if calls else 0)
+            report: dict[str, Any] = {}
+            result = self._link.call(self, args, kwargs, watch=[watched], report=report)
+            counts.append(report["calls"][0] if report.get("calls") else 0)
             return result
 
         return call
+
+    def rows(self, rows: Any, shared: tuple) -> list[Any]:
+        """``[self(row, *shared) for row in rows]`` (each row a copy) in one request;
+        ``rows`` an array or tensor, ``shared`` arguments of every call, crossing once
+        (one random generator advances from call to call). Results of one shape come back
+        as one array, split here."""
+        encode = wire.Encoder(self._link._out_handle)
+        request = {"op": "rows", "id": self._id, "rows": encode(rows)}
+        request["shared"] = encode(list(shared))
+        results = self._link.decode(self._link._request(request)["ok"])
+        if isinstance(results, dict) and set(results) == {"stacked"}:
+            results = list(results["stacked"])
+        if not isinstance(results, list) or len(results) != len(rows):
+            raise wire.WireError("results of unknown form")
+        return results
+
+    def code_image(self) -> Any:
+        """This function as initlab_grading.grading.code_image rebuilds it from the
+        kernel's description (None when it is not a Python function), with the names
+        :meth:`globals_bound` binds holding their values."""
+        from initlab_grading.grading import code_image
+
+        return code_image.rebuild(self._link.describe(self), self._options.get("bind"))
+
+    @contextlib.contextmanager
+    def globals_bound(self, values: dict[str, Any]) -> Iterator[None]:
+        """While active, each call binds the names of ``values`` that the function's
+        namespace (the notebook's) defines to those values, this side's functions as
+        stand-ins, and restores the notebook's own afterwards."""
+        with self._option("bind", dict(values)):
+            yield
+
+    @contextlib.contextmanager
+    def calls_recorded(self, modules: tuple[str, ...]) -> Iterator[list[str]]:
+        """While active, each call records (``module.function``) the functions it ran
+        whose code lies in the source file of one of ``modules``, whatever name or copy
+        reached them; yields the list they are appended to."""
+        called: list[str] = []
+        with self._option("record", (tuple(modules), called)):
+            yield called
+
+    @contextlib.contextmanager
+    def probed(self, module: ModuleType, probe: str, *args: Any) -> Iterator[list[Any]]:
+        """While active, each call runs in the kernel inside ``module.<probe>(*args)``, a
+        context manager of a module that imports nothing of the grader's (loaded into the
+        kernel as text; ``args`` are data): it yields a function whose result (data) is
+        appended to the list yielded here after every call, whether the call returned or
+        raised."""
+        name = self._link.load_probe(module)
+        reports: list[Any] = []
+        with self._option("probe", ([name, probe, list(args)], reports)):
+            yield reports
+
+    @contextlib.contextmanager
+    def _option(self, key: str, value: Any) -> Iterator[None]:
+        saved = self._options.get(key)
+        self._options[key] = value
+        try:
+            yield
+        finally:
+            if saved is None:
+                self._options.pop(key, None)
+            else:
+                self._options[key] = saved
 
 
 class KernelLink:
@@ -103,6 +190,10 @@ class KernelLink:
         self.kc = client.kc
         self.deadline = deadline
         self.callbacks: dict[int, Callable[..., Any]] = {}
+        self.probes: set[str] = set()
+        self.graphs: dict[int, tuple[Any, list]] = {}
+        """The last call's result and tensor inputs of each of this side's functions whose
+        result requires grad, kept for the kernel's backward pass."""
         self.stdout: Callable[[str], Any] = lambda text: None
         """Where what the notebook's code prints during a call goes (and ``stderr``)."""
         self.stderr: Callable[[str], Any] = lambda text: None
@@ -152,12 +243,39 @@ class KernelLink:
     def getattr(self, target: Remote, name: str) -> Any:
         return self.decode(self._request({"op": "getattr", "id": target._id, "name": name})["ok"])
 
+    def describe(self, target: Remote) -> Any:
+        """The kernel's description of a function's code (see code_image)."""
+        reply = self._request({"op": "describe", "id": target._id})
+        return reply["ok"]
+
+    def load_probe(self, probe: ModuleType) -> str:
+        """Load ``probe``'s source into the kernel once; its name there."""
+        name = "_initlab_probe_" + probe.__name__.replace(".", "_")
+        if name not in self.probes:
+            self.load(name, Path(str(probe.__file__)).read_text(encoding="utf-8"))
+            self.probes.add(name)
+        return name
+
     def call(
-        self, target: Remote, args: tuple, kwargs: dict, watch: list[Remote] = ()
-    ) -> tuple[Any, list[int]]:
+        self,
+        target: Remote,
+        args: tuple,
+        kwargs: dict,
+        *,
+        watch: list[Remote] = (),
+        bind: dict[str, Any] | None = None,
+        record: tuple[str, ...] = (),
+        probe: list | None = None,
+        report: dict[str, Any] | None = None,
+    ) -> Any:
         """The result of ``target(*args, **kwargs)`` in the kernel. Arrays among ``args``
-        are updated in place with what the call left in them; ``calls``: how many times
-        each watched function's code ran during the call."""
+        are updated in place with what the call left in them. ``bind``: names of the
+        function's namespace bound for the call; ``record``: modules whose functions'
+        runs are recorded; ``probe``: [module, context manager, arguments] of a loaded module
+        that the call runs inside. What the
+        kernel reports of the call, returned or raised, goes into ``report``: ``calls``,
+        how many times each watched function's code ran; ``recorded``, the recorded
+        functions; ``probe``, the probe's result."""
         encode = wire.Encoder(self._out_handle)
         request = {
             "op": "call",
@@ -165,9 +283,21 @@ class KernelLink:
             "args": encode(list(args)),
             "kwargs": encode(dict(kwargs)),
             "watch": [w._id for w in watch],
+            "bind": encode(dict(bind or {})),
+            "record": list(record),
+            "probe": [probe[0], probe[1], encode(probe[2])] if probe else None,
         }
-        reply = self._request(request)
+        reply = self._request(request, raising=False)
         decode = wire.Decoder(self._in_handle)  # one for the reply: it may refer back
+        if report is not None:
+            calls, recorded = reply.get("calls"), reply.get("recorded")
+            if isinstance(calls, list):
+                report["calls"] = [c for c in calls if type(c) is int]
+            if isinstance(recorded, list):
+                report["recorded"] = [str(r)[:200] for r in recorded[:20]]
+            if "probe" in reply:
+                report["probe"] = decode(reply["probe"])
+        self._raise(reply)
         result = decode(reply.get("ok"))
         after = reply.get("after")
         if isinstance(after, list) and len(after) == len(args):
@@ -177,18 +307,24 @@ class KernelLink:
                     _write_back(arg, new)
                     if new is result:  # the call returned this argument itself
                         result = arg
-        calls = reply.get("calls")
-        return result, [c for c in calls if type(c) is int] if isinstance(calls, list) else []
+        return result
 
-    def _request(self, request: dict) -> dict:
+    def _request(self, request: dict, raising: bool = True) -> dict:
         code = f"__import__('sys').modules['_initlab_wire'].serve({json.dumps(request)!r})"
         reply = self._execute(code)
+        if raising:
+            self._raise(reply)
+        return reply
+
+    @staticmethod
+    def _raise(reply: dict) -> None:
+        """Raise what the kernel's code raised, or a WireError for a reply without a
+        result."""
         if "raised" in reply:
             name, message = (list(reply["raised"]) + ["", ""])[:2]
             raise _raised(name, message)
         if "ok" not in reply and "missing" not in reply:
             raise wire.WireError("a reply without a result")
-        return reply
 
     def _execute(self, code: str, expect_reply: bool = True) -> dict:
         return run_sync(self._async_execute)(code, expect_reply)
@@ -265,24 +401,44 @@ class KernelLink:
 
     def _answer(self, prompt: str) -> str:
         """The reply to the kernel's input request: the result of one of this side's
-        functions, called on the kernel's arguments (any other prompt gets an empty line)."""
+        functions, called on the kernel's arguments, or the gradients of the tensor inputs
+        of its last call given the gradient of its result, when the kernel differentiates
+        through it (any other prompt gets an empty line)."""
         if not prompt.startswith(wire.PREFIX):
             return ""
         try:
             request = json.loads(prompt[len(wire.PREFIX) :])
-            function = self.callbacks[request["cb"]]
+            if "vjp" in request:
+                return json.dumps({"ok": wire.Encoder(self._out_handle)(self._vjp(request))})
+            number = request["cb"]
+            function = self.callbacks[number]
             args = self.decode(request["args"])
             kwargs = self.decode(request["kwargs"])
             if not isinstance(args, list) or not isinstance(kwargs, dict):
                 raise wire.WireError("arguments of unknown form")
+            inputs = wire.grad_leaves([args, kwargs])
             result = function(*args, **kwargs)
+            if inputs and getattr(result, "requires_grad", False) is True:
+                self.graphs[number] = (result, inputs)  # for the kernel's backward pass
             return json.dumps({"ok": wire.Encoder(self._out_handle)(result)})
         except Exception as exc:  # raised in the notebook's call, where it came from
             return json.dumps({"raise": [type(exc).__name__, str(exc)]})
 
+    def _vjp(self, request: dict) -> list:
+        """The gradients of the inputs of a function's last call, given its result's (None
+        for an input the result does not depend on)."""
+        import torch
+
+        result, inputs = self.graphs.pop(request["vjp"])
+        grad = self.decode(request["grad"])
+        if not (isinstance(grad, torch.Tensor) and grad.shape == result.shape):
+            raise wire.WireError("a gradient of unknown form")
+        grads = torch.autograd.grad(result, inputs, grad.to(result.dtype), allow_unused=True)
+        return [None if g is None else g.detach() for g in grads]
+
 
 def _write_back(arg: Any, new: Any) -> None:
-    """Copy what a call left in an array argument into this side's array."""
+    """Copy what a call left in an array, tensor or generator argument into this side's."""
     import numpy as np
 
     if isinstance(arg, np.ndarray) and isinstance(new, np.ndarray) and new.shape == arg.shape:
@@ -290,10 +446,14 @@ def _write_back(arg: Any, new: Any) -> None:
             np.copyto(arg, new, casting="unsafe")
         return
     torch = __import__("sys").modules.get("torch")
-    if torch is not None and isinstance(arg, torch.Tensor) and isinstance(new, torch.Tensor):
+    if torch is None:
+        return
+    if isinstance(arg, torch.Tensor) and isinstance(new, torch.Tensor):
         if new.shape == arg.shape:
             with torch.no_grad():
                 arg.copy_(new)
+    elif isinstance(arg, torch.Generator) and isinstance(new, torch.Generator):
+        arg.set_state(new.get_state())  # the draws the call made
 
 
 class KernelNamespace(dict):
@@ -340,7 +500,7 @@ def run_test_cell(
 ) -> list[NotebookNode]:
     """Run a test cell's source here, its names answered through ``link`` (installed);
     its outputs: what it printed, and its error."""
-    link.deadline, link.callbacks = deadline, {}
+    link.deadline, link.callbacks, link.graphs = deadline, {}, {}
     namespace = KernelNamespace(link, modules)
     printed, warned = io.StringIO(), io.StringIO()
     link.stdout, link.stderr = _capped(printed), _capped(warned)
