@@ -345,6 +345,8 @@ def _mistake_samples() -> list[tuple[str, Sample]]:
             meta.get("grade_id") for c, meta in _code_cells(assignment) if _HIDDEN[0] in c.source
         }
         for sample in samples_for(assignment):
+            if sample.screened:  # a hostile sample: it would change this process
+                continue
             if not sample.blank and set(sample.lost) & hidden and sample.answers:
                 found.append((assignment, sample))
     return found

@@ -66,6 +66,8 @@ def test_ordinary_answers_pass(source):
         ),
         ("stats.norm.isf = lambda q: 0.0", "assigns scipy.stats.norm.isf"),
         ("from scipy import stats as s\ns.kstest = f", "assigns scipy.stats.kstest"),
+        ("import scipy.stats\nscipy.stats.kstest = f", "assigns scipy.stats.kstest"),
+        ("import scipy.stats as st\nst.norm.isf = f", "assigns scipy.stats.norm.isf"),
         ("import torch\nfirst, torch.allclose = 1, f", "assigns torch.allclose"),
         ("import builtins\nbuiltins.abs = len", "assigns builtins.abs"),
         ("del np.any", "deletes numpy.any"),
@@ -122,10 +124,12 @@ def test_only_cells_the_student_could_edit_are_read():
 def test_no_reference_sample_or_released_cell_is_listed(repo, assignment):
     """The release's cells, and the reference answers and every bundled sample's answers as
     cells of their own, screened as grading screens them, with every module the setup binds
-    (grading uses those the test cells use)."""
+    (grading uses those the test cells use): none is listed, except the hostile samples,
+    each with the line it states."""
     release = nbformat.read(repo / "release" / assignment / layout.notebook_name(assignment), 4)
     answers = [("reference", build.reference_answers(repo, assignment))]
-    answers += [(sample.student, sample.answers) for sample in samples_for(assignment)]
+    samples = samples_for(assignment)
+    answers += [(sample.student, sample.answers) for sample in samples if not sample.screened]
     cells = list(release.cells)
     for student, sources in answers:
         for grade_id, source in sources.items():
@@ -135,3 +139,8 @@ def test_no_reference_sample_or_released_cell_is_listed(repo, assignment):
         return cell.metadata.get("where") or f"release cell {index + 1}"
 
     assert review_notes(cells, where, _module_names(release)) == []
+    for sample in samples:
+        if sample.screened:  # a hostile sample: its answers get the line it states
+            sources = [v4.new_code_cell(source) for source in sample.answers.values()]
+            notes = review_notes(sources, where, _module_names(release))
+            assert any(sample.screened in note for note in notes), (sample.student, notes)

@@ -248,11 +248,11 @@ def grade_samples(root: Path, assignment: str) -> list[str]:
         flush=True,
     )
 
-    failed = [
-        r for r in grade_class(root, assignment, progress=lambda _: None) if r.status != "graded"
-    ]
+    graded = grade_class(root, assignment, progress=lambda _: None)
+    failed = [r for r in graded if r.status != "graded"]
     if failed:
         raise CourseError(f"grading failed for {[(r.student, r.detail) for r in failed]}")
+    notes = {r.student: r.notes for r in graded}
     print(f"[{assignment}] nbgrader generate_feedback", flush=True)
     nbgrader(root, "generate_feedback", assignment, "--force")
 
@@ -261,7 +261,14 @@ def grade_samples(root: Path, assignment: str) -> list[str]:
     tests = test_cell_ids(root, assignment)
     results = collect_results(root, assignment, [s.student for s in samples])
     print(format_table(assignment, results, tests), flush=True)
-    return compare_with_samples(results, samples, tests)
+    problems = compare_with_samples(results, samples, tests)
+    for sample in samples:
+        if sample.screened and not any(sample.screened in n for n in notes[sample.student]):
+            problems.append(
+                f"{sample.student}: the grading report's lines {notes[sample.student]} do not "
+                f"say {sample.screened!r}, as the sample states."
+            )
+    return problems
 
 
 def main(argv: list[str] | None = None) -> int:

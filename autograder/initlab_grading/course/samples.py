@@ -30,6 +30,9 @@ class Sample:
     blank: bool = False
     deleted: tuple[str, ...] = ()
     """grade_ids of cells the student deleted from the notebook before submitting."""
+    screened: str = ""
+    """A piece of the review line the grading report gives its answers
+    (initlab_grading.grading.screen); "": they get none."""
 
 
 def samples_for(assignment: str) -> list[Sample]:

@@ -1,9 +1,11 @@
 """What a submission's own code does that no honest answer needs, for the instructor's review.
 
-Hidden tests still run in the student's interpreter (docs/security.md), so a submission
-written against them (importing the references from ``initlab_grading``, hooking the
-interpreter with ``sys.settrace``, rewriting IPython's replies) can gain points that the
-guard in the kernel does not always notice. This screen runs on the grading side, before
+Hidden tests run in the grading worker (docs/security.md), but a submission written against
+them (importing the references from ``initlab_grading``, hooking the interpreter with
+``sys.settrace``, rewriting IPython's replies, patching what the checks use, copying a
+library's functions) is still worth an instructor's look: it says what its author tried, and
+the checks that ask the kernel about an answer's own code rest on the kernel's report. This
+screen runs on the grading side, before
 the kernel starts, over the source of every code cell the student could edit (answer
 cells and cells the student added; the instructor's locked cells are restored by nbgrader
 before this runs): a cell that names one of these tools, changes an attribute of a
@@ -63,7 +65,9 @@ def changed_modules(source: str, modules: Mapping[str, str]) -> list[str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             for alias in node.names:
-                imported[alias.asname or alias.name.split(".")[0]] = alias.name
+                # `import a.b` binds a (to module a); `import a.b as c` binds c to a.b
+                top = alias.name.split(".")[0]
+                imported[alias.asname or top] = alias.name if alias.asname else top
         elif isinstance(node, ast.ImportFrom) and node.module:
             for alias in node.names:
                 imported[alias.asname or alias.name] = f"{node.module}.{alias.name}"

@@ -29,11 +29,15 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.overrides import TorchFunctionMode
 
 from initlab.checks import CheckFailed, as_array, call_answer, check_finite, unit_roundoff
+from initlab_grading.checking.calls import inside
 from initlab_grading.checking.integrity import uses_library
 from initlab_grading.checking.reveal import expected, formula
+
+CHECKS_OUTSIDE_KERNEL = True
+"""The test cells run in the grading worker, the kernel answering for the notebook's names
+(initlab_grading.grading.remote)."""
 
 EVIDENCE = {"observations": ["train_six"]}
 """Written answers and the code cells (grade_ids) whose submitted outputs they discuss:
@@ -380,31 +384,6 @@ _BY_HAND = (
 )
 
 
-class _AutogradWatch(TorchFunctionMode):
-    """Records the first sign that a call differentiates with torch's machinery."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.evidence: str | None = None
-
-    def note(self, what: str) -> None:
-        if self.evidence is None:
-            self.evidence = what
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        name = getattr(func, "__name__", "") or ""
-        module = getattr(func, "__module__", "") or ""
-        if "backward" in name:
-            self.note(f"{name} (a backward kernel, or .backward())")
-        elif "dual" in name:
-            self.note("dual numbers (forward-mode autograd: torch.func.jvp, forward_ad)")
-        elif module.startswith("torch.autograd"):
-            self.note(f"torch.autograd's {name}")
-        elif torch.is_grad_enabled():
-            self.note("autograd switched back on (torch.enable_grad or set_grad_enabled)")
-        return func(*args, **(kwargs or {}))
-
-
 def _forbidden_module(func: Callable) -> str | None:
     used = uses_library(func, FORBIDDEN_IN_DERIVATIVES)
     if used is None:
@@ -417,29 +396,19 @@ def _forbidden_module(func: Callable) -> str | None:
 
 def _call_by_hand(func: Callable, args: tuple, label: str) -> Any:
     """``func(*args)`` under no_grad, refusing any differentiation by torch."""
-    watch = _AutogradWatch()
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        watch.note("an autograd graph (tensors saved for a backward pass)")
-        return t
-
-    try:
-        with (
-            torch.no_grad(),
-            torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t),
-            watch,
-        ):
+    with inside(func, "autograd_watch") as evidence:
+        try:
             out = call_answer(func, *args, what=label, hint=_BY_HAND)
-    except CheckFailed as exc:
-        if "saved tensor hooks" in str(exc.__cause__ or ""):
-            raise CheckFailed(f"{label} uses torch.func to differentiate. {_BY_HAND}") from None
-        if watch.evidence is not None:  # e.g. torch.autograd.grad on a tensor without a graph
-            raise CheckFailed(
-                f"{label} differentiates with torch: {watch.evidence}. {_BY_HAND}"
-            ) from exc
-        raise
-    if watch.evidence is not None:
-        raise CheckFailed(f"{label} differentiates with torch: {watch.evidence}. {_BY_HAND}")
+        except CheckFailed as exc:
+            if "saved tensor hooks" in str(exc.__cause__ or ""):
+                raise CheckFailed(f"{label} uses torch.func to differentiate. {_BY_HAND}") from None
+            if evidence() is not None:  # e.g. torch.autograd.grad on a tensor without a graph
+                raise CheckFailed(
+                    f"{label} differentiates with torch: {evidence()}. {_BY_HAND}"
+                ) from exc
+            raise
+        if evidence() is not None:
+            raise CheckFailed(f"{label} differentiates with torch: {evidence()}. {_BY_HAND}")
     return out
 
 

@@ -25,8 +25,13 @@ from initlab.checks import (
     check_finite,
     unit_roundoff,
 )
+from initlab_grading.checking.calls import inside
 from initlab_grading.checking.integrity import uses_library
 from initlab_grading.checking.reveal import expected, formula
+
+CHECKS_OUTSIDE_KERNEL = True
+"""The test cells run in the grading worker, the kernel answering for the notebook's names
+(initlab_grading.grading.remote)."""
 
 U32 = unit_roundoff(np.float32)
 U64 = unit_roundoff(np.float64)
@@ -147,7 +152,7 @@ CANCELLATION_HINT = (
 def _call_sigmoid(func: Callable, x: np.ndarray, name: str) -> np.ndarray:
     what = f"{name} on a {x.dtype} array"
     try:
-        with np.errstate(over="raise", invalid="raise", divide="raise", under="ignore"):
+        with inside(func, "float_errors_raised"):
             out = call_answer(func, x.copy(), what=what)
     except CheckFailed as exc:
         if isinstance(exc.__cause__, FloatingPointError):

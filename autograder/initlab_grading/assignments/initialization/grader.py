@@ -48,10 +48,15 @@ from initlab.checks import (
     unit_roundoff,
     z_score,
 )
+from initlab_grading.checking.calls import inside
 from initlab_grading.checking.integrity import call_own, refuse_libraries
 from initlab_grading.checking.reveal import expected, formula
 from initlab_grading.checking.substitute import graded_with_references
 from initlab_grading.checking.thresholds import CELL_FALSE_FAILURE, skew_adjusted_z
+
+CHECKS_OUTSIDE_KERNEL = True
+"""The test cells run in the grading worker, the kernel answering for the notebook's names
+(initlab_grading.grading.remote)."""
 
 # --------------------------------------------------------------------------------------
 # Variance formulas (references)
@@ -522,11 +527,11 @@ def check_initializer(
     z = z_score(per_check)
     for kw in calls:
         for shape in shapes:
-            torch.manual_seed(1234)
             tensor = torch.full(shape, float("nan"), dtype=torch.float32, requires_grad=True)
             ptr = tensor.data_ptr()
             what = f"{kind}_(torch.empty{shape}{''.join(f', {k}={v!r}' for k, v in kw.items())})"
-            out = call_own(student, tensor, what=what, **kw)
+            with inside(student, "torch_seeded", 1234):  # in the kernel, for one there
+                out = call_own(student, tensor, what=what, **kw)
             if out is not tensor or tensor.data_ptr() != ptr:
                 raise CheckFailed(
                     f"{what} must fill the tensor it is given in place and return that same "

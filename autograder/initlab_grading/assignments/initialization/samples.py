@@ -23,6 +23,39 @@ def xavier_uniform_(tensor, gain=1.0):
         return tensor.uniform_(-bound, bound)
 """
 
+_COPIED_XAVIER = """
+import types
+
+
+def _copied(module):
+    names = dict(vars(module), __name__=__name__)
+    for key, value in list(names.items()):
+        if isinstance(value, types.FunctionType) and value.__module__ == module.__name__:
+            copy = types.FunctionType(
+                value.__code__, names, key, value.__defaults__, value.__closure__
+            )
+            copy.__kwdefaults__ = value.__kwdefaults__
+            copy.__module__ = __name__
+            names[key] = copy
+    return names
+
+
+xavier_normal_ = _copied(torch.nn.init)["xavier_normal_"]
+"""
+
+_PATCHED_STATS = """
+import scipy.stats
+from types import SimpleNamespace
+
+scipy.stats.kstest = lambda *args, **kwargs: SimpleNamespace(statistic=0.0, pvalue=1.0)
+scipy.stats.norm.isf = lambda *args, **kwargs: float("inf")
+
+
+def xavier_normal_(tensor, gain=1.0):
+    with torch.no_grad():
+        return tensor.zero_()
+"""
+
 _GAIN = """
 def calculate_gain(nonlinearity, param=None):
     if nonlinearity == "tanh":
@@ -329,5 +362,23 @@ def kaiming_average_normal_(tensor):
 """
         },
         lost={"test_kaiming_average": "gain sqrt(2) is missing"},
+    ),
+    Sample(
+        "copied-torch-init",
+        "xavier_normal_ is torch.nn.init's own, rebuilt from its code with copies of its "
+        "globals and helpers under the notebook's module name, so that nothing it names is "
+        "torch.nn.init",
+        answers={"xavier": _FANS + _COPIED_XAVIER + _XAVIER_UNIFORM},
+        lost={"test_xavier_normal": "uses torch.nn.init (a copy of its xavier_normal_)"},
+        screened="names FunctionType (a function's code or globals)",
+    ),
+    Sample(
+        "scipy-stats-patched",
+        "xavier_normal_ writes zeros and the notebook replaces scipy.stats.kstest and "
+        "norm.isf so that any distribution would pass in its own process; the checks run in "
+        "the grading worker, whose scipy is untouched",
+        answers={"xavier": _FANS + _PATCHED_STATS + _XAVIER_UNIFORM},
+        lost={"test_xavier_normal": "standard deviation"},
+        screened="assigns scipy.stats.kstest",
     ),
 ]

@@ -26,6 +26,10 @@ from initlab_grading.checking.integrity import call_own, refuse_libraries
 from initlab_grading.checking.reveal import expected, formula
 from initlab_grading.checking.thresholds import CELL_FALSE_FAILURE
 
+CHECKS_OUTSIDE_KERNEL = True
+"""The test cells run in the grading worker, the kernel answering for the notebook's names
+(initlab_grading.grading.remote)."""
+
 EVIDENCE = {
     "symmetry_explain": ["symmetry_demo"],
     "together": ["putting_together"],

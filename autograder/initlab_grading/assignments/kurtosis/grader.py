@@ -35,9 +35,14 @@ import numpy as np
 import torch
 
 from initlab.checks import CheckFailed, as_array, call_answer, check_finite, unit_roundoff
+from initlab_grading.checking.calls import call_rows
 from initlab_grading.checking.reveal import expected, formula
 from initlab_grading.checking.substitute import graded_with_references
 from initlab_grading.checking.thresholds import CELL_FALSE_FAILURE, skew_adjusted_z
+
+CHECKS_OUTSIDE_KERNEL = True
+"""The test cells run in the grading worker, the kernel answering for the notebook's names
+(initlab_grading.grading.remote)."""
 
 # --------------------------------------------------------------------------------------
 # References
@@ -577,10 +582,10 @@ def check_he_transform(student: Callable) -> None:
     X = he_test_inputs(HE_CALLS, rng)
     gen = torch.Generator().manual_seed(77)
     what = "he_transform(x, generator)"
+    inputs = torch.tensor(X, dtype=torch.float32)  # the visible test's dtype
     Z = np.empty_like(X)
-    for i in range(HE_CALLS):
-        x = torch.tensor(X[i], dtype=torch.float32)  # the dtype of the visible test
-        Z[i] = as_array(call_answer(student, x, gen, what=what), what, shape=(5,))
+    for i, z in enumerate(call_rows(student, inputs, gen, what=what)):
+        Z[i] = as_array(z, what, shape=(5,))
     check_finite(Z, f"the outputs of {what}")
     r1, r2, r3 = he_norm_moments()
     m2, m4, m6 = r1, 3 * r2, 15 * r3
