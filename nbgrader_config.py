@@ -83,9 +83,10 @@ c.Autograde.sanitize_preprocessors = [
 ]
 c.OverwriteCells.add_missing_cells = True
 
-# Executing: a submission that replaces what the tests rely on (numpy.allclose, builtins,
-# IPython's error display) gains nothing, a kernel that dies keeps the scores of the cells
-# that ran before, huge output is cut (initlab_grading.grading.preprocessors.GuardedExecute).
+# Executing: test cells run in nbgrader's own process, the kernel answering for the
+# notebook's names (initlab_grading.grading.remote), so a submission that replaces what the
+# tests rely on gains nothing; a kernel that dies keeps the scores of the cells that ran
+# before; huge output is cut (initlab_grading.grading.preprocessors.GuardedExecute).
 c.Autograde.autograde_preprocessors = [
     GuardedExecute,
     ShowSubmittedEvidence,
