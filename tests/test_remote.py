@@ -15,7 +15,7 @@ import pytest
 import torch
 from nbclient import NotebookClient
 
-from initlab_grading.grading import wire
+from initlab_grading.grading import remote, wire
 from initlab_grading.grading.remote import KernelLink, Remote, RemoteError, run_test_cell
 
 
@@ -212,6 +212,20 @@ def test_calls_write_back_arrays_and_answer_the_kernels_calls(kernel):
 
     end, value = link.get("descend")[1]([4.0, -2.0], lambda p: float(p @ p), grad, 3)
     assert len(seen) == 3 and np.allclose(end, 0.0) and value == 0.0
+
+
+def test_a_long_request_travels_over_the_input_channel(kernel):
+    """A request with arrays is not put into the code the kernel executes (ipykernel hashes
+    that in pure Python); the kernel fetches it, and gets it once."""
+    link = _link(kernel)
+    sent = []
+    execute = link._execute
+    link._execute = lambda code, *a: sent.append(code) or execute(code, *a)
+    x = np.arange(100_000, dtype=float)
+    link.get("scale_in_place")[1](x, 2.0)
+    assert np.array_equal(x, 2 * np.arange(100_000)) and link.pending == ""
+    assert max(map(len, sent)) < remote.MAX_INLINE_REQUEST
+    assert link._answer(wire.PREFIX + '{"pending": true}') == ""
 
 
 def test_the_kernel_counts_calls_of_a_watched_function(kernel):

@@ -40,6 +40,10 @@ MAX_PRINTED_CHARS = 100_000
 """Characters of a test cell's printed output kept (its own and the kernel's, each)."""
 MAX_MESSAGE_CHARS = 2_000
 """Characters kept of the message of an error the kernel's code raised."""
+MAX_INLINE_REQUEST = 4_096
+"""Characters of a request sent in the code of an execute request; a longer one (arrays)
+is sent over the kernel's input channel when the kernel asks for it, because ipykernel
+hashes every executed code in pure Python (about 0.25 s a megabyte)."""
 
 
 _REPLY_LINE = re.compile("\n?" + re.escape(wire.PREFIX) + "[^\n]*\n?")
@@ -197,6 +201,8 @@ class KernelLink:
         self.stdout: Callable[[str], Any] = lambda text: None
         """Where what the notebook's code prints during a call goes (and ``stderr``)."""
         self.stderr: Callable[[str], Any] = lambda text: None
+        self.pending = ""
+        """A request too long for the code of an execute request, until the kernel asks."""
 
     # the wire's two handle kinds, seen from this side
     def _out_handle(self, obj: Any) -> dict:
@@ -310,8 +316,17 @@ class KernelLink:
         return result
 
     def _request(self, request: dict, raising: bool = True) -> dict:
-        code = f"__import__('sys').modules['_initlab_wire'].serve({json.dumps(request)!r})"
-        reply = self._execute(code)
+        text = json.dumps(request)
+        serve = "__import__('sys').modules['_initlab_wire'].serve"
+        if len(text) > MAX_INLINE_REQUEST:
+            self.pending = text
+            code = f"{serve}_pending()"
+        else:
+            code = f"{serve}({text!r})"
+        try:
+            reply = self._execute(code)
+        finally:
+            self.pending = ""
         if raising:
             self._raise(reply)
         return reply
@@ -400,14 +415,17 @@ class KernelLink:
         return reply
 
     def _answer(self, prompt: str) -> str:
-        """The reply to the kernel's input request: the result of one of this side's
-        functions, called on the kernel's arguments, or the gradients of the tensor inputs
-        of its last call given the gradient of its result, when the kernel differentiates
-        through it (any other prompt gets an empty line)."""
+        """The reply to the kernel's input request: the pending request, the result of one
+        of this side's functions called on the kernel's arguments, or the gradients of the
+        tensor inputs of its last call given the gradient of its result, when the kernel
+        differentiates through it (any other prompt gets an empty line)."""
         if not prompt.startswith(wire.PREFIX):
             return ""
         try:
             request = json.loads(prompt[len(wire.PREFIX) :])
+            if "pending" in request:  # the request itself, once
+                text, self.pending = self.pending, ""
+                return text
             if "vjp" in request:
                 return json.dumps({"ok": wire.Encoder(self._out_handle)(self._vjp(request))})
             number = request["cb"]

@@ -551,6 +551,12 @@ def _is_array(value: Any) -> bool:
     return torch is not None and isinstance(value, torch.Tensor | torch.Generator)
 
 
+def serve_pending() -> None:
+    """:func:`serve` for a request too long to travel in the code of an execute request:
+    the worker sends it over the input channel."""
+    serve(builtins.input(PREFIX + json.dumps({"pending": True})))
+
+
 def serve(text: str) -> None:
     """Run one request (JSON) against the kernel's user namespace and print the reply."""
     shell = sys.modules["IPython"].get_ipython()
