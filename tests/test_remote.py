@@ -91,11 +91,24 @@ def _raw(array, kind=None):
         {"t": "float", "v": "abc"},
         {"t": "tensor", **_raw(np.zeros(2)), "dtype": "Tensor"},
         {"t": "eval", "v": "__import__('os')"},
+        {"t": "nd", "np": "<f8", "shape": [2], "buf": 1},  # no such part
+        {"t": "nd", "np": "<f8", "shape": [2], "buf": "0"},
+        {"t": "nd", "np": "<f8", "shape": [3], "buf": 0},  # 16 bytes for 24
     ],
 )
 def test_malformed_replies_are_refused(form):
     with pytest.raises(wire.WireError):
-        wire.Decoder(lambda f: f)(form)
+        wire.Decoder(lambda f: f, [memoryview(bytes(16))])(form)
+
+
+def test_arrays_cross_as_binary_parts_of_a_message():
+    buffers: list = []
+    value = [np.arange(6.0).reshape(2, 3), torch.ones(2, dtype=torch.int64), np.float32(2.5)]
+    form = json.loads(json.dumps(wire.Encoder(repr, buffers)(value)))
+    assert len(buffers) == 3 and '"b"' not in json.dumps(form)
+    got = wire.Decoder(lambda f: f, [memoryview(b) for b in buffers])(form)
+    assert np.array_equal(got[0], value[0]) and torch.equal(got[1], value[1])
+    assert got[2] == np.float32(2.5) and got[2].dtype == np.float32
 
 
 # -- against a real kernel ----------------------------------------------------------------
@@ -268,15 +281,21 @@ def test_a_test_cell_runs_here_with_the_kernels_names(kernel):
 
 
 def test_a_kernel_that_answers_nonsense_scores_zero(kernel):
-    """base64's encoder replaced in the kernel: every array it sends is garbage. The test
+    """The kernel's message sender replaced: every array it sends is garbage. The test
     cell scores zero with a message; the grader is unharmed."""
-    tamper = "import base64\nbase64.b64encode, _saved = (lambda b: b'garbage!'), base64.b64encode"
+    tamper = (
+        "_session = get_ipython().kernel.session\n"
+        "_saved = _session.send\n"
+        "def _garbage(*args, buffers=None, **kwargs):\n"
+        "    return _saved(*args, buffers=[b'garbage!' for _ in buffers or []], **kwargs)\n"
+        "_session.send = _garbage\n"
+    )
     kernel.execute_cell(nbformat.v4.new_code_cell(tamper), 0)
     try:
         test = "assert len(rows) == 2"
         outputs = run_test_cell(_link(kernel), test, {}, "t", time.monotonic() + 30)
     finally:
-        kernel.execute_cell(nbformat.v4.new_code_cell("base64.b64encode = _saved"), 0)
+        kernel.execute_cell(nbformat.v4.new_code_cell("_session.send = _saved"), 0)
     assert outputs[-1]["ename"] == "GradingIntegrityError"
     assert "unreadable" in outputs[-1]["evalue"]
 

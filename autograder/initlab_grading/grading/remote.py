@@ -18,7 +18,6 @@ import contextlib
 import importlib
 import io
 import json
-import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -34,8 +33,8 @@ from initlab_grading.grading import wire
 
 WIRE_SOURCE = Path(wire.__file__).read_text(encoding="utf-8")
 MAX_REPLY_BYTES = 64_000_000
-"""A request's reply (the kernel's printed output) may not exceed this; past it, the call
-fails and the rest is not kept."""
+"""A request's reply (its message and what the call printed) may not exceed this; past it,
+the call fails and the rest is not kept."""
 MAX_PRINTED_CHARS = 100_000
 """Characters of a test cell's printed output kept (its own and the kernel's, each)."""
 MAX_MESSAGE_CHARS = 2_000
@@ -44,9 +43,6 @@ MAX_INLINE_REQUEST = 4_096
 """Characters of a request sent in the code of an execute request; a longer one (arrays)
 is sent over the kernel's input channel when the kernel asks for it, because ipykernel
 hashes every executed code in pure Python (about 0.25 s a megabyte)."""
-
-
-_REPLY_LINE = re.compile("\n?" + re.escape(wire.PREFIX) + "[^\n]*\n?")
 
 
 class KernelGone(RuntimeError):
@@ -203,6 +199,8 @@ class KernelLink:
         self.stderr: Callable[[str], Any] = lambda text: None
         self.pending = ""
         """A request too long for the code of an execute request, until the kernel asks."""
+        self.buffers: Any = ()
+        """The binary parts of the kernel's last reply, which its arrays' forms refer to."""
 
     # the wire's two handle kinds, seen from this side
     def _out_handle(self, obj: Any) -> dict:
@@ -223,7 +221,8 @@ class KernelLink:
         return Remote(self, number, kind[:80], form.get("call") is True)
 
     def decode(self, form: Any) -> Any:
-        return wire.Decoder(self._in_handle)(form)
+        """A value of the kernel's last reply (or of its current question)."""
+        return wire.Decoder(self._in_handle, self.buffers)(form)
 
     def install(self) -> None:
         """(Re)load the kernel's end of the wire; the kernel forgets earlier handles."""
@@ -294,7 +293,7 @@ class KernelLink:
             "probe": [probe[0], probe[1], encode(probe[2])] if probe else None,
         }
         reply = self._request(request, raising=False)
-        decode = wire.Decoder(self._in_handle)  # one for the reply: it may refer back
+        decode = wire.Decoder(self._in_handle, self.buffers)  # one for the reply: it may refer back
         if report is not None:
             calls, recorded = reply.get("calls"), reply.get("recorded")
             if isinstance(calls, list):
@@ -359,6 +358,8 @@ class KernelLink:
         size = 0
         idle = replied = interrupted = False
         error: dict | None = None
+        reply: Any = None
+        self.buffers = ()
         while not (idle and replied):
             left = self.deadline - time.monotonic()
             if left <= 0 and not interrupted:
@@ -389,27 +390,27 @@ class KernelLink:
                         printed.append(text)
                     else:
                         self.stderr(text)
+                elif kind == wire.REPLY and channel is kc.iopub_channel:
+                    buffers = [memoryview(b).cast("B") for b in msg.get("buffers", [])]
+                    size += len(json.dumps(content)) + sum(len(b) for b in buffers)
+                    if size > MAX_REPLY_BYTES:
+                        raise wire.WireError(f"a reply of more than {MAX_REPLY_BYTES} bytes")
+                    reply, self.buffers = content, buffers
                 elif kind == "error":
                     error = content
                 elif kind == "status" and content.get("execution_state") == "idle":
                     idle = True
                 elif kind == "execute_reply":
                     replied = True
-        text = "".join(printed)
-        lines = [ln for ln in text.split("\n") if ln.startswith(wire.PREFIX)]
-        self.stdout(_REPLY_LINE.sub("", text))
+        self.stdout("".join(printed))
         if interrupted:
             raise TimeoutError("it did not finish within the time limit of the test")
         if error is not None:
             raise _raised(error.get("ename", "Exception"), error.get("evalue", ""))
         if not expect_reply:
             return {}
-        if not lines:
+        if reply is None:
             raise wire.WireError("no reply")
-        try:
-            reply = json.loads(lines[-1][len(wire.PREFIX) :])
-        except ValueError:
-            raise wire.WireError("an unreadable reply") from None
         if not isinstance(reply, dict):
             raise wire.WireError("a reply that is not an object")
         return reply

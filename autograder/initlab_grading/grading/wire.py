@@ -3,8 +3,10 @@
 The checks of an assignment whose grader sets ``CHECKS_OUTSIDE_KERNEL`` run in the grading
 worker (initlab_grading.grading.remote); the kernel only answers requests about its own
 names: the value of a name, the result of calling one of its functions on arguments the
-worker chose. Everything crosses as data: JSON whose arrays are their raw bytes in base64
-with a numeric type and a shape (never pickles or objects). What is not data (a function,
+worker chose. Everything crosses as data: JSON whose arrays are their raw bytes with a
+numeric type and a shape (never pickles or objects); the kernel sends its reply as one
+message whose arrays' bytes are binary parts of it, anything else puts them in the JSON in
+base64. What is not data (a function,
 a module, a model) stays in the kernel and crosses as a handle, a number the worker can
 call or read an attribute of. A function of the worker's passed to a student's function (the bowl an
 optimiser descends) stays in the worker too: the kernel gets a stand-in that asks the
@@ -32,7 +34,7 @@ from typing import Any
 import numpy as np
 
 PREFIX = "\x1e_initlab_wire "
-"""Starts the line that carries the kernel's reply to a request."""
+"""Starts the kernel's input prompts that ask the worker something."""
 MAX_DEPTH = 32
 """Containers nested deeper than this cross as handles."""
 KEYS = (str, int, float, bool)
@@ -43,20 +45,27 @@ class WireError(ValueError):
     """A reply that is not well-formed data of this format."""
 
 
-def _pack(array: np.ndarray) -> dict:
-    """An array's bytes (base64), numpy type and shape."""
-    encoded = base64.b64encode(array.tobytes(order="C")).decode("ascii")
-    return {"b": encoded, "np": array.dtype.str, "shape": list(array.shape)}
+def _pack(array: np.ndarray, buffers: list | None = None) -> dict:
+    """An array's bytes, numpy type and shape; the bytes go to the end of ``buffers`` (the
+    form names their place) or, without a list, into the form in base64."""
+    form: dict[str, Any] = {"np": array.dtype.str, "shape": list(array.shape)}
+    if buffers is None:
+        form["b"] = base64.b64encode(array.tobytes(order="C")).decode("ascii")
+    else:
+        form["buf"] = len(buffers)
+        buffers.append(array.tobytes(order="C"))
+    return form
 
 
-def _unpack(form: dict) -> np.ndarray:
+def _unpack(form: dict, buffers: Any = ()) -> np.ndarray:
     """The array :func:`_pack` describes: numbers only (no objects, no records), its bytes
-    exactly as many as its type and shape need."""
-    kind, shape, text = form.get("np"), form.get("shape"), form.get("b")
+    (base64 in the form, or the form's place in ``buffers``) exactly as many as its type and
+    shape need."""
+    kind, shape, text, place = form.get("np"), form.get("shape"), form.get("b"), form.get("buf")
     if not (
         isinstance(kind, str)
         and len(kind) <= 8
-        and isinstance(text, str)
+        and (isinstance(text, str) or type(place) is int and 0 <= place < len(buffers))
         and isinstance(shape, list)
         and len(shape) <= 32
         and all(type(n) is int and n >= 0 for n in shape)
@@ -68,10 +77,13 @@ def _unpack(form: dict) -> np.ndarray:
         raise WireError("an array of unknown type") from None
     if dtype.kind not in "biufc" or dtype.fields is not None or dtype.subdtype is not None:
         raise WireError("an array of objects")
-    try:
-        raw = base64.b64decode(text, validate=True)
-    except binascii.Error:
-        raise WireError("unreadable array bytes") from None
+    if isinstance(text, str):
+        try:
+            raw: Any = base64.b64decode(text, validate=True)
+        except binascii.Error:
+            raise WireError("unreadable array bytes") from None
+    else:
+        raw = buffers[place]
     if len(raw) != dtype.itemsize * math.prod(shape):
         raise WireError("an array whose bytes do not fit its shape")
     return np.frombuffer(bytearray(raw), dtype=dtype).reshape(shape)
@@ -81,10 +93,11 @@ class Encoder:
     """Turns values into the wire's JSON-ready form. ``handle(obj)`` gives the form of an
     object that is not data (each side supplies its own); repeated objects cross once and
     then as references, so a list that holds one array twice arrives holding one array
-    twice."""
+    twice. With ``buffers``, arrays' bytes go there instead of into the JSON."""
 
-    def __init__(self, handle: Any) -> None:
+    def __init__(self, handle: Any, buffers: list | None = None) -> None:
         self.handle = handle
+        self.buffers = buffers
         self.seen: dict[int, int] = {}
         self.keep: list[Any] = []  # ids stay unique while encoding
 
@@ -100,13 +113,13 @@ class Encoder:
         if type(value) is str:
             return {"t": "str", "v": value}
         if isinstance(value, np.generic) and value.dtype.kind in "biufc":
-            return {"t": "scalar", **_pack(np.asarray(value))}
+            return {"t": "scalar", **_pack(np.asarray(value), self.buffers)}
         key = id(value)
         if key in self.seen:
             return {"t": "ref", "i": self.seen[key]}
         if isinstance(value, np.ndarray) and value.dtype.kind in "biufc":
             self._remember(value)
-            return {"t": "nd", **_pack(np.asarray(value))}
+            return {"t": "nd", **_pack(np.asarray(value), self.buffers)}
         torch = sys.modules.get("torch")
         if torch is not None and isinstance(value, torch.Tensor) and not value.is_complex():
             self._remember(value)
@@ -116,7 +129,7 @@ class Encoder:
                 data = data.float()
             return {
                 "t": "tensor",
-                **_pack(data.numpy()),
+                **_pack(data.numpy(), self.buffers),
                 "dtype": kind,
                 "grad": bool(value.requires_grad),
             }
@@ -132,7 +145,7 @@ class Encoder:
             return {"t": "items", "v": [[self(k), self(v, depth + 1)] for k, v in value.items()]}
         if torch is not None and type(value) is torch.Generator and value.device.type == "cpu":
             self._remember(value)
-            return {"t": "generator", **_pack(value.get_state().numpy())}
+            return {"t": "generator", **_pack(value.get_state().numpy(), self.buffers)}
         return self.handle(value)
 
     def _remember(self, value: Any) -> None:
@@ -142,10 +155,12 @@ class Encoder:
 
 class Decoder:
     """Reads the wire's form back; ``handle(form)`` makes the object a handle stands
-    for. Anything malformed raises :class:`WireError`."""
+    for; ``buffers``, the binary parts of the message the form came in. Anything malformed
+    raises :class:`WireError`."""
 
-    def __init__(self, handle: Any) -> None:
+    def __init__(self, handle: Any, buffers: Any = ()) -> None:
         self.handle = handle
+        self.buffers = buffers
         self.objects: list[Any] = []
 
     def __call__(self, form: Any, depth: int = 0) -> Any:
@@ -171,7 +186,7 @@ class Decoder:
         if kind == "str" and isinstance(v, str):
             return v
         if kind == "scalar":
-            array = _unpack(form)
+            array = _unpack(form, self.buffers)
             if array.shape != () or array.dtype.kind not in "biufc":
                 raise WireError("a scalar that is not one")
             return array[()]
@@ -181,7 +196,7 @@ class Decoder:
                 raise WireError("a reference to nothing")
             return self.objects[index]
         if kind == "nd":
-            array = _unpack(form)
+            array = _unpack(form, self.buffers)
             if array.dtype.kind not in "biufc":
                 raise WireError("an array of objects")
             self.objects.append(array)
@@ -225,7 +240,7 @@ class Decoder:
     def _generator(self, form: dict) -> Any:
         import torch
 
-        state = _unpack(form)
+        state = _unpack(form, self.buffers)
         if state.dtype != np.uint8 or state.ndim != 1:
             raise WireError("a random generator's state of unknown form")
         generator = torch.Generator()
@@ -239,7 +254,7 @@ class Decoder:
     def _tensor(self, form: dict) -> Any:
         import torch
 
-        array = _unpack(form)
+        array = _unpack(form, self.buffers)
         if array.dtype.kind not in "biuf":
             raise WireError("a tensor of objects")
         dtype = getattr(torch, str(form.get("dtype")), None)
@@ -351,16 +366,16 @@ def _bridge() -> Any:
     return Bridge
 
 
-def _run(request: dict, namespace: dict, extra: dict) -> dict:
+def _run(request: dict, namespace: dict, extra: dict, buffers: list) -> dict:
     op = request["op"]
     if op == "get":
         name = request["name"]
         if name not in namespace:
             return {"missing": True}
-        return {"ok": Encoder(_handle)(namespace[name])}
+        return {"ok": Encoder(_handle, buffers)(namespace[name])}
     target = _objects[request["id"]]
     if op == "getattr":
-        return {"ok": Encoder(_handle)(getattr(target, request["name"]))}
+        return {"ok": Encoder(_handle, buffers)(getattr(target, request["name"]))}
     if op == "describe":
         return {"ok": _describe(target)}
     if op == "rows":  # one call per row of an array, the other arguments shared
@@ -368,7 +383,7 @@ def _run(request: dict, namespace: dict, extra: dict) -> dict:
         rows, shared = decode(request["rows"]), decode(request["shared"])
         results = [target(row.copy() if isinstance(row, np.ndarray) else row.clone(), *shared)
                    for row in rows]  # fmt: skip
-        return {"ok": Encoder(_handle)(_stacked(results))}
+        return {"ok": Encoder(_handle, buffers)(_stacked(results))}
     if op != "call":
         raise WireError(f"unknown request {op!r}")
     decode = Decoder(_stand_in)
@@ -414,11 +429,11 @@ def _run(request: dict, namespace: dict, extra: dict) -> dict:
                 extra["calls"] = counts
                 extra["recorded"] = recorded
                 if report is not None:
-                    extra["probe"] = Encoder(_handle)(report())
+                    extra["probe"] = Encoder(_handle, buffers)(report())
     finally:
         if isinstance(names, dict):
             names.update(saved)
-    encode = Encoder(_handle)
+    encode = Encoder(_handle, buffers)
     return {
         "ok": encode(result),
         "after": [encode(a) if _is_array(a) else None for a in args],
@@ -557,14 +572,22 @@ def serve_pending() -> None:
     serve(builtins.input(PREFIX + json.dumps({"pending": True})))
 
 
+REPLY = "initlab_wire_reply"
+"""The type of the message that carries the kernel's reply to a request."""
+
+
 def serve(text: str) -> None:
-    """Run one request (JSON) against the kernel's user namespace and print the reply."""
+    """Run one request (JSON) against the kernel's user namespace and send the reply: one
+    message on the kernel's output channel, the arrays' bytes its binary parts."""
     shell = sys.modules["IPython"].get_ipython()
     extra: dict = {}
+    buffers: list = []
     try:
-        reply = _run(json.loads(text), shell.user_ns, extra)
+        reply = _run(json.loads(text), shell.user_ns, extra, buffers)
     except Exception as exc:  # the student's code raised: the worker names the error
         reply = {"raised": [type(exc).__name__[:80], str(exc)[:2000]]}
     reply.update(extra)
-    sys.stdout.write("\n" + PREFIX + json.dumps(reply) + "\n")
-    sys.stdout.flush()
+    sys.stdout.flush()  # what the call printed comes first
+    kernel = shell.kernel
+    parent = kernel.get_parent("shell")
+    kernel.session.send(kernel.iopub_socket, REPLY, reply, parent, buffers=buffers)
