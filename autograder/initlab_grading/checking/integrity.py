@@ -64,29 +64,36 @@ def _copied(code: CodeType, forbidden: tuple[str, ...]) -> str | None:
     function rebuilt from a library function's ``__code__`` (with copies of its globals)
     keeps the library's file name. A file matches a forbidden module ``a.b`` when its path
     ends in ``a/b.py`` or ``a/b/<file>.py``, or is the file of a loaded submodule."""
-    parts = code.co_filename.replace("\\", "/").split("/")
-    folders, stem = tuple(parts[:-1]), parts[-1].removesuffix(".py")
+    parts = tuple(code.co_filename.replace("\\", "/").split("/"))
+    folders, stem = parts[:-1], parts[-1].removesuffix(".py")
+    loaded = _loaded_files().get(parts, "").split(".")
+    prefixes = {".".join(loaded[: i + 1]) for i in range(len(loaded))}
     for module in forbidden:
         names = tuple(module.split("."))
-        here = folders[-len(names) :] == names
         if (
-            here
+            folders[-len(names) :] == names
             or (folders + (stem,))[-len(names) :] == names
-            or module in _loaded_files(tuple(parts))
+            or module in prefixes
         ):
             return f"{module} (a copy of its {code.co_name})"
     return None
 
 
-def _loaded_files(parts: tuple[str, ...]) -> set[str]:
-    """The forbidden-module prefixes (every dotted prefix) of the loaded module whose file
-    ``parts`` is."""
-    for name, module in list(sys.modules.items()):
-        path = getattr(module, "__file__", None)
-        if isinstance(path, str) and tuple(path.replace("\\", "/").split("/")) == parts:
-            pieces = name.split(".")
-            return {".".join(pieces[: i + 1]) for i in range(len(pieces))}
-    return set()
+_FILES: list = [-1, {}]
+"""How many modules were loaded when :func:`_loaded_files` last looked, and what it found."""
+
+
+def _loaded_files() -> dict[tuple[str, ...], str]:
+    """The file of every loaded module (its path's parts) with the module's name, read
+    again when the number of loaded modules changes."""
+    if _FILES[0] != len(sys.modules):
+        table = {}
+        for name, module in list(sys.modules.items()):
+            path = getattr(module, "__file__", None)
+            if isinstance(path, str):
+                table.setdefault(tuple(path.replace("\\", "/").split("/")), name)
+        _FILES[:] = [len(sys.modules), table]
+    return _FILES[1]
 
 
 def _matches(name: str, forbidden: tuple[str, ...]) -> str | None:

@@ -6,11 +6,12 @@ names: the value of a name, the result of calling one of its functions on argume
 worker chose. Everything crosses as data: JSON whose arrays are their raw bytes with a
 numeric type and a shape (never pickles or objects); the kernel sends its reply as one
 message whose arrays' bytes are binary parts of it, anything else puts them in the JSON in
-base64. What is not data (a function,
-a module, a model) stays in the kernel and crosses as a handle, a number the worker can
-call or read an attribute of. A function of the worker's passed to a student's function (the bowl an
-optimiser descends) stays in the worker too: the kernel gets a stand-in that asks the
-worker over the kernel's input channel each time it is called.
+base64. What is not data (a function, a module, a model) stays in the kernel and crosses as
+a handle, a number the worker can call or read an attribute of. A function of the worker's
+passed to a student's function (the bowl an optimiser descends) stays in the worker too:
+the kernel gets a stand-in that asks the worker over the kernel's input channel each time
+it is called. A request too long for the code of an execute request waits in the worker
+until the kernel asks for it the same way (:func:`serve_pending`).
 
 This module is sent to the kernel as source text and run there under the name
 ``_initlab_wire`` (it imports nothing of initlab_grading, and holds nothing secret). The
