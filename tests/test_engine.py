@@ -242,6 +242,18 @@ def test_progress_bar_writes_to_stdout_and_never_to_stderr(capfd, monkeypatch):
     assert capfd.readouterr() == ("", "")
 
 
+def test_progress_bar_is_off_where_initlab_progress_is_0(capfd, monkeypatch):
+    """The course's build and nbval run solutions/ at the default budget without the bar,
+    so their outputs do not depend on whether training came from the cache."""
+    train = _data(64)
+    monkeypatch.setenv("INITLAB_BUDGET", "default")
+    engine.train(CONFIGS[:1], train, num_epochs=1, cache=False)
+    assert "1/1 epochs" in capfd.readouterr().out
+    monkeypatch.setenv(engine.PROGRESS_VARIABLE, "0")
+    engine.train(CONFIGS[:1], train, num_epochs=1, cache=False)
+    assert capfd.readouterr() == ("", "")
+
+
 def test_progress_bar_with_parts_on_threads_reaches_the_end(capfd):
     """With two workers the parts train on threads of their own; the bar (drawn by the
     calling thread) counts the slowest part and ends at the total."""

@@ -180,6 +180,10 @@ def code_version() -> str:
 # Progress
 
 
+PROGRESS_VARIABLE = "INITLAB_PROGRESS"
+"""Set to ``0``, training shows no progress bar (see :class:`Progress`)."""
+
+
 class Progress:
     """A one-line text progress bar on stdout, redrawn at most every ``interval`` s and
     every ``growth`` times the time elapsed, whichever is longer.
@@ -188,9 +192,10 @@ class Progress:
     in its saved output, so the bar's redraws grow logarithmically with the run's length:
     about 300 for the full protocol's hour-long cell instead of one every half second
     (which made 1.9 MB of output). It never writes to stderr (nbgrader scores a test cell
-    with stderr output as zero), and it is off under the ``grade`` budget (grading, CI),
-    so executed notebooks have the same output whether or not results came from the
-    cache."""
+    with stderr output as zero), and it is off under the ``grade`` budget (grading, CI)
+    and where ``$INITLAB_PROGRESS`` is ``0`` (the course's build and nbval run of
+    solutions/), so executed notebooks have the same output whether or not results came
+    from the cache."""
 
     def __init__(
         self,
@@ -526,7 +531,8 @@ def train(
     (default: torch's thread count), each with an equal share of every activation, that
     train on threads of their own while torch runs single-threaded, so every network's
     result is the same whatever the number of threads and whatever else is in the stack.
-    ``progress`` defaults to a bar on stdout except under the ``grade`` budget.
+    ``progress`` defaults to a bar on stdout except under the ``grade`` budget or with
+    ``$INITLAB_PROGRESS`` set to ``0``.
     """
     if (num_epochs is None) == (num_steps is None):
         raise ValueError("give exactly one of num_epochs (passes over the data) and num_steps")
@@ -596,7 +602,9 @@ def train(
         if split_activations:
             groups = [[i for i in todo if configs[i].activation == a] for a in ACTIVATIONS]
         chunks = [g[s : s + step] for g in groups for s in range(0, len(g), step)]
-        enabled = budget.current() != "grade" if progress is None else progress
+        enabled = progress
+        if progress is None:
+            enabled = budget.current() != "grade" and os.environ.get(PROGRESS_VARIABLE) != "0"
         per_step = num_steps is not None
         unit_total = sum(schedule) if per_step else len(schedule)
         bar = Progress(
