@@ -276,11 +276,10 @@ class KernelLink:
         """The result of ``target(*args, **kwargs)`` in the kernel. Arrays among ``args``
         are updated in place with what the call left in them. ``bind``: names of the
         function's namespace bound for the call; ``record``: modules whose functions'
-        runs are recorded; ``probe``: [module, context manager, arguments] of a loaded module
-        that the call runs inside. What the
-        kernel reports of the call, returned or raised, goes into ``report``: ``calls``,
-        how many times each watched function's code ran; ``recorded``, the recorded
-        functions; ``probe``, the probe's result."""
+        runs are recorded; ``probe``: [module, context manager, arguments] of a loaded
+        module that the call runs inside. What the kernel reports of the call, returned or
+        raised, goes into ``report``: ``calls``, how many times each watched function's code
+        ran; ``recorded``, the recorded functions; ``probe``, the probe's result."""
         encode = wire.Encoder(self._out_handle)
         request = {
             "op": "call",
