@@ -299,8 +299,8 @@ class KernelLink:
                 report["calls"] = [c for c in calls if type(c) is int]
             if isinstance(recorded, list):
                 report["recorded"] = [str(r)[:200] for r in recorded[:20]]
-            if "probe" in reply:
-                report["probe"] = decode(reply["probe"])
+            if "probe" in reply:  # encoded apart from the result: a decoder of its own
+                report["probe"] = self.decode(reply["probe"])
         self._raise(reply)
         result = decode(reply.get("ok"))
         after = reply.get("after")
